@@ -1,0 +1,117 @@
+#pragma once
+// CPU (Eigen) implementations of every op the model uses, one free function per
+// forward/backward. This is the reference every other backend is tested against.
+//
+// Conventions (stated once, kept everywhere):
+//  - all matrices are row-major, weights stored [in, out] and applied as x W;
+//  - backward functions ADD (+=) into parameter gradients and ASSIGN (=) activation
+//    gradients, unless the name says otherwise;
+//  - N = number of token rows (B*T), d = model width, h = hidden width.
+// Templates are instantiated for float (training) and double (gradient tests).
+#include <cstddef>
+#include <cstdint>
+
+namespace px::cpu {
+
+// C[M,N] = (accumulate ? C : 0) + op(A) op(B), op(X) = X or X^T.
+// A is [M,K] (or [K,M] if transA), B is [K,N] (or [N,K] if transB).
+template <class T>
+void matmul(T* C, const T* A, const T* B, int M, int K, int N, bool transA, bool transB,
+            bool accumulate);
+
+// RMSNorm: out = x / sqrt(mean(x^2) + eps) * g; rstd[N] saved for backward.
+template <class T>
+void rmsnorm_forward(T* out, T* rstd, const T* x, const T* g, int N, int d);
+template <class T>
+void rmsnorm_backward(T* dx, T* dg, const T* dout, const T* x, const T* g, const T* rstd, int N,
+                      int d);
+
+// RoPE, rotate-half convention, on [B, T, H, hd] laid out as [B*T, H*hd]; position = t.
+// Pair i (i < hd/2) rotates (x[i], x[i+hd/2]) by angle t * 10000^(-2i/hd). In place allowed.
+template <class T>
+void rope_forward(T* out, const T* in, int B, int Tn, int H, int hd);
+template <class T>
+void rope_backward(T* din, const T* dout, int B, int Tn, int H, int hd);
+
+// Causal multi-head attention. q,k,v,out: [B*T, H*hd]; probs: [B, H, T, T] (saved).
+template <class T>
+void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int B, int Tn, int H,
+                       int hd);
+template <class T>
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                        const T* probs, int B, int Tn, int H, int hd);
+
+// SwiGLU activation: act = silu(a) * b, elementwise over n values.
+template <class T>
+void swiglu_forward(T* act, const T* a, const T* b, size_t n);
+template <class T>
+void swiglu_backward(T* da, T* db, const T* dact, const T* a, const T* b, size_t n);
+// relu2 activation: act = relu(a)^2.
+template <class T>
+void relu2_forward(T* act, const T* a, size_t n);
+template <class T>
+void relu2_backward(T* da, const T* dact, const T* a, size_t n);
+
+// Router: probs = softmax(logits) row-wise over E; top-k of (probs + bias) (bias may be null);
+// gates = the chosen probs renormalised to sum 1. idx/gates: [N, k]. Ties: lower index first.
+template <class T>
+void router_forward(T* probs, int32_t* idx, T* gates, const T* logits, const T* bias, int N, int E,
+                    int k);
+// dprobs[N,E] (assigned) from dgates[N,k] through the renormalisation, plus aux_coef[e]
+// added to every row (the aux-loss gradient); then dlogits = softmax backward of dprobs.
+template <class T>
+void router_backward(T* dlogits, const T* dgates, const T* probs, const int32_t* idx,
+                     const T* gates, const T* aux_coef, int N, int E, int k);
+
+// Group the N*k assignments by expert. bounds[E+1]: expert e's rows are
+// [bounds[e], bounds[e+1]) of the permuted buffer; order inside a segment follows
+// assignment order (token-major). pos[N*k]: permuted row of assignment a = n*k + j;
+// row_token[N*k]: token of permuted row r. Counting sort, O(N*k + E).
+void moe_permute_build(int32_t* bounds, int32_t* pos, int32_t* row_token, const int32_t* idx, int N,
+                       int E, int k);
+
+// Xp[r] = X[row_token[r]] for r < rows.
+template <class T>
+void gather_rows(T* Xp, const T* X, const int32_t* row_token, int rows, int d);
+// out[n] += sum_j gates[n,j] * Yp[pos[n*k+j]].
+template <class T>
+void combine_rows(T* out, const T* Yp, const T* gates, const int32_t* pos, int N, int k, int d);
+// dYp[pos[n*k+j]] = gates[n,j] * dout[n]; dgates[n,j] = <dout[n], Yp[pos[n*k+j]]>.
+template <class T>
+void combine_rows_backward(T* dYp, T* dgates, const T* dout, const T* Yp, const T* gates,
+                           const int32_t* pos, int N, int k, int d);
+// dX[row_token[r]] += dXp[r].
+template <class T>
+void scatter_add_rows(T* dX, const T* dXp, const int32_t* row_token, int rows, int d);
+
+// Expert activation kinds.
+enum ExpertAct : int { EXPERT_ACT_SWIGLU = 0, EXPERT_ACT_RELU2 = 1 };
+
+// Grouped expert FFN over segments: for each expert e with rows [bounds[e], bounds[e+1]):
+//   swiglu: A = X W1[e], Bm = X W3[e], act = silu(A)*Bm, Y = act W2[e]
+//   relu2:  A = X W1[e], act = relu(A)^2, Y = act W2[e]   (W3, Bm unused, may be null)
+// W1[e], W3[e]: [d, h] at W1 + e*d*h; W2[e]: [h, d] at W2 + e*h*d.
+// A, Bm, act: [rows, h] saved for backward. Y: [rows, d] (assigned).
+template <class T>
+void expert_ffn_forward(T* Y, T* A, T* Bm, T* act, const T* X, const T* W1, const T* W3,
+                        const T* W2, const int32_t* bounds, int E, int d, int h, ExpertAct kind);
+// dX assigned; dW1, dW3, dW2 accumulated. dact_scratch, dA_scratch, dB_scratch: [rows, h].
+template <class T>
+void expert_ffn_backward(T* dX, T* dW1, T* dW3, T* dW2, const T* dY, const T* X, const T* A,
+                         const T* Bm, const T* act, const T* W1, const T* W3, const T* W2,
+                         const int32_t* bounds, int E, int d, int h, ExpertAct kind,
+                         T* dact_scratch, T* dA_scratch, T* dB_scratch);
+
+// Cross-entropy over logits [N, V] with targets [N]; returns the mean loss and writes
+// dlogits = (softmax - onehot) * dscale (dscale = 1/N for the mean) when dlogits != null.
+template <class T>
+double cross_entropy(T* dlogits, const T* logits, const int32_t* targets, int N, int V, T dscale);
+
+// Fused AdamW on n values: m,v updated; p -= lr * (mhat/(sqrt(vhat)+eps) + wd * p).
+// step is 1-based.
+void adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float beta1,
+                  float beta2, float eps, float wd, int step);
+void adamw_update(double* p, const double* g, double* m, double* v, size_t n, double lr,
+                  double beta1, double beta2, double eps, double wd, int step);
+
+}  // namespace px::cpu

@@ -1,0 +1,1 @@
+namespace px { int ops_placeholder = 0; }

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <string>
 
@@ -118,6 +119,53 @@ TEST(BpeTokenizer, FirstMergeIsTheMostFrequentPair) {
   ASSERT_EQ(tok.merges().size(), 1u);
   EXPECT_EQ(tok.merges()[0], std::make_pair(int32_t('a'), int32_t('b')));
   EXPECT_EQ(tok.encode("ab"), std::vector<int32_t>{256});
+}
+
+// Reference trainer: recounts every pair over the word table before each merge.
+std::vector<std::pair<int32_t, int32_t>> naive_merges(const std::string& text, int vocab) {
+  std::map<std::string, int64_t> freq;
+  for (auto w : px::split_words(text)) ++freq[std::string(w)];
+  std::vector<std::pair<std::vector<int32_t>, int64_t>> words;
+  for (const auto& [w, f] : freq) {
+    std::vector<int32_t> sym;
+    for (char c : w) sym.push_back(static_cast<unsigned char>(c));
+    words.emplace_back(sym, f);
+  }
+  std::vector<std::pair<int32_t, int32_t>> merges;
+  while (256 + static_cast<int>(merges.size()) < vocab) {
+    std::map<std::pair<int32_t, int32_t>, int64_t> count;
+    for (const auto& [sym, f] : words)
+      for (size_t k = 0; k + 1 < sym.size(); ++k) count[{sym[k], sym[k + 1]}] += f;
+    if (count.empty()) break;
+    auto best = count.begin();  // map order: ties go to the smaller pair
+    for (auto it = count.begin(); it != count.end(); ++it)
+      if (it->second > best->second) best = it;
+    const auto [a, b] = best->first;
+    const int32_t id = 256 + static_cast<int32_t>(merges.size());
+    merges.push_back(best->first);
+    for (auto& [sym, f] : words) {
+      std::vector<int32_t> out;
+      for (size_t k = 0; k < sym.size(); ++k) {
+        if (k + 1 < sym.size() && sym[k] == a && sym[k + 1] == b) {
+          out.push_back(id);
+          ++k;
+        } else {
+          out.push_back(sym[k]);
+        }
+      }
+      sym = out;
+    }
+  }
+  return merges;
+}
+
+TEST(BpeTokenizer, IncrementalTrainingMatchesNaiveRecount) {
+  std::mt19937 rng(4);
+  std::string corpus = big_english() + "aaaaaaa abababab " + random_bytes(rng, 1500);
+  const auto fast = BpeTokenizer::train(corpus, 700);
+  const auto slow = naive_merges(corpus, 700);
+  ASSERT_EQ(fast.merges().size(), slow.size());
+  for (size_t r = 0; r < slow.size(); ++r) ASSERT_EQ(fast.merges()[r], slow[r]) << "merge " << r;
 }
 
 TEST(BpeTokenizer, TrainingIsDeterministic) {

@@ -15,7 +15,8 @@ namespace px {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 bool looks_binary(const fs::path& p) {
@@ -29,10 +30,13 @@ bool looks_binary(const fs::path& p) {
 std::vector<std::string> walk(const fs::path& root) {
   std::vector<std::string> files;
   std::error_code ec;
+  auto unreadable = [&] {
+    return UserError(fmt::format("--input '{}': cannot be read ({})", root.string(), ec.message()));
+  };
   fs::recursive_directory_iterator it(root, fs::directory_options::none, ec), end;
-  if (ec) throw UserError(fmt::format("--input '{}': cannot be read ({})", root.string(), ec.message()));
+  if (ec) throw unreadable();
   for (; it != end; it.increment(ec)) {
-    if (ec) throw UserError(fmt::format("--input '{}': cannot be read ({})", root.string(), ec.message()));
+    if (ec) throw unreadable();
     const fs::path& p = it->path();
     const std::string name = p.filename().string();
     if (!name.empty() && name[0] == '.') {  // hidden file or directory

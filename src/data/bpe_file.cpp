@@ -4,21 +4,21 @@
 #include <filesystem>
 
 #include "data/bpe_tokenizer.hpp"
-#include "data/h5_file.hpp"  // defines: h5::Handle, attributes, temporary-name writes
+#include "data/h5_file.hpp"  // defines: data_h5::Handle, attributes, temporary-name writes
 #include "util/errors.hpp"   // defines: UserError
 
 namespace px {
 
 void BpeTokenizer::save(const std::string& path) const {
-  const std::string tmp = h5::temp_path(path);
+  const std::string tmp = data_h5::temp_path(path);
   const hsize_t m = merges_.size();
   bool ok = false;
   {
-    h5::Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+    data_h5::Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
     if (file.valid()) {
       const hsize_t dims[2] = {m, 2};
-      h5::Handle space(H5Screate_simple(2, dims, nullptr), H5Sclose);
-      h5::Handle dset(H5Dcreate2(file.get(), "merges", H5T_STD_I32LE, space.get(), H5P_DEFAULT,
+      data_h5::Handle space(H5Screate_simple(2, dims, nullptr), H5Sclose);
+      data_h5::Handle dset(H5Dcreate2(file.get(), "merges", H5T_STD_I32LE, space.get(), H5P_DEFAULT,
                                  H5P_DEFAULT, H5P_DEFAULT),
                       H5Dclose);
       std::vector<int32_t> flat;
@@ -30,7 +30,7 @@ void BpeTokenizer::save(const std::string& path) const {
       ok = dset.valid() &&
            (m == 0 || H5Dwrite(dset.get(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                                flat.data()) >= 0) &&
-           h5::write_attr_i64(file.get(), "vocab_size", vocab_size());
+           data_h5::write_attr_i64(file.get(), "vocab_size", vocab_size());
     }
   }
   if (!ok) {
@@ -38,7 +38,7 @@ void BpeTokenizer::save(const std::string& path) const {
     std::filesystem::remove(tmp, ec);
     throw UserError(fmt::format("tokenizer file '{}': cannot be written", path));
   }
-  h5::commit_temp(path);
+  data_h5::commit_temp(path);
 }
 
 BpeTokenizer BpeTokenizer::load(const std::string& path) {
@@ -46,7 +46,7 @@ BpeTokenizer BpeTokenizer::load(const std::string& path) {
     throw UserError(fmt::format(
         "tokenizer file '{}' does not exist (run `parallax data prepare` to create it)", path));
   }
-  h5::Handle file = h5::open_read_only(path);
+  data_h5::Handle file = data_h5::open_read_only(path);
   if (!file.valid()) {
     throw UserError(fmt::format("tokenizer file '{}' is not a readable HDF5 file", path));
   }
@@ -57,9 +57,9 @@ BpeTokenizer BpeTokenizer::load(const std::string& path) {
   int64_t vocab = -1;
   bool shape_ok = false, read_ok = false;
   H5E_BEGIN_TRY {
-    h5::Handle dset(H5Dopen2(file.get(), "merges", H5P_DEFAULT), H5Dclose);
+    data_h5::Handle dset(H5Dopen2(file.get(), "merges", H5P_DEFAULT), H5Dclose);
     if (dset.valid()) {
-      h5::Handle space(H5Dget_space(dset.get()), H5Sclose);
+      data_h5::Handle space(H5Dget_space(dset.get()), H5Sclose);
       hsize_t dims[2] = {0, 0};
       shape_ok = H5Sget_simple_extent_ndims(space.get()) == 2 &&
                  H5Sget_simple_extent_dims(space.get(), dims, nullptr) == 2 && dims[1] == 2;
@@ -74,7 +74,7 @@ BpeTokenizer BpeTokenizer::load(const std::string& path) {
   H5E_END_TRY;
   if (!shape_ok) throw corrupt("no int32 dataset /merges of shape [M,2]");
   if (!read_ok) throw corrupt("dataset /merges cannot be read");
-  if (!h5::read_attr_i64(file.get(), "vocab_size", vocab)) {
+  if (!data_h5::read_attr_i64(file.get(), "vocab_size", vocab)) {
     throw corrupt("attribute vocab_size is missing");
   }
   if (vocab != 256 + static_cast<int64_t>(merges.size())) {

@@ -9,7 +9,7 @@
 #include <string>
 #include <utility>
 
-namespace px::h5 {
+namespace px::data_h5 {
 
 // Owns one HDF5 identifier (file, dataset, dataspace, attribute or property list) and
 // closes it with the matching H5*close on destruction. A negative id means "none".
@@ -82,4 +82,4 @@ inline void commit_temp(const std::string& path) {
   std::filesystem::rename(temp_path(path), path);
 }
 
-}  // namespace px::h5
+}  // namespace px::data_h5

@@ -7,34 +7,34 @@
 #include <filesystem>
 #include <stdexcept>
 
-#include "data/h5_file.hpp"  // defines: h5::Handle, attributes, temporary-name writes
+#include "data/h5_file.hpp"  // defines: data_h5::Handle, attributes, temporary-name writes
 #include "util/errors.hpp"   // defines: UserError
 
 namespace px {
 
 void write_token_shard(const std::string& path, const std::vector<int32_t>& tokens,
                        int vocab_size) {
-  const std::string tmp = h5::temp_path(path);
+  const std::string tmp = data_h5::temp_path(path);
   const hsize_t n = tokens.size();
   bool ok = false;
   {
-    h5::Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+    data_h5::Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
     if (file.valid()) {
-      h5::Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
-      h5::Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+      data_h5::Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
+      data_h5::Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
       if (n > 0) {
         const hsize_t chunk = std::min<hsize_t>(n, 1 << 18);
         H5Pset_chunk(dcpl.get(), 1, &chunk);
         H5Pset_deflate(dcpl.get(), 4);
       }
-      h5::Handle dset(H5Dcreate2(file.get(), "tokens", H5T_STD_I32LE, space.get(), H5P_DEFAULT,
+      data_h5::Handle dset(H5Dcreate2(file.get(), "tokens", H5T_STD_I32LE, space.get(), H5P_DEFAULT,
                                  dcpl.get(), H5P_DEFAULT),
                       H5Dclose);
       ok = dset.valid() &&
            (n == 0 || H5Dwrite(dset.get(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                                tokens.data()) >= 0) &&
-           h5::write_attr_i64(file.get(), "vocab_size", vocab_size) &&
-           h5::write_attr_i64(file.get(), "n_tokens", static_cast<int64_t>(n));
+           data_h5::write_attr_i64(file.get(), "vocab_size", vocab_size) &&
+           data_h5::write_attr_i64(file.get(), "n_tokens", static_cast<int64_t>(n));
     }
   }
   if (!ok) {
@@ -42,7 +42,7 @@ void write_token_shard(const std::string& path, const std::vector<int32_t>& toke
     std::filesystem::remove(tmp, ec);
     throw UserError(fmt::format("token shard '{}': cannot be written", path));
   }
-  h5::commit_temp(path);
+  data_h5::commit_temp(path);
 }
 
 TokenSplit::TokenSplit(const std::string& dir, const std::string& split, int part, int parts) {
@@ -57,14 +57,14 @@ TokenSplit::TokenSplit(const std::string& dir, const std::string& split, int par
   if (!std::filesystem::is_regular_file(path_)) {
     throw UserError(fmt::format("token shard '{}' does not exist ({})", path_, hint));
   }
-  h5::Handle file = h5::open_read_only(path_);
+  data_h5::Handle file = data_h5::open_read_only(path_);
   if (!file.valid()) {
     throw UserError(fmt::format("token shard '{}' is not a readable HDF5 file ({})", path_, hint));
   }
   bool ok = false;
   H5E_BEGIN_TRY {
-    h5::Handle dset(H5Dopen2(file.get(), "tokens", H5P_DEFAULT), H5Dclose);
-    h5::Handle space(dset.valid() ? H5Dget_space(dset.get()) : -1, H5Sclose);
+    data_h5::Handle dset(H5Dopen2(file.get(), "tokens", H5P_DEFAULT), H5Dclose);
+    data_h5::Handle space(dset.valid() ? H5Dget_space(dset.get()) : -1, H5Sclose);
     hsize_t n = 0;
     if (space.valid() && H5Sget_simple_extent_ndims(space.get()) == 1 &&
         H5Sget_simple_extent_dims(space.get(), &n, nullptr) == 1) {
@@ -76,7 +76,7 @@ TokenSplit::TokenSplit(const std::string& dir, const std::string& split, int par
       if (count == 0) {
         ok = true;
       } else {
-        h5::Handle mem(H5Screate_simple(1, &count, nullptr), H5Sclose);
+        data_h5::Handle mem(H5Screate_simple(1, &count, nullptr), H5Sclose);
         ok = H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, &start, nullptr, &count,
                                  nullptr) >= 0 &&
              H5Dread(dset.get(), H5T_NATIVE_INT32, mem.get(), space.get(), H5P_DEFAULT,
@@ -90,7 +90,7 @@ TokenSplit::TokenSplit(const std::string& dir, const std::string& split, int par
                                 path_, hint));
   }
   int64_t vocab = 0;
-  if (!h5::read_attr_i64(file.get(), "vocab_size", vocab) || vocab < 256) {
+  if (!data_h5::read_attr_i64(file.get(), "vocab_size", vocab) || vocab < 256) {
     throw UserError(fmt::format("token shard '{}' lacks a valid vocab_size attribute ({})", path_,
                                 hint));
   }

@@ -1,0 +1,86 @@
+// Subcommand bodies of the parallax binary.
+#include "cli/commands.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "config/config.hpp"      // defines: load_config, config_to_toml
+#include "data/prepare.hpp"       // defines: data_prepare
+#include "model/moe_model.hpp"    // defines: MoeModel
+#include "train/train_state.hpp"  // defines: checkpoint_config, checkpoint_tokenizer, load_checkpoint
+#include "train/trainer.hpp"      // defines: train
+#include "util/errors.hpp"        // defines: UserError
+
+namespace px {
+
+namespace fs = std::filesystem;
+
+int cmd_data_prepare(const std::vector<std::string>& inputs, const std::string& out_dir, int vocab) {
+  data_prepare(inputs, out_dir, vocab);
+  return 0;
+}
+
+int cmd_train(const std::string& config_path, std::string run_dir, bool resume,
+              const std::vector<std::string>& overrides) {
+  const Config cfg = load_config(config_path, overrides);
+  if (run_dir.empty()) run_dir = "runs/" + fs::path(config_path).stem().string();
+  TrainOptions opt;
+  opt.run_dir = run_dir;
+  opt.resume = resume;
+  const TrainResult r = train(cfg, opt);
+  if (!r.evals.empty())
+    fmt::print("final validation loss {:.4f} (at step 0: {:.4f})\nmetrics: {}/metrics.h5, "
+               "{}/metrics.jsonl\ncheckpoints: {}/checkpoints\n",
+               r.evals.back().second, r.evals.front().second, run_dir, run_dir, run_dir);
+  return 0;
+}
+
+int cmd_sample(const std::string& checkpoint, const std::string& prompt, int n_tokens,
+               double temperature, uint64_t seed) {
+  if (n_tokens < 1) throw UserError(fmt::format("--tokens = {}: must be at least 1", n_tokens));
+  const Config cfg = checkpoint_config(checkpoint);
+  const BpeTokenizer tok = checkpoint_tokenizer(checkpoint);
+  const int T = cfg.model.seq_len, V = cfg.model.vocab;
+  MoeModel<float> model(cfg.model, 1, T);
+  AdamW unused_opt(model.layout(), AdamWConfig{});
+  TrainState st{model, unused_opt};
+  load_checkpoint(checkpoint, cfg, st);
+  std::vector<int32_t> ids = tok.encode(prompt);
+  if (ids.empty()) ids.push_back('\n');
+  std::mt19937_64 rng(seed);
+  std::string out = prompt;
+  for (int i = 0; i < n_tokens; ++i) {
+    const int n = std::min<int>((int)ids.size(), T);
+    const int32_t* ctx = ids.data() + ids.size() - n;
+    model.forward(ctx, nullptr, 1, n);
+    const float* l = model.logits() + (size_t)(n - 1) * V;
+    int next = 0;
+    if (temperature <= 0) {
+      for (int v = 1; v < tok.vocab_size(); ++v)
+        if (l[v] > l[next]) next = v;
+    } else {
+      std::vector<double> p(tok.vocab_size());
+      double mx = l[0];
+      for (int v = 1; v < tok.vocab_size(); ++v) mx = std::max<double>(mx, l[v]);
+      for (int v = 0; v < tok.vocab_size(); ++v) p[v] = std::exp((l[v] - mx) / temperature);
+      next = std::discrete_distribution<int>(p.begin(), p.end())(rng);
+    }
+    ids.push_back(next);
+    out += tok.decode_token(next);
+  }
+  fmt::print("{}\n", out);
+  return 0;
+}
+
+int cmd_config(const std::string& config_path, const std::vector<std::string>& overrides,
+               bool print) {
+  const Config cfg = load_config(config_path, overrides);
+  if (print) fmt::print("{}", config_to_toml(cfg));
+  else fmt::print("{}: ok\n", config_path);
+  return 0;
+}
+
+}  // namespace px

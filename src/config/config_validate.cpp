@@ -1,0 +1,114 @@
+// validate_config (table-driven ranges + cross-field rules) and check_supported.
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "config/config.hpp"
+#include "config/config_fields.hpp"  // defines: config_fields, Bound, numeric_value
+#include "util/errors.hpp"           // defines: UserError
+
+namespace px {
+namespace {
+
+using cfg::Bound;
+using cfg::FieldDesc;
+using cfg::FieldType;
+
+std::string num(double v) { return fmt::format("{}", v); }
+
+// The bound's value and how a message shows it: "8" or "model.n_experts (8)".
+std::pair<double, std::string> resolve(const Bound& b, const Config& c) {
+  if (b.kind == Bound::CONST) return {b.value, num(b.value)};
+  const FieldDesc* f = cfg::find_field(b.field);
+  double v = cfg::numeric_value(*f, c);
+  return {v, fmt::format("{} ({})", b.field, num(v))};
+}
+
+void check_range(const FieldDesc& f, const Config& c) {
+  if (f.type != FieldType::INT && f.type != FieldType::FLOAT) return;
+  const double v = cfg::numeric_value(f, c);
+  const std::string shown = cfg::format_value(f.get(c));
+  if (!std::isfinite(v))
+    throw UserError(fmt::format("{} = {}: must be a finite number", f.name(), shown));
+  bool ok = true;
+  std::string lo_s, hi_s;
+  if (f.lo.kind != Bound::NONE) {
+    auto [lo, s] = resolve(f.lo, c);
+    lo_s = s;
+    ok = ok && (f.lo.open ? v > lo : v >= lo);
+  }
+  if (f.hi.kind != Bound::NONE) {
+    auto [hi, s] = resolve(f.hi, c);
+    hi_s = s;
+    ok = ok && (f.hi.open ? v < hi : v <= hi);
+  }
+  if (ok) return;
+  std::string rule;
+  if (!lo_s.empty() && !hi_s.empty() && !f.lo.open && !f.hi.open)
+    rule = fmt::format("must be between {} and {}", lo_s, hi_s);
+  else if (!lo_s.empty() && !hi_s.empty())
+    rule = fmt::format("must be {} {} and {} {}", f.lo.open ? ">" : ">=", lo_s, f.hi.open ? "<" : "<=", hi_s);
+  else if (!lo_s.empty())
+    rule = fmt::format("must be {} {}", f.lo.open ? ">" : ">=", lo_s);
+  else
+    rule = fmt::format("must be {} {}", f.hi.open ? "<" : "<=", hi_s);
+  throw UserError(fmt::format("{} = {}: {}", f.name(), shown, rule));
+}
+
+[[noreturn]] void fail(const std::string& msg) { throw UserError(msg); }
+
+// Rules that a per-field range cannot express.
+void check_cross_fields(const Config& c) {
+  const auto& m = c.model;
+  if (m.d_model % m.n_heads != 0)
+    fail(fmt::format("model.d_model = {}: must be divisible by model.n_heads ({})", m.d_model, m.n_heads));
+  if (m.head_dim() % 2 != 0)
+    fail(fmt::format("model.d_model / model.n_heads = {}: the head dimension must be even (RoPE rotates pairs)",
+                     m.head_dim()));
+  if (c.data.dir.empty())
+    fail("data.dir = \"\": must name the output folder of `parallax data prepare`");
+  const auto& x = c.experts;
+  for (auto [name, v] : {std::pair{"experts.adapter_rank", x.adapter_rank},
+                         std::pair{"experts.surrogate_rank", x.surrogate_rank},
+                         std::pair{"experts.update_rank", x.update_rank}})
+    if (v > m.d_model)
+      fail(fmt::format("{} = {}: must be <= model.d_model ({})", name, v, m.d_model));
+  if (x.signal == ExpertSignalKind::ADAPTERS && x.adapter_rank < 1)
+    fail(fmt::format("experts.adapter_rank = {}: must be >= 1 when experts.signal = \"adapters\"",
+                     x.adapter_rank));
+  const auto& t = c.topology;
+  if (c.sync.backbone_sync == BackboneSyncKind::SYNCER && t.syncers < 1)
+    fail("topology.syncers = 0: must be >= 1 when sync.backbone_sync = \"syncer\"");
+  if (c.sync.backbone_sync == BackboneSyncKind::ALLREDUCE && t.syncers > 0)
+    fail(fmt::format("topology.syncers = {}: must be 0 when sync.backbone_sync = \"allreduce\" "
+                     "(syncer ranks need backbone_sync = \"syncer\")", t.syncers));
+  const int64_t world = int64_t(t.islands) * t.ranks_per_island + t.syncers + t.expert_workers;
+  if (world > (int64_t(1) << 24))
+    fail(fmt::format("topology: {} islands x {} ranks + {} syncers + {} expert workers = {} ranks: "
+                     "must be at most {}", t.islands, t.ranks_per_island, t.syncers, t.expert_workers,
+                     world, int64_t(1) << 24));
+}
+
+}  // namespace
+
+void validate_config(const Config& c) {
+  for (const auto& f : cfg::config_fields()) check_range(f, c);
+  check_cross_fields(c);
+}
+
+void check_supported(const Config& c) {
+  if (c.train.mode != TrainMode::SYNC)
+    fail(fmt::format("train.mode = \"{}\" is not supported yet (planned: islands over MPI); "
+                     "this release trains with mode = \"sync\"", to_string(c.train.mode)));
+  const auto& t = c.topology;
+  if (t.islands != 1 || t.ranks_per_island != 1 || t.syncers != 0 || t.expert_workers != 0)
+    fail(fmt::format("topology of {} islands x {} ranks, {} syncers, {} expert workers is not "
+                     "supported yet (planned: islands over MPI); this release trains on one rank "
+                     "(1 island x 1 rank, 0 syncers, 0 expert workers)",
+                     t.islands, t.ranks_per_island, t.syncers, t.expert_workers));
+  if (c.train.device == DeviceKind::CUDA)
+    fail("train.device = \"cuda\" is not supported yet (planned: the CUDA backend); "
+         "this release trains with device = \"cpu\"");
+}
+
+}  // namespace px

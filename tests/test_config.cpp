@@ -127,7 +127,7 @@ TEST(Config, WrongType) {
   expect_user_error([] { parse(kMinimal + "[train]\ndeterministic = 1\n"); },
                     {"train.deterministic", "expected true or false"});
   expect_user_error([] { parse(kMinimal + "[train]\nmode = \"async\"\n"); },
-                    {"train.mode", "async", "\"sync\", \"diloco\", \"parallax\""});
+                    {"train.mode", "async", "\"sync\", \"diloco\", \"parallax\"", "cfg.toml (line 4)"});
   expect_user_error([] { parse(kMinimal + "[model]\nexpert_act = 3\n"); },
                     {"model.expert_act", "\"swiglu\", \"relu2\""});
   // An integer is accepted where a float is expected.
@@ -176,6 +176,7 @@ TEST(Config, Overrides) {
   EXPECT_EQ(c.data.dir, "other dir");
   EXPECT_FALSE(c.train.deterministic);
   EXPECT_EQ(c.sync.outer_dtype, px::WireDtype::INT8);
+  EXPECT_EQ(parse(kMinimal, {" model.top_k = 1 "}).model.top_k, 1);  // spaces around key and value
   // Overrides are applied after the file.
   EXPECT_EQ(parse(kMinimal + "[model]\ntop_k = 1\n", {"model.top_k=3"}).model.top_k, 3);
   // ... and validated.

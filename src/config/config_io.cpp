@@ -128,7 +128,12 @@ void apply_table(Config& c, const toml::table& root, const std::string& source) 
       const FieldDesc* f = cfg::find_field(name);
       if (!f)
         throw UserError(fmt::format("unknown key '{}' {}{}", name, where(source, node), did_you_mean(name)));
-      f->set(c, from_node(*f, node, source));
+      try {
+        f->set(c, from_node(*f, node, source));
+      } catch (const UserError& e) {  // bad choice or integer width: add where it came from
+        if (std::string(e.what()).find(source) != std::string::npos) throw;
+        throw UserError(fmt::format("{}, {}", e.what(), where(source, node)));
+      }
     }
   }
 }
@@ -151,11 +156,15 @@ void apply_override(Config& c, const std::string& text) {
   const auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0)
     throw UserError(fmt::format("override '{}': expected section.key=value", text));
-  const std::string name = text.substr(0, eq);
+  auto trim = [](std::string s) {
+    const auto b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
+    return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+  };
+  const std::string name = trim(text.substr(0, eq));
   const FieldDesc* f = cfg::find_field(name);
   if (!f)
     throw UserError(fmt::format("unknown key '{}' in override '{}'{}", name, text, did_you_mean(name)));
-  f->set(c, from_text(*f, text.substr(eq + 1)));
+  f->set(c, from_text(*f, trim(text.substr(eq + 1))));
 }
 
 Config parse_config(const std::string& toml_text, const std::string& source,

@@ -6,6 +6,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <mpi.h>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -64,12 +66,18 @@ double evaluate(MoeModel<float>& model, const TokenLoader& val, int batches, int
 
 TrainResult train(const Config& cfg, const TrainOptions& opt) {
   check_supported(cfg);
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  const TopologyConfig& tp = cfg.topology;
+  const int want = tp.islands * tp.ranks_per_island + tp.syncers + tp.expert_workers;
+  if (world != want)
+    throw UserError(fmt::format("world size {} does not match [topology]: islands {} x "
+                                "ranks_per_island {} + syncers {} + expert_workers {} = {}",
+                                world, tp.islands, tp.ranks_per_island, tp.syncers,
+                                tp.expert_workers, want));
   const ModelConfig& mc = cfg.model;
   const int B = cfg.train.batch_size, T = mc.seq_len;
   const std::string run_dir = opt.run_dir, ckpt_dir = run_dir + "/checkpoints";
-  fs::create_directories(run_dir + "/logs");
-  fs::create_directories(ckpt_dir);
-
   // data first: a wrong path fails before anything is written
   TokenSplit train_split(cfg.data.dir, "train");
   TokenSplit val_split(cfg.data.dir, "val");
@@ -81,6 +89,9 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   const BpeTokenizer tok = BpeTokenizer::load(cfg.data.dir + "/tokenizer.h5");
   TokenLoader loader(train_split, T);
   TokenLoader val_loader(val_split, T);
+
+  fs::create_directories(run_dir + "/logs");
+  fs::create_directories(ckpt_dir);
 
   MoeModel<float> model(mc, B, T);
   model.init_params((uint64_t)cfg.train.seed);
@@ -160,7 +171,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     tokens_int += (int64_t)B * T;
     ++n_int;
 
-    const bool last = st.step == steps;
+    const bool last = st.step == steps || st.step == opt.stop_after;
     if (st.step % cfg.log.every == 0 || last) {
       const auto now = clock::now();
       const double dt = std::chrono::duration<double>(now - t_int).count();
@@ -202,6 +213,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
       log->info("checkpoint {}", p);
     }
     metrics.flush();
+    if (st.step == opt.stop_after) break;
   }
   res.end_step = st.step;
   res.seconds = std::chrono::duration<double>(clock::now() - t0).count();

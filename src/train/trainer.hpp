@@ -13,6 +13,7 @@ struct TrainOptions {
   std::string run_dir;  // RUNDIR (config.toml, metrics.h5, metrics.jsonl, checkpoints/, logs/)
   bool resume = false;  // continue from the newest complete checkpoint in RUNDIR/checkpoints
   bool quiet = false;   // no per-interval log lines (tests)
+  int64_t stop_after = -1;  // stop (with a checkpoint) after this step, as a preempted job would
 };
 
 struct TrainResult {

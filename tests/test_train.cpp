@@ -1,0 +1,159 @@
+// End-to-end training on real text (the fortunes corpus): learning, exact resume, and the
+// command line's handling of bad input (exit code 2, nothing half-written).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "config/config.hpp"
+#include "data/prepare.hpp"
+#include "data/token_shards.hpp"
+#include "train/trainer.hpp"
+#include "util/errors.hpp"
+
+namespace fs = std::filesystem;
+using namespace px;
+
+namespace {
+
+const char* kCorpus = "/usr/share/games/fortunes";
+
+std::string tmp_dir(const std::string& name) {
+  const std::string d = std::string(PX_BINARY_DIR) + "/test_tmp/train_" + name + "_" +
+                        std::to_string(::getpid());
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+// Data prepared once for all tests of this file.
+const std::string& corpus_dir() {
+  static std::string dir = [] {
+    EXPECT_TRUE(fs::is_directory(kCorpus)) << kCorpus << " missing: run scripts/setup.sh";
+    const std::string d = tmp_dir("corpus");
+    data_prepare({kCorpus}, d, 512);
+    return d;
+  }();
+  return dir;
+}
+
+Config tiny_config(const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> ov = {"data.dir=" + corpus_dir()};
+  ov.insert(ov.end(), extra.begin(), extra.end());
+  return load_config(std::string(PX_SOURCE_DIR) + "/experiments/tiny.toml", ov);
+}
+
+// Cross-entropy (nats/token) of the validation tokens under the add-one-smoothed unigram
+// distribution of the training tokens: what a model that ignores context can reach.
+double unigram_entropy(const std::string& dir, int vocab) {
+  TokenSplit tr(dir, "train"), va(dir, "val");
+  std::vector<double> count(vocab, 1.0);
+  for (int32_t t : tr.tokens()) count[t] += 1;
+  double total = 0;
+  for (double c : count) total += c;
+  double h = 0;
+  for (int32_t t : va.tokens()) h -= std::log(count[t] / total);
+  return h / va.size();
+}
+
+int run_cli(const std::string& args) {
+  const std::string cmd = std::string(PX_BINARY_DIR) + "/parallax " + args + " > /dev/null 2>&1";
+  const int st = std::system(cmd.c_str());
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+}  // namespace
+
+TEST(TrainTiny, ValidationLossFallsWellBelowUnigramEntropy) {
+  const Config cfg = tiny_config();
+  TrainOptions opt;
+  opt.run_dir = tmp_dir("learn");
+  opt.quiet = true;
+  const TrainResult r = train(cfg, opt);
+  ASSERT_GE(r.evals.size(), 2u);
+  const double h1 = unigram_entropy(corpus_dir(), cfg.model.vocab);
+  const double first = r.evals.front().second, last = r.evals.back().second;
+  std::printf("validation loss %.4f -> %.4f, unigram entropy %.4f nats\n", first, last, h1);
+  EXPECT_GT(first, h1);           // an untrained model is worse than unigram statistics
+  EXPECT_LT(last, h1 - 0.5);      // a trained one is clearly better: it uses context
+  EXPECT_TRUE(fs::exists(opt.run_dir + "/metrics.h5"));
+  EXPECT_TRUE(fs::exists(opt.run_dir + "/metrics.jsonl"));
+  EXPECT_TRUE(fs::exists(opt.run_dir + "/config.toml"));
+}
+
+TEST(TrainResume, BitIdenticalLossesAfterResume) {
+  const Config cfg = tiny_config({"train.steps=40", "checkpoint.every=20", "data.eval_every=20",
+                                  "log.every=5", "model.balance=\"bias\""});
+  TrainOptions full;
+  full.run_dir = tmp_dir("resume_full");
+  full.quiet = true;
+  const TrainResult a = train(cfg, full);
+  ASSERT_EQ(a.losses.size(), 40u);
+
+  TrainOptions part = full;
+  part.run_dir = tmp_dir("resume_part");
+  part.stop_after = 23;  // not a checkpoint step of the full run: stop writes its own
+  const TrainResult b1 = train(cfg, part);
+  ASSERT_EQ(b1.end_step, 23);
+  part.stop_after = -1;
+  part.resume = true;
+  const TrainResult b2 = train(cfg, part);
+  ASSERT_EQ(b2.start_step, 23);
+  ASSERT_EQ(b2.losses.size(), 17u);
+  for (size_t i = 0; i < 17; ++i)
+    EXPECT_EQ(a.losses[23 + i], b2.losses[i]) << "step " << 23 + i + 1;  // bit-identical
+  EXPECT_EQ(a.evals.back().second, b2.evals.back().second);
+  // resuming without --resume into a run dir with checkpoints is refused
+  part.resume = false;
+  EXPECT_THROW(train(cfg, part), UserError);
+}
+
+TEST(TrainCli, BadInputExitsWithTwo) {
+  const std::string d = tmp_dir("cli");
+  const std::string tiny = std::string(PX_SOURCE_DIR) + "/experiments/tiny.toml";
+  {
+    std::ofstream f(d + "/bad.toml");
+    f << "[model]\nd_modle = 64\n";
+  }
+  EXPECT_EQ(run_cli("config " + d + "/bad.toml"), 2);                       // unknown key
+  EXPECT_EQ(run_cli("config " + tiny + " model.n_heads=5"), 2);              // d % heads
+  EXPECT_EQ(run_cli("config " + tiny + " train.lr=-1"), 2);                  // range
+  EXPECT_EQ(run_cli("config " + d + "/missing.toml"), 2);                    // missing file
+  EXPECT_EQ(run_cli("config " + tiny + " --print"), 0);
+  EXPECT_EQ(run_cli("train " + tiny + " --out " + d + "/run data.dir=" + d + "/nodata"), 2);
+  EXPECT_FALSE(fs::exists(d + "/run"));  // nothing half-written for a bad data path
+  EXPECT_EQ(run_cli("data prepare --input " + d + "/nothing.txt --out " + d + "/o"), 2);
+  EXPECT_EQ(run_cli("data prepare --input " + tiny + " --out " + d + "/o --vocab 100"), 2);
+  {
+    std::ofstream f(d + "/empty.txt");
+  }
+  EXPECT_EQ(run_cli("data prepare --input " + d + "/empty.txt --out " + d + "/o"), 2);
+  // a corrupted checkpoint: a clear error, not a crash
+  {
+    std::ofstream f(d + "/step_00000010.h5", std::ios::binary);
+    f << "this is not an HDF5 file";
+  }
+  EXPECT_EQ(run_cli("sample " + d + "/step_00000010.h5 --prompt hi"), 2);
+}
+
+TEST(TrainCli, CorruptedNewestCheckpointIsSkippedOnResume) {
+  const Config cfg = tiny_config({"train.steps=20", "train.warmup_steps=5", "checkpoint.every=10", "data.eval_every=0",
+                                  "checkpoint.keep=0"});
+  TrainOptions opt;
+  opt.run_dir = tmp_dir("corrupt");
+  opt.quiet = true;
+  opt.stop_after = 20;
+  const TrainResult a = train(cfg, opt);
+  // truncate the newest checkpoint (as a crash during a non-atomic copy would)
+  const std::string newest = opt.run_dir + "/checkpoints/step_00000020.h5";
+  ASSERT_TRUE(fs::exists(newest));
+  fs::resize_file(newest, fs::file_size(newest) / 2);
+  opt.resume = true;
+  opt.stop_after = -1;
+  const TrainResult b = train(cfg, opt);
+  EXPECT_EQ(b.start_step, 10);  // fell back to the older complete checkpoint
+  for (size_t i = 0; i < b.losses.size(); ++i) EXPECT_EQ(a.losses[10 + i], b.losses[i]);
+}

@@ -122,7 +122,7 @@ TEST(GradModelBias, UpdateMovesTowardBalance) {
   for (int i = 0; i < 12; ++i) in[i] = i % 11;
   m.forward(in.data(), in.data());
   const auto counts = m.expert_counts();
-  m.update_router_bias();
+  m.update_router_bias(counts);
   double mean = 0;
   for (int e = 0; e < 4; ++e) mean += counts[e] / 4.0;
   for (int e = 0; e < 4; ++e) {

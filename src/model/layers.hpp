@@ -1,6 +1,8 @@
 #pragma once
 // One forward/backward pair per layer kind (DESIGN §2), over explicit shapes.
 // Backward functions ADD into parameter gradients and ASSIGN activation gradients.
+#include <functional>
+
 #include "model/activations.hpp"  // defines: AttentionActs, FfnActs, MoeActs
 #include "ops/cpu/cpu_ops.hpp"     // defines: ExpertAct
 
@@ -49,17 +51,39 @@ struct MoeDims {
   double aux_alpha;  // 0 disables the aux loss
 };
 
+// Where the routed experts of a MoE layer run. The default (null) runs all of them here;
+// expert parallelism (mode "sync") sends each expert's rows to the rank that holds it.
+template <class T>
+struct RoutedExperts {
+  virtual ~RoutedExperts() = default;
+  // xp: [rows, d] grouped by expert (bounds[E+1]); writes yp [rows, d] in the same order.
+  virtual void forward(int moe_layer, const T* xp, const int32_t* bounds, T* yp) = 0;
+  // dyp in the order of the last forward; writes dxp; expert weight gradients accumulate
+  // where the experts live.
+  virtual void backward(int moe_layer, const T* dyp, T* dxp) = 0;
+};
+
+// How one MoE layer's local batch relates to the batch the loss averages over.
+template <class T>
+struct MoeContext {
+  int moe_layer = 0;
+  double global_tokens = 0;  // tokens of the whole batch (0: the local N)
+  // Sums [2E] statistics (routed counts, probability sums) over the whole batch; null: local.
+  const std::function<void(double*, int)>* sum_stats = nullptr;
+  RoutedExperts<T>* experts = nullptr;  // null: every routed expert runs here
+};
+
 // out (=) shared experts + sum_j gate_j * expert_{idx_j}(x); also fills a.aux_loss.
 // bias (may be null) shifts the top-k selection only.
 template <class T>
 void moe_forward(T* out, MoeActs<T>& a, const T* x, const T* wr, const T* sw1, const T* sw3,
                  const T* sw2, const T* ew1, const T* ew3, const T* ew2, const T* bias,
-                 const MoeDims& dm, T* scratch_nd);
+                 const MoeDims& dm, const MoeContext<T>& ctx, T* scratch_nd);
 // dx (=); all parameter gradients accumulated (router, shared, routed experts).
 template <class T>
 void moe_backward(T* dx, T* dwr, T* dsw1, T* dsw3, T* dsw2, T* dew1, T* dew3, T* dew2,
                   const T* dout, const MoeActs<T>& a, const T* x, const T* wr, const T* sw1,
                   const T* sw3, const T* sw2, const T* ew1, const T* ew3, const T* ew2,
-                  const MoeDims& dm, Scratch<T>& s);
+                  const MoeDims& dm, const MoeContext<T>& ctx, Scratch<T>& s);
 
 }  // namespace px

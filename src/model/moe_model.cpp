@@ -116,6 +116,16 @@ MoeDims MoeModel<T>::moe_dims(int N) const {
 }
 
 template <class T>
+MoeContext<T> MoeModel<T>::moe_context(int moe_layer) const {
+  MoeContext<T> c;
+  c.moe_layer = moe_layer;
+  c.global_tokens = global_tokens_;
+  c.sum_stats = sum_stats_;
+  c.experts = experts_exec_;
+  return c;
+}
+
+template <class T>
 double MoeModel<T>::forward(const int32_t* inputs, const int32_t* targets, int B, int Tn) {
   cur_B_ = B;
   cur_T_ = Tn;
@@ -148,7 +158,7 @@ double MoeModel<T>::forward(const int32_t* inputs, const int32_t* targets, int B
       moe_forward(next, la.moe, la.xn2, bb + o.router, sh ? bb + o.shared_w1 : nullptr,
                   sh && glu ? bb + o.shared_w3 : nullptr, sh ? bb + o.shared_w2 : nullptr,
                   ex + o.expert_w1, glu ? ex + o.expert_w3 : nullptr, ex + o.expert_w2, bias, md,
-                  scratch_.nd[5]);
+                  moe_context(moe_l), scratch_.nd[5]);
       last_aux_ += la.moe.aux_loss;
       ++moe_l;
     }
@@ -157,7 +167,8 @@ double MoeModel<T>::forward(const int32_t* inputs, const int32_t* targets, int B
   rmsnorm_forward(xf_, rstdf_, resid_out_, bb + layout_.final_g, N, d);
   matmul(logits_, xf_, bb + layout_.head, N, d, V, false, false, false);
   if (!targets) return 0;
-  last_ce_ = cross_entropy(dlogits_, logits_, targets, N, V, (T)(1.0 / N));
+  const double Ng = global_tokens_ > 0 ? global_tokens_ : N;
+  last_ce_ = cross_entropy(dlogits_, logits_, targets, N, V, (T)(1.0 / Ng)) * N / Ng;
   return last_ce_ + last_aux_;
 }
 
@@ -178,6 +189,7 @@ void MoeModel<T>::backward() {
   T* dnext = dres_[1];
   rmsnorm_backward(dcur, gb + layout_.final_g, dmid_, resid_out_, bb + layout_.final_g, rstdf_, N,
                    d);
+  int moe_l = cfg_.moe_layers();
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
     const LayerActs<T>& la = layer_acts_[l];
     const LayerOffsets& o = layout_.layers[l];
@@ -192,7 +204,7 @@ void MoeModel<T>::backward() {
                    la.moe, la.xn2, bb + o.router, sh ? bb + o.shared_w1 : nullptr,
                    sh && glu ? bb + o.shared_w3 : nullptr, sh ? bb + o.shared_w2 : nullptr,
                    ex + o.expert_w1, glu ? ex + o.expert_w3 : nullptr, ex + o.expert_w2, md,
-                   scratch_);
+                   moe_context(--moe_l), scratch_);
     }
     rmsnorm_backward(dmid_, gb + o.ffn_g, dffn_, la.h, bb + o.ffn_g, la.rstd2, N, d);
     for (size_t i = 0; i < (size_t)N * d; ++i) dmid_[i] += dcur[i];
@@ -228,10 +240,9 @@ std::vector<int64_t> MoeModel<T>::expert_counts() const {
 }
 
 template <class T>
-void MoeModel<T>::update_router_bias() {
+void MoeModel<T>::update_router_bias(const std::vector<int64_t>& c) {
   if (cfg_.balance != BalanceKind::BIAS) return;
   const int E = cfg_.n_experts;
-  const std::vector<int64_t> c = expert_counts();
   for (int m = 0; m < cfg_.moe_layers(); ++m) {
     double mean = 0;
     for (int e = 0; e < E; ++e) mean += (double)c[(size_t)m * E + e];

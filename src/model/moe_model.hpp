@@ -3,6 +3,7 @@
 // once from the config and the batch shape; hand-written forward and backward.
 // T = float for training, double for the finite-difference gradient tests.
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/activations.hpp"   // defines: LayerActs
@@ -32,6 +33,8 @@ class MoeModel {
   void backward();
   void zero_grad();
 
+  // The last forward's cross-entropy: the mean over the local batch, or, with set_parallel,
+  // this rank's share (local sum / global_tokens; summing it over ranks gives the mean).
   double last_ce() const { return last_ce_; }
   double last_aux() const { return last_aux_; }
   const T* logits() const { return logits_; }  // [B*Tn, V] of the last forward
@@ -45,8 +48,19 @@ class MoeModel {
   std::vector<int64_t> expert_counts() const;
   // Aux-loss-free balancing state (balance = "bias"): [moe_layers * E], selection only.
   std::vector<T>& router_bias() { return router_bias_; }
-  // After an optimizer step: bias_e += gamma * sign(mean load - load_e), per MoE layer.
-  void update_router_bias();
+  // After an optimizer step: bias_e += gamma * sign(mean load - load_e), per MoE layer,
+  // from the loads of the whole batch (expert_counts() summed over its ranks).
+  void update_router_bias(const std::vector<int64_t>& counts);
+
+  // Data/expert parallel runs: the loss averages over global_tokens (0: the local batch);
+  // sum_stats sums MoE routing statistics over the ranks of that batch; experts (may be null)
+  // runs the routed experts elsewhere. The pointed-to objects must outlive the model's use.
+  void set_parallel(double global_tokens, const std::function<void(double*, int)>* sum_stats,
+                    RoutedExperts<T>* experts) {
+    global_tokens_ = global_tokens;
+    sum_stats_ = sum_stats;
+    experts_exec_ = experts;
+  }
 
   size_t activation_bytes() const { return acts_.size() * sizeof(T) + iacts_.size() * 4; }
 
@@ -54,6 +68,7 @@ class MoeModel {
   template <class A, class I>
   void plan_activations(A& fa, I& ia);
   MoeDims moe_dims(int N) const;
+  MoeContext<T> moe_context(int moe_layer) const;
 
   ModelConfig cfg_;
   ParamLayout layout_;
@@ -76,6 +91,9 @@ class MoeModel {
   T* dffn_ = nullptr;    // [N, d]
   Scratch<T> scratch_{};
   double last_ce_ = 0, last_aux_ = 0;
+  double global_tokens_ = 0;
+  const std::function<void(double*, int)>* sum_stats_ = nullptr;
+  RoutedExperts<T>* experts_exec_ = nullptr;
 };
 
 }  // namespace px

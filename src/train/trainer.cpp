@@ -160,7 +160,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     model.backward();
     gnorm = adamw.step(P, G, lr);
     const auto counts = model.expert_counts();
-    model.update_router_bias();
+    model.update_router_bias(counts);
     for (size_t i = 0; i < load.size(); ++i) load[i] += counts[i];
     ++st.step;
     st.tokens += (int64_t)B * T;

@@ -1,0 +1,81 @@
+#pragma once
+// The MoE language model (DESIGN §2): parameters, gradients and activations in arenas sized
+// once from the config and the batch shape; hand-written forward and backward.
+// T = float for training, double for the finite-difference gradient tests.
+#include <cstdint>
+#include <vector>
+
+#include "model/activations.hpp"   // defines: LayerActs
+#include "model/layers.hpp"        // defines: Scratch
+#include "model/model_config.hpp"  // defines: ModelConfig
+#include "model/param_layout.hpp"  // defines: ParamLayout, Arena
+
+namespace px {
+
+template <class T>
+class MoeModel {
+ public:
+  // batch, seq: the largest batch shape forward() will be called with.
+  MoeModel(const ModelConfig& cfg, int batch, int seq);
+
+  // normal(0, 0.02) init (output projections scaled by 1/sqrt(2 L)), norm gains = 1.
+  void init_params(uint64_t seed);
+
+  // Runs the model on inputs [B, Tn] (B <= batch, Tn <= seq). With targets, returns the
+  // training loss (mean cross-entropy + aux loss) and keeps what backward() needs;
+  // without, returns 0 and only fills logits().
+  double forward(const int32_t* inputs, const int32_t* targets, int B, int Tn);
+  double forward(const int32_t* inputs, const int32_t* targets) {
+    return forward(inputs, targets, batch_, seq_);
+  }
+  // Gradients of the last forward's loss, ADDED into grads (call zero_grad() first).
+  void backward();
+  void zero_grad();
+
+  double last_ce() const { return last_ce_; }
+  double last_aux() const { return last_aux_; }
+  const T* logits() const { return logits_; }  // [B*Tn, V] of the last forward
+
+  T* params(Arena a) { return a == Arena::BACKBONE ? backbone_.data() : experts_.data(); }
+  T* grads(Arena a) { return a == Arena::BACKBONE ? gbackbone_.data() : gexperts_.data(); }
+  const ParamLayout& layout() const { return layout_; }
+  const ModelConfig& config() const { return cfg_; }
+
+  // Tokens routed to each expert by the last forward: [moe_layers * E].
+  std::vector<int64_t> expert_counts() const;
+  // Aux-loss-free balancing state (balance = "bias"): [moe_layers * E], selection only.
+  std::vector<T>& router_bias() { return router_bias_; }
+  // After an optimizer step: bias_e += gamma * sign(mean load - load_e), per MoE layer.
+  void update_router_bias();
+
+  size_t activation_bytes() const { return acts_.size() * sizeof(T) + iacts_.size() * 4; }
+
+ private:
+  template <class A, class I>
+  void plan_activations(A& fa, I& ia);
+  MoeDims moe_dims(int N) const;
+
+  ModelConfig cfg_;
+  ParamLayout layout_;
+  int batch_, seq_;
+  int cur_B_ = 0, cur_T_ = 0;
+  const int32_t* targets_ = nullptr;
+  std::vector<int32_t> inputs_copy_, targets_copy_;
+  std::vector<T> backbone_, experts_, gbackbone_, gexperts_;
+  std::vector<T> acts_;
+  std::vector<int32_t> iacts_;
+  std::vector<T> router_bias_;
+  std::vector<LayerActs<T>> layer_acts_;
+  T* xf_ = nullptr;      // [N, d] final normed
+  T* rstdf_ = nullptr;   // [N]
+  T* resid_out_ = nullptr;  // [N, d] output of the last layer
+  T* logits_ = nullptr;  // [N, V]
+  T* dlogits_ = nullptr; // [N, V]
+  T* dres_[2] = {nullptr, nullptr};  // [N, d] residual-stream gradients (ping-pong)
+  T* dmid_ = nullptr;    // [N, d]
+  T* dffn_ = nullptr;    // [N, d]
+  Scratch<T> scratch_{};
+  double last_ce_ = 0, last_aux_ = 0;
+};
+
+}  // namespace px

@@ -1,1 +1,0 @@
-namespace px { int ops_placeholder = 0; }

@@ -32,25 +32,33 @@ __global__ void sketch_norms_kernel(float* w, const bf16* X, const bf16* dY,
 // One block (1024 threads) per expert: inclusive prefix of w over the segment (only needed
 // when the segment has more than n rows). Each thread scans a contiguous chunk.
 __global__ void sketch_prefix_kernel(float* prefix, const float* w, const int32_t* bounds, int n) {
-  __shared__ float part[1024];
+  __shared__ float part[1024 + 64];
   int e = blockIdx.x, b0 = bounds[e], cnt = bounds[e + 1] - b0;
   if (cnt <= n) return;
   int per = (cnt + blockDim.x - 1) / blockDim.x;
   int lo = min(cnt, threadIdx.x * per), hi = min(cnt, lo + per);
   float s = 0.f;
   for (int i = lo; i < hi; ++i) s += w[b0 + i];
-  part[threadIdx.x] = s;
+  // exclusive block scan of the per-thread sums: warp shuffles, then the warp totals.
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  float incl = s;
+  for (int o = 1; o < 32; o <<= 1) {
+    float t = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += t;
+  }
+  if (lane == 31) part[wid] = incl;
   __syncthreads();
-  if (threadIdx.x == 0) {  // exclusive scan of 1024 partials (cheap, deterministic)
-    float run = 0.f;
-    for (int t = 0; t < (int)blockDim.x; ++t) {
-      float v = part[t];
-      part[t] = run;
-      run += v;
+  if (wid == 0) {
+    float wt = lane < (int)(blockDim.x >> 5) ? part[lane] : 0.f, wi = wt;
+    for (int o = 1; o < 32; o <<= 1) {
+      float t = __shfl_up_sync(0xffffffffu, wi, o);
+      if (lane >= o) wi += t;
     }
+    part[32 + lane] = wi - wt;  // exclusive prefix of warp totals
   }
   __syncthreads();
-  s = part[threadIdx.x];
+  part[threadIdx.x + 64] = part[32 + wid] + incl - s;
+  s = part[threadIdx.x + 64];
   for (int i = lo; i < hi; ++i) {
     s += w[b0 + i];
     prefix[b0 + i] = s;
@@ -130,15 +138,19 @@ __global__ void sketch_gather_kernel(SketchBuffers sb, const bf16* X, const bf16
   }
 }
 
-// One block per expert: the order-free checksum of sketch_checksum_cpu.
+// Grid (E, kCsSplit): the order-free checksum of sketch_checksum_cpu. Each block hashes a
+// strided share of the expert's words and adds it with an integer atomicAdd (wrap-around
+// addition is associative and commutative, so the result does not depend on the order).
+constexpr int kCsSplit = 32;
 __global__ void sketch_checksum_kernel(SketchBuffers sb, int d, int n) {
   int e = blockIdx.x, count = sb.count[e];
   size_t slot = (size_t)e * sb.n;
   uint32_t words_row = (uint32_t)count * d / 4;
   uint32_t h = 0;
+  const uint32_t start = blockIdx.y * blockDim.x + threadIdx.x, stride = gridDim.y * blockDim.x;
   auto mix_range = [&](const void* p, uint32_t nw, uint32_t base) {
     const uint32_t* w = static_cast<const uint32_t*>(p);
-    for (uint32_t j = threadIdx.x; j < nw; j += blockDim.x) h += sketch_mix32(w[j], base + j);
+    for (uint32_t j = start; j < nw; j += stride) h += sketch_mix32(w[j], base + j);
   };
   uint32_t base = 0;
   mix_range(sb.xq + slot * d, words_row, base); base += words_row;
@@ -147,8 +159,7 @@ __global__ void sketch_checksum_kernel(SketchBuffers sb, int d, int n) {
   mix_range(sb.dys + slot, count, base); base += count;
   mix_range(sb.weight + slot, count, base); base += count;
   mix_range(sb.row + slot, count, base); base += count;
-  if (threadIdx.x == 0) h += sketch_mix32((uint32_t)count, base);
-  // integer block reduction (wrap-around sum, order-free)
+  if (start == 0) h += sketch_mix32((uint32_t)count, base);
   __shared__ uint32_t red[32];
   for (int o = 16; o > 0; o >>= 1) h += __shfl_xor_sync(0xffffffffu, h, o);
   if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = h;
@@ -156,7 +167,7 @@ __global__ void sketch_checksum_kernel(SketchBuffers sb, int d, int n) {
   if (threadIdx.x == 0) {
     uint32_t t = 0;
     for (int w = 0; w < (int)blockDim.x / 32; ++w) t += red[w];
-    sb.checksum[e] = t;
+    atomicAdd(&sb.checksum[e], t);
   }
 }
 
@@ -209,7 +220,8 @@ void sketch_pack(SketchBuffers& sb, const bf16* X, const bf16* dY, const int32_t
   PX_SKETCH_CASE(2) PX_SKETCH_CASE(4) PX_SKETCH_CASE(8) PX_SKETCH_CASE(16) PX_SKETCH_CASE(32) {}
 #undef PX_SKETCH_CASE
   cudaCheckLaunch();
-  sketch_checksum_kernel<<<E, 256, 0, stream>>>(sb, d, n);
+  cudaCheck(cudaMemsetAsync(sb.checksum, 0, E * sizeof(uint32_t), stream));
+  sketch_checksum_kernel<<<dim3(E, kCsSplit), 256, 0, stream>>>(sb, d, n);
   cudaCheckLaunch();
 }
 

@@ -7,42 +7,54 @@
 
 namespace px {
 
-AdamW::AdamW(const ParamLayout& layout, const AdamWConfig& cfg) : layout_(layout), cfg_(cfg) {
+AdamW::AdamW(const ParamLayout& layout, const AdamWConfig& cfg, int expert_begin, int expert_end)
+    : layout_(layout), cfg_(cfg) {
+  for (const ParamSpec& s : layout.specs) {
+    if (s.arena == Arena::BACKBONE || expert_end < 0) {
+      ranges_[(int)s.arena].push_back({s.offset, s.size, s.decay});
+    } else {
+      const size_t per = s.size / (size_t)s.shape[0];  // expert tensors are [E, ...]
+      if (expert_end > expert_begin)
+        ranges_[1].push_back({s.offset + per * expert_begin, per * (expert_end - expert_begin),
+                              s.decay});
+    }
+  }
   for (int a = 0; a < 2; ++a) {
     m_[a].assign(layout.size((Arena)a), 0.f);
     v_[a].assign(layout.size((Arena)a), 0.f);
   }
 }
 
-double AdamW::global_norm(const ParamLayout& layout, float* const grads[2]) {
+double AdamW::sq_norm(const float* g, Arena a) const {
   double ss = 0;
-  for (int a = 0; a < 2; ++a) {
-    const float* g = grads[a];
-    const size_t n = layout.size((Arena)a);
-#pragma omp parallel for reduction(+ : ss) schedule(static)
-    for (size_t i = 0; i < n; ++i) ss += (double)g[i] * g[i];
+  for (const Range& r : ranges_[(int)a]) {
+    const float* p = g + r.offset;
+#pragma omp parallel for reduction(+ : ss) schedule(static) if (r.size > 65536)
+    for (size_t i = 0; i < r.size; ++i) ss += (double)p[i] * p[i];
   }
-  return std::sqrt(ss);
+  return ss;
+}
+
+void AdamW::step(float* const params[2], float* const grads[2], double lr, double norm) {
+  ++step_;
+  const float scale =
+      cfg_.grad_clip > 0 && norm > cfg_.grad_clip ? (float)(cfg_.grad_clip / norm) : 1.f;
+  for (int a = 0; a < 2; ++a)
+    for (const Range& r : ranges_[a]) {
+      float* g = grads[a] + r.offset;
+      if (scale != 1.f)
+        for (size_t i = 0; i < r.size; ++i) g[i] *= scale;
+      cpu::adamw_update(params[a] + r.offset, g, m_[a].data() + r.offset,
+                        v_[a].data() + r.offset, r.size, (float)lr, (float)cfg_.beta1,
+                        (float)cfg_.beta2, (float)cfg_.eps,
+                        r.decay ? (float)cfg_.weight_decay : 0.f, step_);
+    }
 }
 
 double AdamW::step(float* const params[2], float* const grads[2], double lr) {
-  ++step_;
-  const double norm = global_norm(layout_, grads);
-  if (cfg_.grad_clip > 0 && norm > cfg_.grad_clip) {
-    const float scale = (float)(cfg_.grad_clip / norm);
-    for (int a = 0; a < 2; ++a) {
-      float* g = grads[a];
-      const size_t n = layout_.size((Arena)a);
-      for (size_t i = 0; i < n; ++i) g[i] *= scale;
-    }
-  }
-  for (const ParamSpec& s : layout_.specs) {
-    const int a = (int)s.arena;
-    cpu::adamw_update(params[a] + s.offset, grads[a] + s.offset, m_[a].data() + s.offset,
-                      v_[a].data() + s.offset, s.size, (float)lr, (float)cfg_.beta1,
-                      (float)cfg_.beta2, (float)cfg_.eps,
-                      s.decay ? (float)cfg_.weight_decay : 0.f, step_);
-  }
+  const double norm =
+      std::sqrt(sq_norm(grads[0], Arena::BACKBONE) + sq_norm(grads[1], Arena::EXPERTS));
+  step(params, grads, lr, norm);
   return norm;
 }
 

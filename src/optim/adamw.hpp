@@ -1,6 +1,8 @@
 #pragma once
 // AdamW over the model's parameter arenas: betas (0.9, 0.95), eps 1e-8, decoupled weight
 // decay on matrices only (ParamSpec::decay), global-norm gradient clipping.
+// With expert parallelism a rank updates only the routed experts it holds: the expert
+// range [expert_begin, expert_end) selects that slice of every expert tensor [E, ...].
 #include <cstddef>
 #include <vector>
 
@@ -14,12 +16,15 @@ struct AdamWConfig {
 
 class AdamW {
  public:
-  AdamW(const ParamLayout& layout, const AdamWConfig& cfg);
+  AdamW(const ParamLayout& layout, const AdamWConfig& cfg, int expert_begin = 0,
+        int expert_end = -1);
 
-  // sqrt of the sum of squares of all gradients (both arenas).
-  static double global_norm(const ParamLayout& layout, float* const grads[2]);
-  // Clips (scales grads by clip/norm when norm > clip), then one AdamW step at lr.
-  // Returns the gradient norm before clipping. step_ is incremented first (1-based).
+  // Sum of squared gradients over this optimizer's slice of arena a.
+  double sq_norm(const float* grads, Arena a) const;
+  // Clips by grad_norm (the global norm, computed by the caller across ranks when the
+  // gradient is spread over ranks), then one AdamW step at lr. Increments the step count.
+  void step(float* const params[2], float* const grads[2], double lr, double grad_norm);
+  // One rank holding everything: computes the norm itself; returns it.
   double step(float* const params[2], float* const grads[2], double lr);
 
   int steps_taken() const { return step_; }
@@ -28,9 +33,14 @@ class AdamW {
   std::vector<float>& v(Arena a) { return v_[(int)a]; }
 
  private:
+  struct Range {
+    size_t offset, size;
+    bool decay;
+  };
   const ParamLayout& layout_;
   AdamWConfig cfg_;
   int step_ = 0;
+  std::vector<Range> ranges_[2];
   std::vector<float> m_[2], v_[2];
 };
 

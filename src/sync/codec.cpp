@@ -4,6 +4,7 @@
 // copy only the bytes a (possibly partial) block occupies on the wire.
 #include "sync/codec.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -52,10 +53,17 @@ float read_scale(WireDtype d, float s, size_t block) {
   return s;
 }
 
+// max |v_i| (exact, so the lane split below does not change it).
 float absmax(const float* v, size_t r) {
-  float m = 0.0f;
-  for (size_t i = 0; i < r; ++i) m = std::max(m, std::fabs(v[i]));
-  return m;
+  float m[8] = {};
+  size_t i = 0;
+  for (; i + 8 <= r; i += 8)
+    for (size_t l = 0; l < 8; ++l) {
+      float a = std::fabs(v[i + l]);
+      m[l] = a > m[l] ? a : m[l];
+    }
+  for (; i < r; ++i) m[0] = std::max(m[0], std::fabs(v[i]));
+  return *std::max_element(m, m + 8);
 }
 
 // ---- BF16: round to nearest even, saturating at the largest finite bf16.
@@ -95,7 +103,7 @@ uint8_t fp4_nibble(float v, double inv) {
   uint8_t e = static_cast<uint8_t>((y >= 0x1p-7) + (y >= 0.75 * 0x1p-5) + (y >= 0.75 * 0x1p-4) +
                                    (y >= 0.75 * 0x1p-3) + (y >= 0.75 * 0x1p-2) + (y >= 0.75 * 0x1p-1) +
                                    (y >= 0.75));
-  uint8_t sign = (v < 0.0f && e != 0) ? 0x8 : 0x0;
+  uint8_t sign = static_cast<uint8_t>(((v < 0.0f) & (e != 0)) << 3);  // no -0 on the wire
   return static_cast<uint8_t>(sign | e);
 }
 void fp4_encode_block(const float* v, size_t r, BlockFp4& b) {
@@ -106,9 +114,10 @@ void fp4_encode_block(const float* v, size_t r, BlockFp4& b) {
     return;
   }
   const double inv = 1.0 / static_cast<double>(s);
-  size_t i = 0;
-  for (; i + 1 < r; i += 2) b.q[i / 2] = static_cast<uint8_t>(fp4_nibble(v[i], inv) | (fp4_nibble(v[i + 1], inv) << 4));
-  if (i < r) b.q[i / 2] = fp4_nibble(v[i], inv);
+  uint8_t nib[kWireBlock];
+  for (size_t i = 0; i < r; ++i) nib[i] = fp4_nibble(v[i], inv);
+  if (r % 2) nib[r] = 0;  // odd count: high nibble 0
+  for (size_t i = 0; i < fp4_payload(r); ++i) b.q[i] = static_cast<uint8_t>(nib[2 * i] | (nib[2 * i + 1] << 4));
 }
 // Multiplier of the scale for each nibble: sign * 2^(e-7), 0 for e = 0.
 constexpr std::array<float, 16> kFp4Table = [] {
@@ -136,24 +145,27 @@ void fp4_decode_block(const BlockFp4& b, size_t r, size_t block, Sink&& sink) {
 
 // ---- TERNARY: scale = absmean, q = sign(v) if |v| / scale >= 1/2, 5 trits per byte.
 void ternary_encode_block(const float* v, size_t r, BlockTernary& b) {
-  double sum = 0.0;
-  for (size_t i = 0; i < r; ++i) sum += std::fabs(static_cast<double>(v[i]));
+  // sum |v_i| in double, 4 lanes (i mod 4) added in a fixed order: deterministic.
+  double lane[4] = {};
+  size_t i = 0;
+  for (; i + 4 <= r; i += 4)
+    for (size_t l = 0; l < 4; ++l) lane[l] += std::fabs(static_cast<double>(v[i + l]));
+  for (; i < r; ++i) lane[0] += std::fabs(static_cast<double>(v[i]));
+  const double sum = (lane[0] + lane[1]) + (lane[2] + lane[3]);
   const float s = static_cast<float>(sum / static_cast<double>(r));
   b.scale = s;
   const double inv = s > 0.0f ? 1.0 / static_cast<double>(s) : 0.0;  // s = 0: every q = 0
+  // digits q + 1, padded with 1 (q = 0) up to a whole group of 5
+  uint8_t digit[sizeof(b.q) * kTritsPerByte];
+  for (size_t k = 0; k < r; ++k) {
+    const double y = static_cast<double>(v[k]) * inv;
+    digit[k] = static_cast<uint8_t>(1 + (y >= 0.5) - (y <= -0.5));
+  }
   const size_t groups = ternary_payload(r);
+  for (size_t k = r; k < groups * kTritsPerByte; ++k) digit[k] = 1;
   for (size_t g = 0; g < groups; ++g) {
-    unsigned byte = 0, pow3 = 1;
-    for (size_t j = 0; j < kTritsPerByte; ++j, pow3 *= 3) {
-      size_t i = g * kTritsPerByte + j;
-      unsigned digit = 1;  // q + 1; padding is q = 0
-      if (i < r) {
-        double y = static_cast<double>(v[i]) * inv;
-        digit = y >= 0.5 ? 2u : (y <= -0.5 ? 0u : 1u);
-      }
-      byte += digit * pow3;
-    }
-    b.q[g] = static_cast<uint8_t>(byte);
+    const uint8_t* d = digit + g * kTritsPerByte;
+    b.q[g] = static_cast<uint8_t>(d[0] + 3 * d[1] + 9 * d[2] + 27 * d[3] + 81 * d[4]);
   }
 }
 // The five trits (q in {-1, 0, 1}) of each valid byte 0..242.

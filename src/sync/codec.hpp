@@ -41,7 +41,8 @@
 //            Bound: |error| <= max(|v| / 3, s * 2^-7). (Between 2^(k-1) and 2^k the worst case
 //            is the midpoint 0.75 * 2^k, error 2^(k-2) = |v|/3; below 2^-6 the error is at most
 //            2^-7 s.) Up to fp32 rounding of the decoded value (exact unless s * 2^-6 underflows).
-//   TERNARY  scale s = M (rounded to fp32), q_i = sign(v_i) if |v_i| / s >= 1/2 else 0 (i.e.
+//   TERNARY  scale s = M (summed in double, 4 interleaved lanes in a fixed order, then rounded to
+//            fp32), q_i = sign(v_i) if |v_i| / s >= 1/2 else 0 (i.e.
 //            clamp(round_half_away(v_i / s), -1, 1), the BitNet b1.58 absmean rule), decoded
 //            v_i = q_i * s, exactly one of {-s, 0, +s}. Five trits per byte, little digit first:
 //            byte = sum_j (q_{5g+j} + 1) * 3^j (<= 242); a partial last group pads with q = 0.

@@ -17,6 +17,7 @@ namespace px {
 // ---- enums of the string-valued fields. Enumerators are in the order of EnumNames<E>::v.
 enum class TrainMode { SYNC, DILOCO, PARALLAX };
 enum class DeviceKind { CPU, CUDA };
+enum class OptimizerKind { ADAMW, SGD };
 enum class BackboneSyncKind { ALLREDUCE, SYNCER };
 enum class MergeKind { MEAN, RDA };
 enum class WireDtype { FP32, BF16, INT8, FP4, TERNARY };
@@ -29,6 +30,7 @@ template <class E> struct EnumNames;
 template <> struct EnumNames<ExpertActKind> { static constexpr std::array<std::string_view, 2> v{"swiglu", "relu2"}; };
 template <> struct EnumNames<BalanceKind> { static constexpr std::array<std::string_view, 2> v{"aux", "bias"}; };
 template <> struct EnumNames<TrainMode> { static constexpr std::array<std::string_view, 3> v{"sync", "diloco", "parallax"}; };
+template <> struct EnumNames<OptimizerKind> { static constexpr std::array<std::string_view, 2> v{"adamw", "sgd"}; };
 template <> struct EnumNames<DeviceKind> { static constexpr std::array<std::string_view, 2> v{"cpu", "cuda"}; };
 template <> struct EnumNames<BackboneSyncKind> { static constexpr std::array<std::string_view, 2> v{"allreduce", "syncer"}; };
 template <> struct EnumNames<MergeKind> { static constexpr std::array<std::string_view, 2> v{"mean", "rda"}; };
@@ -53,6 +55,7 @@ struct TrainConfig {
   double grad_clip = 1.0;  // global gradient-norm clip; 0 = off
   int64_t seed = 1234;
   bool deterministic = true;  // bit-reproducible runs (DESIGN §7)
+  OptimizerKind optimizer = OptimizerKind::ADAMW;  // inner optimizer; sgd: equivalence tests
 };
 
 // [data] the token shards written by `parallax data prepare`.

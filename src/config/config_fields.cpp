@@ -109,6 +109,7 @@ std::vector<FieldDesc> build_table() {
       field("train", "grad_clip", &C::train, &T::grad_clip, ge(0), le(1e6), "clip the global gradient norm to this (0 = off)"),
       field("train", "seed", &C::train, &T::seed, ge(0), le(9.0e18), "seed of every random stream"),
       field("train", "deterministic", &C::train, &T::deterministic, none(), none(), "bit-reproducible runs"),
+      field("train", "optimizer", &C::train, &T::optimizer, none(), none(), "inner optimizer: adamw | sgd (plain SGD, for equivalence checks)"),
       // ---- [data]
       field("data", "dir", &C::data, &D::dir, none(), none(), "output folder of `parallax data prepare`"),
       field("data", "eval_every", &C::data, &D::eval_every, ge(0), le(big), "steps between validation passes (0 = never)"),

@@ -44,6 +44,12 @@ void AdamW::step(float* const params[2], float* const grads[2], double lr, doubl
       float* g = grads[a] + r.offset;
       if (scale != 1.f)
         for (size_t i = 0; i < r.size; ++i) g[i] *= scale;
+      if (cfg_.sgd) {
+        float* p = params[a] + r.offset;
+        const float wd = r.decay ? (float)cfg_.weight_decay : 0.f;
+        for (size_t i = 0; i < r.size; ++i) p[i] -= (float)lr * (g[i] + wd * p[i]);
+        continue;
+      }
       cpu::adamw_update(params[a] + r.offset, g, m_[a].data() + r.offset,
                         v_[a].data() + r.offset, r.size, (float)lr, (float)cfg_.beta1,
                         (float)cfg_.beta2, (float)cfg_.eps,

@@ -12,6 +12,7 @@ namespace px {
 
 struct AdamWConfig {
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1, grad_clip = 1.0;
+  bool sgd = false;  // plain SGD (p -= lr (g + wd p)) instead of Adam: linear in the gradient
 };
 
 class AdamW {

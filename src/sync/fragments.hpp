@@ -1,0 +1,52 @@
+#pragma once
+// Backbone fragments (DESIGN §5, Streaming DiLoCo): the parameters are split into F strided
+// groups of layers (layer l -> fragment l mod F; the embedding goes with fragment 0, the final
+// norm and head with fragment F-1), synced at staggered steps: fragment f at the steps t > 0
+// with t mod H == (f * H / F) mod H. Inside an island, local rank r of R handles shard r
+// of every fragment: elements [r*n/R, (r+1)*n/R) of the fragment's flattened parameters.
+// In mode "diloco" the routed experts travel with their layer's fragment.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/param_layout.hpp"  // defines: ParamLayout, Arena
+
+namespace px {
+
+struct FragmentPiece {
+  Arena arena;
+  size_t offset;  // in the arena
+  size_t size;
+  size_t flat;    // first element of the piece in the fragment's flattened order
+  bool mean_only; // embeddings: always merged by mean (never RDA)
+};
+
+class FragmentPlan {
+ public:
+  FragmentPlan(const ParamLayout& layout, int fragments);
+  int count() const { return (int)frags_.size(); }
+  size_t size(int f) const { return sizes_[f]; }
+  const std::vector<FragmentPiece>& pieces(int f) const { return frags_[f]; }
+  static bool due(int f, int64_t step, int H, int F) {
+    return step > 0 && step % H == ((int64_t)f * H / F) % H;
+  }
+  static size_t shard_begin(size_t n, int r, int R) { return n * r / R; }
+  // Copies fragment f's flat elements [lo, hi) out of / into the two arenas.
+  void gather(int f, size_t lo, size_t hi, const float* const arenas[2], float* out) const;
+  void scatter(int f, size_t lo, size_t hi, const float* in, float* const arenas[2]) const;
+  // Calls fn(piece_lo, piece_hi, mean_only) for the parts of [lo, hi) that lie in one tensor,
+  // in fragment-flat coordinates (for per-tensor merge rules such as RDA).
+  template <class Fn>
+  void for_each_tensor(int f, size_t lo, size_t hi, Fn fn) const {
+    for (const FragmentPiece& p : frags_[f]) {
+      const size_t a = std::max(lo, p.flat), b = std::min(hi, p.flat + p.size);
+      if (a < b) fn(a, b, p.mean_only);
+    }
+  }
+
+ private:
+  std::vector<std::vector<FragmentPiece>> frags_;
+  std::vector<size_t> sizes_;
+};
+
+}  // namespace px

@@ -1,0 +1,84 @@
+#pragma once
+// The backbone tier (DESIGN §5 item 2) on a learner: DiLoCo outer syncs of the F fragments at
+// staggered steps. Each local rank r handles shard r of every fragment; its outer gradient
+// delta = theta_global - theta_local is merged across islands either
+//  - "allreduce": synchronously over the peers communicator (fp32 mean: MPI all-reduce;
+//    other dtypes or RDA: all-gather of the encoded deltas, error feedback on the sender), then
+//    the outer Nesterov step, identical on every island; or
+//  - "syncer": pushed (non-blocking) to the syncer that owns the shard, which merges and
+//    steps and sends back the new global shard; the learner mixes it in when it arrives
+//    (theta = alpha global + (1 - alpha) theta), at once when train.deterministic.
+// Then the island all-gathers the shards so all its ranks hold the whole fragment.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "config/config.hpp"        // defines: Config
+#include "model/moe_model.hpp"      // defines: MoeModel
+#include "parallel/comm.hpp"        // defines: Comm
+#include "parallel/topology.hpp"    // defines: Topology
+#include "sync/error_feedback.hpp"  // defines: ErrorFeedback
+#include "sync/fragments.hpp"       // defines: FragmentPlan
+
+namespace px {
+
+// Wire header of a push (learner -> syncer).
+struct PushHeader {
+  int64_t step, tokens, n;
+  int32_t island, fragment, shard, dtype;
+};
+static_assert(sizeof(PushHeader) == 40);
+
+enum SyncTag : int { TAG_DONE = 90, TAG_CKPT = 91, TAG_PUSH = 100, TAG_REPLY = 1000 };
+
+class OuterSync {
+ public:
+  OuterSync(const Config& cfg, const Topology& topo, MoeModel<float>& model, Comm& peers,
+            Comm& island, Comm& p2p);
+  // After inner step `step` (steps completed), with `tokens` trained by this island since the
+  // start: runs the fragments that are due and mixes in replies that have arrived.
+  void after_step(int64_t step, int64_t tokens);
+  // Syncer variant: wait for outstanding replies, then tell the syncers this rank is done.
+  void finish();
+
+  // State for checkpoints.
+  std::vector<float>& theta_global(Arena a) { return theta_g_[(int)a]; }
+  std::vector<float>& momentum(Arena a) { return mom_[(int)a]; }
+  std::vector<ErrorFeedback>& error_feedback() { return ef_; }
+  int64_t syncs() const { return syncs_; }
+
+ private:
+  void sync_allreduce(int f);
+  void push(int f, int64_t step, int64_t tokens);
+  void apply_reply(int f, const float* global);  // mix into my shard, then island all-gather
+  void poll_replies(bool wait);
+  float* const* params() { return arenas_; }
+
+  const Config& cfg_;
+  const Topology& topo_;
+  MoeModel<float>& model_;
+  Comm &peers_, &island_, &p2p_;
+  FragmentPlan plan_;
+  int F_, H_, R_, r_;
+  float* arenas_[2];
+  std::vector<float> theta_g_[2], mom_[2];
+  std::vector<ErrorFeedback> ef_;  // per fragment, my shard
+  struct Pending {
+    bool active = false;
+    std::vector<uint8_t> send;
+    std::vector<float> reply;
+    MPI_Request sreq = MPI_REQUEST_NULL, rreq = MPI_REQUEST_NULL;
+  };
+  std::vector<Pending> pending_;  // per fragment
+  int64_t last_tokens_ = 0;
+  int64_t syncs_ = 0;
+};
+
+// The syncer role (DESIGN §3, §5): holds the global backbone and outer momentum of the shards
+// it owns (unit u = fragment * R + shard, owned by syncer u mod S), merges pushes once a
+// quorum of islands has pushed (all islands when train.deterministic), token-weighted, by
+// mean or RDA, takes the outer step and replies to every island. Returns when every learner
+// has sent TAG_DONE.
+void run_syncer(const Config& cfg, const Topology& topo, Comm& p2p);
+
+}  // namespace px

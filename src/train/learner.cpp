@@ -1,0 +1,68 @@
+// Learner: one inner step with gradient reduction over the data-parallel group.
+#include "train/learner.hpp"
+
+#include <cmath>
+
+namespace px {
+
+Learner::Learner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_batch)
+    : cfg_(cfg), dp_(dp), B_(micro_batch), T_(cfg.model.seq_len),
+      model_(cfg.model, micro_batch, cfg.model.seq_len) {
+  model_.init_params((uint64_t)cfg.train.seed);
+  AdamWConfig ac;
+  ac.weight_decay = cfg.train.weight_decay;
+  ac.grad_clip = cfg.train.grad_clip;
+  ac.sgd = cfg.train.optimizer == OptimizerKind::SGD;
+  const int rows = micro_batch * cfg.model.seq_len * cfg.model.top_k;
+  if (expert_parallel && dp.size() > 1) {
+    ep_ = std::make_unique<ExpertParallel>(dp, model_, rows);
+    opt_ = std::make_unique<AdamW>(model_.layout(), ac, ep_->expert_begin(), ep_->expert_end());
+  } else {
+    opt_ = std::make_unique<AdamW>(model_.layout(), ac);
+  }
+  if (dp.size() > 1) {
+    sum_stats_ = [this](double* v, int n) { dp_.allreduce_sum(v, n, Tier::CONTROL); };
+    model_.set_parallel((double)B_ * T_ * dp.size(), &sum_stats_, ep_.get());
+  }
+}
+
+StepStats Learner::step(const int32_t* in, const int32_t* tg, double lr) {
+  StepStats s;
+  model_.zero_grad();
+  model_.forward(in, tg);
+  model_.backward();
+  float* const P[2] = {model_.params(Arena::BACKBONE), model_.params(Arena::EXPERTS)};
+  float* const G[2] = {model_.grads(Arena::BACKBONE), model_.grads(Arena::EXPERTS)};
+  const auto& L = model_.layout();
+  s.counts = model_.expert_counts();
+  double sums[2] = {model_.last_ce(), 0.0};
+  if (dp_.size() > 1) {
+    // contributions to the group's mean loss: summing over ranks gives the gradient
+    dp_.allreduce_sum(G[0], (int64_t)L.backbone_size, Tier::ISLAND);
+    if (!ep_) dp_.allreduce_sum(G[1], (int64_t)L.experts_size, Tier::ISLAND);
+    dp_.allreduce_sum(s.counts.data(), (int64_t)s.counts.size(), Tier::CONTROL);
+  }
+  double sq = opt_->sq_norm(G[0], Arena::BACKBONE);
+  double sq_e = opt_->sq_norm(G[1], Arena::EXPERTS);
+  if (ep_) sums[1] = sq_e;
+  if (dp_.size() > 1) dp_.allreduce_sum(sums, 2, Tier::CONTROL);
+  sq += ep_ ? sums[1] : sq_e;
+  s.ce = sums[0];
+  s.aux = model_.last_aux();
+  s.loss = s.ce + s.aux;
+  s.grad_norm = std::sqrt(sq);
+  opt_->step(P, G, lr, s.grad_norm);
+  model_.update_router_bias(s.counts);
+  return s;
+}
+
+double Learner::eval_batch(const int32_t* in, const int32_t* tg) {
+  // every rank evaluates the same batch: local statistics, local mean
+  if (dp_.size() > 1) model_.set_parallel(0, nullptr, ep_.get());
+  model_.forward(in, tg);
+  const double ce = model_.last_ce();
+  if (dp_.size() > 1) model_.set_parallel((double)B_ * T_ * dp_.size(), &sum_stats_, ep_.get());
+  return ce;
+}
+
+}  // namespace px

@@ -110,6 +110,9 @@ int main(int argc, char** argv) {
   int size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (provided < MPI_THREAD_MULTIPLE && g_rank == 0)
+    std::fprintf(stderr, "main_mpi: MPI provides thread level %d < MPI_THREAD_MULTIPLE; the watchdog's "
+                         "MPI_Abort from its own thread relies on the implementation\n", provided);
   ::testing::InitGoogleTest(&argc, argv);
 
   ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();

@@ -6,7 +6,8 @@
 //  - The failure flag is all-reduced (MPI_MAX) and returned on every rank, so a test that
 //    fails on one rank fails the whole run (a main that returns rank 0's result alone is a
 //    test that cannot fail on the other ranks). Rank 0 also names the failing ranks.
-//  - A watchdog thread calls MPI_Abort after PX_MPI_TEST_TIMEOUT seconds (env, default 120):
+//  - A watchdog thread calls MPI_Abort when the whole run (all tests of this executable) is
+//    still going after PX_MPI_TEST_TIMEOUT seconds (env, default 120):
 //    a deadlocked collective fails with a message instead of stalling CI.
 //
 // Writing MPI tests: skip uniformly (GTEST_SKIP on the world size, never on the rank), and
@@ -110,6 +111,9 @@ int main(int argc, char** argv) {
   int size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (provided < MPI_THREAD_MULTIPLE && g_rank == 0)
+    std::fprintf(stderr, "main_mpi: MPI provides thread level %d < MPI_THREAD_MULTIPLE; the watchdog's "
+                         "MPI_Abort from its own thread relies on the implementation\n", provided);
   ::testing::InitGoogleTest(&argc, argv);
 
   ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();

@@ -236,10 +236,15 @@ TEST(Config, CheckSupported) {
   EXPECT_NO_THROW(px::check_supported(c));
   expect_user_error([] { px::check_supported(parse(kMinimal, {"train.mode=parallax"})); },
                     {"train.mode = \"parallax\"", "not supported yet"});
-  expect_user_error([] { px::check_supported(parse(kMinimal, {"topology.islands=2"})); },
-                    {"2 islands", "not supported yet", "islands over MPI"});
+  EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"topology.islands=2"})));
+  EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.mode=diloco", "topology.islands=2"})));
   expect_user_error([] { px::check_supported(parse(kMinimal, {"topology.expert_workers=1"})); },
-                    {"1 expert workers", "not supported yet"});
+                    {"topology.expert_workers = 1", "not supported yet"});
+  expect_user_error([] { px::check_supported(parse(kMinimal, {"sync.island_every=2"})); },
+                    {"sync.island_every = 2", "not supported yet"});
+  expect_user_error([] {
+    px::check_supported(parse(kMinimal, {"topology.islands=4", "sync.quorum=3"}));
+  }, {"sync.quorum = 3", "deterministic"});
   expect_user_error([] { px::check_supported(parse(kMinimal, {"train.device=cuda"})); },
                     {"train.device = \"cuda\"", "not supported yet"});
 }

@@ -2,6 +2,7 @@
 #include "cli/commands.hpp"
 
 #include <fmt/format.h>
+#include <mpi.h>
 
 #include <cmath>
 #include <filesystem>
@@ -30,8 +31,11 @@ int cmd_train(const std::string& config_path, std::string run_dir, bool resume,
   TrainOptions opt;
   opt.run_dir = run_dir;
   opt.resume = resume;
+  install_preemption_handler();
   const TrainResult r = train(cfg, opt);
-  if (!r.evals.empty())
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank == 0 && !r.evals.empty())
     fmt::print("final validation loss {:.4f} (at step 0: {:.4f})\nmetrics: {}/metrics.h5, "
                "{}/metrics.jsonl\ncheckpoints: {}/checkpoints\n",
                r.evals.back().second, r.evals.front().second, run_dir, run_dir, run_dir);
@@ -45,9 +49,7 @@ int cmd_sample(const std::string& checkpoint, const std::string& prompt, int n_t
   const BpeTokenizer tok = checkpoint_tokenizer(checkpoint);
   const int T = cfg.model.seq_len, V = cfg.model.vocab;
   MoeModel<float> model(cfg.model, 1, T);
-  AdamW unused_opt(model.layout(), AdamWConfig{});
-  TrainState st{model, unused_opt};
-  load_checkpoint(checkpoint, cfg, st);
+  load_model_params(checkpoint, model);
   std::vector<int32_t> ids = tok.encode(prompt);
   if (ids.empty()) ids.push_back('\n');
   std::mt19937_64 rng(seed);

@@ -97,18 +97,39 @@ void validate_config(const Config& c) {
 }
 
 void check_supported(const Config& c) {
-  if (c.train.mode != TrainMode::SYNC)
-    fail(fmt::format("train.mode = \"{}\" is not supported yet (planned: islands over MPI); "
-                     "this release trains with mode = \"sync\"", to_string(c.train.mode)));
   const auto& t = c.topology;
-  if (t.islands != 1 || t.ranks_per_island != 1 || t.syncers != 0 || t.expert_workers != 0)
-    fail(fmt::format("topology of {} islands x {} ranks, {} syncers, {} expert workers is not "
-                     "supported yet (planned: islands over MPI); this release trains on one rank "
-                     "(1 island x 1 rank, 0 syncers, 0 expert workers)",
-                     t.islands, t.ranks_per_island, t.syncers, t.expert_workers));
+  const auto& y = c.sync;
+  if (c.train.mode == TrainMode::PARALLAX)
+    fail("train.mode = \"parallax\" is not supported yet (planned: expert homes, views and "
+         "sketches); this release trains with mode = \"sync\" or \"diloco\"");
+  if (t.expert_workers != 0)
+    fail(fmt::format("topology.expert_workers = {} is not supported yet (planned with mode "
+                     "\"parallax\"); set it to 0", t.expert_workers));
   if (c.train.device == DeviceKind::CUDA)
-    fail("train.device = \"cuda\" is not supported yet (planned: the CUDA backend); "
-         "this release trains with device = \"cpu\"");
+    fail("train.device = \"cuda\" is not supported yet (planned: the CUDA backend behind the "
+         "model); this release trains with device = \"cpu\"");
+  if (c.train.mode == TrainMode::SYNC && t.syncers != 0)
+    fail(fmt::format("topology.syncers = {}: mode \"sync\" has no outer sync to serve; use 0 "
+                     "syncers or mode \"diloco\" with sync.backbone_sync = \"syncer\"",
+                     t.syncers));
+  if (y.island_every != 1)
+    fail(fmt::format("sync.island_every = {} is not supported yet (planned: the hierarchical "
+                     "variant); use 1", y.island_every));
+  if (y.grace_steps != 0)
+    fail(fmt::format("sync.grace_steps = {} is not supported yet; use 0", y.grace_steps));
+  if (c.train.deterministic && y.quorum != 0 && y.quorum != t.islands)
+    fail(fmt::format("sync.quorum = {} with train.deterministic = true: a deterministic run "
+                     "merges every island; set quorum = 0 (all) or deterministic = false",
+                     y.quorum));
+  if (y.quorum > t.islands)
+    fail(fmt::format("sync.quorum = {}: must be at most topology.islands ({})", y.quorum,
+                     t.islands));
+  if (y.fragments > c.model.n_layers)
+    fail(fmt::format("sync.fragments = {}: must be at most model.n_layers ({})", y.fragments,
+                     c.model.n_layers));
+  if (y.backbone_every < y.fragments)
+    fail(fmt::format("sync.backbone_every = {}: must be at least sync.fragments ({}) so the "
+                     "fragments sync at distinct steps", y.backbone_every, y.fragments));
 }
 
 }  // namespace px

@@ -10,6 +10,8 @@
 //    (theta = alpha global + (1 - alpha) theta), at once when train.deterministic.
 // Then the island all-gathers the shards so all its ranks hold the whole fragment.
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -77,8 +79,41 @@ class OuterSync {
 // The syncer role (DESIGN §3, §5): holds the global backbone and outer momentum of the shards
 // it owns (unit u = fragment * R + shard, owned by syncer u mod S), merges pushes once a
 // quorum of islands has pushed (all islands when train.deterministic), token-weighted, by
-// mean or RDA, takes the outer step and replies to every island. Returns when every learner
-// has sent TAG_DONE.
-void run_syncer(const Config& cfg, const Topology& topo, Comm& p2p);
+// mean or RDA, takes the outer step and replies to every island.
+class Syncer {
+ public:
+  Syncer(const Config& cfg, const Topology& topo, Comm& p2p);
+  // Serves until every learner has sent TAG_DONE. On TAG_CKPT (payload: int64 step) calls
+  // on_checkpoint(step), which must join the learners' collective checkpoint write.
+  void run(const std::function<void(int64_t)>& on_checkpoint);
+  // Checkpoint state: unit id -> (theta, momentum) of its shard.
+  struct UnitState {
+    std::vector<float> theta, mom;
+  };
+  std::map<int, UnitState*> state();
+  int64_t merges() const { return merges_; }
+
+ private:
+  struct Unit {
+    int f = 0, shard = 0;
+    size_t lo = 0, hi = 0;
+    UnitState st;
+    std::map<int, std::vector<float>> deltas;  // island -> decoded outer gradient
+    std::map<int, int64_t> tokens;             // island -> tokens trained since its last push
+  };
+  void on_push(const std::vector<uint8_t>& msg);
+
+  const Config& cfg_;
+  const Topology& topo_;
+  Comm& p2p_;
+  std::unique_ptr<FragmentPlan> plan_;
+  std::map<int, Unit> units_;
+  struct OutMsg {
+    std::vector<float> data;
+    MPI_Request req = MPI_REQUEST_NULL;
+  };
+  std::vector<std::unique_ptr<OutMsg>> out_;
+  int64_t merges_ = 0;
+};
 
 }  // namespace px

@@ -1,80 +1,167 @@
-// Checkpoint write/restore of a one-rank run.
+// Checkpoint contents of every role, written with parallel HDF5.
 #include "train/train_state.hpp"
 
 #include <fmt/format.h>
 
-#include "io/checkpoint_file.hpp"  // defines: CheckpointWriter, CheckpointReader
+#include "io/checkpoint_file.hpp"  // defines: checkpoint_path, prune_checkpoints
 #include "util/errors.hpp"         // defines: UserError
 
 namespace px {
 
 namespace {
-const char* arena_name(Arena a) { return a == Arena::BACKBONE ? "backbone" : "experts"; }
+const char* an(Arena a) { return a == Arena::BACKBONE ? "backbone" : "experts"; }
+template <class T>
+std::span<const T> sp(const std::vector<T>& v) {
+  return std::span<const T>(v.data(), v.size());
+}
 }  // namespace
 
-std::string save_checkpoint(const std::string& ckpt_dir, const Config& cfg, const TrainState& st,
-                            const BpeTokenizer& tok, int keep) {
-  CheckpointWriter w;
-  w.set_attr("config", config_to_toml(cfg));
-  w.set_attr("step", st.step);
-  w.set_attr("format", std::string("parallax-checkpoint-1"));
+void add_learner_state(ParallelCheckpointWriter& w, Learner& L, OuterSync* outer,
+                       const Progress& p) {
+  MoeModel<float>& m = L.model();
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
-    const size_t n = st.model.layout().size(a);
-    const std::string an = arena_name(a);
-    w.add("params/" + an, std::span<const float>(st.model.params(a), n));
-    w.add("optim/m/" + an, std::span<const float>(st.opt.m(a)));
-    w.add("optim/v/" + an, std::span<const float>(st.opt.v(a)));
+    const size_t n = m.layout().size(a);
+    w.add(std::string("params/") + an(a), std::span<const float>(m.params(a), n));
+    w.add(std::string("optim/m/") + an(a), sp(L.opt().m(a)));
+    w.add(std::string("optim/v/") + an(a), sp(L.opt().v(a)));
+    if (outer) {
+      w.add(std::string("outer/theta_global/") + an(a), sp(outer->theta_global(a)));
+      w.add(std::string("outer/momentum/") + an(a), sp(outer->momentum(a)));
+    }
   }
-  w.add("model/router_bias", std::span<const float>(st.model.router_bias()));
-  const int64_t scalars[4] = {st.step, st.data_cursor, st.tokens, st.opt.steps_taken()};
-  w.add("state/step_cursor_tokens_optsteps", std::span<const int64_t>(scalars, 4));
-  std::vector<int32_t> merges;
-  for (auto [l, r] : tok.merges()) merges.push_back(l), merges.push_back(r);
-  w.add("tokenizer/merges", std::span<const int32_t>(merges),
-        {(hsize_t)tok.merges().size(), 2});
-  const std::string path = checkpoint_path(ckpt_dir, st.step);
-  w.commit(path);
-  prune_checkpoints(ckpt_dir, keep);
+  if (outer)
+    for (size_t f = 0; f < outer->error_feedback().size(); ++f)
+      w.add(fmt::format("outer/ef/{}", f), sp(outer->error_feedback()[f].residual()));
+  w.add("model/router_bias", sp(m.router_bias()));
+  const std::vector<int64_t> s = {p.step, p.data_cursor, p.tokens, p.island_tokens,
+                                  L.opt().steps_taken()};
+  w.add("state/step_cursor_tokens_island_optsteps", sp(s));
+  if (const ExpertParallel* ep = L.expert_parallel()) {
+    const std::vector<int64_t> r = {ep->expert_begin(), ep->expert_end()};
+    w.add("ep/expert_range", sp(r));
+  }
+}
+
+void add_syncer_state(ParallelCheckpointWriter& w, Syncer& s) {
+  for (auto& [u, st] : s.state()) {
+    w.add(fmt::format("syncer/unit_{}/theta", u), sp(st->theta));
+    w.add(fmt::format("syncer/unit_{}/momentum", u), sp(st->mom));
+  }
+}
+
+std::string commit_checkpoint(MPI_Comm world, ParallelCheckpointWriter& w, const std::string& dir,
+                              const Config& cfg, int64_t step, const BpeTokenizer* tok, int keep) {
+  int rank = 0;
+  MPI_Comm_rank(world, &rank);
+  if (rank == 0 && tok) {
+    std::vector<int32_t> merges;
+    for (auto [l, r] : tok->merges()) merges.push_back(l), merges.push_back(r);
+    w.add("tokenizer/merges", sp(merges));
+    const std::vector<int64_t> count = {(int64_t)tok->merges().size()};
+    w.add("tokenizer/count", sp(count));
+  }
+  const std::string path = checkpoint_path(dir, step);
+  w.commit(world, path, {{"config", config_to_toml(cfg)}, {"format", "parallax-checkpoint-2"}},
+           step);
+  if (rank == 0) prune_checkpoints(dir, keep);
+  MPI_Barrier(world);
   return path;
 }
 
-void load_checkpoint(const std::string& path, const Config& cfg, TrainState& st) {
-  CheckpointReader r(path);
-  const Config saved = parse_config(r.attr_string("config"), path + " (attribute config)");
-  Config same_model = cfg;
-  same_model.model = saved.model;
-  if (!(same_model == cfg))
-    throw UserError(fmt::format("{}: checkpoint was written for another [model] section; "
-                                "resume with the run's own config ({}/../config.toml)",
-                                path, path));
-  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
-    const size_t n = st.model.layout().size(a);
-    const std::string an = arena_name(a);
-    r.read_into("params/" + an, std::span<float>(st.model.params(a), n));
-    r.read_into("optim/m/" + an, std::span<float>(st.opt.m(a)));
-    r.read_into("optim/v/" + an, std::span<float>(st.opt.v(a)));
+void load_learner_state(const std::string& path, int rank, const Config& cfg, Learner& L,
+                        OuterSync* outer, Progress& p) {
+  const Config saved = checkpoint_config(path);
+  {
+    Config a = cfg;
+    a.model = saved.model;
+    if (!(a == cfg))
+      throw UserError(fmt::format("{}: written for another [model] section; resume with the "
+                                  "run's own config.toml",
+                                  path));
+    Config b = cfg;
+    b.topology = saved.topology;
+    if (!(b == cfg) || checkpoint_world_size(path) != cfg.topology.islands *
+                                                         cfg.topology.ranks_per_island +
+                                                     cfg.topology.syncers +
+                                                     cfg.topology.expert_workers)
+      throw UserError(fmt::format("{}: written on another [topology]; resuming on a different "
+                                  "topology is not supported yet",
+                                  path));
   }
-  r.read_into("model/router_bias", std::span<float>(st.model.router_bias()));
-  const auto s = r.read<int64_t>("state/step_cursor_tokens_optsteps", 4);
-  st.step = s[0];
-  st.data_cursor = s[1];
-  st.tokens = s[2];
-  st.opt.set_steps_taken((int)s[3]);
+  MoeModel<float>& m = L.model();
+  auto into = [&](const std::string& name, float* dst, size_t n) {
+    const auto v = read_rank_array<float>(path, rank, name, n);
+    std::copy(v.begin(), v.end(), dst);
+  };
+  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
+    const size_t n = m.layout().size(a);
+    into(std::string("params/") + an(a), m.params(a), n);
+    into(std::string("optim/m/") + an(a), L.opt().m(a).data(), n);
+    into(std::string("optim/v/") + an(a), L.opt().v(a).data(), n);
+    if (outer) {
+      into(std::string("outer/theta_global/") + an(a), outer->theta_global(a).data(), n);
+      into(std::string("outer/momentum/") + an(a), outer->momentum(a).data(), n);
+    }
+  }
+  if (outer)
+    for (size_t f = 0; f < outer->error_feedback().size(); ++f) {
+      auto& r = outer->error_feedback()[f].residual();
+      into(fmt::format("outer/ef/{}", f), r.data(), r.size());
+    }
+  into("model/router_bias", m.router_bias().data(), m.router_bias().size());
+  const auto s = read_rank_array<int64_t>(path, rank, "state/step_cursor_tokens_island_optsteps", 5);
+  p.step = s[0];
+  p.data_cursor = s[1];
+  p.tokens = s[2];
+  p.island_tokens = s[3];
+  L.opt().set_steps_taken((int)s[4]);
+}
+
+void load_syncer_state(const std::string& path, int rank, Syncer& s) {
+  for (auto& [u, st] : s.state()) {
+    st->theta = read_rank_array<float>(path, rank, fmt::format("syncer/unit_{}/theta", u),
+                                       st->theta.size());
+    st->mom = read_rank_array<float>(path, rank, fmt::format("syncer/unit_{}/momentum", u),
+                                     st->mom.size());
+  }
 }
 
 Config checkpoint_config(const std::string& path) {
-  CheckpointReader r(path);
-  return parse_config(r.attr_string("config"), path + " (attribute config)");
+  return parse_config(checkpoint_attr(path, "config"), path + " (attribute config)");
 }
 
 BpeTokenizer checkpoint_tokenizer(const std::string& path) {
-  CheckpointReader r(path);
-  const auto shape = r.shape("tokenizer/merges");
-  const size_t m = shape.empty() ? 0 : shape[0];
-  const auto flat = r.read<int32_t>("tokenizer/merges", m * 2);
+  const size_t m = (size_t)read_rank_array<int64_t>(path, 0, "tokenizer/count", 1)[0];
+  const auto flat = read_rank_array<int32_t>(path, 0, "tokenizer/merges", 2 * m);
   std::vector<std::pair<int32_t, int32_t>> merges(m);
   for (size_t i = 0; i < m; ++i) merges[i] = {flat[2 * i], flat[2 * i + 1]};
   return BpeTokenizer::from_merges(std::move(merges), path);
+}
+
+void load_model_params(const std::string& path, MoeModel<float>& model) {
+  const ParamLayout& L = model.layout();
+  const auto bb = read_rank_array<float>(path, 0, "params/backbone", L.backbone_size);
+  std::copy(bb.begin(), bb.end(), model.params(Arena::BACKBONE));
+  const int world = (int)checkpoint_world_size(path);
+  for (int r = 0; r < world; ++r) {
+    if (!has_rank_array(path, r, "params/experts")) continue;
+    const auto ex = read_rank_array<float>(path, r, "params/experts", L.experts_size);
+    int64_t e0 = 0, e1 = model.config().n_experts;
+    if (has_rank_array(path, r, "ep/expert_range")) {
+      const auto rg = read_rank_array<int64_t>(path, r, "ep/expert_range", 2);
+      e0 = rg[0];
+      e1 = rg[1];
+    }
+    for (const ParamSpec& s : L.specs) {
+      if (s.arena != Arena::EXPERTS) continue;
+      const size_t per = s.size / (size_t)s.shape[0];
+      std::copy(ex.begin() + s.offset + per * e0, ex.begin() + s.offset + per * e1,
+                model.params(Arena::EXPERTS) + s.offset + per * e0);
+    }
+    if (e0 == 0 && e1 == model.config().n_experts) break;
+  }
+  const auto bias = read_rank_array<float>(path, 0, "model/router_bias", model.router_bias().size());
+  std::copy(bias.begin(), bias.end(), model.router_bias().begin());
 }
 
 }  // namespace px

@@ -1,33 +1,44 @@
 #pragma once
-// Everything a checkpoint holds for a one-rank run, and how to write and restore it
-// (DESIGN §8): config, step, data position, parameters, AdamW moments, router bias,
-// tokenizer merges (so `parallax sample` needs only the checkpoint).
+// What a checkpoint holds (DESIGN §8) and how every role writes and restores its part:
+// learners (parameters, AdamW moments, router bias, step/data position/tokens, outer state:
+// global backbone, outer momentum, error-feedback residuals; the expert range they hold in
+// mode "sync"), syncers (global shards and outer momentum of their units), and rank 0 also
+// the tokenizer merges and the resolved config, so `parallax sample` needs only the file.
 #include <cstdint>
 #include <string>
 
-#include "config/config.hpp"         // defines: Config
-#include "data/bpe_tokenizer.hpp"    // defines: BpeTokenizer
-#include "model/moe_model.hpp"       // defines: MoeModel
-#include "optim/adamw.hpp"           // defines: AdamW
+#include "config/config.hpp"               // defines: Config
+#include "data/bpe_tokenizer.hpp"          // defines: BpeTokenizer
+#include "io/checkpoint_parallel.hpp"      // defines: ParallelCheckpointWriter
+#include "sync/outer_sync.hpp"             // defines: OuterSync, Syncer
+#include "train/learner.hpp"               // defines: Learner
 
 namespace px {
 
-struct TrainState {
-  MoeModel<float>& model;
-  AdamW& opt;
+struct Progress {
   int64_t step = 0;         // steps completed
   int64_t data_cursor = 0;  // TokenLoader position
-  int64_t tokens = 0;       // tokens trained on so far
+  int64_t tokens = 0;       // tokens trained on by all islands so far
+  int64_t island_tokens = 0;  // tokens trained on by my island (outer-merge weights)
 };
 
-// Writes RUNDIR/checkpoints/step_XXXXXXXX.h5 (temporary name, then rename) and prunes.
-std::string save_checkpoint(const std::string& ckpt_dir, const Config& cfg, const TrainState& st,
-                            const BpeTokenizer& tok, int keep);
-// Restores st from a checkpoint written for the same model shape; a mismatch (another
-// config's checkpoint) throws UserError naming the file and what differs.
-void load_checkpoint(const std::string& path, const Config& cfg, TrainState& st);
-// The config stored in a checkpoint (for `parallax sample`).
+void add_learner_state(ParallelCheckpointWriter& w, Learner& L, OuterSync* outer,
+                       const Progress& p);
+void add_syncer_state(ParallelCheckpointWriter& w, Syncer& s);
+// Collective over world. Rank 0 adds the tokenizer; writes DIR/step_XXXXXXXX.h5 and prunes.
+std::string commit_checkpoint(MPI_Comm world, ParallelCheckpointWriter& w, const std::string& dir,
+                              const Config& cfg, int64_t step, const BpeTokenizer* tok, int keep);
+
+// Restores this rank's part; the checkpoint must come from the same model and topology
+// (anything else is a UserError naming the file and what differs).
+void load_learner_state(const std::string& path, int rank, const Config& cfg, Learner& L,
+                        OuterSync* outer, Progress& p);
+void load_syncer_state(const std::string& path, int rank, Syncer& s);
+
 Config checkpoint_config(const std::string& path);
 BpeTokenizer checkpoint_tokenizer(const std::string& path);
+// Parameters for inference: the backbone of rank 0, each routed expert from the rank that
+// held it (mode "sync" shards experts over ranks).
+void load_model_params(const std::string& path, MoeModel<float>& model);
 
 }  // namespace px

@@ -1,23 +1,26 @@
-// One-rank training loop: step, log (loss, lr, tokens/s, ETA), evaluate, checkpoint, resume.
+// The training run: roles, the learner loop (step, outer sync, log, evaluate, checkpoint,
+// resume) and the syncer loop.
 #include "train/trainer.hpp"
 
 #include <fmt/format.h>
+#include <mpi.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include <mpi.h>
-
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 
-#include "data/token_shards.hpp"   // defines: TokenSplit, TokenLoader
-#include "io/checkpoint_file.hpp"  // defines: newest_checkpoint
-#include "io/metrics_writer.hpp"   // defines: MetricsWriter
-#include "optim/lr_schedule.hpp"   // defines: lr_at
-#include "train/train_state.hpp"   // defines: TrainState, save_checkpoint, load_checkpoint
-#include "util/errors.hpp"         // defines: UserError
+#include "data/token_shards.hpp"    // defines: TokenSplit, TokenLoader
+#include "io/checkpoint_file.hpp"   // defines: newest_checkpoint
+#include "io/metrics_writer.hpp"    // defines: MetricsWriter
+#include "optim/lr_schedule.hpp"    // defines: lr_at
+#include "parallel/topology.hpp"    // defines: Topology, Communicators
+#include "train/train_state.hpp"    // defines: Progress, add_learner_state, commit_checkpoint
+#include "util/errors.hpp"          // defines: UserError
 
 namespace px {
 
@@ -25,7 +28,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Peak resident set size of this process (VmHWM), in bytes.
+std::atomic<int> g_preempted{0};
+
 int64_t peak_rss_bytes() {
   std::ifstream f("/proc/self/status");
   std::string line;
@@ -41,187 +45,309 @@ std::string fmt_duration(double s) {
   return fmt::format("{:.1f}s", s);
 }
 
-std::shared_ptr<spdlog::logger> make_logger(const std::string& run_dir, bool quiet) {
-  auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(run_dir + "/logs/rank0.log");
+std::shared_ptr<spdlog::logger> make_logger(const std::string& run_dir, int rank, bool console) {
+  auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(
+      fmt::format("{}/logs/rank{}.log", run_dir, rank));
   std::vector<spdlog::sink_ptr> sinks{file};
-  if (!quiet) sinks.push_back(std::make_shared<spdlog::sinks::stdout_color_sink_mt>());
+  if (console) sinks.push_back(std::make_shared<spdlog::sinks::stdout_color_sink_mt>());
   auto lg = std::make_shared<spdlog::logger>("train", sinks.begin(), sinks.end());
   lg->set_pattern("[%H:%M:%S] %v");
   lg->flush_on(spdlog::level::info);
   return lg;
 }
 
-double evaluate(MoeModel<float>& model, const TokenLoader& val, int batches, int B, int T,
-                std::vector<int32_t>& in, std::vector<int32_t>& tg) {
-  double sum = 0;
-  for (int b = 0; b < batches; ++b) {
-    val.eval_batch(b, B, T, in.data(), tg.data());
-    model.forward(in.data(), tg.data());
-    sum += model.last_ce();
+// The newest complete checkpoint, agreed by every rank (rank 0 looks, then broadcasts).
+std::string agreed_checkpoint(const std::string& dir, int rank) {
+  std::string p;
+  if (rank == 0) p = newest_checkpoint(dir).value_or("");
+  int n = (int)p.size();
+  MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  p.resize(n);
+  MPI_Bcast(p.data(), n, MPI_CHAR, 0, MPI_COMM_WORLD);
+  return p;
+}
+
+// Runs fn on every rank; when it throws UserError on any rank, every rank throws the message
+// of the lowest failing rank (so none is left waiting in a collective and rank 0 prints it).
+template <class Fn>
+void on_all_ranks(Fn fn) {
+  std::string err;
+  try {
+    fn();
+  } catch (const UserError& e) {
+    err = e.what();
   }
-  return sum / batches;
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  int mine = err.empty() ? size : rank, first = size;
+  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (first == size) return;
+  int n = (int)err.size();
+  MPI_Bcast(&n, 1, MPI_INT, first, MPI_COMM_WORLD);
+  err.resize(n);
+  MPI_Bcast(err.data(), n, MPI_CHAR, first, MPI_COMM_WORLD);
+  throw UserError(err);
+}
+
+void append_comm_rows(MetricsWriter& m, const std::vector<std::vector<int64_t>>& per_tier) {
+  for (int t = 0; t < kTierCount; ++t)
+    m.append_row(fmt::format("/comm/{}/bytes", tier_name((Tier)t)), per_tier[t],
+                 {(hsize_t)per_tier[t].size()});
 }
 
 }  // namespace
 
+void install_preemption_handler() {
+  std::signal(SIGUSR1, [](int) { g_preempted = 1; });
+}
+
 TrainResult train(const Config& cfg, const TrainOptions& opt) {
   check_supported(cfg);
-  int world = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  const TopologyConfig& tp = cfg.topology;
-  const int want = tp.islands * tp.ranks_per_island + tp.syncers + tp.expert_workers;
-  if (world != want)
-    throw UserError(fmt::format("world size {} does not match [topology]: islands {} x "
-                                "ranks_per_island {} + syncers {} + expert_workers {} = {}",
-                                world, tp.islands, tp.ranks_per_island, tp.syncers,
-                                tp.expert_workers, want));
+  int wrank = 0, wsize = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
+  MPI_Comm_size(MPI_COMM_WORLD, &wsize);
+  const TopologyConfig& tc = cfg.topology;
+  const Topology topo =
+      Topology::make(tc.islands, tc.ranks_per_island, tc.syncers, tc.expert_workers, wrank, wsize);
   const ModelConfig& mc = cfg.model;
-  const int B = cfg.train.batch_size, T = mc.seq_len;
+  const int B = cfg.train.batch_size, T = mc.seq_len, I = topo.islands,
+            R = topo.ranks_per_island, NL = topo.learners();
+  const bool sync_mode = cfg.train.mode == TrainMode::SYNC;
   const std::string run_dir = opt.run_dir, ckpt_dir = run_dir + "/checkpoints";
-  // data first: a wrong path fails before anything is written
-  TokenSplit train_split(cfg.data.dir, "train");
-  TokenSplit val_split(cfg.data.dir, "val");
-  if (train_split.vocab_size() > mc.vocab)
-    throw UserError(fmt::format("model.vocab = {}: the tokenizer in {} has {} tokens; set "
-                                "model.vocab >= {}",
-                                mc.vocab, cfg.data.dir, train_split.vocab_size(),
-                                train_split.vocab_size()));
-  const BpeTokenizer tok = BpeTokenizer::load(cfg.data.dir + "/tokenizer.h5");
-  TokenLoader loader(train_split, T);
-  TokenLoader val_loader(val_split, T);
 
-  fs::create_directories(run_dir + "/logs");
-  fs::create_directories(ckpt_dir);
-
-  MoeModel<float> model(mc, B, T);
-  model.init_params((uint64_t)cfg.train.seed);
-  AdamWConfig ac;
-  ac.weight_decay = cfg.train.weight_decay;
-  ac.grad_clip = cfg.train.grad_clip;
-  AdamW adamw(model.layout(), ac);
-  TrainState st{model, adamw};
-
-  auto log = make_logger(run_dir, opt.quiet);
-  TrainResult res;
-  if (opt.resume) {
-    const auto ck = newest_checkpoint(ckpt_dir);
-    if (!ck) {
-      log->info("resume: no complete checkpoint in {}, starting from step 0", ckpt_dir);
-    } else {
-      load_checkpoint(*ck, cfg, st);
-      loader.set_cursor(st.data_cursor);
-      log->info("resumed from {} (step {})", *ck, st.step);
-    }
-  } else if (newest_checkpoint(ckpt_dir)) {
-    throw UserError(fmt::format("{} already holds checkpoints: pass --resume to continue that "
-                                "run, or choose another --out",
-                                ckpt_dir));
+  // data and run folder checks, on every rank, before anything is written
+  const int part = topo.is_learner() ? topo.learner_rank(topo.island, topo.local_rank) : 0;
+  std::unique_ptr<TokenSplit> train_split, val_split;
+  std::unique_ptr<BpeTokenizer> tok;
+  on_all_ranks([&] {
+    val_split = std::make_unique<TokenSplit>(cfg.data.dir, "val");
+    train_split = std::make_unique<TokenSplit>(cfg.data.dir, "train", part, NL);
+    if (train_split->vocab_size() > mc.vocab)
+      throw UserError(fmt::format("model.vocab = {}: the tokenizer in {} has {} tokens; set "
+                                  "model.vocab >= {}",
+                                  mc.vocab, cfg.data.dir, train_split->vocab_size(),
+                                  train_split->vocab_size()));
+    if (wrank == 0) tok = std::make_unique<BpeTokenizer>(BpeTokenizer::load(cfg.data.dir + "/tokenizer.h5"));
+    if (!opt.resume && wrank == 0 && newest_checkpoint(ckpt_dir))
+      throw UserError(fmt::format("{} already holds checkpoints: pass --resume to continue that "
+                                  "run, or choose another --out",
+                                  ckpt_dir));
+  });
+  if (wrank == 0) {
+    fs::create_directories(run_dir + "/logs");
+    fs::create_directories(ckpt_dir);
+    save_config(cfg, run_dir + "/config.toml");
   }
-  save_config(cfg, run_dir + "/config.toml");
-  MetricsWriter metrics(run_dir);
-  metrics.truncate_after_step(st.step);
-  res.start_step = st.step;
+  MPI_Barrier(MPI_COMM_WORLD);
+  auto log = make_logger(run_dir, wrank, wrank == 0 && !opt.quiet);
+  const std::string resume_from = opt.resume ? agreed_checkpoint(ckpt_dir, wrank) : "";
 
-  const size_t nb = model.layout().backbone_size, ne = model.layout().experts_size;
-  log->info("model: {} backbone + {} expert parameters ({:.2f} M), {} MoE layers x {} experts, "
-            "activations {:.1f} MB",
-            nb, ne, (nb + ne) / 1e6, mc.moe_layers(), mc.n_experts,
-            model.activation_bytes() / 1e6);
-  log->info("data: {} train tokens, {} validation tokens; {} steps x {} tokens", train_split.size(),
-            val_split.size(), cfg.train.steps, B * T);
+  Communicators comms = Communicators::split(topo);
+  CommStats stats;
+  Comm p2p(comms.p2p, stats);
+  TrainResult res;
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+
+  if (topo.role == Role::SYNCER) {
+    Syncer syncer(cfg, topo, p2p);
+    if (!resume_from.empty()) load_syncer_state(resume_from, wrank, syncer);
+    syncer.run([&](int64_t step) {
+      ParallelCheckpointWriter w;
+      add_syncer_state(w, syncer);
+      commit_checkpoint(MPI_COMM_WORLD, w, ckpt_dir, cfg, step, nullptr, cfg.checkpoint.keep);
+    });
+    log->info("syncer {}: {} merges", topo.syncer_index, syncer.merges());
+    stats.gather_to_root(MPI_COMM_WORLD);
+    return res;
+  }
+
+  // ---- learner
+  Comm learners(comms.learners, stats), island(comms.island, stats), peers(comms.peers, stats);
+  Learner L(cfg, sync_mode ? learners : island, sync_mode, B);
+  std::unique_ptr<OuterSync> outer;
+  if (!sync_mode) outer = std::make_unique<OuterSync>(cfg, topo, L.model(), peers, island, p2p);
+  TokenLoader loader(*train_split, T);
+  TokenLoader val_loader(*val_split, T);
+  Progress pg;
+  if (!resume_from.empty()) {
+    load_learner_state(resume_from, wrank, cfg, L, outer.get(), pg);
+    loader.set_cursor(pg.data_cursor);
+    log->info("resumed from {} (step {})", resume_from, pg.step);
+  }
+  std::unique_ptr<MetricsWriter> metrics;
+  if (wrank == 0) {
+    metrics = std::make_unique<MetricsWriter>(run_dir);
+    metrics->truncate_after_step(pg.step);
+  }
+  res.start_step = pg.step;
+  const size_t nb = L.model().layout().backbone_size, ne = L.model().layout().experts_size;
+  log->info("mode {} | {} islands x {} ranks, {} syncers | model {:.2f} M parameters ({} backbone, "
+            "{} experts), {} MoE layers x {} experts",
+            to_string(cfg.train.mode), I, R, topo.syncers, (nb + ne) / 1e6, nb, ne,
+            mc.moe_layers(), mc.n_experts);
+  log->info("data: {} train tokens in this rank's part, {} validation tokens; {} steps x {} "
+            "tokens x {} ranks",
+            train_split->size(), val_split->size(), cfg.train.steps, B * T, NL);
 
   std::vector<int32_t> in((size_t)B * T), tg((size_t)B * T);
   std::vector<int64_t> load((size_t)mc.moe_layers() * mc.n_experts, 0);
-  float* const P[2] = {model.params(Arena::BACKBONE), model.params(Arena::EXPERTS)};
-  float* const G[2] = {model.grads(Arena::BACKBONE), model.grads(Arena::EXPERTS)};
-  using clock = std::chrono::steady_clock;
-  const auto t0 = clock::now();
-  auto t_int = t0;
+  auto t_int = clock::now();
   double loss_sum = 0, aux_sum = 0, gnorm = 0;
   int n_int = 0;
   int64_t tokens_int = 0;
   const int64_t steps = cfg.train.steps;
+  const int64_t step_tokens = (int64_t)B * T * NL;
+
   auto do_eval = [&](int64_t step) {
-    const double vl = evaluate(model, val_loader, cfg.data.eval_batches, B, T, in, tg);
-    metrics.append("/eval/step", step);
-    metrics.append("/eval/loss", vl);
+    double vl = 0;
+    for (int b = 0; b < cfg.data.eval_batches; ++b) {
+      val_loader.eval_batch(b, B, T, in.data(), tg.data());
+      vl += L.eval_batch(in.data(), tg.data());
+    }
+    vl /= cfg.data.eval_batches;
+    learners.allreduce_sum(&vl, 1, Tier::CONTROL);
+    vl /= NL;  // the mean over islands (ranks of an island agree)
+    if (metrics) {
+      metrics->append("/eval/step", step);
+      metrics->append("/eval/loss", vl);
+    }
     res.evals.emplace_back(step, vl);
     log->info("step {:>6} | eval loss {:.4f}", step, vl);
-    return vl;
   };
-  if (st.step == 0 && cfg.data.eval_every > 0) do_eval(0);
+  auto do_checkpoint = [&](int64_t step) {
+    if (topo.syncers > 0) {
+      learners.barrier();  // every learner has its replies: syncer state is at `step`
+      if (topo.local_rank == 0 && topo.island == 0)
+        for (int s = 0; s < topo.syncers; ++s) {
+          MPI_Request rq = p2p.isend(&step, sizeof(step), topo.syncer_rank(s), TAG_CKPT, Tier::CONTROL);
+          Comm::wait(rq);
+        }
+    }
+    ParallelCheckpointWriter w;
+    pg.data_cursor = loader.cursor();
+    add_learner_state(w, L, outer.get(), pg);
+    const std::string p = commit_checkpoint(MPI_COMM_WORLD, w, ckpt_dir, cfg, step, tok.get(),
+                                            cfg.checkpoint.keep);
+    log->info("checkpoint {}", p);
+  };
+  if (pg.step == 0 && cfg.data.eval_every > 0) do_eval(0);
 
-  while (st.step < steps) {
-    const double lr = lr_at((int)st.step, (int)steps, (int)cfg.train.warmup_steps, cfg.train.lr,
-                            cfg.train.min_lr);
+  while (pg.step < steps) {
+    const double lr =
+        lr_at((int)pg.step, (int)steps, (int)cfg.train.warmup_steps, cfg.train.lr, cfg.train.min_lr);
     loader.next_batch(B, T, in.data(), tg.data());
-    model.zero_grad();
-    const double loss = model.forward(in.data(), tg.data());
-    model.backward();
-    gnorm = adamw.step(P, G, lr);
-    const auto counts = model.expert_counts();
-    model.update_router_bias(counts);
-    for (size_t i = 0; i < load.size(); ++i) load[i] += counts[i];
-    ++st.step;
-    st.tokens += (int64_t)B * T;
-    st.data_cursor = loader.cursor();
-    res.losses.push_back(loss);
-    loss_sum += model.last_ce();
-    aux_sum += model.last_aux();
-    tokens_int += (int64_t)B * T;
+    StepStats st = L.step(in.data(), tg.data(), lr);
+    ++pg.step;
+    pg.tokens += step_tokens;
+    pg.island_tokens += (int64_t)B * T * R;
+    if (outer) outer->after_step(pg.step, pg.island_tokens);
+    gnorm = st.grad_norm;
+    if (!sync_mode && I > 1) {  // islands differ: report their mean
+      double v[2] = {st.loss, st.aux};
+      learners.allreduce_sum(v, 2, Tier::CONTROL);
+      st.loss = v[0] / NL;
+      st.aux = v[1] / NL;
+      st.ce = st.loss - st.aux;
+    }
+    res.losses.push_back(st.loss);
+    for (size_t i = 0; i < load.size(); ++i) load[i] += st.counts[i];
+    loss_sum += st.ce;
+    aux_sum += st.aux;
+    tokens_int += step_tokens;
     ++n_int;
+    int stop = g_preempted.load();
+    if (NL > 1) {
+      int any = 0;
+      MPI_Allreduce(&stop, &any, 1, MPI_INT, MPI_MAX, comms.learners);
+      stop = any;
+    }
+    const bool last = pg.step == steps || pg.step == opt.stop_after || stop;
 
-    const bool last = st.step == steps || st.step == opt.stop_after;
-    if (st.step % cfg.log.every == 0 || last) {
+    if (pg.step % cfg.log.every == 0 || last) {
       const auto now = clock::now();
       const double dt = std::chrono::duration<double>(now - t_int).count();
       const double elapsed = std::chrono::duration<double>(now - t0).count();
       const double tps = tokens_int / std::max(dt, 1e-9);
-      const double eta = elapsed / (st.step - res.start_step) * (steps - st.step);
+      const double eta = elapsed / (double)(pg.step - res.start_step) * (double)(steps - pg.step);
       const double ce = loss_sum / n_int, aux = aux_sum / n_int;
+      if (!sync_mode && I > 1) {  // island loads -> all islands
+        learners.allreduce_sum(load.data(), (int64_t)load.size(), Tier::CONTROL);
+        for (auto& x : load) x /= R;
+      }
+      auto comm = stats.gather_to_root(comms.learners);
+      std::vector<int64_t> peak(NL, peak_rss_bytes());
+      MPI_Gather(&peak[0], 1, MPI_INT64_T, peak.data(), 1, MPI_INT64_T, 0, comms.learners);
       log->info("step {:>6}/{} | loss {:.4f} | aux {:.4f} | lr {:.2e} | gnorm {:.3f} | "
                 "{:.0f} tok/s | ETA {}",
-                st.step, steps, ce, aux, lr, gnorm, tps, fmt_duration(eta));
-      metrics.append("/train/step", st.step);
-      metrics.append("/train/loss", ce);
-      metrics.append("/train/aux_loss", aux);
-      metrics.append("/train/lr", lr);
-      metrics.append("/train/tokens", st.tokens);
-      metrics.append("/train/time_s", elapsed);
-      metrics.append("/train/tokens_per_s", tps);
-      metrics.append("/train/grad_norm", gnorm);
-      metrics.append_row("/experts/load", load,
-                         {(hsize_t)mc.moe_layers(), (hsize_t)mc.n_experts});
-      metrics.append_row("/memory/peak_bytes", std::vector<int64_t>{peak_rss_bytes()}, {1});
-      metrics.log_jsonl({{"step", (double)st.step},
-                         {"loss", ce},
-                         {"aux_loss", aux},
-                         {"lr", lr},
-                         {"grad_norm", gnorm},
-                         {"tokens", (double)st.tokens},
-                         {"tokens_per_s", tps},
-                         {"time_s", elapsed}});
+                pg.step, steps, ce, aux, lr, gnorm, tps, fmt_duration(eta));
+      if (metrics) {
+        metrics->append("/train/step", pg.step);
+        metrics->append("/train/loss", ce);
+        metrics->append("/train/aux_loss", aux);
+        metrics->append("/train/lr", lr);
+        metrics->append("/train/tokens", pg.tokens);
+        metrics->append("/train/time_s", elapsed);
+        metrics->append("/train/tokens_per_s", tps);
+        metrics->append("/train/grad_norm", gnorm);
+        metrics->append_row("/experts/load", load,
+                            {(hsize_t)mc.moe_layers(), (hsize_t)mc.n_experts});
+        std::vector<int64_t> peak_w(wsize, -1);
+        std::copy(peak.begin(), peak.end(), peak_w.begin());
+        metrics->append_row("/memory/peak_bytes", peak_w, {(hsize_t)wsize});
+        if (!last) {  // syncer columns are known at the end only: -1 until then
+          for (auto& row : comm) row.resize(wsize, -1);
+          append_comm_rows(*metrics, comm);
+        }
+        int64_t sent = 0;
+        for (auto& row : comm)
+          for (int r = 0; r < NL; ++r) sent += row[r];
+        metrics->log_jsonl({{"step", (double)pg.step},
+                            {"loss", ce},
+                            {"aux_loss", aux},
+                            {"lr", lr},
+                            {"grad_norm", gnorm},
+                            {"tokens", (double)pg.tokens},
+                            {"tokens_per_s", tps},
+                            {"time_s", elapsed},
+                            {"bytes_sent_per_rank_per_token",
+                             (double)sent / NL / std::max<int64_t>(1, pg.tokens)}});
+      }
       std::fill(load.begin(), load.end(), 0);
       loss_sum = aux_sum = 0;
       n_int = 0;
       tokens_int = 0;
       t_int = now;
     }
-    if (cfg.data.eval_every > 0 && (st.step % cfg.data.eval_every == 0 || last)) do_eval(st.step);
-    if ((cfg.checkpoint.every > 0 && st.step % cfg.checkpoint.every == 0) || last) {
-      const std::string p = save_checkpoint(ckpt_dir, cfg, st, tok, cfg.checkpoint.keep);
-      log->info("checkpoint {}", p);
-    }
-    metrics.flush();
-    if (st.step == opt.stop_after) break;
+    if (cfg.data.eval_every > 0 && (pg.step % cfg.data.eval_every == 0 || last)) do_eval(pg.step);
+    if ((cfg.checkpoint.every > 0 && pg.step % cfg.checkpoint.every == 0) || last)
+      do_checkpoint(pg.step);
+    if (metrics) metrics->flush();
+    if (last) break;
   }
-  res.end_step = st.step;
+  if (outer) outer->finish();
+  res.end_step = pg.step;
+  res.tokens = pg.tokens;
   res.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  auto comm = stats.gather_to_root(MPI_COMM_WORLD);  // syncers join this one
+  if (metrics) {
+    append_comm_rows(*metrics, comm);
+    metrics->flush();
+    res.comm_bytes = comm;
+    log->info("bytes sent per rank per token, by tier (mean over learners):");
+    for (int t = 0; t < kTierCount; ++t) {
+      int64_t s = 0;
+      for (int r = 0; r < NL; ++r) s += comm[t][r];
+      if (s > 0)
+        log->info("  {:<16} {:>12.2f}", tier_name((Tier)t), (double)s / NL / std::max<int64_t>(1, pg.tokens));
+    }
+  }
   if (!res.evals.empty())
-    log->info("done: {} steps in {} | validation loss {:.4f} (first {:.4f}) | metrics {} | "
-              "checkpoints {}",
-              st.step - res.start_step, fmt_duration(res.seconds), res.evals.back().second,
-              res.evals.front().second, metrics.h5_path(), ckpt_dir);
+    log->info("done: {} steps in {} | validation loss {:.4f} (first {:.4f}) | metrics {}/metrics.h5 "
+              "| checkpoints {}",
+              pg.step - res.start_step, fmt_duration(res.seconds), res.evals.back().second,
+              res.evals.front().second, run_dir, ckpt_dir);
   return res;
 }
 

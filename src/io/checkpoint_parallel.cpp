@@ -1,0 +1,213 @@
+// Parallel HDF5 checkpoint writer and the per-rank reader.
+#include "io/checkpoint_parallel.hpp"
+
+#include <fmt/format.h>
+#include <hdf5.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "io/h5.hpp"            // defines: h5::File, h5::ensure_group, h5::write_attr
+#include "parallel/comm.hpp"    // defines: mpiCheck
+#include "util/errors.hpp"      // defines: UserError
+
+namespace px {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+uint64_t fnv1a(const uint8_t* p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+hid_t mem_type(int t) {
+  return t == 0 ? H5T_NATIVE_FLOAT : t == 1 ? H5T_NATIVE_INT64 : H5T_NATIVE_INT32;
+}
+hid_t file_type(int t) {
+  return t == 0 ? H5T_IEEE_F32LE : t == 1 ? H5T_STD_I64LE : H5T_STD_I32LE;
+}
+size_t type_size(int t) { return t == 1 ? 8 : 4; }
+
+template <class T>
+std::vector<uint8_t> as_bytes(std::span<const T> d) {
+  std::vector<uint8_t> b(d.size_bytes());
+  if (!d.empty()) std::memcpy(b.data(), d.data(), b.size());
+  return b;
+}
+
+// "name\ttype\tcount\tchecksum\n" per entry.
+std::string describe(const std::string& prefix, int type, size_t count, uint64_t sum) {
+  return fmt::format("{}\t{}\t{}\t{}\n", prefix, type, count, sum);
+}
+
+std::vector<std::string> allgather_strings(MPI_Comm comm, const std::string& mine) {
+  int p = 0;
+  mpiCheck(MPI_Comm_size(comm, &p));
+  int n = (int)mine.size();
+  std::vector<int> lens(p), displs(p);
+  mpiCheck(MPI_Allgather(&n, 1, MPI_INT, lens.data(), 1, MPI_INT, comm));
+  int total = 0;
+  for (int i = 0; i < p; ++i) displs[i] = total, total += lens[i];
+  std::string all(total, '\0');
+  mpiCheck(MPI_Allgatherv(mine.data(), n, MPI_CHAR, all.data(), lens.data(), displs.data(),
+                          MPI_CHAR, comm));
+  std::vector<std::string> out(p);
+  for (int i = 0; i < p; ++i) out[i] = all.substr(displs[i], lens[i]);
+  return out;
+}
+
+std::string bcast_string(MPI_Comm comm, std::string s) {
+  int n = (int)s.size();
+  mpiCheck(MPI_Bcast(&n, 1, MPI_INT, 0, comm));
+  s.resize(n);
+  mpiCheck(MPI_Bcast(s.data(), n, MPI_CHAR, 0, comm));
+  return s;
+}
+
+}  // namespace
+
+std::string rank_array_name(int rank, const std::string& name) {
+  return fmt::format("rank_{:05d}/{}", rank, name);
+}
+
+void ParallelCheckpointWriter::add(const std::string& n, std::span<const float> d) {
+  entries_.push_back({n, 0, as_bytes(d)});
+}
+void ParallelCheckpointWriter::add(const std::string& n, std::span<const int64_t> d) {
+  entries_.push_back({n, 1, as_bytes(d)});
+}
+void ParallelCheckpointWriter::add(const std::string& n, std::span<const int32_t> d) {
+  entries_.push_back({n, 2, as_bytes(d)});
+}
+
+void ParallelCheckpointWriter::commit(MPI_Comm comm,
+                                      const std::string& path,
+                                      const std::vector<std::pair<std::string, std::string>>& attrs,
+                                      int64_t step) const {
+  int rank = 0, p = 0;
+  mpiCheck(MPI_Comm_rank(comm, &rank));
+  mpiCheck(MPI_Comm_size(comm, &p));
+  std::string mine;
+  for (const Entry& e : entries_)
+    mine += describe(rank_array_name(rank, e.name), e.type, e.bytes.size() / type_size(e.type),
+                     fnv1a(e.bytes.data(), e.bytes.size()));
+  const std::vector<std::string> all = allgather_strings(comm, mine);
+  const std::string tmp = path + ".tmp";
+  if (rank == 0) fs::create_directories(fs::path(path).parent_path());
+  mpiCheck(MPI_Barrier(comm));
+  h5::silence_errors();
+  h5::Plist fapl(H5Pcreate(H5P_FILE_ACCESS));
+  H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
+  {
+    h5::File f(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl));
+    if (!f.valid()) throw UserError(fmt::format("checkpoint {}: cannot create the file", tmp));
+    // collective: every rank creates every dataset, in the same order
+    std::vector<h5::Dataset> my_sets;
+    for (int r = 0; r < p; ++r) {
+      size_t pos = 0;
+      const std::string& s = all[r];
+      while (pos < s.size()) {
+        const size_t end = s.find('\n', pos);
+        const std::string line = s.substr(pos, end - pos);
+        pos = end + 1;
+        const size_t t1 = line.find('\t'), t2 = line.find('\t', t1 + 1),
+                     t3 = line.find('\t', t2 + 1);
+        const std::string name = line.substr(0, t1);
+        const int type = std::stoi(line.substr(t1 + 1, t2 - t1 - 1));
+        const hsize_t count = std::stoull(line.substr(t2 + 1, t3 - t2 - 1));
+        const int64_t sum = (int64_t)std::stoull(line.substr(t3 + 1));
+        const size_t slash = name.rfind('/');
+        h5::Group g = h5::ensure_group(f, name.substr(0, slash));
+        h5::Dataspace sp(H5Screate_simple(1, &count, nullptr));
+        h5::Dataset ds(H5Dcreate2(g, name.substr(slash + 1).c_str(), file_type(type), sp,
+                                  H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+        if (!ds.valid()) throw UserError(fmt::format("checkpoint {}: cannot create {}", tmp, name));
+        h5::write_attr(ds, "fnv1a", sum);
+        if (r == rank) my_sets.push_back(std::move(ds));
+      }
+    }
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      const Entry& e = entries_[i];
+      if (!e.bytes.empty() &&
+          H5Dwrite(my_sets[i], mem_type(e.type), H5S_ALL, H5S_ALL, H5P_DEFAULT, e.bytes.data()) < 0)
+        throw UserError(fmt::format("checkpoint {}: writing {} failed", tmp, e.name));
+    }
+    for (const auto& [k, v] : attrs) h5::write_attr(f, k, bcast_string(comm, v));
+    h5::write_attr(f, "step", step);
+    h5::write_attr(f, "world_size", (int64_t)p);
+    h5::write_attr(f, "parallax_checkpoint", (int64_t)1);
+  }
+  mpiCheck(MPI_Barrier(comm));
+  if (rank == 0) fs::rename(tmp, path);
+  mpiCheck(MPI_Barrier(comm));
+}
+
+namespace {
+template <class T>
+int type_code() {
+  if constexpr (std::is_same_v<T, float>) return 0;
+  else if constexpr (std::is_same_v<T, int64_t>) return 1;
+  else return 2;
+}
+}  // namespace
+
+bool has_rank_array(const std::string& path, int rank, const std::string& name) {
+  h5::File f = h5::open_file(path, false);
+  return h5::exists(f, rank_array_name(rank, name));
+}
+
+template <class T>
+std::vector<T> read_rank_array(const std::string& path, int rank, const std::string& name,
+                               size_t expected) {
+  const std::string full = rank_array_name(rank, name);
+  try {
+    h5::File f = h5::open_file(path, false);
+    if (!h5::exists(f, full)) throw h5::Error("no dataset " + full);
+    h5::Dataset ds(H5Dopen2(f, full.c_str(), H5P_DEFAULT));
+    h5::Dataspace sp(H5Dget_space(ds));
+    const hssize_t n = H5Sget_simple_extent_npoints(sp);
+    if ((size_t)n != expected)
+      throw h5::Error(fmt::format("{} has {} elements, this config needs {}", full, n, expected));
+    std::vector<T> out(expected);
+    if (expected && H5Dread(ds, mem_type(type_code<T>()), H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                            out.data()) < 0)
+      throw h5::Error("cannot read " + full + " (truncated or corrupted)");
+    const uint64_t want = (uint64_t)h5::read_attr_int(ds, "fnv1a");
+    if (fnv1a((const uint8_t*)out.data(), out.size() * sizeof(T)) != want)
+      throw h5::Error("checksum mismatch in " + full + " (corrupted)");
+    return out;
+  } catch (const h5::Error& e) {
+    throw UserError(fmt::format("checkpoint {}: {}", path, e.what()));
+  }
+}
+
+std::string checkpoint_attr(const std::string& path, const std::string& name) {
+  try {
+    h5::File f = h5::open_file(path, false);
+    return h5::read_attr_string(f, name);
+  } catch (const h5::Error& e) {
+    throw UserError(fmt::format("checkpoint {}: {}", path, e.what()));
+  }
+}
+
+int64_t checkpoint_world_size(const std::string& path) {
+  try {
+    h5::File f = h5::open_file(path, false);
+    return h5::read_attr_int(f, "world_size");
+  } catch (const h5::Error& e) {
+    throw UserError(fmt::format("checkpoint {}: {}", path, e.what()));
+  }
+}
+
+template std::vector<float> read_rank_array<float>(const std::string&, int, const std::string&,
+                                                   size_t);
+template std::vector<int64_t> read_rank_array<int64_t>(const std::string&, int,
+                                                       const std::string&, size_t);
+template std::vector<int32_t> read_rank_array<int32_t>(const std::string&, int,
+                                                       const std::string&, size_t);
+
+}  // namespace px

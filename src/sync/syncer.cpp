@@ -1,0 +1,101 @@
+// The syncer role: merges pushed outer gradients per (fragment, shard) unit and replies.
+#include <cstring>
+
+#include "sync/codec.hpp"         // defines: decode
+#include "sync/outer_merge.hpp"   // defines: merge_outer, outer_nesterov
+#include "sync/outer_sync.hpp"    // defines: Syncer, PushHeader, SyncTag
+
+namespace px {
+
+Syncer::Syncer(const Config& cfg, const Topology& topo, Comm& p2p)
+    : cfg_(cfg), topo_(topo), p2p_(p2p) {
+  const int R = topo.ranks_per_island, S = topo.syncers, F = cfg.sync.fragments;
+  MoeModel<float> init(cfg.model, 1, 2);  // the islands' common starting point
+  init.init_params((uint64_t)cfg.train.seed);
+  plan_ = std::make_unique<FragmentPlan>(init.layout(), F);
+  float* const arenas[2] = {init.params(Arena::BACKBONE), init.params(Arena::EXPERTS)};
+  for (int f = 0; f < F; ++f)
+    for (int r = 0; r < R; ++r) {
+      const int u = f * R + r;
+      if (u % S != topo.syncer_index) continue;
+      Unit& un = units_[u];
+      un.f = f;
+      un.shard = r;
+      un.lo = FragmentPlan::shard_begin(plan_->size(f), r, R);
+      un.hi = FragmentPlan::shard_begin(plan_->size(f), r + 1, R);
+      un.st.theta.resize(un.hi - un.lo);
+      un.st.mom.assign(un.hi - un.lo, 0.f);
+      plan_->gather(f, un.lo, un.hi, arenas, un.st.theta.data());
+    }
+}
+
+std::map<int, Syncer::UnitState*> Syncer::state() {
+  std::map<int, UnitState*> m;
+  for (auto& [u, un] : units_) m[u] = &un.st;
+  return m;
+}
+
+void Syncer::on_push(const std::vector<uint8_t>& msg) {
+  const int I = topo_.islands, R = topo_.ranks_per_island;
+  PushHeader h;
+  std::memcpy(&h, msg.data(), sizeof(h));
+  Unit& un = units_.at(h.fragment * R + h.shard);
+  const size_t m = un.hi - un.lo;
+  std::vector<float>& d = un.deltas[h.island];
+  d.resize(m);
+  decode((WireDtype)h.dtype, msg.data() + sizeof(h), m, d.data());
+  un.tokens[h.island] = h.tokens;
+  const int needed = cfg_.train.deterministic || cfg_.sync.quorum == 0 ? I : cfg_.sync.quorum;
+  if ((int)un.deltas.size() < needed) return;
+  // merge: token-weighted over the islands that pushed
+  double total = 0;
+  for (auto& [i, t] : un.tokens) total += (double)t;
+  std::vector<const float*> ptrs;
+  std::vector<double> w;
+  for (auto& [i, dv] : un.deltas) {
+    ptrs.push_back(dv.data());
+    w.push_back(total > 0 ? un.tokens[i] / total : 1.0 / un.deltas.size());
+  }
+  std::vector<float> merged(m);
+  merge_outer(*plan_, un.f, un.lo, un.hi, ptrs, w, cfg_.sync.merge == MergeKind::RDA,
+              merged.data());
+  outer_nesterov(un.st.theta.data(), un.st.mom.data(), merged.data(), m, cfg_.sync.outer_lr,
+                 cfg_.sync.outer_momentum);
+  un.deltas.clear();
+  un.tokens.clear();
+  ++merges_;
+  for (int i = 0; i < I; ++i) {
+    auto o = std::make_unique<OutMsg>();
+    o->data = un.st.theta;
+    o->req = p2p_.isend(o->data.data(), (int)(m * sizeof(float)), topo_.learner_rank(i, un.shard),
+                        TAG_REPLY + un.f, Tier::BACKBONE);
+    out_.push_back(std::move(o));
+  }
+  std::erase_if(out_, [](std::unique_ptr<OutMsg>& o) { return Comm::test(o->req); });
+}
+
+void Syncer::run(const std::function<void(int64_t)>& on_checkpoint) {
+  const int learners = topo_.islands * topo_.ranks_per_island;
+  std::vector<uint8_t> buf;
+  int done = 0;
+  while (done < learners) {
+    const MPI_Status st = p2p_.probe(MPI_ANY_SOURCE, MPI_ANY_TAG);
+    buf.resize(Comm::status_bytes(st));
+    p2p_.recv(buf.data(), (int)buf.size(), st.MPI_SOURCE, st.MPI_TAG);
+    if (st.MPI_TAG == TAG_DONE) {
+      ++done;
+    } else if (st.MPI_TAG == TAG_PUSH) {
+      on_push(buf);
+    } else if (st.MPI_TAG == TAG_CKPT) {
+      int64_t step = 0;
+      std::memcpy(&step, buf.data(), sizeof(step));
+      for (auto& o : out_) Comm::wait(o->req);
+      out_.clear();
+      on_checkpoint(step);
+    }
+  }
+  for (auto& o : out_) Comm::wait(o->req);
+  out_.clear();
+}
+
+}  // namespace px

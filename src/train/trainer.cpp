@@ -57,20 +57,20 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& run_dir, int rank
 }
 
 // The newest complete checkpoint, agreed by every rank (rank 0 looks, then broadcasts).
-std::string agreed_checkpoint(const std::string& dir, int rank) {
+std::string agreed_checkpoint(MPI_Comm world, const std::string& dir, int rank) {
   std::string p;
   if (rank == 0) p = newest_checkpoint(dir).value_or("");
   int n = (int)p.size();
-  MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  MPI_Bcast(&n, 1, MPI_INT, 0, world);
   p.resize(n);
-  MPI_Bcast(p.data(), n, MPI_CHAR, 0, MPI_COMM_WORLD);
+  MPI_Bcast(p.data(), n, MPI_CHAR, 0, world);
   return p;
 }
 
 // Runs fn on every rank; when it throws UserError on any rank, every rank throws the message
 // of the lowest failing rank (so none is left waiting in a collective and rank 0 prints it).
 template <class Fn>
-void on_all_ranks(Fn fn) {
+void on_all_ranks(MPI_Comm world, Fn fn) {
   std::string err;
   try {
     fn();
@@ -78,15 +78,15 @@ void on_all_ranks(Fn fn) {
     err = e.what();
   }
   int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_rank(world, &rank);
+  MPI_Comm_size(world, &size);
   int mine = err.empty() ? size : rank, first = size;
-  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world);
   if (first == size) return;
   int n = (int)err.size();
-  MPI_Bcast(&n, 1, MPI_INT, first, MPI_COMM_WORLD);
+  MPI_Bcast(&n, 1, MPI_INT, first, world);
   err.resize(n);
-  MPI_Bcast(err.data(), n, MPI_CHAR, first, MPI_COMM_WORLD);
+  MPI_Bcast(err.data(), n, MPI_CHAR, first, world);
   throw UserError(err);
 }
 
@@ -104,9 +104,10 @@ void install_preemption_handler() {
 
 TrainResult train(const Config& cfg, const TrainOptions& opt) {
   check_supported(cfg);
+  const MPI_Comm world = opt.world;
   int wrank = 0, wsize = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
-  MPI_Comm_size(MPI_COMM_WORLD, &wsize);
+  MPI_Comm_rank(world, &wrank);
+  MPI_Comm_size(world, &wsize);
   const TopologyConfig& tc = cfg.topology;
   const Topology topo =
       Topology::make(tc.islands, tc.ranks_per_island, tc.syncers, tc.expert_workers, wrank, wsize);
@@ -120,7 +121,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   const int part = topo.is_learner() ? topo.learner_rank(topo.island, topo.local_rank) : 0;
   std::unique_ptr<TokenSplit> train_split, val_split;
   std::unique_ptr<BpeTokenizer> tok;
-  on_all_ranks([&] {
+  on_all_ranks(world, [&] {
     val_split = std::make_unique<TokenSplit>(cfg.data.dir, "val");
     train_split = std::make_unique<TokenSplit>(cfg.data.dir, "train", part, NL);
     if (train_split->vocab_size() > mc.vocab)
@@ -139,11 +140,11 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     fs::create_directories(ckpt_dir);
     save_config(cfg, run_dir + "/config.toml");
   }
-  MPI_Barrier(MPI_COMM_WORLD);
+  MPI_Barrier(world);
   auto log = make_logger(run_dir, wrank, wrank == 0 && !opt.quiet);
-  const std::string resume_from = opt.resume ? agreed_checkpoint(ckpt_dir, wrank) : "";
+  const std::string resume_from = opt.resume ? agreed_checkpoint(world, ckpt_dir, wrank) : "";
 
-  Communicators comms = Communicators::split(topo);
+  Communicators comms = Communicators::split(topo, world);
   CommStats stats;
   Comm p2p(comms.p2p, stats);
   TrainResult res;
@@ -156,10 +157,10 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     syncer.run([&](int64_t step) {
       ParallelCheckpointWriter w;
       add_syncer_state(w, syncer);
-      commit_checkpoint(MPI_COMM_WORLD, w, ckpt_dir, cfg, step, nullptr, cfg.checkpoint.keep);
+      commit_checkpoint(world, w, ckpt_dir, cfg, step, nullptr, cfg.checkpoint.keep);
     });
     log->info("syncer {}: {} merges", topo.syncer_index, syncer.merges());
-    stats.gather_to_root(MPI_COMM_WORLD);
+    stats.gather_to_root(world);
     return res;
   }
 
@@ -228,7 +229,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     ParallelCheckpointWriter w;
     pg.data_cursor = loader.cursor();
     add_learner_state(w, L, outer.get(), pg);
-    const std::string p = commit_checkpoint(MPI_COMM_WORLD, w, ckpt_dir, cfg, step, tok.get(),
+    const std::string p = commit_checkpoint(world, w, ckpt_dir, cfg, step, tok.get(),
                                             cfg.checkpoint.keep);
     log->info("checkpoint {}", p);
   };
@@ -330,7 +331,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   res.end_step = pg.step;
   res.tokens = pg.tokens;
   res.seconds = std::chrono::duration<double>(clock::now() - t0).count();
-  auto comm = stats.gather_to_root(MPI_COMM_WORLD);  // syncers join this one
+  auto comm = stats.gather_to_root(world);  // syncers join this one
   if (metrics) {
     append_comm_rows(*metrics, comm);
     metrics->flush();

@@ -3,6 +3,8 @@
 // data-parallel group over all learners with expert parallelism; "diloco": islands that
 // sync the backbone every backbone_every steps, by all-reduce or through syncers), syncers
 // serve the decoupled outer sync. Rank 0 (always a learner) writes metrics and the log.
+#include <mpi.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -15,6 +17,7 @@ struct TrainOptions {
   std::string run_dir;  // RUNDIR (config.toml, metrics.h5, metrics.jsonl, checkpoints/, logs/)
   bool resume = false;  // continue from the newest complete checkpoint in RUNDIR/checkpoints
   bool quiet = false;   // no per-interval log lines on stdout (tests)
+  MPI_Comm world = MPI_COMM_WORLD;  // the ranks of this run (tests run on sub-communicators)
   int64_t stop_after = -1;  // stop (with a checkpoint) after this step, as a preempted job would
 };
 

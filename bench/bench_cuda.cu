@@ -111,6 +111,12 @@ void bench_expert_ffn(int N, int E, int k, int d, int h) {
                                   E, d, h, kind, dA, dB);
   };
   float tf = median_ms(fwd), tb = median_ms(bwd);
+  // Per-phase view (forward up/down, backward dact/dW2/dW1dW3/dX) via separate runs with
+  // null weight-gradient pointers: bwd without dW = dact + dX.
+  float tb_nodw = median_ms([&] {
+    px::cuda::expert_ffn_backward(dX, nullptr, nullptr, nullptr, dY, X, A, Bm, act, W1, W3, W2,
+                                  bounds, rows, E, d, h, kind, dA, dB);
+  });
   double fl_f = 6.0 * rows * d * h, fl_b = 12.0 * rows * d * h;
   // Dense reference: one cuBLASLt bf16 GEMM [rows, d] x [d, 9h] = 18 rows d h FLOPs.
   bf16* Wd = drandn_bf16((size_t)d * 9 * h, 6, 0.02f);
@@ -122,6 +128,9 @@ void bench_expert_ffn(int N, int E, int k, int d, int h) {
   std::printf("expert_ffn swiglu N=%d E=%d top_k=%d d=%d h=%d rows=%d\n", N, E, k, d, h, rows);
   std::printf("  forward   %8.3f ms  %8.1f GFLOP/s\n", tf, g_f);
   std::printf("  backward  %8.3f ms  %8.1f GFLOP/s\n", tb, g_b);
+  std::printf("    bwd dact+dX (no dW) %8.3f ms  %8.1f GFLOP/s; dW2+dW1+dW3 %8.3f ms  %8.1f GFLOP/s\n",
+              tb_nodw, 6.0 * rows * d * h / tb_nodw / 1e6, tb - tb_nodw,
+              6.0 * rows * d * h / (tb - tb_nodw) / 1e6);
   std::printf("  fwd+bwd   %8.3f ms  %8.1f GFLOP/s\n", tf + tb, g_fb);
   std::printf("  dense cuBLASLt bf16 GEMM %dx%dx%d (same FLOPs) %8.3f ms  %8.1f GFLOP/s\n", rows,
               d, 9 * h, td, g_d);

@@ -3,6 +3,7 @@
 #include "expert_ffn.cuh"
 
 #include <cstdlib>
+#include <type_traits>
 
 namespace px::cuda {
 
@@ -45,13 +46,15 @@ __device__ __forceinline__ int swz(int r, int c) {
   return r * C + ((((c >> 3) ^ (r & 7))) << 3);
 }
 
-// Tile [R][C] from global (row stride ld, element (0,0) at g); zero fill outside rv x cv.
-template <int R, int C>
-__device__ __forceinline__ void load_tile(bf16* s, const bf16* g, long ld, int rv, int cv) {
-  constexpr int CH = C / 8, TOTAL = R * CH;
-  static_assert(TOTAL % THREADS == 0, "tile / threads");
+// Part P (of 4) of the tile [R][C] from global (row stride ld, element (0,0) at g); zero fill
+// outside rv x cv. The four parts are issued between the four k16 steps of the main loop so
+// the copies interleave with the MMAs.
+template <int R, int C, int P>
+__device__ __forceinline__ void load_tile_part(bf16* s, const bf16* g, long ld, int rv, int cv) {
+  constexpr int CH = C / 8, TOTAL = R * CH, PER = TOTAL / THREADS;
+  static_assert(TOTAL % (4 * THREADS) == 0, "tile / threads");
 #pragma unroll
-  for (int i = 0; i < TOTAL / THREADS; ++i) {
+  for (int i = P * PER / 4; i < (P + 1) * PER / 4; ++i) {
     const int idx = threadIdx.x + i * THREADS;
     const int r = idx / CH, c = (idx % CH) * 8;
     const bool v = r < rv && c < cv;
@@ -108,35 +111,54 @@ __device__ __forceinline__ void mainloop(Acc<NB>& acc, bf16* smem, int stages, c
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int wm = (warp >> 2) * WM, wn = (warp & 3) * WN;
   const int kps = (K + BK - 1) / BK, ktiles = kps * nseg;
-  auto issue = [&](int kt) {
-    if (kt < ktiles) {
-      bf16* sA = smem + (size_t)(kt % stages) * STAGE_ELEMS;
-      const bool s1 = kt >= kps;
-      const int k0 = (kt - (s1 ? kps : 0)) * BK;
-      const bf16* A = s1 ? A1 : A0;
-      if (!TA) load_tile<BM, BK>(sA, A + k0, lda, Mv, K - k0);
-      else load_tile<BK, BM>(sA, A + (long)k0 * lda, lda, K - k0, Mv);
+  // Global sources of k tile kt (valid when kt < ktiles).
+  struct Src { const bf16* a; const bf16* b[NB]; int kv; };
+  auto src = [&](int kt) {
+    Src q;
+    const bool s1 = kt >= kps;
+    const int k0 = (kt - (s1 ? kps : 0)) * BK;
+    q.kv = K - k0;
+    q.a = (s1 ? A1 : A0) + (TA ? (long)k0 * lda : (long)k0);
 #pragma unroll
-      for (int b = 0; b < NB; ++b) {
-        bf16* sB = sA + BM * BK + b * BN * BK;
-        const bf16* B = s1 ? B1[b] : B0[b];
-        if (TB) load_tile<BN, BK>(sB, B + k0, ldb, Nv, K - k0);
-        else load_tile<BK, BN>(sB, B + (long)k0 * ldb, ldb, K - k0, Nv);
-      }
+    for (int b = 0; b < NB; ++b) q.b[b] = (s1 ? B1[b] : B0[b]) + (TB ? (long)k0 : (long)k0 * ldb);
+    return q;
+  };
+  auto issue_part = [&](const Src& q, bf16* sA, auto part) {
+    constexpr int P = decltype(part)::value;
+    if (!TA) load_tile_part<BM, BK, P>(sA, q.a, lda, Mv, q.kv);
+    else load_tile_part<BK, BM, P>(sA, q.a, lda, q.kv, Mv);
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      bf16* sB = sA + BM * BK + b * BN * BK;
+      if (TB) load_tile_part<BN, BK, P>(sB, q.b[b], ldb, Nv, q.kv);
+      else load_tile_part<BK, BN, P>(sB, q.b[b], ldb, q.kv, Nv);
+    }
+  };
+  for (int s = 0; s < stages - 1; ++s) {
+    if (s < ktiles) {
+      Src q = src(s);
+      bf16* sA = smem + (size_t)s * STAGE_ELEMS;
+      issue_part(q, sA, std::integral_constant<int, 0>());
+      issue_part(q, sA, std::integral_constant<int, 1>());
+      issue_part(q, sA, std::integral_constant<int, 2>());
+      issue_part(q, sA, std::integral_constant<int, 3>());
     }
     cp_async_commit();
-  };
-  for (int s = 0; s < stages - 1; ++s) issue(s);
+  }
   // Per-lane ldmatrix coordinates (see the m16n8k16 fragment layouts). Every row a lane
   // addresses has row & 7 == lane & 7.
   const int l7 = lane & 7, l8 = (lane >> 3) & 1, l16 = lane >> 4;
+  int st_read = 0, st_write = stages - 1;
   for (int kt = 0; kt < ktiles; ++kt) {
     cp_async_wait_stages(stages);
     __syncthreads();
-    issue(kt + stages - 1);
-    const bf16* sA = smem + (size_t)(kt % stages) * STAGE_ELEMS;
-#pragma unroll
-    for (int kk = 0; kk < BK; kk += 16) {
+    const bool more = kt + stages - 1 < ktiles;
+    Src q = src(more ? kt + stages - 1 : kt);
+    bf16* sW = smem + (size_t)st_write * STAGE_ELEMS;
+    const bf16* sA = smem + (size_t)st_read * STAGE_ELEMS;
+    auto step = [&](auto part) {
+      constexpr int P = decltype(part)::value, kk = P * 16;
+      if (more) issue_part(q, sW, part);
       uint32_t a[FM][4];
 #pragma unroll
       for (int i = 0; i < FM; ++i) {
@@ -166,7 +188,15 @@ __device__ __forceinline__ void mainloop(Acc<NB>& acc, bf16* smem, int stages, c
 #pragma unroll
           for (int j = 0; j < FN; ++j) mma16816(acc.v[b][i][j], a[i], bf[j][0], bf[j][1]);
       }
-    }
+    };
+    static_assert(BK == 64, "four k16 steps");
+    step(std::integral_constant<int, 0>());
+    step(std::integral_constant<int, 1>());
+    step(std::integral_constant<int, 2>());
+    step(std::integral_constant<int, 3>());
+    cp_async_commit();
+    st_read = st_read + 1 == stages ? 0 : st_read + 1;
+    st_write = st_write + 1 == stages ? 0 : st_write + 1;
   }
   cp_async_wait<0>();
 }
@@ -195,13 +225,13 @@ __device__ __forceinline__ void epilogue(const Acc<NB>& acc, F f) {
       }
 }
 
-// Map blockIdx.x to (expert, first row, rows valid) over row tiles of the segments.
+// Map row tile `tile` to (expert, first row, rows valid) over row tiles of the segments.
 // Returns false when this block has no tile (the grid is an upper bound).
-__device__ inline bool find_row_tile(const int32_t* bounds, int E, int& e_out, int& r0,
+__device__ inline bool find_row_tile(const int32_t* bounds, int E, int tile, int& e_out, int& r0,
                                      int& mv) {
   __shared__ int s_e, s_r0, s_mv;
   if (threadIdx.x == 0) {
-    int t = blockIdx.x, e_found = -1;
+    int t = tile, e_found = -1;
     for (int e = 0; e < E; ++e) {
       int b0 = bounds[e], cnt = bounds[e + 1] - b0;
       int nt = (cnt + BM - 1) / BM;
@@ -237,11 +267,14 @@ __global__ void __launch_bounds__(THREADS, 1) ffn_up_kernel(bf16* A, bf16* Bm, b
                                                             const bf16* X, const bf16* W1,
                                                             const bf16* W3,
                                                             const int32_t* bounds, int E, int d,
-                                                            int h, int stages) {
+                                                            int h, int stages, int colfast) {
   bf16* smem = reinterpret_cast<bf16*>(smem_raw);
   int e, r0, mv;
-  if (!find_row_tile(bounds, E, e, r0, mv)) return;
-  const int n0 = blockIdx.y * bn<NB>(), nv = min(bn<NB>(), h - n0);
+  // colfast: blockIdx.x = column tile, so the column tiles of one row tile run together
+  // and the row block is read from DRAM once.
+  const int rt = colfast ? blockIdx.y : blockIdx.x, ct = colfast ? blockIdx.x : blockIdx.y;
+  if (!find_row_tile(bounds, E, rt, e, r0, mv)) return;
+  const int n0 = ct * bn<NB>(), nv = min(bn<NB>(), h - n0);
   const bf16* B[2] = {W1 + (size_t)e * d * h + n0,
                       NB == 2 ? W3 + (size_t)e * d * h + n0 : nullptr};
   Acc<NB> acc;
@@ -274,11 +307,15 @@ __global__ void __launch_bounds__(THREADS, 1) rowseg_gemm_kernel(bf16* C, const 
                                                                  const bf16* Aop2,
                                                                  const bf16* Wb,
                                                                  const int32_t* bounds, int E,
-                                                                 int K, int N, int stages) {
+                                                                 int K, int N, int stages,
+                                                                 int colfast) {
   bf16* smem = reinterpret_cast<bf16*>(smem_raw);
   int e, r0, mv;
-  if (!find_row_tile(bounds, E, e, r0, mv)) return;
-  const int n0 = blockIdx.y * bn<1>(), nv = min(bn<1>(), N - n0);
+  // colfast: blockIdx.x = column tile, so the column tiles of one row tile run together
+  // and the row block is read from DRAM once.
+  const int rt = colfast ? blockIdx.y : blockIdx.x, ct = colfast ? blockIdx.x : blockIdx.y;
+  if (!find_row_tile(bounds, E, rt, e, r0, mv)) return;
+  const int n0 = ct * bn<1>(), nv = min(bn<1>(), N - n0);
   const size_t wstride = (size_t)K * N;
   const long ldb = TB ? K : N;
   const size_t boff = TB ? (size_t)n0 * K : (size_t)n0;
@@ -300,11 +337,14 @@ __global__ void __launch_bounds__(THREADS, 1) ffn_dact_kernel(bf16* dA, bf16* dB
                                                               const bf16* A, const bf16* Bm,
                                                               const int32_t* bounds, int E,
                                                               int d, int h, int kind,
-                                                              int stages) {
+                                                              int stages, int colfast) {
   bf16* smem = reinterpret_cast<bf16*>(smem_raw);
   int e, r0, mv;
-  if (!find_row_tile(bounds, E, e, r0, mv)) return;
-  const int n0 = blockIdx.y * bn<1>(), nv = min(bn<1>(), h - n0);
+  // colfast: blockIdx.x = column tile, so the column tiles of one row tile run together
+  // and the row block is read from DRAM once.
+  const int rt = colfast ? blockIdx.y : blockIdx.x, ct = colfast ? blockIdx.x : blockIdx.y;
+  if (!find_row_tile(bounds, E, rt, e, r0, mv)) return;
+  const int n0 = ct * bn<1>(), nv = min(bn<1>(), h - n0);
   Acc<1> acc;
   acc.zero();
   const bf16* B[1] = {W2 + (size_t)e * h * d + (size_t)n0 * d};
@@ -388,6 +428,21 @@ size_t set_smem(K kernel, int stages) {
 
 int row_tiles_bound(int rows_cap, int E) { return ceil_div(rows_cap, BM) + E; }
 
+// Grid for the row-segment kernels: column tiles fastest (blockIdx.x) by default, so the
+// few column tiles of a row tile run at the same time and its rows come from DRAM once.
+// PX_FFN_ROWFAST=1 restores row tiles fastest (for benchmarking); also used when the row
+// tiles would not fit gridDim.y.
+struct RowGrid { dim3 g; int colfast; };
+RowGrid row_grid(int rows_cap, int E, int ncols) {
+  static const bool rowfast = [] {
+    const char* v = std::getenv("PX_FFN_ROWFAST");
+    return v && std::atoi(v) != 0;
+  }();
+  const int nr = row_tiles_bound(rows_cap, E);
+  if (rowfast || nr > 65535) return {dim3(nr, ncols), 0};
+  return {dim3(ncols, nr), 1};
+}
+
 }  // namespace
 
 void expert_ffn_forward(bf16* Y, bf16* A, bf16* Bm, bf16* act, const bf16* X, const bf16* W1,
@@ -397,19 +452,21 @@ void expert_ffn_forward(bf16* Y, bf16* A, bf16* Bm, bf16* act, const bf16* X, co
   if (d % 8 || h % 8) cuda_fail("expert_ffn_forward", "d and h must be multiples of 8", __FILE__, __LINE__);
   const int st = pick_stages();
   if (kind == px::cpu::EXPERT_ACT_SWIGLU) {
-    dim3 g1(row_tiles_bound(rows_cap, E), ceil_div(h, bn<2>()));
+    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<2>()));
     size_t sm = set_smem(ffn_up_kernel<2>, st);
-    ffn_up_kernel<2><<<g1, THREADS, sm, stream>>>(A, Bm, act, X, W1, W3, bounds, E, d, h, st);
+    ffn_up_kernel<2><<<g1.g, THREADS, sm, stream>>>(A, Bm, act, X, W1, W3, bounds, E, d, h, st,
+                                                    g1.colfast);
   } else {
-    dim3 g1(row_tiles_bound(rows_cap, E), ceil_div(h, bn<1>()));
+    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<1>()));
     size_t sm = set_smem(ffn_up_kernel<1>, st);
-    ffn_up_kernel<1><<<g1, THREADS, sm, stream>>>(A, Bm, act, X, W1, W3, bounds, E, d, h, st);
+    ffn_up_kernel<1><<<g1.g, THREADS, sm, stream>>>(A, Bm, act, X, W1, W3, bounds, E, d, h, st,
+                                                    g1.colfast);
   }
   cudaCheckLaunch();
-  dim3 g2(row_tiles_bound(rows_cap, E), ceil_div(d, bn<1>()));
+  RowGrid g2 = row_grid(rows_cap, E, ceil_div(d, bn<1>()));
   size_t sm = set_smem(rowseg_gemm_kernel<false, false>, st);
-  rowseg_gemm_kernel<false, false><<<g2, THREADS, sm, stream>>>(Y, act, W2, nullptr, nullptr,
-                                                                bounds, E, h, d, st);
+  rowseg_gemm_kernel<false, false><<<g2.g, THREADS, sm, stream>>>(Y, act, W2, nullptr, nullptr,
+                                                                  bounds, E, h, d, st, g2.colfast);
   cudaCheckLaunch();
 }
 
@@ -424,10 +481,10 @@ void expert_ffn_backward(bf16* dX, float* dW1, float* dW3, float* dW2, const bf1
   const int st = pick_stages();
   // B1: dA, dB
   {
-    dim3 g1(row_tiles_bound(rows_cap, E), ceil_div(h, bn<1>()));
+    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<1>()));
     size_t sm = set_smem(ffn_dact_kernel, st);
-    ffn_dact_kernel<<<g1, THREADS, sm, stream>>>(dA_scratch, dB_scratch, dY, W2, A, Bm, bounds,
-                                                 E, d, h, (int)kind, st);
+    ffn_dact_kernel<<<g1.g, THREADS, sm, stream>>>(dA_scratch, dB_scratch, dY, W2, A, Bm, bounds,
+                                                   E, d, h, (int)kind, st, g1.colfast);
     cudaCheckLaunch();
   }
   // B2: dW2[e] [h, d] += act^T dY
@@ -453,15 +510,15 @@ void expert_ffn_backward(bf16* dX, float* dW1, float* dW3, float* dW2, const bf1
     cudaCheckLaunch();
   }
   // B4: dX = dA W1^T (+ dB W3^T); W1[e] is [d, h] = [N, K] with K = h.
-  dim3 g4(row_tiles_bound(rows_cap, E), ceil_div(d, bn<1>()));
+  RowGrid g4 = row_grid(rows_cap, E, ceil_div(d, bn<1>()));
   if (swiglu) {
     size_t sm = set_smem(rowseg_gemm_kernel<true, true>, st);
-    rowseg_gemm_kernel<true, true><<<g4, THREADS, sm, stream>>>(dX, dA_scratch, W1, dB_scratch,
-                                                                W3, bounds, E, h, d, st);
+    rowseg_gemm_kernel<true, true><<<g4.g, THREADS, sm, stream>>>(
+        dX, dA_scratch, W1, dB_scratch, W3, bounds, E, h, d, st, g4.colfast);
   } else {
     size_t sm = set_smem(rowseg_gemm_kernel<true, false>, st);
-    rowseg_gemm_kernel<true, false><<<g4, THREADS, sm, stream>>>(dX, dA_scratch, W1, nullptr,
-                                                                 nullptr, bounds, E, h, d, st);
+    rowseg_gemm_kernel<true, false><<<g4.g, THREADS, sm, stream>>>(
+        dX, dA_scratch, W1, nullptr, nullptr, bounds, E, h, d, st, g4.colfast);
   }
   cudaCheckLaunch();
 }

@@ -156,22 +156,21 @@ __device__ __forceinline__ void mainloop(Acc<NB>& acc, bf16* smem, int stages, c
     Src q = src(more ? kt + stages - 1 : kt);
     bf16* sW = smem + (size_t)st_write * STAGE_ELEMS;
     const bf16* sA = smem + (size_t)st_read * STAGE_ELEMS;
-    auto step = [&](auto part) {
-      constexpr int P = decltype(part)::value, kk = P * 16;
-      if (more) issue_part(q, sW, part);
-      uint32_t a[FM][4];
+    // Fragments double-buffered across the four k16 steps: step P loads step P+1's
+    // fragments before issuing its own MMAs.
+    uint32_t fa[2][FM][4], fb[2][NB][FN][2];
+    auto load_frags = [&](int buf, int kk) {
 #pragma unroll
       for (int i = 0; i < FM; ++i) {
         if (!TA) {  // [m][k]: matrices (m0-7,k0-7) (m8-15,k0-7) (m0-7,k8-15) (m8-15,k8-15)
-          ldsm_x4(a[i], sA + swz<BK>(wm + i * 16 + (lane & 15), kk + l16 * 8));
+          ldsm_x4(fa[buf][i], sA + swz<BK>(wm + i * 16 + (lane & 15), kk + l16 * 8));
         } else {    // [k][m], transposed load
-          ldsm_x4_t(a[i], sA + swz<BM>(kk + l7 + l16 * 8, wm + i * 16 + l8 * 8));
+          ldsm_x4_t(fa[buf][i], sA + swz<BM>(kk + l7 + l16 * 8, wm + i * 16 + l8 * 8));
         }
       }
 #pragma unroll
       for (int b = 0; b < NB; ++b) {
         const bf16* sB = sA + BM * BK + b * BN * BK;
-        uint32_t bf[FN][2];
 #pragma unroll
         for (int jj = 0; jj < FN / 2; ++jj) {
           uint32_t r[4];
@@ -180,14 +179,23 @@ __device__ __forceinline__ void mainloop(Acc<NB>& acc, bf16* smem, int stages, c
           } else {   // [k][n], transposed: (k0-7,n0-7) (k8-15,n0-7) (k0-7,n8-15) (k8-15,n8-15)
             ldsm_x4_t(r, sB + swz<BN>(kk + l7 + l8 * 8, wn + jj * 16 + l16 * 8));
           }
-          bf[2 * jj][0] = r[0]; bf[2 * jj][1] = r[1];
-          bf[2 * jj + 1][0] = r[2]; bf[2 * jj + 1][1] = r[3];
+          fb[buf][b][2 * jj][0] = r[0]; fb[buf][b][2 * jj][1] = r[1];
+          fb[buf][b][2 * jj + 1][0] = r[2]; fb[buf][b][2 * jj + 1][1] = r[3];
         }
+      }
+    };
+    load_frags(0, 0);
+    auto step = [&](auto part) {
+      constexpr int P = decltype(part)::value, cur = P & 1;
+      if (P < 3) load_frags(cur ^ 1, (P + 1) * 16);
+      if (more) issue_part(q, sW, part);
+#pragma unroll
+      for (int b = 0; b < NB; ++b)
 #pragma unroll
         for (int i = 0; i < FM; ++i)
 #pragma unroll
-          for (int j = 0; j < FN; ++j) mma16816(acc.v[b][i][j], a[i], bf[j][0], bf[j][1]);
-      }
+          for (int j = 0; j < FN; ++j)
+            mma16816(acc.v[b][i][j], fa[cur][i], fb[cur][b][j][0], fb[cur][b][j][1]);
     };
     static_assert(BK == 64, "four k16 steps");
     step(std::integral_constant<int, 0>());

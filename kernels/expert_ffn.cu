@@ -13,11 +13,13 @@ namespace {
 // operand. NB = number of B operands sharing the A tile (2 for the fused [W1|W3] GEMMs).
 // NB = 1: 128 x 256 tile, warp 64 x 64; NB = 2: 128 x (2 x 128), warp 64 x (2 x 32).
 // Either way 128 fp32 accumulators per thread, 48 KB of shared memory per stage.
-constexpr int BM = 128, BK = 64, THREADS = 256, WM = 64, FM = WM / 16;
-template <int NB> constexpr int bn() { return NB == 1 ? 256 : 128; }
-constexpr int STAGE_ELEMS = BM * BK + 256 * BK;  // same for NB = 1 and 2
-constexpr size_t STAGE_BYTES = STAGE_ELEMS * sizeof(bf16);
-static_assert(BM * BK + 2 * bn<2>() * BK == STAGE_ELEMS, "stage size");
+// NT = 128 (PX_FFN_SMALL=1, experimental): 4 warps as 2 x 2, tiles 128 x 128 / 128 x (2 x 64),
+// 32 KB per stage, two blocks per SM.
+constexpr int BM = 128, BK = 64, WM = 64, FM = WM / 16;
+template <int NB, int NT = 256> constexpr int bn() { return (NB == 1 ? 256 : 128) * NT / 256; }
+template <int NT> constexpr int stage_elems() { return BM * BK + bn<1, NT>() * BK; }
+template <int NT> constexpr size_t stage_bytes() { return stage_elems<NT>() * sizeof(bf16); }
+static_assert(BM * BK + 2 * bn<2>() * BK == stage_elems<256>(), "stage size");
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   unsigned s = (unsigned)__cvta_generic_to_shared(smem);
@@ -49,7 +51,7 @@ __device__ __forceinline__ int swz(int r, int c) {
 // Part P (of 4) of the tile [R][C] from global (row stride ld, element (0,0) at g); zero fill
 // outside rv x cv. The four parts are issued between the four k16 steps of the main loop so
 // the copies interleave with the MMAs.
-template <int R, int C, int P>
+template <int R, int C, int P, int THREADS>
 __device__ __forceinline__ void load_tile_part(bf16* s, const bf16* g, long ld, int rv, int cv) {
   constexpr int CH = C / 8, TOTAL = R * CH, PER = TOTAL / THREADS;
   static_assert(TOTAL % (4 * THREADS) == 0, "tile / threads");
@@ -82,9 +84,10 @@ __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-template <int NB>
+template <int NB, int NT>
 struct Acc {
-  static constexpr int BN = bn<NB>(), WN = BN / 4, FN = WN / 8;
+  static constexpr int BN = bn<NB, NT>(), WARPS_N = NT / 64, WN = BN / WARPS_N, FN = WN / 8;
+  static_assert(FN % 2 == 0, "pairs of n8 tiles");
   float v[NB][FM][FN][4];
   __device__ __forceinline__ void zero() {
 #pragma unroll
@@ -102,14 +105,15 @@ struct Acc {
 // (A0,B0[]) and (A1,B1[]) of the same K. A logical [M, K], stored [M, K] (lda) or, if TA,
 // [K, M]; B logical [K, N], stored [K, N] (ldb) or, if TB, [N, K]. Pointers at the tile
 // origin (row m0 / col n0). Zero fill outside (Mv, Nv, K).
-template <bool TA, bool TB, int NB>
-__device__ __forceinline__ void mainloop(Acc<NB>& acc, bf16* smem, int stages, const bf16* A0,
+template <bool TA, bool TB, int NB, int NT>
+__device__ __forceinline__ void mainloop(Acc<NB, NT>& acc, bf16* smem, int stages, const bf16* A0,
                                          const bf16* A1, long lda, const bf16* const* B0,
                                          const bf16* const* B1, long ldb, int Mv, int Nv, int K,
                                          int nseg) {
-  constexpr int BN = Acc<NB>::BN, WN = Acc<NB>::WN, FN = Acc<NB>::FN;
+  using AC = Acc<NB, NT>;
+  constexpr int BN = AC::BN, WN = AC::WN, FN = AC::FN, STAGE_ELEMS = stage_elems<NT>();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int wm = (warp >> 2) * WM, wn = (warp & 3) * WN;
+  const int wm = (warp / AC::WARPS_N) * WM, wn = (warp % AC::WARPS_N) * WN;
   const int kps = (K + BK - 1) / BK, ktiles = kps * nseg;
   // Global sources of k tile kt (valid when kt < ktiles).
   struct Src { const bf16* a; const bf16* b[NB]; int kv; };
@@ -125,13 +129,13 @@ __device__ __forceinline__ void mainloop(Acc<NB>& acc, bf16* smem, int stages, c
   };
   auto issue_part = [&](const Src& q, bf16* sA, auto part) {
     constexpr int P = decltype(part)::value;
-    if (!TA) load_tile_part<BM, BK, P>(sA, q.a, lda, Mv, q.kv);
-    else load_tile_part<BK, BM, P>(sA, q.a, lda, q.kv, Mv);
+    if (!TA) load_tile_part<BM, BK, P, NT>(sA, q.a, lda, Mv, q.kv);
+    else load_tile_part<BK, BM, P, NT>(sA, q.a, lda, q.kv, Mv);
 #pragma unroll
     for (int b = 0; b < NB; ++b) {
       bf16* sB = sA + BM * BK + b * BN * BK;
-      if (TB) load_tile_part<BN, BK, P>(sB, q.b[b], ldb, Nv, q.kv);
-      else load_tile_part<BK, BN, P>(sB, q.b[b], ldb, q.kv, Nv);
+      if (TB) load_tile_part<BN, BK, P, NT>(sB, q.b[b], ldb, Nv, q.kv);
+      else load_tile_part<BK, BN, P, NT>(sB, q.b[b], ldb, q.kv, Nv);
     }
   };
   for (int s = 0; s < stages - 1; ++s) {
@@ -211,11 +215,12 @@ __device__ __forceinline__ void mainloop(Acc<NB>& acc, bf16* smem, int stages, c
 
 // Epilogue: f(row_in_tile, col_in_tile, v[NB][2]) for each pair of adjacent columns
 // (col even) the thread owns; straight from the accumulator registers.
-template <int NB, class F>
-__device__ __forceinline__ void epilogue(const Acc<NB>& acc, F f) {
-  constexpr int WN = Acc<NB>::WN, FN = Acc<NB>::FN;
+template <int NB, int NT, class F>
+__device__ __forceinline__ void epilogue(const Acc<NB, NT>& acc, F f) {
+  using AC = Acc<NB, NT>;
+  constexpr int WN = AC::WN, FN = AC::FN;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int wm = (warp >> 2) * WM, wn = (warp & 3) * WN;
+  const int wm = (warp / AC::WARPS_N) * WM, wn = (warp % AC::WARPS_N) * WN;
   const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int i = 0; i < FM; ++i)
@@ -270,8 +275,8 @@ __device__ __forceinline__ float2 ld_bf16x2(const bf16* p) {
 extern __shared__ __align__(128) unsigned char smem_raw[];
 
 // F1: [A|Bm] = X [W1|W3], act = silu(A)*Bm  (or relu2: A = X W1, act = relu(A)^2).
-template <int NB>
-__global__ void __launch_bounds__(THREADS, 1) ffn_up_kernel(bf16* A, bf16* Bm, bf16* act,
+template <int NB, int NT>
+__global__ void __launch_bounds__(NT, 256 / NT) ffn_up_kernel(bf16* A, bf16* Bm, bf16* act,
                                                             const bf16* X, const bf16* W1,
                                                             const bf16* W3,
                                                             const int32_t* bounds, int E, int d,
@@ -282,14 +287,14 @@ __global__ void __launch_bounds__(THREADS, 1) ffn_up_kernel(bf16* A, bf16* Bm, b
   // and the row block is read from DRAM once.
   const int rt = colfast ? blockIdx.y : blockIdx.x, ct = colfast ? blockIdx.x : blockIdx.y;
   if (!find_row_tile(bounds, E, rt, e, r0, mv)) return;
-  const int n0 = ct * bn<NB>(), nv = min(bn<NB>(), h - n0);
+  const int n0 = ct * bn<NB, NT>(), nv = min(bn<NB, NT>(), h - n0);
   const bf16* B[2] = {W1 + (size_t)e * d * h + n0,
                       NB == 2 ? W3 + (size_t)e * d * h + n0 : nullptr};
-  Acc<NB> acc;
+  Acc<NB, NT> acc;
   acc.zero();
   const bf16* Xr = X + (size_t)r0 * d;
-  mainloop<false, false, NB>(acc, smem, stages, Xr, Xr, d, B, B, h, mv, nv, d, 1);
-  epilogue<NB>(acc, [&](int r, int c, const float (*v)[2]) {
+  mainloop<false, false, NB, NT>(acc, smem, stages, Xr, Xr, d, B, B, h, mv, nv, d, 1);
+  epilogue<NB, NT>(acc, [&](int r, int c, const float (*v)[2]) {
     if (r >= mv || c >= nv) return;
     size_t o = (size_t)(r0 + r) * h + n0 + c;
     __nv_bfloat162 a16 = __floats2bfloat162_rn(v[0][0], v[0][1]);
@@ -309,8 +314,8 @@ __global__ void __launch_bounds__(THREADS, 1) ffn_up_kernel(bf16* A, bf16* Bm, b
 
 // Row-segment GEMM: C[rows, N] = A_seg [*, K] * op(W[e]) (+ A2_seg * op(W2[e]) if DUAL);
 // W[e] at W + e*K*N, stored [K,N] or (TB) [N,K]. C bf16.
-template <bool TB, bool DUAL>
-__global__ void __launch_bounds__(THREADS, 1) rowseg_gemm_kernel(bf16* C, const bf16* Aop,
+template <bool TB, bool DUAL, int NT>
+__global__ void __launch_bounds__(NT, 256 / NT) rowseg_gemm_kernel(bf16* C, const bf16* Aop,
                                                                  const bf16* W,
                                                                  const bf16* Aop2,
                                                                  const bf16* Wb,
@@ -323,24 +328,25 @@ __global__ void __launch_bounds__(THREADS, 1) rowseg_gemm_kernel(bf16* C, const 
   // and the row block is read from DRAM once.
   const int rt = colfast ? blockIdx.y : blockIdx.x, ct = colfast ? blockIdx.x : blockIdx.y;
   if (!find_row_tile(bounds, E, rt, e, r0, mv)) return;
-  const int n0 = ct * bn<1>(), nv = min(bn<1>(), N - n0);
+  const int n0 = ct * bn<1, NT>(), nv = min(bn<1, NT>(), N - n0);
   const size_t wstride = (size_t)K * N;
   const long ldb = TB ? K : N;
   const size_t boff = TB ? (size_t)n0 * K : (size_t)n0;
-  Acc<1> acc;
+  Acc<1, NT> acc;
   acc.zero();
   const bf16* B0[1] = {W + e * wstride + boff};
   const bf16* B1[1] = {DUAL ? Wb + e * wstride + boff : B0[0]};
   const bf16* A0 = Aop + (size_t)r0 * K;
   const bf16* A1 = DUAL ? Aop2 + (size_t)r0 * K : A0;
-  mainloop<false, TB, 1>(acc, smem, stages, A0, A1, K, B0, B1, ldb, mv, nv, K, DUAL ? 2 : 1);
-  epilogue<1>(acc, [&](int r, int c, const float (*v)[2]) {
+  mainloop<false, TB, 1, NT>(acc, smem, stages, A0, A1, K, B0, B1, ldb, mv, nv, K, DUAL ? 2 : 1);
+  epilogue<1, NT>(acc, [&](int r, int c, const float (*v)[2]) {
     if (r < mv && c < nv) st_bf16x2(C + (size_t)(r0 + r) * N + n0 + c, v[0][0], v[0][1]);
   });
 }
 
 // B1: dact = dY W2[e]^T (W2[e] is [h, d] = [N, K]); epilogue: dA, dB from dact, A, Bm.
-__global__ void __launch_bounds__(THREADS, 1) ffn_dact_kernel(bf16* dA, bf16* dB,
+template <int NT>
+__global__ void __launch_bounds__(NT, 256 / NT) ffn_dact_kernel(bf16* dA, bf16* dB,
                                                               const bf16* dY, const bf16* W2,
                                                               const bf16* A, const bf16* Bm,
                                                               const int32_t* bounds, int E,
@@ -352,13 +358,13 @@ __global__ void __launch_bounds__(THREADS, 1) ffn_dact_kernel(bf16* dA, bf16* dB
   // and the row block is read from DRAM once.
   const int rt = colfast ? blockIdx.y : blockIdx.x, ct = colfast ? blockIdx.x : blockIdx.y;
   if (!find_row_tile(bounds, E, rt, e, r0, mv)) return;
-  const int n0 = ct * bn<1>(), nv = min(bn<1>(), h - n0);
-  Acc<1> acc;
+  const int n0 = ct * bn<1, NT>(), nv = min(bn<1, NT>(), h - n0);
+  Acc<1, NT> acc;
   acc.zero();
   const bf16* B[1] = {W2 + (size_t)e * h * d + (size_t)n0 * d};
   const bf16* A0 = dY + (size_t)r0 * d;
-  mainloop<false, true, 1>(acc, smem, stages, A0, A0, d, B, B, d, mv, nv, d, 1);
-  epilogue<1>(acc, [&](int r, int c, const float (*v)[2]) {
+  mainloop<false, true, 1, NT>(acc, smem, stages, A0, A0, d, B, B, d, mv, nv, d, 1);
+  epilogue<1, NT>(acc, [&](int r, int c, const float (*v)[2]) {
     if (r >= mv || c >= nv) return;
     size_t o = (size_t)(r0 + r) * h + n0 + c;
     float2 a = ld_bf16x2(A + o);
@@ -376,27 +382,27 @@ __global__ void __launch_bounds__(THREADS, 1) ffn_dact_kernel(bf16* dA, bf16* dB
 
 // K-segment GEMM for weight gradients: dW_b[e] (M x N, fp32, +=) += P_seg^T Q_b,seg where
 // P is [rows, M] and Q_b [rows, N]; K = the segment's rows. Grid: (M/BM * N/BN, E).
-template <int NB>
-__global__ void __launch_bounds__(THREADS, 1) wgrad_kernel(float* dW0, float* dW1,
+template <int NB, int NT>
+__global__ void __launch_bounds__(NT, 256 / NT) wgrad_kernel(float* dW0, float* dW1,
                                                            const bf16* P, const bf16* Q0,
                                                            const bf16* Q1,
                                                            const int32_t* bounds, int M, int N,
                                                            int stages) {
   bf16* smem = reinterpret_cast<bf16*>(smem_raw);
-  constexpr int BN = bn<NB>();
+  constexpr int BN = bn<NB, NT>();
   const int e = blockIdx.y;
   const int ntn = (N + BN - 1) / BN;
   const int m0 = (blockIdx.x / ntn) * BM, n0 = (blockIdx.x % ntn) * BN;
   const int mv = min(BM, M - m0), nv = min(BN, N - n0);
   const int b0 = bounds[e], K = bounds[e + 1] - b0;
   if (K <= 0) return;  // nothing to add
-  Acc<NB> acc;
+  Acc<NB, NT> acc;
   acc.zero();
   const bf16* B[2] = {Q0 + (size_t)b0 * N + n0, NB == 2 ? Q1 + (size_t)b0 * N + n0 : nullptr};
   const bf16* A0 = P + (size_t)b0 * M + m0;
-  mainloop<true, false, NB>(acc, smem, stages, A0, A0, M, B, B, N, mv, nv, K, 1);
+  mainloop<true, false, NB, NT>(acc, smem, stages, A0, A0, M, B, B, N, mv, nv, K, 1);
   float* out[2] = {dW0 + (size_t)e * M * N, NB == 2 ? dW1 + (size_t)e * M * N : nullptr};
-  epilogue<NB>(acc, [&](int r, int c, const float (*v)[2]) {
+  epilogue<NB, NT>(acc, [&](int r, int c, const float (*v)[2]) {
     if (r >= mv || c >= nv) return;
     size_t o = (size_t)(m0 + r) * N + n0 + c;
 #pragma unroll
@@ -411,12 +417,15 @@ __global__ void __launch_bounds__(THREADS, 1) wgrad_kernel(float* dW0, float* dW
 }
 
 // Pipeline depth: 4 stages (192 KB) where the device allows it (sm_90: 227 KB, sm_80:
-// 163 KB -> 3, sm_86/89: 99 KB -> 2). PX_FFN_STAGES (2..4) overrides, for benchmarking.
+// 163 KB -> 3, sm_86/89: 99 KB -> 2); NT = 128 keeps two blocks per SM (3 stages on sm_90).
+// PX_FFN_STAGES (2..4) overrides, for benchmarking.
+template <int NT>
 int pick_stages() {
   int dev = 0, optin = 0;
   cudaCheck(cudaGetDevice(&dev));
   cudaCheck(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  int s = (int)(optin / STAGE_BYTES);
+  int s = (int)(optin / stage_bytes<NT>());
+  if (NT == 128 && s >= 6) s = s / 2;
   static const int env = [] {
     const char* v = std::getenv("PX_FFN_STAGES");
     return v ? std::atoi(v) : 0;
@@ -427,11 +436,19 @@ int pick_stages() {
   return s;
 }
 
-template <class K>
+template <int NT, class K>
 size_t set_smem(K kernel, int stages) {
-  size_t bytes = (size_t)stages * STAGE_BYTES;
+  size_t bytes = (size_t)stages * stage_bytes<NT>();
   cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   return bytes;
+}
+
+bool small_tiles() {
+  static const bool v = [] {
+    const char* e = std::getenv("PX_FFN_SMALL");
+    return e && std::atoi(e) != 0;
+  }();
+  return v;
 }
 
 int row_tiles_bound(int rows_cap, int E) { return ceil_div(rows_cap, BM) + E; }
@@ -453,29 +470,95 @@ RowGrid row_grid(int rows_cap, int E, int ncols) {
 
 }  // namespace
 
+namespace {
+
+template <int NT>
+void forward_impl(bf16* Y, bf16* A, bf16* Bm, bf16* act, const bf16* X, const bf16* W1,
+                  const bf16* W3, const bf16* W2, const int32_t* bounds, int rows_cap, int E,
+                  int d, int h, ExpertAct kind, cudaStream_t stream) {
+  const int st = pick_stages<NT>();
+  if (kind == px::cpu::EXPERT_ACT_SWIGLU) {
+    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<2, NT>()));
+    size_t sm = set_smem<NT>(ffn_up_kernel<2, NT>, st);
+    ffn_up_kernel<2, NT><<<g1.g, NT, sm, stream>>>(A, Bm, act, X, W1, W3, bounds, E, d, h, st,
+                                                   g1.colfast);
+  } else {
+    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<1, NT>()));
+    size_t sm = set_smem<NT>(ffn_up_kernel<1, NT>, st);
+    ffn_up_kernel<1, NT><<<g1.g, NT, sm, stream>>>(A, Bm, act, X, W1, W3, bounds, E, d, h, st,
+                                                   g1.colfast);
+  }
+  cudaCheckLaunch();
+  RowGrid g2 = row_grid(rows_cap, E, ceil_div(d, bn<1, NT>()));
+  size_t sm = set_smem<NT>(rowseg_gemm_kernel<false, false, NT>, st);
+  rowseg_gemm_kernel<false, false, NT><<<g2.g, NT, sm, stream>>>(Y, act, W2, nullptr, nullptr,
+                                                                 bounds, E, h, d, st, g2.colfast);
+  cudaCheckLaunch();
+}
+
+template <int NT>
+void backward_impl(bf16* dX, float* dW1, float* dW3, float* dW2, const bf16* dY, const bf16* X,
+                   const bf16* A, const bf16* Bm, const bf16* act, const bf16* W1,
+                   const bf16* W3, const bf16* W2, const int32_t* bounds, int rows_cap, int E,
+                   int d, int h, ExpertAct kind, bf16* dA_scratch, bf16* dB_scratch,
+                   cudaStream_t stream) {
+  const bool swiglu = kind == px::cpu::EXPERT_ACT_SWIGLU;
+  const int st = pick_stages<NT>();
+  // B1: dA, dB
+  {
+    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<1, NT>()));
+    size_t sm = set_smem<NT>(ffn_dact_kernel<NT>, st);
+    ffn_dact_kernel<NT><<<g1.g, NT, sm, stream>>>(dA_scratch, dB_scratch, dY, W2, A, Bm, bounds,
+                                                  E, d, h, (int)kind, st, g1.colfast);
+    cudaCheckLaunch();
+  }
+  // B2: dW2[e] [h, d] += act^T dY
+  if (dW2) {
+    dim3 g(ceil_div(h, BM) * ceil_div(d, bn<1, NT>()), E);
+    size_t sm = set_smem<NT>(wgrad_kernel<1, NT>, st);
+    wgrad_kernel<1, NT><<<g, NT, sm, stream>>>(dW2, nullptr, act, dY, nullptr, bounds, h, d, st);
+    cudaCheckLaunch();
+  }
+  // B3: dW1[e], dW3[e] [d, h] += X^T dA, X^T dB
+  if (dW1) {
+    if (swiglu && dW3) {
+      dim3 g(ceil_div(d, BM) * ceil_div(h, bn<2, NT>()), E);
+      size_t sm = set_smem<NT>(wgrad_kernel<2, NT>, st);
+      wgrad_kernel<2, NT><<<g, NT, sm, stream>>>(dW1, dW3, X, dA_scratch, dB_scratch, bounds, d,
+                                                 h, st);
+    } else {
+      dim3 g(ceil_div(d, BM) * ceil_div(h, bn<1, NT>()), E);
+      size_t sm = set_smem<NT>(wgrad_kernel<1, NT>, st);
+      wgrad_kernel<1, NT><<<g, NT, sm, stream>>>(dW1, nullptr, X, dA_scratch, nullptr, bounds,
+                                                 d, h, st);
+    }
+    cudaCheckLaunch();
+  }
+  // B4: dX = dA W1^T (+ dB W3^T); W1[e] is [d, h] = [N, K] with K = h.
+  RowGrid g4 = row_grid(rows_cap, E, ceil_div(d, bn<1, NT>()));
+  if (swiglu) {
+    size_t sm = set_smem<NT>(rowseg_gemm_kernel<true, true, NT>, st);
+    rowseg_gemm_kernel<true, true, NT><<<g4.g, NT, sm, stream>>>(
+        dX, dA_scratch, W1, dB_scratch, W3, bounds, E, h, d, st, g4.colfast);
+  } else {
+    size_t sm = set_smem<NT>(rowseg_gemm_kernel<true, false, NT>, st);
+    rowseg_gemm_kernel<true, false, NT><<<g4.g, NT, sm, stream>>>(
+        dX, dA_scratch, W1, nullptr, nullptr, bounds, E, h, d, st, g4.colfast);
+  }
+  cudaCheckLaunch();
+}
+
+}  // namespace
+
 void expert_ffn_forward(bf16* Y, bf16* A, bf16* Bm, bf16* act, const bf16* X, const bf16* W1,
                         const bf16* W3, const bf16* W2, const int32_t* bounds, int rows_cap,
                         int E, int d, int h, ExpertAct kind, cudaStream_t stream) {
   if (rows_cap <= 0 || E <= 0) return;
   if (d % 8 || h % 8) cuda_fail("expert_ffn_forward", "d and h must be multiples of 8", __FILE__, __LINE__);
-  const int st = pick_stages();
-  if (kind == px::cpu::EXPERT_ACT_SWIGLU) {
-    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<2>()));
-    size_t sm = set_smem(ffn_up_kernel<2>, st);
-    ffn_up_kernel<2><<<g1.g, THREADS, sm, stream>>>(A, Bm, act, X, W1, W3, bounds, E, d, h, st,
-                                                    g1.colfast);
-  } else {
-    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<1>()));
-    size_t sm = set_smem(ffn_up_kernel<1>, st);
-    ffn_up_kernel<1><<<g1.g, THREADS, sm, stream>>>(A, Bm, act, X, W1, W3, bounds, E, d, h, st,
-                                                    g1.colfast);
-  }
-  cudaCheckLaunch();
-  RowGrid g2 = row_grid(rows_cap, E, ceil_div(d, bn<1>()));
-  size_t sm = set_smem(rowseg_gemm_kernel<false, false>, st);
-  rowseg_gemm_kernel<false, false><<<g2.g, THREADS, sm, stream>>>(Y, act, W2, nullptr, nullptr,
-                                                                  bounds, E, h, d, st, g2.colfast);
-  cudaCheckLaunch();
+  if (small_tiles())
+    forward_impl<128>(Y, A, Bm, act, X, W1, W3, W2, bounds, rows_cap, E, d, h, kind, stream);
+  else
+    forward_impl<256>(Y, A, Bm, act, X, W1, W3, W2, bounds, rows_cap, E, d, h, kind, stream);
 }
 
 void expert_ffn_backward(bf16* dX, float* dW1, float* dW3, float* dW2, const bf16* dY,
@@ -485,50 +568,12 @@ void expert_ffn_backward(bf16* dX, float* dW1, float* dW3, float* dW2, const bf1
                          bf16* dB_scratch, cudaStream_t stream) {
   if (rows_cap <= 0 || E <= 0) return;
   if (d % 8 || h % 8) cuda_fail("expert_ffn_backward", "d and h must be multiples of 8", __FILE__, __LINE__);
-  const bool swiglu = kind == px::cpu::EXPERT_ACT_SWIGLU;
-  const int st = pick_stages();
-  // B1: dA, dB
-  {
-    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<1>()));
-    size_t sm = set_smem(ffn_dact_kernel, st);
-    ffn_dact_kernel<<<g1.g, THREADS, sm, stream>>>(dA_scratch, dB_scratch, dY, W2, A, Bm, bounds,
-                                                   E, d, h, (int)kind, st, g1.colfast);
-    cudaCheckLaunch();
-  }
-  // B2: dW2[e] [h, d] += act^T dY
-  if (dW2) {
-    dim3 g(ceil_div(h, BM) * ceil_div(d, bn<1>()), E);
-    size_t sm = set_smem(wgrad_kernel<1>, st);
-    wgrad_kernel<1><<<g, THREADS, sm, stream>>>(dW2, nullptr, act, dY, nullptr, bounds, h, d, st);
-    cudaCheckLaunch();
-  }
-  // B3: dW1[e], dW3[e] [d, h] += X^T dA, X^T dB
-  if (dW1) {
-    if (swiglu && dW3) {
-      dim3 g(ceil_div(d, BM) * ceil_div(h, bn<2>()), E);
-      size_t sm = set_smem(wgrad_kernel<2>, st);
-      wgrad_kernel<2><<<g, THREADS, sm, stream>>>(dW1, dW3, X, dA_scratch, dB_scratch, bounds, d,
-                                                  h, st);
-    } else {
-      dim3 g(ceil_div(d, BM) * ceil_div(h, bn<1>()), E);
-      size_t sm = set_smem(wgrad_kernel<1>, st);
-      wgrad_kernel<1><<<g, THREADS, sm, stream>>>(dW1, nullptr, X, dA_scratch, nullptr, bounds,
-                                                  d, h, st);
-    }
-    cudaCheckLaunch();
-  }
-  // B4: dX = dA W1^T (+ dB W3^T); W1[e] is [d, h] = [N, K] with K = h.
-  RowGrid g4 = row_grid(rows_cap, E, ceil_div(d, bn<1>()));
-  if (swiglu) {
-    size_t sm = set_smem(rowseg_gemm_kernel<true, true>, st);
-    rowseg_gemm_kernel<true, true><<<g4.g, THREADS, sm, stream>>>(
-        dX, dA_scratch, W1, dB_scratch, W3, bounds, E, h, d, st, g4.colfast);
-  } else {
-    size_t sm = set_smem(rowseg_gemm_kernel<true, false>, st);
-    rowseg_gemm_kernel<true, false><<<g4.g, THREADS, sm, stream>>>(
-        dX, dA_scratch, W1, nullptr, nullptr, bounds, E, h, d, st, g4.colfast);
-  }
-  cudaCheckLaunch();
+  if (small_tiles())
+    backward_impl<128>(dX, dW1, dW3, dW2, dY, X, A, Bm, act, W1, W3, W2, bounds, rows_cap, E, d,
+                       h, kind, dA_scratch, dB_scratch, stream);
+  else
+    backward_impl<256>(dX, dW1, dW3, dW2, dY, X, A, Bm, act, W1, W3, W2, bounds, rows_cap, E, d,
+                       h, kind, dA_scratch, dB_scratch, stream);
 }
 
 }  // namespace px::cuda

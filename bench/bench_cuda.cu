@@ -80,6 +80,47 @@ std::vector<int32_t> routing(int N, int E, int k, uint64_t seed) {
   return idx;
 }
 
+
+// Ceiling of the mma.sync path on this device: warps issuing only independent
+// mma.sync.m16n8k16 bf16 (fp32 accumulate) on register operands (no memory traffic).
+__global__ void mma_peak_kernel(float* out, int iters) {
+  uint32_t a[4], b0 = 0x3f803f81u ^ (threadIdx.x & 7), b1 = 0x3f813f80u;
+  for (int q = 0; q < 4; ++q) a[q] = 0x3c003c01u + 65537u * (threadIdx.x & 15) + q;
+  float acc[16][4] = {};
+  for (int it = 0; it < iters; ++it) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+      asm volatile(
+          "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+          "{%8,%9}, {%0,%1,%2,%3};\n"
+          : "+f"(acc[j][0]), "+f"(acc[j][1]), "+f"(acc[j][2]), "+f"(acc[j][3])
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  float sum = 0.f;
+  for (int j = 0; j < 16; ++j) sum += acc[j][0] + acc[j][1] + acc[j][2] + acc[j][3];
+  out[blockIdx.x * blockDim.x + threadIdx.x] = sum;
+}
+
+void bench_mma_peak() {
+  int sms = 0;
+  cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const int iters = 4096;
+  for (int per_sm : {1, 2, 4}) {
+    for (int threads : {128, 256}) {
+      int blocks = sms * per_sm;
+      float* out = dalloc<float>((size_t)blocks * threads);
+      float t = median_ms([&] {
+        mma_peak_kernel<<<blocks, threads>>>(out, iters);
+        cudaCheck(cudaGetLastError());
+      }, 2, 9);
+      double fl = 2.0 * 16 * 8 * 16 * 16.0 * iters * (double)blocks * (threads / 32);
+      std::printf("mma.sync peak: %d blocks/SM x %d threads: %8.1f GFLOP/s\n", per_sm, threads,
+                  fl / t / 1e6);
+      cudaCheck(cudaFree(out));
+    }
+  }
+}
+
 void bench_expert_ffn(int N, int E, int k, int d, int h) {
   int rows = N * k;
   auto idx = routing(N, E, k, 42 + E);
@@ -111,6 +152,12 @@ void bench_expert_ffn(int N, int E, int k, int d, int h) {
                                   E, d, h, kind, dA, dB);
   };
   float tf = median_ms(fwd), tb = median_ms(bwd);
+  // Per-phase view (forward up/down, backward dact/dW2/dW1dW3/dX) via separate runs with
+  // null weight-gradient pointers: bwd without dW = dact + dX.
+  float tb_nodw = median_ms([&] {
+    px::cuda::expert_ffn_backward(dX, nullptr, nullptr, nullptr, dY, X, A, Bm, act, W1, W3, W2,
+                                  bounds, rows, E, d, h, kind, dA, dB);
+  });
   double fl_f = 6.0 * rows * d * h, fl_b = 12.0 * rows * d * h;
   // Dense reference: one cuBLASLt bf16 GEMM [rows, d] x [d, 9h] = 18 rows d h FLOPs.
   bf16* Wd = drandn_bf16((size_t)d * 9 * h, 6, 0.02f);
@@ -122,6 +169,9 @@ void bench_expert_ffn(int N, int E, int k, int d, int h) {
   std::printf("expert_ffn swiglu N=%d E=%d top_k=%d d=%d h=%d rows=%d\n", N, E, k, d, h, rows);
   std::printf("  forward   %8.3f ms  %8.1f GFLOP/s\n", tf, g_f);
   std::printf("  backward  %8.3f ms  %8.1f GFLOP/s\n", tb, g_b);
+  std::printf("    bwd dact+dX (no dW) %8.3f ms  %8.1f GFLOP/s; dW2+dW1+dW3 %8.3f ms  %8.1f GFLOP/s\n",
+              tb_nodw, 6.0 * rows * d * h / tb_nodw / 1e6, tb - tb_nodw,
+              6.0 * rows * d * h / (tb - tb_nodw) / 1e6);
   std::printf("  fwd+bwd   %8.3f ms  %8.1f GFLOP/s\n", tf + tb, g_fb);
   std::printf("  dense cuBLASLt bf16 GEMM %dx%dx%d (same FLOPs) %8.3f ms  %8.1f GFLOP/s\n", rows,
               d, 9 * h, td, g_d);
@@ -182,6 +232,10 @@ int main(int argc, char** argv) {
   cudaCheck(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
   bool only_ffn = argc > 1 && std::string(argv[1]) == "ffn";
+  if (argc > 1 && std::string(argv[1]) == "mma") {
+    bench_mma_peak();
+    return 0;
+  }
   bench_expert_ffn(16384, 64, 8, 1024, 512);
   bench_expert_ffn(16384, 16, 2, 1024, 512);
 #ifdef PX_HAVE_SKETCH

@@ -1,167 +1,251 @@
-// defines: expert_ffn_forward, expert_ffn_backward (grouped GEMM, WMMA bf16, cp.async pipeline)
+// defines: expert_ffn_forward, expert_ffn_backward (grouped GEMM, raw mma.sync m16n8k16 bf16,
+// ldmatrix from XOR-swizzled shared memory, multi-stage cp.async pipeline)
 #include "expert_ffn.cuh"
 
-#include <mma.h>
+#include <cstdlib>
+#include <type_traits>
 
 namespace px::cuda {
 
 namespace {
 
-using namespace nvcuda;
+// Block tile BM x BN(per B operand) x BK, NT threads. Warps as 2 (M) x NT/64 (N), warp tile
+// 64 x 64 in total over the NB B operands sharing the A tile (NB = 2 for the fused [W1|W3]
+// GEMMs), so always 128 fp32 accumulators per thread.
+// NT = 256: 8 warps as 2 x 4, tiles 128 x 256 (NB = 1) / 128 x (2 x 128) (NB = 2), 48 KB per
+// stage, one block per SM, 4 stages on sm_90.
+// NT = 128 (default): 4 warps as 2 x 2, tiles 128 x 128 / 128 x (2 x 64), 32 KB per stage,
+// two blocks per SM on sm_90 (3 stages each). NT = 256 (PX_FFN_BIG=1): the shapes above.
+constexpr int BM = 128, BK = 64, WM = 64, FM = WM / 16;
+template <int NB, int NT = 256> constexpr int bn() { return (NB == 1 ? 256 : 128) * NT / 256; }
+template <int NT> constexpr int stage_elems() { return BM * BK + bn<1, NT>() * BK; }
+template <int NT> constexpr size_t stage_bytes() { return stage_elems<NT>() * sizeof(bf16); }
+static_assert(BM * BK + 2 * bn<2>() * BK == stage_elems<256>(), "stage size");
 
-constexpr int BM = 128, BN = 128, BK = 32, STAGES = 3, THREADS = 256;
-constexpr int WM = 64, WN = 32;                 // warp tile (2 x 4 warps)
-constexpr int FM = WM / 16, FN = WN / 16;       // fragments per warp
-constexpr int PAD = 8;
-constexpr int TILE_ELEMS = 5120;                // max(BM*(BK+PAD), BK*(BN+PAD))
-static_assert(BM * (BK + PAD) <= TILE_ELEMS && BK * (BN + PAD) <= TILE_ELEMS, "tile size");
-
-template <int NB>
-constexpr size_t smem_bytes() { return (size_t)STAGES * (1 + NB) * TILE_ELEMS * sizeof(bf16); }
-
-__device__ inline void cp_async16(void* smem, const void* gmem, bool valid) {
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   unsigned s = (unsigned)__cvta_generic_to_shared(smem);
   int n = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n)
+               : "memory");
 }
-__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
 template <int N>
-__device__ inline void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-// Operand A of the tile: logical [M, K]; stored row-major [M, K] (lda) or, if TA, [K, M].
-// Loads rows [m0, m0+BM) x [k0, k0+BK) with zero fill outside (Mv, K).
-template <bool TA>
-__device__ inline void load_a(bf16* s, const bf16* A, long lda, int Mv, int K, int k0) {
-  for (int c = threadIdx.x; c < 512; c += THREADS) {
-    if (!TA) {  // smem [BM][BK+PAD]
-      int m = c >> 2, kc = (c & 3) * 8;
-      bool v = m < Mv && k0 + kc < K;
-      cp_async16(s + m * (BK + PAD) + kc, v ? A + (long)m * lda + k0 + kc : A, v);
-    } else {    // smem [BK][BM+PAD] (col-major A)
-      int k = c >> 4, mc = (c & 15) * 8;
-      bool v = k0 + k < K && mc < Mv;
-      cp_async16(s + k * (BM + PAD) + mc, v ? A + (long)(k0 + k) * lda + mc : A, v);
-    }
-  }
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
-// Operand B: logical [K, N]; stored row-major [K, N] (ldb) or, if TB, [N, K].
-template <bool TB>
-__device__ inline void load_b(bf16* s, const bf16* B, long ldb, int Nv, int K, int k0) {
-  for (int c = threadIdx.x; c < 512; c += THREADS) {
-    if (!TB) {  // smem [BK][BN+PAD]
-      int k = c >> 4, nc = (c & 15) * 8;
-      bool v = k0 + k < K && nc < Nv;
-      cp_async16(s + k * (BN + PAD) + nc, v ? B + (long)(k0 + k) * ldb + nc : B, v);
-    } else {    // smem [BN][BK+PAD] (col-major B)
-      int n = c >> 2, kc = (c & 3) * 8;
-      bool v = n < Nv && k0 + kc < K;
-      cp_async16(s + n * (BK + PAD) + kc, v ? B + (long)n * ldb + k0 + kc : B, v);
-    }
-  }
+// Wait until at most stages-2 groups are pending (stages is uniform: 2, 3 or 4).
+__device__ __forceinline__ void cp_async_wait_stages(int stages) {
+  if (stages >= 4) cp_async_wait<2>();
+  else if (stages == 3) cp_async_wait<1>();
+  else cp_async_wait<0>();
 }
 
-template <int NB>
-using Acc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>[NB][FM][FN];
+// Shared-memory tile [R][C] (C >= 64 bf16, 16-byte chunks): chunk index XOR (row & 7), so the
+// 8 rows an ldmatrix phase reads (same logical chunk) land in 8 distinct bank groups.
+template <int C>
+__device__ __forceinline__ int swz(int r, int c) {
+  return r * C + ((((c >> 3) ^ (r & 7))) << 3);
+}
 
-// acc[b] += A_tile(BM x K) * B_b_tile(K x BN); A, B point at the tile origin (row m0 / col n0).
-template <bool TA, bool TB, int NB>
-__device__ void mainloop(Acc<NB>& acc, bf16* smem, const bf16* A, long lda, const bf16* const* B,
-                         long ldb, int Mv, int Nv, int K) {
-  using LA = std::conditional_t<TA, wmma::col_major, wmma::row_major>;
-  using LB = std::conditional_t<TB, wmma::col_major, wmma::row_major>;
-  const int warp = threadIdx.x >> 5, wm = (warp >> 2) * WM, wn = (warp & 3) * WN;
-  const int ktiles = (K + BK - 1) / BK;
-  auto sA = [&](int st) { return smem + (size_t)st * (1 + NB) * TILE_ELEMS; };
-  auto sB = [&](int st, int b) { return sA(st) + (1 + b) * TILE_ELEMS; };
-  auto issue = [&](int kt) {
-    if (kt < ktiles) {
-      int st = kt % STAGES;
-      load_a<TA>(sA(st), A, lda, Mv, K, kt * BK);
+// Part P (of 4) of the tile [R][C] from global (row stride ld, element (0,0) at g); zero fill
+// outside rv x cv. The four parts are issued between the four k16 steps of the main loop so
+// the copies interleave with the MMAs.
+template <int R, int C, int P, int THREADS>
+__device__ __forceinline__ void load_tile_part(bf16* s, const bf16* g, long ld, int rv, int cv) {
+  constexpr int CH = C / 8, TOTAL = R * CH, PER = TOTAL / THREADS;
+  static_assert(TOTAL % (4 * THREADS) == 0, "tile / threads");
 #pragma unroll
-      for (int b = 0; b < NB; ++b) load_b<TB>(sB(st, b), B[b], ldb, Nv, K, kt * BK);
+  for (int i = P * PER / 4; i < (P + 1) * PER / 4; ++i) {
+    const int idx = threadIdx.x + i * THREADS;
+    const int r = idx / CH, c = (idx % CH) * 8;
+    const bool v = r < rv && c < cv;
+    cp_async16(s + swz<C>(r, c), v ? g + (long)r * ld + c : g, v);
+  }
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
+  unsigned a = (unsigned)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16* p) {
+  unsigned a = (unsigned)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int NB, int NT>
+struct Acc {
+  static constexpr int BN = bn<NB, NT>(), WARPS_N = NT / 64, WN = BN / WARPS_N, FN = WN / 8;
+  static_assert(FN % 2 == 0, "pairs of n8 tiles");
+  float v[NB][FM][FN][4];
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int b = 0; b < NB; ++b)
+#pragma unroll
+      for (int i = 0; i < FM; ++i)
+#pragma unroll
+        for (int j = 0; j < FN; ++j)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) v[b][i][j][q] = 0.f;
+  }
+};
+
+// acc[b] += A_tile(BM x K) * B_b_tile(K x BN), summed over nseg (1 or 2) segments
+// (A0,B0[]) and (A1,B1[]) of the same K. A logical [M, K], stored [M, K] (lda) or, if TA,
+// [K, M]; B logical [K, N], stored [K, N] (ldb) or, if TB, [N, K]. Pointers at the tile
+// origin (row m0 / col n0). Zero fill outside (Mv, Nv, K).
+template <bool TA, bool TB, int NB, int NT>
+__device__ __forceinline__ void mainloop(Acc<NB, NT>& acc, bf16* smem, int stages, const bf16* A0,
+                                         const bf16* A1, long lda, const bf16* const* B0,
+                                         const bf16* const* B1, long ldb, int Mv, int Nv, int K,
+                                         int nseg) {
+  using AC = Acc<NB, NT>;
+  constexpr int BN = AC::BN, WN = AC::WN, FN = AC::FN, STAGE_ELEMS = stage_elems<NT>();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int wm = (warp / AC::WARPS_N) * WM, wn = (warp % AC::WARPS_N) * WN;
+  const int kps = (K + BK - 1) / BK, ktiles = kps * nseg;
+  // Global sources of k tile kt (valid when kt < ktiles).
+  struct Src { const bf16* a; const bf16* b[NB]; int kv; };
+  auto src = [&](int kt) {
+    Src q;
+    const bool s1 = kt >= kps;
+    const int k0 = (kt - (s1 ? kps : 0)) * BK;
+    q.kv = K - k0;
+    q.a = (s1 ? A1 : A0) + (TA ? (long)k0 * lda : (long)k0);
+#pragma unroll
+    for (int b = 0; b < NB; ++b) q.b[b] = (s1 ? B1[b] : B0[b]) + (TB ? (long)k0 : (long)k0 * ldb);
+    return q;
+  };
+  auto issue_part = [&](const Src& q, bf16* sA, auto part) {
+    constexpr int P = decltype(part)::value;
+    if (!TA) load_tile_part<BM, BK, P, NT>(sA, q.a, lda, Mv, q.kv);
+    else load_tile_part<BK, BM, P, NT>(sA, q.a, lda, q.kv, Mv);
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      bf16* sB = sA + BM * BK + b * BN * BK;
+      if (TB) load_tile_part<BN, BK, P, NT>(sB, q.b[b], ldb, Nv, q.kv);
+      else load_tile_part<BK, BN, P, NT>(sB, q.b[b], ldb, q.kv, Nv);
+    }
+  };
+  for (int s = 0; s < stages - 1; ++s) {
+    if (s < ktiles) {
+      Src q = src(s);
+      bf16* sA = smem + (size_t)s * STAGE_ELEMS;
+      issue_part(q, sA, std::integral_constant<int, 0>());
+      issue_part(q, sA, std::integral_constant<int, 1>());
+      issue_part(q, sA, std::integral_constant<int, 2>());
+      issue_part(q, sA, std::integral_constant<int, 3>());
     }
     cp_async_commit();
-  };
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) issue(s);
+  }
+  // Per-lane ldmatrix coordinates (see the m16n8k16 fragment layouts). Every row a lane
+  // addresses has row & 7 == lane & 7.
+  const int l7 = lane & 7, l8 = (lane >> 3) & 1, l16 = lane >> 4;
+  int st_read = 0, st_write = stages - 1;
   for (int kt = 0; kt < ktiles; ++kt) {
-    cp_async_wait<STAGES - 2>();
+    cp_async_wait_stages(stages);
     __syncthreads();
-    issue(kt + STAGES - 1);
-    const int st = kt % STAGES;
-    const bf16* a = sA(st);
-#pragma unroll
-    for (int kk = 0; kk < BK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> fa[FM];
+    const bool more = kt + stages - 1 < ktiles;
+    Src q = src(more ? kt + stages - 1 : kt);
+    bf16* sW = smem + (size_t)st_write * STAGE_ELEMS;
+    const bf16* sA = smem + (size_t)st_read * STAGE_ELEMS;
+    // Fragments double-buffered across the four k16 steps: step P loads step P+1's
+    // fragments before issuing its own MMAs.
+    uint32_t fa[2][FM][4], fb[2][NB][FN][2];
+    auto load_frags = [&](int buf, int kk) {
 #pragma unroll
       for (int i = 0; i < FM; ++i) {
-        int m = wm + i * 16;
-        if (TA) wmma::load_matrix_sync(fa[i], a + kk * (BM + PAD) + m, BM + PAD);
-        else wmma::load_matrix_sync(fa[i], a + m * (BK + PAD) + kk, BK + PAD);
+        if (!TA) {  // [m][k]: matrices (m0-7,k0-7) (m8-15,k0-7) (m0-7,k8-15) (m8-15,k8-15)
+          ldsm_x4(fa[buf][i], sA + swz<BK>(wm + i * 16 + (lane & 15), kk + l16 * 8));
+        } else {    // [k][m], transposed load
+          ldsm_x4_t(fa[buf][i], sA + swz<BM>(kk + l7 + l16 * 8, wm + i * 16 + l8 * 8));
+        }
       }
 #pragma unroll
       for (int b = 0; b < NB; ++b) {
-        const bf16* bs = sB(st, b);
+        const bf16* sB = sA + BM * BK + b * BN * BK;
 #pragma unroll
-        for (int j = 0; j < FN; ++j) {
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> fb;
-          int n = wn + j * 16;
-          if (TB) wmma::load_matrix_sync(fb, bs + n * (BK + PAD) + kk, BK + PAD);
-          else wmma::load_matrix_sync(fb, bs + kk * (BN + PAD) + n, BN + PAD);
-#pragma unroll
-          for (int i = 0; i < FM; ++i) wmma::mma_sync(acc[b][i][j], fa[i], fb, acc[b][i][j]);
+        for (int jj = 0; jj < FN / 2; ++jj) {
+          uint32_t r[4];
+          if (TB) {  // [n][k]: (n0-7,k0-7) (n0-7,k8-15) (n8-15,k0-7) (n8-15,k8-15)
+            ldsm_x4(r, sB + swz<BK>(wn + jj * 16 + l7 + l16 * 8, kk + l8 * 8));
+          } else {   // [k][n], transposed: (k0-7,n0-7) (k8-15,n0-7) (k0-7,n8-15) (k8-15,n8-15)
+            ldsm_x4_t(r, sB + swz<BN>(kk + l7 + l8 * 8, wn + jj * 16 + l16 * 8));
+          }
+          fb[buf][b][2 * jj][0] = r[0]; fb[buf][b][2 * jj][1] = r[1];
+          fb[buf][b][2 * jj + 1][0] = r[2]; fb[buf][b][2 * jj + 1][1] = r[3];
         }
       }
-    }
+    };
+    load_frags(0, 0);
+    auto step = [&](auto part) {
+      constexpr int P = decltype(part)::value, cur = P & 1;
+      if (P < 3) load_frags(cur ^ 1, (P + 1) * 16);
+      if (more) issue_part(q, sW, part);
+#pragma unroll
+      for (int b = 0; b < NB; ++b)
+#pragma unroll
+        for (int i = 0; i < FM; ++i)
+#pragma unroll
+          for (int j = 0; j < FN; ++j)
+            mma16816(acc.v[b][i][j], fa[cur][i], fb[cur][b][j][0], fb[cur][b][j][1]);
+    };
+    static_assert(BK == 64, "four k16 steps");
+    step(std::integral_constant<int, 0>());
+    step(std::integral_constant<int, 1>());
+    step(std::integral_constant<int, 2>());
+    step(std::integral_constant<int, 3>());
+    cp_async_commit();
+    st_read = st_read + 1 == stages ? 0 : st_read + 1;
+    st_write = st_write + 1 == stages ? 0 : st_write + 1;
   }
   cp_async_wait<0>();
-  __syncthreads();
 }
 
-template <int NB>
-__device__ inline void zero(Acc<NB>& acc) {
-#pragma unroll
-  for (int b = 0; b < NB; ++b)
-#pragma unroll
-    for (int i = 0; i < FM; ++i)
-#pragma unroll
-      for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[b][i][j], 0.f);
-}
-
-// Epilogue: f(row_in_tile, col_in_tile, v[NB]) for every element of the block tile, staged
-// per warp through shared memory (smem free after mainloop).
-template <int NB, class F>
-__device__ inline void epilogue(Acc<NB>& acc, bf16* smem, F f) {
+// Epilogue: f(row_in_tile, col_in_tile, v[NB][2]) for each pair of adjacent columns
+// (col even) the thread owns; straight from the accumulator registers.
+template <int NB, int NT, class F>
+__device__ __forceinline__ void epilogue(const Acc<NB, NT>& acc, F f) {
+  using AC = Acc<NB, NT>;
+  constexpr int WN = AC::WN, FN = AC::FN;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int wm = (warp >> 2) * WM, wn = (warp & 3) * WN;
-  float* st = reinterpret_cast<float*>(smem) + warp * NB * 256;
+  const int wm = (warp / AC::WARPS_N) * WM, wn = (warp % AC::WARPS_N) * WN;
+  const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int i = 0; i < FM; ++i)
 #pragma unroll
-    for (int j = 0; j < FN; ++j) {
+    for (int j = 0; j < FN; ++j)
 #pragma unroll
-      for (int b = 0; b < NB; ++b)
-        wmma::store_matrix_sync(st + b * 256, acc[b][i][j], 16, wmma::mem_row_major);
-      __syncwarp();
+      for (int hh = 0; hh < 2; ++hh) {
+        float v[NB][2];
 #pragma unroll
-      for (int t = 0; t < 8; ++t) {
-        int e = lane + 32 * t, r = e >> 4, c = e & 15;
-        float v[NB];
-#pragma unroll
-        for (int b = 0; b < NB; ++b) v[b] = st[b * 256 + e];
-        f(wm + i * 16 + r, wn + j * 16 + c, v);
+        for (int b = 0; b < NB; ++b) {
+          v[b][0] = acc.v[b][i][j][2 * hh];
+          v[b][1] = acc.v[b][i][j][2 * hh + 1];
+        }
+        f(wm + i * 16 + g + hh * 8, wn + j * 8 + 2 * t, v);
       }
-      __syncwarp();
-    }
 }
 
-// Map blockIdx.x to (expert, first row, rows valid) over row tiles of the segments.
+// Map row tile `tile` to (expert, first row, rows valid) over row tiles of the segments.
 // Returns false when this block has no tile (the grid is an upper bound).
-__device__ inline bool find_row_tile(const int32_t* bounds, int E, int& e_out, int& r0,
+__device__ inline bool find_row_tile(const int32_t* bounds, int E, int tile, int& e_out, int& r0,
                                      int& mv) {
   __shared__ int s_e, s_r0, s_mv;
   if (threadIdx.x == 0) {
-    int t = blockIdx.x, e_found = -1;
+    int t = tile, e_found = -1;
     for (int e = 0; e < E; ++e) {
       int b0 = bounds[e], cnt = bounds[e + 1] - b0;
       int nt = (cnt + BM - 1) / BM;
@@ -182,130 +266,290 @@ __device__ inline bool find_row_tile(const int32_t* bounds, int E, int& e_out, i
 
 __device__ inline float sigmoidf_(float x) { return 1.f / (1.f + __expf(-x)); }
 
+__device__ __forceinline__ void st_bf16x2(bf16* p, float a, float b) {
+  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+}
+__device__ __forceinline__ float2 ld_bf16x2(const bf16* p) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+}
+
+extern __shared__ __align__(128) unsigned char smem_raw[];
+
 // F1: [A|Bm] = X [W1|W3], act = silu(A)*Bm  (or relu2: A = X W1, act = relu(A)^2).
-template <int NB>
-__global__ void __launch_bounds__(THREADS) ffn_up_kernel(bf16* A, bf16* Bm, bf16* act,
-                                                         const bf16* X, const bf16* W1,
-                                                         const bf16* W3, const int32_t* bounds,
-                                                         int E, int d, int h) {
-  extern __shared__ __align__(128) unsigned char smem_raw[];
+template <int NB, int NT>
+__global__ void __launch_bounds__(NT, 256 / NT) ffn_up_kernel(bf16* A, bf16* Bm, bf16* act,
+                                                            const bf16* X, const bf16* W1,
+                                                            const bf16* W3,
+                                                            const int32_t* bounds, int E, int d,
+                                                            int h, int stages, int colfast) {
   bf16* smem = reinterpret_cast<bf16*>(smem_raw);
   int e, r0, mv;
-  if (!find_row_tile(bounds, E, e, r0, mv)) return;
-  const int n0 = blockIdx.y * BN, nv = min(BN, h - n0);
-  const bf16* B[2] = {W1 + (size_t)e * d * h + n0, NB == 2 ? W3 + (size_t)e * d * h + n0 : nullptr};
-  Acc<NB> acc;
-  zero<NB>(acc);
-  mainloop<false, false, NB>(acc, smem, X + (size_t)r0 * d, d, B, h, mv, nv, d);
-  epilogue<NB>(acc, smem, [&](int r, int c, const float* v) {
+  // colfast: blockIdx.x = column tile, so the column tiles of one row tile run together
+  // and the row block is read from DRAM once.
+  const int rt = colfast ? blockIdx.y : blockIdx.x, ct = colfast ? blockIdx.x : blockIdx.y;
+  if (!find_row_tile(bounds, E, rt, e, r0, mv)) return;
+  const int n0 = ct * bn<NB, NT>(), nv = min(bn<NB, NT>(), h - n0);
+  const bf16* B[2] = {W1 + (size_t)e * d * h + n0,
+                      NB == 2 ? W3 + (size_t)e * d * h + n0 : nullptr};
+  Acc<NB, NT> acc;
+  acc.zero();
+  const bf16* Xr = X + (size_t)r0 * d;
+  mainloop<false, false, NB, NT>(acc, smem, stages, Xr, Xr, d, B, B, h, mv, nv, d, 1);
+  epilogue<NB, NT>(acc, [&](int r, int c, const float (*v)[2]) {
     if (r >= mv || c >= nv) return;
     size_t o = (size_t)(r0 + r) * h + n0 + c;
-    bf16 a16 = __float2bfloat16(v[0]);
-    A[o] = a16;
+    __nv_bfloat162 a16 = __floats2bfloat162_rn(v[0][0], v[0][1]);
+    *reinterpret_cast<__nv_bfloat162*>(A + o) = a16;
+    float2 a = __bfloat1622float2(a16);
     if constexpr (NB == 2) {
-      bf16 b16 = __float2bfloat16(v[1]);
-      Bm[o] = b16;
-      float a = __bfloat162float(a16), b = __bfloat162float(b16);
-      act[o] = __float2bfloat16(a * sigmoidf_(a) * b);
+      __nv_bfloat162 b16 = __floats2bfloat162_rn(v[1][0], v[1][1]);
+      *reinterpret_cast<__nv_bfloat162*>(Bm + o) = b16;
+      float2 b = __bfloat1622float2(b16);
+      st_bf16x2(act + o, a.x * sigmoidf_(a.x) * b.x, a.y * sigmoidf_(a.y) * b.y);
     } else {
-      float a = fmaxf(__bfloat162float(a16), 0.f);
-      act[o] = __float2bfloat16(a * a);
+      float x = fmaxf(a.x, 0.f), y = fmaxf(a.y, 0.f);
+      st_bf16x2(act + o, x * x, y * y);
     }
   });
 }
 
 // Row-segment GEMM: C[rows, N] = A_seg [*, K] * op(W[e]) (+ A2_seg * op(W2[e]) if DUAL);
 // W[e] at W + e*K*N, stored [K,N] or (TB) [N,K]. C bf16.
-template <bool TB, bool DUAL>
-__global__ void __launch_bounds__(THREADS) rowseg_gemm_kernel(bf16* C, const bf16* Aop,
-                                                              const bf16* W, const bf16* Aop2,
-                                                              const bf16* Wb,
-                                                              const int32_t* bounds, int E,
-                                                              int K, int N) {
-  extern __shared__ __align__(128) unsigned char smem_raw[];
+template <bool TB, bool DUAL, int NT>
+__global__ void __launch_bounds__(NT, 256 / NT) rowseg_gemm_kernel(bf16* C, const bf16* Aop,
+                                                                 const bf16* W,
+                                                                 const bf16* Aop2,
+                                                                 const bf16* Wb,
+                                                                 const int32_t* bounds, int E,
+                                                                 int K, int N, int stages,
+                                                                 int colfast) {
   bf16* smem = reinterpret_cast<bf16*>(smem_raw);
   int e, r0, mv;
-  if (!find_row_tile(bounds, E, e, r0, mv)) return;
-  const int n0 = blockIdx.y * BN, nv = min(BN, N - n0);
+  // colfast: blockIdx.x = column tile, so the column tiles of one row tile run together
+  // and the row block is read from DRAM once.
+  const int rt = colfast ? blockIdx.y : blockIdx.x, ct = colfast ? blockIdx.x : blockIdx.y;
+  if (!find_row_tile(bounds, E, rt, e, r0, mv)) return;
+  const int n0 = ct * bn<1, NT>(), nv = min(bn<1, NT>(), N - n0);
   const size_t wstride = (size_t)K * N;
   const long ldb = TB ? K : N;
   const size_t boff = TB ? (size_t)n0 * K : (size_t)n0;
-  Acc<1> acc;
-  zero<1>(acc);
-  const bf16* B[1] = {W + e * wstride + boff};
-  mainloop<false, TB, 1>(acc, smem, Aop + (size_t)r0 * K, K, B, ldb, mv, nv, K);
-  if (DUAL) {
-    const bf16* B2[1] = {Wb + e * wstride + boff};
-    mainloop<false, TB, 1>(acc, smem, Aop2 + (size_t)r0 * K, K, B2, ldb, mv, nv, K);
-  }
-  epilogue<1>(acc, smem, [&](int r, int c, const float* v) {
-    if (r < mv && c < nv) C[(size_t)(r0 + r) * N + n0 + c] = __float2bfloat16(v[0]);
+  Acc<1, NT> acc;
+  acc.zero();
+  const bf16* B0[1] = {W + e * wstride + boff};
+  const bf16* B1[1] = {DUAL ? Wb + e * wstride + boff : B0[0]};
+  const bf16* A0 = Aop + (size_t)r0 * K;
+  const bf16* A1 = DUAL ? Aop2 + (size_t)r0 * K : A0;
+  mainloop<false, TB, 1, NT>(acc, smem, stages, A0, A1, K, B0, B1, ldb, mv, nv, K, DUAL ? 2 : 1);
+  epilogue<1, NT>(acc, [&](int r, int c, const float (*v)[2]) {
+    if (r < mv && c < nv) st_bf16x2(C + (size_t)(r0 + r) * N + n0 + c, v[0][0], v[0][1]);
   });
 }
 
 // B1: dact = dY W2[e]^T (W2[e] is [h, d] = [N, K]); epilogue: dA, dB from dact, A, Bm.
-__global__ void __launch_bounds__(THREADS) ffn_dact_kernel(bf16* dA, bf16* dB, const bf16* dY,
-                                                           const bf16* W2, const bf16* A,
-                                                           const bf16* Bm,
-                                                           const int32_t* bounds, int E, int d,
-                                                           int h, int kind) {
-  extern __shared__ __align__(128) unsigned char smem_raw[];
+template <int NT>
+__global__ void __launch_bounds__(NT, 256 / NT) ffn_dact_kernel(bf16* dA, bf16* dB,
+                                                              const bf16* dY, const bf16* W2,
+                                                              const bf16* A, const bf16* Bm,
+                                                              const int32_t* bounds, int E,
+                                                              int d, int h, int kind,
+                                                              int stages, int colfast) {
   bf16* smem = reinterpret_cast<bf16*>(smem_raw);
   int e, r0, mv;
-  if (!find_row_tile(bounds, E, e, r0, mv)) return;
-  const int n0 = blockIdx.y * BN, nv = min(BN, h - n0);
-  Acc<1> acc;
-  zero<1>(acc);
+  // colfast: blockIdx.x = column tile, so the column tiles of one row tile run together
+  // and the row block is read from DRAM once.
+  const int rt = colfast ? blockIdx.y : blockIdx.x, ct = colfast ? blockIdx.x : blockIdx.y;
+  if (!find_row_tile(bounds, E, rt, e, r0, mv)) return;
+  const int n0 = ct * bn<1, NT>(), nv = min(bn<1, NT>(), h - n0);
+  Acc<1, NT> acc;
+  acc.zero();
   const bf16* B[1] = {W2 + (size_t)e * h * d + (size_t)n0 * d};
-  mainloop<false, true, 1>(acc, smem, dY + (size_t)r0 * d, d, B, d, mv, nv, d);
-  epilogue<1>(acc, smem, [&](int r, int c, const float* v) {
+  const bf16* A0 = dY + (size_t)r0 * d;
+  mainloop<false, true, 1, NT>(acc, smem, stages, A0, A0, d, B, B, d, mv, nv, d, 1);
+  epilogue<1, NT>(acc, [&](int r, int c, const float (*v)[2]) {
     if (r >= mv || c >= nv) return;
     size_t o = (size_t)(r0 + r) * h + n0 + c;
-    float g = v[0], a = __bfloat162float(A[o]);
+    float2 a = ld_bf16x2(A + o);
     if (kind == px::cpu::EXPERT_ACT_SWIGLU) {
-      float b = __bfloat162float(Bm[o]), s = sigmoidf_(a);
-      dA[o] = __float2bfloat16(g * b * s * (1.f + a * (1.f - s)));
-      dB[o] = __float2bfloat16(g * a * s);
+      float2 b = ld_bf16x2(Bm + o);
+      float s0 = sigmoidf_(a.x), s1 = sigmoidf_(a.y);
+      st_bf16x2(dA + o, v[0][0] * b.x * s0 * (1.f + a.x * (1.f - s0)),
+                v[0][1] * b.y * s1 * (1.f + a.y * (1.f - s1)));
+      st_bf16x2(dB + o, v[0][0] * a.x * s0, v[0][1] * a.y * s1);
     } else {
-      dA[o] = __float2bfloat16(g * 2.f * fmaxf(a, 0.f));
+      st_bf16x2(dA + o, v[0][0] * 2.f * fmaxf(a.x, 0.f), v[0][1] * 2.f * fmaxf(a.y, 0.f));
     }
   });
 }
 
 // K-segment GEMM for weight gradients: dW_b[e] (M x N, fp32, +=) += P_seg^T Q_b,seg where
 // P is [rows, M] and Q_b [rows, N]; K = the segment's rows. Grid: (M/BM * N/BN, E).
-template <int NB>
-__global__ void __launch_bounds__(THREADS) wgrad_kernel(float* dW0, float* dW1, const bf16* P,
-                                                        const bf16* Q0, const bf16* Q1,
-                                                        const int32_t* bounds, int M, int N) {
-  extern __shared__ __align__(128) unsigned char smem_raw[];
+template <int NB, int NT>
+__global__ void __launch_bounds__(NT, 256 / NT) wgrad_kernel(float* dW0, float* dW1,
+                                                           const bf16* P, const bf16* Q0,
+                                                           const bf16* Q1,
+                                                           const int32_t* bounds, int M, int N,
+                                                           int stages) {
   bf16* smem = reinterpret_cast<bf16*>(smem_raw);
+  constexpr int BN = bn<NB, NT>();
   const int e = blockIdx.y;
   const int ntn = (N + BN - 1) / BN;
   const int m0 = (blockIdx.x / ntn) * BM, n0 = (blockIdx.x % ntn) * BN;
   const int mv = min(BM, M - m0), nv = min(BN, N - n0);
   const int b0 = bounds[e], K = bounds[e + 1] - b0;
-  Acc<NB> acc;
-  zero<NB>(acc);
-  if (K > 0) {
-    const bf16* B[2] = {Q0 + (size_t)b0 * N + n0, NB == 2 ? Q1 + (size_t)b0 * N + n0 : nullptr};
-    mainloop<true, false, NB>(acc, smem, P + (size_t)b0 * M + m0, M, B, N, mv, nv, K);
-  }
+  if (K <= 0) return;  // nothing to add
+  Acc<NB, NT> acc;
+  acc.zero();
+  const bf16* B[2] = {Q0 + (size_t)b0 * N + n0, NB == 2 ? Q1 + (size_t)b0 * N + n0 : nullptr};
+  const bf16* A0 = P + (size_t)b0 * M + m0;
+  mainloop<true, false, NB, NT>(acc, smem, stages, A0, A0, M, B, B, N, mv, nv, K, 1);
   float* out[2] = {dW0 + (size_t)e * M * N, NB == 2 ? dW1 + (size_t)e * M * N : nullptr};
-  epilogue<NB>(acc, smem, [&](int r, int c, const float* v) {
+  epilogue<NB, NT>(acc, [&](int r, int c, const float (*v)[2]) {
     if (r >= mv || c >= nv) return;
     size_t o = (size_t)(m0 + r) * N + n0 + c;
 #pragma unroll
-    for (int b = 0; b < NB; ++b) out[b][o] += v[b];
+    for (int b = 0; b < NB; ++b) {
+      float2* p = reinterpret_cast<float2*>(out[b] + o);
+      float2 x = *p;
+      x.x += v[b][0];
+      x.y += v[b][1];
+      *p = x;
+    }
   });
 }
 
-template <class K>
-void set_smem(K kernel, size_t bytes) {
+// Pipeline depth: 4 stages (192 KB) where the device allows it (sm_90: 227 KB, sm_80:
+// 163 KB -> 3, sm_86/89: 99 KB -> 2); NT = 128 keeps two blocks per SM (3 stages on sm_90).
+// PX_FFN_STAGES (2..4) overrides, for benchmarking.
+template <int NT>
+int pick_stages() {
+  int dev = 0, optin = 0;
+  cudaCheck(cudaGetDevice(&dev));
+  cudaCheck(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  int s = (int)(optin / stage_bytes<NT>());
+  if (NT == 128 && s >= 6) s = s / 2;
+  static const int env = [] {
+    const char* v = std::getenv("PX_FFN_STAGES");
+    return v ? std::atoi(v) : 0;
+  }();
+  if (env >= 2 && env < s) s = env;
+  if (s > 4) s = 4;
+  if (s < 2) cuda_fail("expert_ffn", "not enough shared memory for two pipeline stages", __FILE__, __LINE__);
+  return s;
+}
+
+template <int NT, class K>
+size_t set_smem(K kernel, int stages) {
+  size_t bytes = (size_t)stages * stage_bytes<NT>();
   cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  return bytes;
+}
+
+// NT = 128 (two blocks per SM) is the default: 7% faster than NT = 256 on an H100 (the
+// blocks' prologues, barriers and epilogues overlap). PX_FFN_BIG=1 selects NT = 256.
+bool small_tiles() {
+  static const bool v = [] {
+    const char* e = std::getenv("PX_FFN_BIG");
+    return !(e && std::atoi(e) != 0);
+  }();
+  return v;
 }
 
 int row_tiles_bound(int rows_cap, int E) { return ceil_div(rows_cap, BM) + E; }
+
+// Grid for the row-segment kernels: column tiles fastest (blockIdx.x) by default, so the
+// few column tiles of a row tile run at the same time and its rows come from DRAM once.
+// PX_FFN_ROWFAST=1 restores row tiles fastest (for benchmarking); also used when the row
+// tiles would not fit gridDim.y.
+struct RowGrid { dim3 g; int colfast; };
+RowGrid row_grid(int rows_cap, int E, int ncols) {
+  static const bool rowfast = [] {
+    const char* v = std::getenv("PX_FFN_ROWFAST");
+    return v && std::atoi(v) != 0;
+  }();
+  const int nr = row_tiles_bound(rows_cap, E);
+  if (rowfast || nr > 65535) return {dim3(nr, ncols), 0};
+  return {dim3(ncols, nr), 1};
+}
+
+}  // namespace
+
+namespace {
+
+template <int NT>
+void forward_impl(bf16* Y, bf16* A, bf16* Bm, bf16* act, const bf16* X, const bf16* W1,
+                  const bf16* W3, const bf16* W2, const int32_t* bounds, int rows_cap, int E,
+                  int d, int h, ExpertAct kind, cudaStream_t stream) {
+  const int st = pick_stages<NT>();
+  if (kind == px::cpu::EXPERT_ACT_SWIGLU) {
+    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<2, NT>()));
+    size_t sm = set_smem<NT>(ffn_up_kernel<2, NT>, st);
+    ffn_up_kernel<2, NT><<<g1.g, NT, sm, stream>>>(A, Bm, act, X, W1, W3, bounds, E, d, h, st,
+                                                   g1.colfast);
+  } else {
+    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<1, NT>()));
+    size_t sm = set_smem<NT>(ffn_up_kernel<1, NT>, st);
+    ffn_up_kernel<1, NT><<<g1.g, NT, sm, stream>>>(A, Bm, act, X, W1, W3, bounds, E, d, h, st,
+                                                   g1.colfast);
+  }
+  cudaCheckLaunch();
+  RowGrid g2 = row_grid(rows_cap, E, ceil_div(d, bn<1, NT>()));
+  size_t sm = set_smem<NT>(rowseg_gemm_kernel<false, false, NT>, st);
+  rowseg_gemm_kernel<false, false, NT><<<g2.g, NT, sm, stream>>>(Y, act, W2, nullptr, nullptr,
+                                                                 bounds, E, h, d, st, g2.colfast);
+  cudaCheckLaunch();
+}
+
+template <int NT>
+void backward_impl(bf16* dX, float* dW1, float* dW3, float* dW2, const bf16* dY, const bf16* X,
+                   const bf16* A, const bf16* Bm, const bf16* act, const bf16* W1,
+                   const bf16* W3, const bf16* W2, const int32_t* bounds, int rows_cap, int E,
+                   int d, int h, ExpertAct kind, bf16* dA_scratch, bf16* dB_scratch,
+                   cudaStream_t stream) {
+  const bool swiglu = kind == px::cpu::EXPERT_ACT_SWIGLU;
+  const int st = pick_stages<NT>();
+  // B1: dA, dB
+  {
+    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<1, NT>()));
+    size_t sm = set_smem<NT>(ffn_dact_kernel<NT>, st);
+    ffn_dact_kernel<NT><<<g1.g, NT, sm, stream>>>(dA_scratch, dB_scratch, dY, W2, A, Bm, bounds,
+                                                  E, d, h, (int)kind, st, g1.colfast);
+    cudaCheckLaunch();
+  }
+  // B2: dW2[e] [h, d] += act^T dY
+  if (dW2) {
+    dim3 g(ceil_div(h, BM) * ceil_div(d, bn<1, NT>()), E);
+    size_t sm = set_smem<NT>(wgrad_kernel<1, NT>, st);
+    wgrad_kernel<1, NT><<<g, NT, sm, stream>>>(dW2, nullptr, act, dY, nullptr, bounds, h, d, st);
+    cudaCheckLaunch();
+  }
+  // B3: dW1[e], dW3[e] [d, h] += X^T dA, X^T dB
+  if (dW1) {
+    if (swiglu && dW3) {
+      dim3 g(ceil_div(d, BM) * ceil_div(h, bn<2, NT>()), E);
+      size_t sm = set_smem<NT>(wgrad_kernel<2, NT>, st);
+      wgrad_kernel<2, NT><<<g, NT, sm, stream>>>(dW1, dW3, X, dA_scratch, dB_scratch, bounds, d,
+                                                 h, st);
+    } else {
+      dim3 g(ceil_div(d, BM) * ceil_div(h, bn<1, NT>()), E);
+      size_t sm = set_smem<NT>(wgrad_kernel<1, NT>, st);
+      wgrad_kernel<1, NT><<<g, NT, sm, stream>>>(dW1, nullptr, X, dA_scratch, nullptr, bounds,
+                                                 d, h, st);
+    }
+    cudaCheckLaunch();
+  }
+  // B4: dX = dA W1^T (+ dB W3^T); W1[e] is [d, h] = [N, K] with K = h.
+  RowGrid g4 = row_grid(rows_cap, E, ceil_div(d, bn<1, NT>()));
+  if (swiglu) {
+    size_t sm = set_smem<NT>(rowseg_gemm_kernel<true, true, NT>, st);
+    rowseg_gemm_kernel<true, true, NT><<<g4.g, NT, sm, stream>>>(
+        dX, dA_scratch, W1, dB_scratch, W3, bounds, E, h, d, st, g4.colfast);
+  } else {
+    size_t sm = set_smem<NT>(rowseg_gemm_kernel<true, false, NT>, st);
+    rowseg_gemm_kernel<true, false, NT><<<g4.g, NT, sm, stream>>>(
+        dX, dA_scratch, W1, nullptr, nullptr, bounds, E, h, d, st, g4.colfast);
+  }
+  cudaCheckLaunch();
+}
 
 }  // namespace
 
@@ -314,20 +558,10 @@ void expert_ffn_forward(bf16* Y, bf16* A, bf16* Bm, bf16* act, const bf16* X, co
                         int E, int d, int h, ExpertAct kind, cudaStream_t stream) {
   if (rows_cap <= 0 || E <= 0) return;
   if (d % 8 || h % 8) cuda_fail("expert_ffn_forward", "d and h must be multiples of 8", __FILE__, __LINE__);
-  dim3 g1(row_tiles_bound(rows_cap, E), ceil_div(h, BN));
-  if (kind == px::cpu::EXPERT_ACT_SWIGLU) {
-    set_smem(ffn_up_kernel<2>, smem_bytes<2>());
-    ffn_up_kernel<2><<<g1, THREADS, smem_bytes<2>(), stream>>>(A, Bm, act, X, W1, W3, bounds, E, d, h);
-  } else {
-    set_smem(ffn_up_kernel<1>, smem_bytes<1>());
-    ffn_up_kernel<1><<<g1, THREADS, smem_bytes<1>(), stream>>>(A, Bm, act, X, W1, W3, bounds, E, d, h);
-  }
-  cudaCheckLaunch();
-  dim3 g2(row_tiles_bound(rows_cap, E), ceil_div(d, BN));
-  set_smem(rowseg_gemm_kernel<false, false>, smem_bytes<1>());
-  rowseg_gemm_kernel<false, false><<<g2, THREADS, smem_bytes<1>(), stream>>>(
-      Y, act, W2, nullptr, nullptr, bounds, E, h, d);
-  cudaCheckLaunch();
+  if (small_tiles())
+    forward_impl<128>(Y, A, Bm, act, X, W1, W3, W2, bounds, rows_cap, E, d, h, kind, stream);
+  else
+    forward_impl<256>(Y, A, Bm, act, X, W1, W3, W2, bounds, rows_cap, E, d, h, kind, stream);
 }
 
 void expert_ffn_backward(bf16* dX, float* dW1, float* dW3, float* dW2, const bf16* dY,
@@ -337,47 +571,12 @@ void expert_ffn_backward(bf16* dX, float* dW1, float* dW3, float* dW2, const bf1
                          bf16* dB_scratch, cudaStream_t stream) {
   if (rows_cap <= 0 || E <= 0) return;
   if (d % 8 || h % 8) cuda_fail("expert_ffn_backward", "d and h must be multiples of 8", __FILE__, __LINE__);
-  const bool swiglu = kind == px::cpu::EXPERT_ACT_SWIGLU;
-  // B1: dA, dB
-  dim3 g1(row_tiles_bound(rows_cap, E), ceil_div(h, BN));
-  set_smem(ffn_dact_kernel, smem_bytes<1>());
-  ffn_dact_kernel<<<g1, THREADS, smem_bytes<1>(), stream>>>(dA_scratch, dB_scratch, dY, W2, A,
-                                                            Bm, bounds, E, d, h, (int)kind);
-  cudaCheckLaunch();
-  // B2: dW2[e] [h, d] += act^T dY
-  if (dW2) {
-    dim3 g(ceil_div(h, BM) * ceil_div(d, BN), E);
-    set_smem(wgrad_kernel<1>, smem_bytes<1>());
-    wgrad_kernel<1><<<g, THREADS, smem_bytes<1>(), stream>>>(dW2, nullptr, act, dY, nullptr,
-                                                             bounds, h, d);
-    cudaCheckLaunch();
-  }
-  // B3: dW1[e], dW3[e] [d, h] += X^T dA, X^T dB
-  if (dW1) {
-    dim3 g(ceil_div(d, BM) * ceil_div(h, BN), E);
-    if (swiglu && dW3) {
-      set_smem(wgrad_kernel<2>, smem_bytes<2>());
-      wgrad_kernel<2><<<g, THREADS, smem_bytes<2>(), stream>>>(dW1, dW3, X, dA_scratch,
-                                                               dB_scratch, bounds, d, h);
-    } else {
-      set_smem(wgrad_kernel<1>, smem_bytes<1>());
-      wgrad_kernel<1><<<g, THREADS, smem_bytes<1>(), stream>>>(dW1, nullptr, X, dA_scratch,
-                                                               nullptr, bounds, d, h);
-    }
-    cudaCheckLaunch();
-  }
-  // B4: dX = dA W1^T (+ dB W3^T); W1[e] is [d, h] = [N, K] with K = h.
-  dim3 g4(row_tiles_bound(rows_cap, E), ceil_div(d, BN));
-  if (swiglu) {
-    set_smem(rowseg_gemm_kernel<true, true>, smem_bytes<1>());
-    rowseg_gemm_kernel<true, true><<<g4, THREADS, smem_bytes<1>(), stream>>>(
-        dX, dA_scratch, W1, dB_scratch, W3, bounds, E, h, d);
-  } else {
-    set_smem(rowseg_gemm_kernel<true, false>, smem_bytes<1>());
-    rowseg_gemm_kernel<true, false><<<g4, THREADS, smem_bytes<1>(), stream>>>(
-        dX, dA_scratch, W1, nullptr, nullptr, bounds, E, h, d);
-  }
-  cudaCheckLaunch();
+  if (small_tiles())
+    backward_impl<128>(dX, dW1, dW3, dW2, dY, X, A, Bm, act, W1, W3, W2, bounds, rows_cap, E, d,
+                       h, kind, dA_scratch, dB_scratch, stream);
+  else
+    backward_impl<256>(dX, dW1, dW3, dW2, dY, X, A, Bm, act, W1, W3, W2, bounds, rows_cap, E, d,
+                       h, kind, dA_scratch, dB_scratch, stream);
 }
 
 }  // namespace px::cuda

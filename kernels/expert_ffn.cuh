@@ -1,5 +1,6 @@
 #pragma once
-// Grouped routed-expert FFN (SwiGLU or relu2) on bf16 tensor cores (WMMA, fp32 accumulate),
+// Grouped routed-expert FFN (SwiGLU or relu2) on bf16 tensor cores (mma.sync m16n8k16 with
+// ldmatrix from swizzled shared memory, fp32 accumulate),
 // same math as px::cpu::expert_ffn_forward / expert_ffn_backward. X is the permuted token
 // buffer (moe_permute_build + gather_rows): expert e owns rows [bounds[e], bounds[e+1]).
 // Every GEMM phase is ONE launch for all experts: a tile is mapped to (expert, row tile,

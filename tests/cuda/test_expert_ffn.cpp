@@ -138,3 +138,15 @@ TEST(CudaExpertFfn, AlignedSegmentsFromPermute) {
     if (hr[i] < 0)
       for (int c = 0; c < d; ++c) ASSERT_EQ(hY[(size_t)i * d + c], 0.f) << "padding row " << i;
 }
+
+// Very uneven segments: empty experts (first, middle, last), a 1-row expert, segments that are
+// not a multiple of the 128-row tile, d and h not multiples of the 64-wide K tile or of the
+// 128/256-wide column tiles, and K long enough to cycle every pipeline stage.
+TEST(CudaExpertFfn, SwigluVeryUneven) {
+  PX_SKIP_IF_NO_GPU();
+  ffn_case(px::cpu::EXPERT_ACT_SWIGLU, {0, 1, 300, 0, 517, 129, 2, 0}, 584, 328, 6400);
+}
+TEST(CudaExpertFfn, Relu2VeryUneven) {
+  PX_SKIP_IF_NO_GPU();
+  ffn_case(px::cpu::EXPERT_ACT_RELU2, {1, 0, 383, 127, 0, 600}, 328, 584, 6500);
+}

@@ -241,7 +241,7 @@ TEST(Config, CheckSupported) {
   expect_user_error([] { px::check_supported(parse(kMinimal, {"topology.expert_workers=1"})); },
                     {"topology.expert_workers = 1", "not supported yet"});
   expect_user_error([] { px::check_supported(parse(kMinimal, {"sync.island_every=2"})); },
-                    {"sync.island_every = 2", "not supported yet"});
+                    {"sync.island_every = 2", "needs train.mode = \"diloco\""});
   expect_user_error([] {
     px::check_supported(parse(kMinimal, {"topology.islands=4", "sync.quorum=3"}));
   }, {"sync.quorum = 3", "deterministic"});

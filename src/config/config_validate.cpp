@@ -112,9 +112,13 @@ void check_supported(const Config& c) {
     fail(fmt::format("topology.syncers = {}: mode \"sync\" has no outer sync to serve; use 0 "
                      "syncers or mode \"diloco\" with sync.backbone_sync = \"syncer\"",
                      t.syncers));
-  if (y.island_every != 1)
-    fail(fmt::format("sync.island_every = {} is not supported yet (planned: the hierarchical "
-                     "variant); use 1", y.island_every));
+  if (y.island_every != 1 && c.train.mode != TrainMode::DILOCO)
+    fail(fmt::format("sync.island_every = {}: the hierarchical variant needs train.mode = "
+                     "\"diloco\"; use 1", y.island_every));
+  if (c.train.mode == TrainMode::DILOCO && y.backbone_every % y.island_every != 0)
+    fail(fmt::format("sync.backbone_every = {}: must be a multiple of sync.island_every ({}) so "
+                     "an island agrees on its parameters at every outer sync",
+                     y.backbone_every, y.island_every));
   if (y.grace_steps != 0)
     fail(fmt::format("sync.grace_steps = {} is not supported yet; use 0", y.grace_steps));
   if (c.train.deterministic && y.quorum != 0 && y.quorum != t.islands)

@@ -96,6 +96,17 @@ void append_comm_rows(MetricsWriter& m, const std::vector<std::vector<int64_t>>&
                  {(hsize_t)per_tier[t].size()});
 }
 
+// Every rank of comm gets the mean of their parameters (both arenas).
+void average_over(Comm& comm, MoeModel<float>& m) {
+  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
+    float* p = m.params(a);
+    const size_t n = m.layout().size(a);
+    comm.allreduce_sum(p, (int64_t)n, Tier::ISLAND);
+    const float inv = 1.f / (float)comm.size();
+    for (size_t i = 0; i < n; ++i) p[i] *= inv;
+  }
+}
+
 }  // namespace
 
 void install_preemption_handler() {
@@ -165,8 +176,12 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   }
 
   // ---- learner
-  Comm learners(comms.learners, stats), island(comms.island, stats), peers(comms.peers, stats);
-  Learner L(cfg, sync_mode ? learners : island, sync_mode, B);
+  Comm learners(comms.learners, stats), island(comms.island, stats), peers(comms.peers, stats),
+      self(MPI_COMM_SELF, stats);
+  // hierarchical variant (island_every > 1): the island's ranks train on their own and average
+  // parameters every island_every steps (a DiLoCo inner tier with outer lr 1, no momentum)
+  const int K = cfg.sync.island_every;
+  Learner L(cfg, sync_mode ? learners : (K > 1 ? self : island), sync_mode, B);
   std::unique_ptr<OuterSync> outer;
   if (!sync_mode) outer = std::make_unique<OuterSync>(cfg, topo, L.model(), peers, island, p2p);
   TokenLoader loader(*train_split, T);
@@ -243,6 +258,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     ++pg.step;
     pg.tokens += step_tokens;
     pg.island_tokens += (int64_t)B * T * R;
+    if (K > 1 && R > 1 && pg.step % K == 0) average_over(island, L.model());
     if (outer) outer->after_step(pg.step, pg.island_tokens);
     gnorm = st.grad_norm;
     if (!sync_mode && I > 1) {  // islands differ: report their mean

@@ -175,6 +175,23 @@ TEST(MpiTrain, DilocoOnFourIslandsLowersValidationLoss) {
   }
 }
 
+// The hierarchical variant: two data-parallel groups... here two ranks per island that train on
+// their own and average every island_every steps; it learns and sends less inside the island.
+TEST(MpiTrain, HierarchicalIslandTierLearnsWithLessIslandTraffic) {
+  std::vector<std::string> ov = {"train.mode=\"diloco\"", "topology.islands=2",
+                                 "topology.ranks_per_island=2", "sync.backbone_every=8",
+                                 "train.steps=48", "data.eval_every=48", "checkpoint.every=0"};
+  const TrainResult flat = run(4, tiny(ov), shared_dir("hier_flat"));
+  ov.push_back("sync.island_every=4");
+  const TrainResult hier = run(4, tiny(ov), shared_dir("hier_k4"));
+  if (world_rank() != 0) return;
+  ASSERT_GE(hier.evals.size(), 2u);
+  EXPECT_LT(hier.evals.back().second, hier.evals.front().second - 0.5);
+  const int is = (int)Tier::ISLAND;
+  EXPECT_GT(hier.comm_bytes[is][0], 0);
+  EXPECT_LT(hier.comm_bytes[is][0] * 3, flat.comm_bytes[is][0]);  // ~4x fewer all-reduces
+}
+
 // Stop after k steps (writing a checkpoint, as a pre-empted job does), resume, and the losses
 // after k are bit-identical to an uninterrupted run: in every mode, with and without a syncer.
 class MpiResume : public ::testing::TestWithParam<int> {};

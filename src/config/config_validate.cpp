@@ -119,8 +119,9 @@ void check_supported(const Config& c) {
     fail(fmt::format("sync.backbone_every = {}: must be a multiple of sync.island_every ({}) so "
                      "an island agrees on its parameters at every outer sync",
                      y.backbone_every, y.island_every));
-  if (y.grace_steps != 0)
-    fail(fmt::format("sync.grace_steps = {} is not supported yet; use 0", y.grace_steps));
+  if (y.grace_steps != 0 && (c.train.deterministic || y.backbone_sync != BackboneSyncKind::SYNCER))
+    fail(fmt::format("sync.grace_steps = {}: a grace window needs sync.backbone_sync = "
+                     "\"syncer\" and train.deterministic = false", y.grace_steps));
   if (c.train.deterministic && y.quorum != 0 && y.quorum != t.islands)
     fail(fmt::format("sync.quorum = {} with train.deterministic = true: a deterministic run "
                      "merges every island; set quorum = 0 (all) or deterministic = false",

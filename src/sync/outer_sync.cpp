@@ -40,6 +40,7 @@ Shard shard_of(const FragmentPlan& p, int f, int r, int R) {
 void OuterSync::after_step(int64_t step, int64_t tokens) {
   const bool syncer = cfg_.sync.backbone_sync == BackboneSyncKind::SYNCER;
   if (syncer && !cfg_.train.deterministic) poll_replies(false);
+  tick(step);
   for (int f = 0; f < F_; ++f) {
     if (!FragmentPlan::due(f, step, H_, F_)) continue;
     ++syncs_;
@@ -159,6 +160,17 @@ void OuterSync::poll_replies(bool wait) {
     Comm::wait(p.sreq);
     apply_reply(f, p.reply.data());
     p.active = false;
+  }
+}
+
+void OuterSync::tick(int64_t step) {
+  if (cfg_.sync.backbone_sync != BackboneSyncKind::SYNCER || cfg_.sync.grace_steps == 0 ||
+      r_ != 0)
+    return;
+  const int64_t msg[2] = {step, topo_.island};
+  for (int s = 0; s < topo_.syncers; ++s) {
+    MPI_Request rq = p2p_.isend(msg, sizeof(msg), topo_.syncer_rank(s), TAG_TICK, Tier::CONTROL);
+    Comm::wait(rq);
   }
 }
 

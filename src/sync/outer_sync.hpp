@@ -31,7 +31,7 @@ struct PushHeader {
 };
 static_assert(sizeof(PushHeader) == 40);
 
-enum SyncTag : int { TAG_DONE = 90, TAG_CKPT = 91, TAG_PUSH = 100, TAG_REPLY = 1000 };
+enum SyncTag : int { TAG_DONE = 90, TAG_CKPT = 91, TAG_TICK = 92, TAG_PUSH = 100, TAG_REPLY = 1000 };
 
 class OuterSync {
  public:
@@ -40,6 +40,8 @@ class OuterSync {
   // After inner step `step` (steps completed), with `tokens` trained by this island since the
   // start: runs the fragments that are due and mixes in replies that have arrived.
   void after_step(int64_t step, int64_t tokens);
+  // Syncer variant with a grace window: tell the syncers this island's step (local rank 0).
+  void tick(int64_t step);
   // Syncer variant: wait for outstanding replies, then tell the syncers this rank is done.
   void finish();
 
@@ -100,8 +102,12 @@ class Syncer {
     UnitState st;
     std::map<int, std::vector<float>> deltas;  // island -> decoded outer gradient
     std::map<int, int64_t> tokens;             // island -> tokens trained since its last push
+    int64_t quorum_step = -1;                  // step of the push that completed the quorum
   };
+  std::vector<int64_t> island_step_;  // newest step each island has reported (push or tick)
   void on_push(const std::vector<uint8_t>& msg);
+  void merge(Unit& un);
+  void merge_due();  // units past their quorum whose grace window has closed
 
   const Config& cfg_;
   const Topology& topo_;

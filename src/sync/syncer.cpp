@@ -1,4 +1,5 @@
 // The syncer role: merges pushed outer gradients per (fragment, shard) unit and replies.
+#include <algorithm>
 #include <cstring>
 
 #include "sync/codec.hpp"         // defines: decode
@@ -8,7 +9,7 @@
 namespace px {
 
 Syncer::Syncer(const Config& cfg, const Topology& topo, Comm& p2p)
-    : cfg_(cfg), topo_(topo), p2p_(p2p) {
+    : cfg_(cfg), topo_(topo), p2p_(p2p), island_step_(topo.islands, 0) {
   const int R = topo.ranks_per_island, S = topo.syncers, F = cfg.sync.fragments;
   MoeModel<float> init(cfg.model, 1, 2);  // the islands' common starting point
   init.init_params((uint64_t)cfg.train.seed);
@@ -45,9 +46,23 @@ void Syncer::on_push(const std::vector<uint8_t>& msg) {
   d.resize(m);
   decode((WireDtype)h.dtype, msg.data() + sizeof(h), m, d.data());
   un.tokens[h.island] = h.tokens;
+  island_step_[h.island] = std::max(island_step_[h.island], h.step);
   const int needed = cfg_.train.deterministic || cfg_.sync.quorum == 0 ? I : cfg_.sync.quorum;
   if ((int)un.deltas.size() < needed) return;
-  // merge: token-weighted over the islands that pushed
+  if (un.quorum_step < 0) un.quorum_step = h.step;
+  if ((int)un.deltas.size() == I || cfg_.sync.grace_steps == 0) merge(un);
+}
+
+void Syncer::merge_due() {
+  const int64_t newest = *std::max_element(island_step_.begin(), island_step_.end());
+  for (auto& [u, un] : units_)
+    if (un.quorum_step >= 0 && newest >= un.quorum_step + cfg_.sync.grace_steps) merge(un);
+}
+
+void Syncer::merge(Unit& un) {
+  const int I = topo_.islands;
+  const size_t m = un.hi - un.lo;
+  // token-weighted over the islands that pushed
   double total = 0;
   for (auto& [i, t] : un.tokens) total += (double)t;
   std::vector<const float*> ptrs;
@@ -63,6 +78,7 @@ void Syncer::on_push(const std::vector<uint8_t>& msg) {
                  cfg_.sync.outer_momentum);
   un.deltas.clear();
   un.tokens.clear();
+  un.quorum_step = -1;
   ++merges_;
   for (int i = 0; i < I; ++i) {
     auto o = std::make_unique<OutMsg>();
@@ -86,6 +102,12 @@ void Syncer::run(const std::function<void(int64_t)>& on_checkpoint) {
       ++done;
     } else if (st.MPI_TAG == TAG_PUSH) {
       on_push(buf);
+      if (cfg_.sync.grace_steps > 0) merge_due();
+    } else if (st.MPI_TAG == TAG_TICK) {
+      int64_t msg[2];
+      std::memcpy(msg, buf.data(), sizeof(msg));
+      island_step_[msg[1]] = std::max(island_step_[msg[1]], msg[0]);
+      merge_due();
     } else if (st.MPI_TAG == TAG_CKPT) {
       int64_t step = 0;
       std::memcpy(&step, buf.data(), sizeof(step));

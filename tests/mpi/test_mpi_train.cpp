@@ -192,6 +192,21 @@ TEST(MpiTrain, HierarchicalIslandTierLearnsWithLessIslandTraffic) {
   EXPECT_LT(hier.comm_bytes[is][0] * 3, flat.comm_bytes[is][0]);  // ~4x fewer all-reduces
 }
 
+// Decoupled and asynchronous: quorum 3 of 4 islands, a grace window of 2 steps, replies mixed
+// in when they arrive. Not reproducible by design; it must finish, learn and merge.
+TEST(MpiTrain, AsyncSyncerWithQuorumAndGraceLearns) {
+  const Config cfg = tiny({"train.mode=\"diloco\"", "topology.islands=4", "topology.syncers=1",
+                           "sync.backbone_sync=\"syncer\"", "train.deterministic=false",
+                           "sync.quorum=3", "sync.grace_steps=2", "sync.backbone_every=8",
+                           "sync.fragments=2", "train.steps=48", "data.eval_every=48",
+                           "checkpoint.every=0"});
+  const TrainResult r = run(5, cfg, shared_dir("async"));
+  if (world_rank() != 0) return;
+  ASSERT_GE(r.evals.size(), 2u);
+  EXPECT_LT(r.evals.back().second, r.evals.front().second - 0.5);
+  EXPECT_GT(r.comm_bytes[(int)Tier::BACKBONE][4], 0);  // the syncer replied
+}
+
 // Stop after k steps (writing a checkpoint, as a pre-empted job does), resume, and the losses
 // after k are bit-identical to an uninterrupted run: in every mode, with and without a syncer.
 class MpiResume : public ::testing::TestWithParam<int> {};

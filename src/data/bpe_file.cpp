@@ -4,41 +4,34 @@
 #include <filesystem>
 
 #include "data/bpe_tokenizer.hpp"
-#include "data/h5_file.hpp"  // defines: data_h5::Handle, attributes, temporary-name writes
-#include "util/errors.hpp"   // defines: UserError
+#include "io/h5.hpp"        // defines: h5::File, h5::Dataset, attributes, write_file_via_temp
+#include "util/errors.hpp"  // defines: UserError
 
 namespace px {
 
 void BpeTokenizer::save(const std::string& path) const {
-  const std::string tmp = data_h5::temp_path(path);
   const hsize_t m = merges_.size();
-  bool ok = false;
-  {
-    data_h5::Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    if (file.valid()) {
-      const hsize_t dims[2] = {m, 2};
-      data_h5::Handle space(H5Screate_simple(2, dims, nullptr), H5Sclose);
-      data_h5::Handle dset(H5Dcreate2(file.get(), "merges", H5T_STD_I32LE, space.get(), H5P_DEFAULT,
-                                 H5P_DEFAULT, H5P_DEFAULT),
-                      H5Dclose);
-      std::vector<int32_t> flat;
-      flat.reserve(2 * m);
-      for (const auto& [a, b] : merges_) {
-        flat.push_back(a);
-        flat.push_back(b);
-      }
-      ok = dset.valid() &&
-           (m == 0 || H5Dwrite(dset.get(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                               flat.data()) >= 0) &&
-           data_h5::write_attr_i64(file.get(), "vocab_size", vocab_size());
-    }
+  std::vector<int32_t> flat;
+  flat.reserve(2 * m);
+  for (const auto& [a, b] : merges_) {
+    flat.push_back(a);
+    flat.push_back(b);
   }
-  if (!ok) {
-    std::error_code ec;
-    std::filesystem::remove(tmp, ec);
+  try {
+    h5::write_file_via_temp(path, [&](hid_t file) {
+      const hsize_t dims[2] = {m, 2};
+      h5::Dataspace space(H5Screate_simple(2, dims, nullptr));
+      h5::Dataset dset(H5Dcreate2(file, "merges", H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT,
+                                  H5P_DEFAULT));
+      if (!dset.valid() || (m > 0 && H5Dwrite(dset, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL,
+                                              H5P_DEFAULT, flat.data()) < 0)) {
+        throw h5::Error(h5::describe(file, "merges") + ": cannot write dataset");
+      }
+      h5::write_attr(file, "vocab_size", static_cast<int64_t>(vocab_size()));
+    });
+  } catch (const h5::Error&) {
     throw UserError(fmt::format("tokenizer file '{}': cannot be written", path));
   }
-  data_h5::commit_temp(path);
 }
 
 BpeTokenizer BpeTokenizer::load(const std::string& path) {
@@ -46,35 +39,37 @@ BpeTokenizer BpeTokenizer::load(const std::string& path) {
     throw UserError(fmt::format(
         "tokenizer file '{}' does not exist (run `parallax data prepare` to create it)", path));
   }
-  data_h5::Handle file = data_h5::open_read_only(path);
-  if (!file.valid()) {
+  h5::File file;
+  try {
+    file = h5::open_file(path, /*writable=*/false);
+  } catch (const h5::Error&) {
     throw UserError(fmt::format("tokenizer file '{}' is not a readable HDF5 file", path));
   }
   auto corrupt = [&](const std::string& why) {
     return UserError(fmt::format("tokenizer file '{}' is corrupt: {}", path, why));
   };
-  std::vector<std::pair<int32_t, int32_t>> merges;
-  int64_t vocab = -1;
-  bool shape_ok = false, read_ok = false;
-  H5E_BEGIN_TRY {
-    data_h5::Handle dset(H5Dopen2(file.get(), "merges", H5P_DEFAULT), H5Dclose);
-    if (dset.valid()) {
-      data_h5::Handle space(H5Dget_space(dset.get()), H5Sclose);
-      hsize_t dims[2] = {0, 0};
-      shape_ok = H5Sget_simple_extent_ndims(space.get()) == 2 &&
-                 H5Sget_simple_extent_dims(space.get(), dims, nullptr) == 2 && dims[1] == 2;
-      if (shape_ok) {
-        std::vector<int32_t> flat(2 * dims[0]);
-        read_ok = dims[0] == 0 || H5Dread(dset.get(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL,
-                                          H5P_DEFAULT, flat.data()) >= 0;
-        for (hsize_t r = 0; r < dims[0]; ++r) merges.emplace_back(flat[2 * r], flat[2 * r + 1]);
-      }
-    }
+  h5::Dataset dset;
+  hsize_t dims[2] = {0, 0};
+  try {
+    dset = h5::open_dataset(file, "merges");
+  } catch (const h5::Error&) {
   }
-  H5E_END_TRY;
-  if (!shape_ok) throw corrupt("no int32 dataset /merges of shape [M,2]");
-  if (!read_ok) throw corrupt("dataset /merges cannot be read");
-  if (!data_h5::read_attr_i64(file.get(), "vocab_size", vocab)) {
+  h5::Dataspace space(dset.valid() ? H5Dget_space(dset) : H5I_INVALID_HID);
+  if (!space.valid() || H5Sget_simple_extent_ndims(space) != 2 ||
+      H5Sget_simple_extent_dims(space, dims, nullptr) != 2 || dims[1] != 2) {
+    throw corrupt("no int32 dataset /merges of shape [M,2]");
+  }
+  std::vector<int32_t> flat(2 * dims[0]);
+  if (dims[0] > 0 &&
+      H5Dread(dset, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, flat.data()) < 0) {
+    throw corrupt("dataset /merges cannot be read");
+  }
+  std::vector<std::pair<int32_t, int32_t>> merges;
+  for (hsize_t r = 0; r < dims[0]; ++r) merges.emplace_back(flat[2 * r], flat[2 * r + 1]);
+  int64_t vocab = -1;
+  try {
+    vocab = h5::read_attr_int(file, "vocab_size");
+  } catch (const h5::Error&) {
     throw corrupt("attribute vocab_size is missing");
   }
   if (vocab != 256 + static_cast<int64_t>(merges.size())) {

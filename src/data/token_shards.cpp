@@ -7,42 +7,35 @@
 #include <filesystem>
 #include <stdexcept>
 
-#include "data/h5_file.hpp"  // defines: data_h5::Handle, attributes, temporary-name writes
-#include "util/errors.hpp"   // defines: UserError
+#include "io/h5.hpp"        // defines: h5::File, h5::Dataset, attributes, write_file_via_temp
+#include "util/errors.hpp"  // defines: UserError
 
 namespace px {
 
 void write_token_shard(const std::string& path, const std::vector<int32_t>& tokens,
                        int vocab_size) {
-  const std::string tmp = data_h5::temp_path(path);
   const hsize_t n = tokens.size();
-  bool ok = false;
-  {
-    data_h5::Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    if (file.valid()) {
-      data_h5::Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
-      data_h5::Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  try {
+    h5::write_file_via_temp(path, [&](hid_t file) {
+      h5::Dataspace space(H5Screate_simple(1, &n, nullptr));
+      h5::Plist dcpl(H5Pcreate(H5P_DATASET_CREATE));
       if (n > 0) {
         const hsize_t chunk = std::min<hsize_t>(n, 1 << 18);
-        H5Pset_chunk(dcpl.get(), 1, &chunk);
-        H5Pset_deflate(dcpl.get(), 4);
+        H5Pset_chunk(dcpl, 1, &chunk);
+        H5Pset_deflate(dcpl, 4);
       }
-      data_h5::Handle dset(H5Dcreate2(file.get(), "tokens", H5T_STD_I32LE, space.get(), H5P_DEFAULT,
-                                 dcpl.get(), H5P_DEFAULT),
-                      H5Dclose);
-      ok = dset.valid() &&
-           (n == 0 || H5Dwrite(dset.get(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                               tokens.data()) >= 0) &&
-           data_h5::write_attr_i64(file.get(), "vocab_size", vocab_size) &&
-           data_h5::write_attr_i64(file.get(), "n_tokens", static_cast<int64_t>(n));
-    }
-  }
-  if (!ok) {
-    std::error_code ec;
-    std::filesystem::remove(tmp, ec);
+      h5::Dataset dset(
+          H5Dcreate2(file, "tokens", H5T_STD_I32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT));
+      if (!dset.valid() || (n > 0 && H5Dwrite(dset, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL,
+                                              H5P_DEFAULT, tokens.data()) < 0)) {
+        throw h5::Error(h5::describe(file, "tokens") + ": cannot write dataset");
+      }
+      h5::write_attr(file, "vocab_size", static_cast<int64_t>(vocab_size));
+      h5::write_attr(file, "n_tokens", static_cast<int64_t>(n));
+    });
+  } catch (const h5::Error&) {
     throw UserError(fmt::format("token shard '{}': cannot be written", path));
   }
-  data_h5::commit_temp(path);
 }
 
 TokenSplit::TokenSplit(const std::string& dir, const std::string& split, int part, int parts) {
@@ -57,40 +50,45 @@ TokenSplit::TokenSplit(const std::string& dir, const std::string& split, int par
   if (!std::filesystem::is_regular_file(path_)) {
     throw UserError(fmt::format("token shard '{}' does not exist ({})", path_, hint));
   }
-  data_h5::Handle file = data_h5::open_read_only(path_);
-  if (!file.valid()) {
+  h5::File file;
+  try {
+    file = h5::open_file(path_, /*writable=*/false);
+  } catch (const h5::Error&) {
     throw UserError(fmt::format("token shard '{}' is not a readable HDF5 file ({})", path_, hint));
   }
   bool ok = false;
-  H5E_BEGIN_TRY {
-    data_h5::Handle dset(H5Dopen2(file.get(), "tokens", H5P_DEFAULT), H5Dclose);
-    data_h5::Handle space(dset.valid() ? H5Dget_space(dset.get()) : -1, H5Sclose);
-    hsize_t n = 0;
-    if (space.valid() && H5Sget_simple_extent_ndims(space.get()) == 1 &&
-        H5Sget_simple_extent_dims(space.get(), &n, nullptr) == 1) {
-      total_ = static_cast<int64_t>(n);
-      offset_ = total_ * part / parts;
-      const int64_t end = total_ * (part + 1) / parts;
-      const hsize_t start = offset_, count = end - offset_;
-      tokens_.resize(count);
-      if (count == 0) {
-        ok = true;
-      } else {
-        data_h5::Handle mem(H5Screate_simple(1, &count, nullptr), H5Sclose);
-        ok = H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, &start, nullptr, &count,
-                                 nullptr) >= 0 &&
-             H5Dread(dset.get(), H5T_NATIVE_INT32, mem.get(), space.get(), H5P_DEFAULT,
-                     tokens_.data()) >= 0;
-      }
+  h5::Dataset dset;
+  try {
+    dset = h5::open_dataset(file, "tokens");
+  } catch (const h5::Error&) {
+  }
+  h5::Dataspace space(dset.valid() ? H5Dget_space(dset) : H5I_INVALID_HID);
+  hsize_t n = 0;
+  if (space.valid() && H5Sget_simple_extent_ndims(space) == 1 &&
+      H5Sget_simple_extent_dims(space, &n, nullptr) == 1) {
+    total_ = static_cast<int64_t>(n);
+    offset_ = total_ * part / parts;
+    const int64_t end = total_ * (part + 1) / parts;
+    const hsize_t start = offset_, count = end - offset_;
+    tokens_.resize(count);
+    if (count == 0) {
+      ok = true;
+    } else {
+      h5::Dataspace mem(H5Screate_simple(1, &count, nullptr));
+      ok = H5Sselect_hyperslab(space, H5S_SELECT_SET, &start, nullptr, &count, nullptr) >= 0 &&
+           H5Dread(dset, H5T_NATIVE_INT32, mem, space, H5P_DEFAULT, tokens_.data()) >= 0;
     }
   }
-  H5E_END_TRY;
   if (!ok) {
     throw UserError(fmt::format("token shard '{}' has no readable 1-D dataset /tokens ({})",
                                 path_, hint));
   }
   int64_t vocab = 0;
-  if (!data_h5::read_attr_i64(file.get(), "vocab_size", vocab) || vocab < 256) {
+  try {
+    vocab = h5::read_attr_int(file, "vocab_size");
+  } catch (const h5::Error&) {
+  }
+  if (vocab < 256) {
     throw UserError(fmt::format("token shard '{}' lacks a valid vocab_size attribute ({})", path_,
                                 hint));
   }

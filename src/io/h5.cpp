@@ -34,13 +34,6 @@ hsize_t product(const std::vector<hsize_t>& v) {
   return std::accumulate(v.begin(), v.end(), hsize_t(1), std::multiplies<>());
 }
 
-Dataset open_dataset(hid_t loc, const std::string& path) {
-  if (!exists(loc, path)) throw Error(fmt::format("{}: no such dataset", describe(loc, path)));
-  Dataset d(H5Dopen2(loc, path.c_str(), H5P_DEFAULT));
-  if (!d.valid()) throw Error(fmt::format("{}: cannot open dataset (corrupted file?)", describe(loc, path)));
-  return d;
-}
-
 std::vector<hsize_t> dims_of(hid_t dset, const std::string& what) {
   Dataspace s(H5Dget_space(dset));
   int rank = s.valid() ? H5Sget_simple_extent_ndims(s) : -1;
@@ -100,6 +93,19 @@ File open_file(const std::string& path, bool writable) {
   return f;
 }
 
+void write_file_via_temp(const std::string& path, const std::function<void(hid_t file)>& fill) {
+  const std::string tmp = path + ".tmp";
+  try {
+    File f = create_file(tmp);
+    fill(f);
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    throw;
+  }
+  std::filesystem::rename(tmp, path);
+}
+
 bool is_hdf5(const std::string& path) {
   silence_errors();
   std::error_code ec;
@@ -143,6 +149,13 @@ Group ensure_group(hid_t loc, const std::string& path) {
                             : H5Gcreate2(loc, path.c_str(), lcpl_with_parents(), H5P_DEFAULT, H5P_DEFAULT));
   if (!g.valid()) throw Error(fmt::format("{}: cannot open or create group", describe(loc, path)));
   return g;
+}
+
+Dataset open_dataset(hid_t loc, const std::string& path) {
+  if (!exists(loc, path)) throw Error(fmt::format("{}: no such dataset", describe(loc, path)));
+  Dataset d(H5Dopen2(loc, path.c_str(), H5P_DEFAULT));
+  if (!d.valid()) throw Error(fmt::format("{}: cannot open dataset (corrupted file?)", describe(loc, path)));
+  return d;
 }
 
 std::vector<std::string> list_datasets(hid_t loc) {

@@ -5,6 +5,7 @@
 #include <hdf5.h>
 
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -60,6 +61,10 @@ void silence_errors();
 File create_file(const std::string& path);
 // Opens an existing file, read-only or read-write.
 File open_file(const std::string& path, bool writable);
+// Writes a new file through a temporary name: creates `path`.tmp (create_file), calls
+// fill(file), closes it and renames it onto `path` (atomic on one file system). When the create
+// or `fill` throws, the temporary file is removed and the exception rethrown.
+void write_file_via_temp(const std::string& path, const std::function<void(hid_t file)>& fill);
 // True when `path` exists and HDF5 recognises it as an HDF5 file (signature check only).
 bool is_hdf5(const std::string& path);
 
@@ -70,6 +75,9 @@ std::string describe(hid_t loc, const std::string& name = "");
 bool exists(hid_t loc, const std::string& path);
 // Opens the group at `path`, creating it and any missing parents.
 Group ensure_group(hid_t loc, const std::string& path);
+// Opens the existing dataset at `path` (for reads the helpers below do not cover, e.g. a
+// hyperslab); throws Error when it is missing or cannot be opened.
+Dataset open_dataset(hid_t loc, const std::string& path);
 // Every dataset below `loc`, as paths relative to it ("params/backbone"), sorted.
 std::vector<std::string> list_datasets(hid_t loc);
 

@@ -4,6 +4,7 @@
 #include "cuda_model.cuh"
 
 #include <algorithm>
+#include <map>
 #include <stdexcept>
 #include <string>
 
@@ -47,7 +48,7 @@ void CudaModel::plan(P& p) {
                V = cfg_.vocab, H = cfg_.n_heads;
   const bool glu = cfg_.expert_act == ExpertActKind::SWIGLU;
   for (int a = 0; a < 2; ++a) {
-    const size_t n = layout_.size((Arena)a);
+    const size_t n = dsize_[a];
     p_[a] = p.template take<float>(n);
     w_[a] = p.template take<bf16>(n);
     g_[a] = p.template take<float>(n);
@@ -144,14 +145,33 @@ CudaModel::CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate)
   need(cfg.n_experts <= 1024 && cfg.top_k <= cfg.n_experts && cfg.top_k <= 32,
        "n_experts <= 1024 and top_k <= min(32, n_experts)");
   need(cfg.balance == BalanceKind::AUX, "only balance = \"aux\" (no router bias) on the GPU");
+  // device layout (256-byte aligned tensors) and the optimizer's ranges over it
+  std::map<size_t, size_t> remap[2];
   for (const ParamSpec& s : layout_.specs) {
     const int a = (int)s.arena;
-    if (!ranges_.empty() && ranges_.back().arena == a && ranges_.back().decay == s.decay &&
-        ranges_.back().offset + ranges_.back().size == s.offset)
-      ranges_.back().size += s.size;
+    const size_t off = (dsize_[a] + 127) & ~size_t(127);
+    doff_.push_back(off);
+    remap[a][s.offset] = off;
+    dsize_[a] = off + s.size;
+    if (!ranges_.empty() && ranges_.back().arena == a && ranges_.back().decay == s.decay)
+      ranges_.back().size = off + s.size - ranges_.back().offset;  // zero padding included
     else
-      ranges_.push_back({a, s.offset, s.size, s.decay});
+      ranges_.push_back({a, off, s.size, s.decay});
   }
+  auto to_dev = [&](int a, size_t o) {
+    auto it = remap[a].find(o);
+    return it == remap[a].end() ? o : it->second;
+  };
+  for (LayerOffsets o : layout_.layers) {
+    for (size_t* f : {&o.attn_g, &o.wq, &o.wk, &o.wv, &o.wo, &o.ffn_g, &o.dense_w1, &o.dense_w3,
+                      &o.dense_w2, &o.router, &o.shared_w1, &o.shared_w3, &o.shared_w2})
+      *f = to_dev(0, *f);
+    for (size_t* f : {&o.expert_w1, &o.expert_w3, &o.expert_w2}) *f = to_dev(1, *f);
+    dl_.push_back(o);
+  }
+  d_embed_ = to_dev(0, layout_.embed);
+  d_final_g_ = to_dev(0, layout_.final_g);
+  d_head_ = to_dev(0, layout_.head);
   if (!allocate) return;
   DevicePlan count;
   plan(count);
@@ -189,11 +209,16 @@ size_t CudaModel::device_bytes(const ModelConfig& cfg, int batch, int seq) {
 void CudaModel::upload_params(const float* backbone, const float* experts) {
   const float* src[2] = {backbone, experts};
   cudaCheck(cudaStreamSynchronize(stream_));
+  for (size_t i = 0; i < layout_.specs.size(); ++i) {
+    const ParamSpec& s = layout_.specs[i];
+    const int a = (int)s.arena;
+    cudaCheck(cudaMemcpyAsync(p_[a] + doff_[i], src[a] + s.offset, s.size * sizeof(float),
+                              cudaMemcpyHostToDevice, stream_));
+  }
   for (int a = 0; a < 2; ++a) {
-    const size_t n = layout_.size((Arena)a);
-    if (!n) continue;
-    cudaCheck(cudaMemcpy(p_[a], src[a], n * sizeof(float), cudaMemcpyHostToDevice));
+    const size_t n = dsize_[a];
     convert_f32_to_bf16(w_[a], p_[a], n, stream_);
+    if (!n) continue;
     cudaCheck(cudaMemsetAsync(m_[a], 0, n * sizeof(float), stream_));
     cudaCheck(cudaMemsetAsync(v_[a], 0, n * sizeof(float), stream_));
   }
@@ -201,22 +226,24 @@ void CudaModel::upload_params(const float* backbone, const float* experts) {
   cudaCheck(cudaStreamSynchronize(stream_));
 }
 
-void CudaModel::download_params(float* backbone, float* experts) const {
+void CudaModel::download_arenas(float* backbone, float* experts, const float* const* src) const {
   float* dst[2] = {backbone, experts};
   cudaCheck(cudaStreamSynchronize(stream_));
-  for (int a = 0; a < 2; ++a) {
-    const size_t n = layout_.size((Arena)a);
-    if (n) cudaCheck(cudaMemcpy(dst[a], p_[a], n * sizeof(float), cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < layout_.specs.size(); ++i) {
+    const ParamSpec& s = layout_.specs[i];
+    const int a = (int)s.arena;
+    cudaCheck(cudaMemcpyAsync(dst[a] + s.offset, src[a] + doff_[i], s.size * sizeof(float),
+                              cudaMemcpyDeviceToHost, stream_));
   }
+  cudaCheck(cudaStreamSynchronize(stream_));
+}
+
+void CudaModel::download_params(float* backbone, float* experts) const {
+  download_arenas(backbone, experts, p_);
 }
 
 void CudaModel::download_grads(float* backbone, float* experts) const {
-  float* dst[2] = {backbone, experts};
-  cudaCheck(cudaStreamSynchronize(stream_));
-  for (int a = 0; a < 2; ++a) {
-    const size_t n = layout_.size((Arena)a);
-    if (n) cudaCheck(cudaMemcpy(dst[a], g_[a], n * sizeof(float), cudaMemcpyDeviceToHost));
-  }
+  download_arenas(backbone, experts, g_);
 }
 
 void CudaModel::upload_tokens(const int32_t* inputs, const int32_t* targets) {
@@ -246,10 +273,10 @@ void CudaModel::forward(bool need_grad) {
   const bf16* we = w_[P_EX];
   cudaStream_t st = stream_;
   cudaCheck(cudaMemsetAsync(loss_, 0, 2 * sizeof(float), st));
-  embedding_forward(L_[0].x, pb + layout_.embed, tok_, N, d, st);
+  embedding_forward(L_[0].x, pb + d_embed_, tok_, N, d, st);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     LayerBufs& b = L_[l];
-    const LayerOffsets& o = layout_.layers[l];
+    const LayerOffsets& o = dl_[l];
     float* next = l + 1 < cfg_.n_layers ? L_[l + 1].x : resid_out_;
     // h = x + Wo(attention(RoPE(xn Wq), RoPE(xn Wk), xn Wv)), xn = RMSNorm(x)
     rmsnorm_forward_cast(b.xn, nullptr, b.rstd1, b.x, pb + o.attn_g, N, d, st);
@@ -294,8 +321,8 @@ void CudaModel::forward(bool need_grad) {
     }
     combine_rows<float, bf16>(next, b.yp, b.gates, b.pos, N, k, d, st);
   }
-  rmsnorm_forward_cast(xf_, nullptr, rstdf_, resid_out_, pb + layout_.final_g, N, d, st);
-  matmul(logits_, xf_, wb + layout_.head, N, d, V, false, false, false, st);
+  rmsnorm_forward_cast(xf_, nullptr, rstdf_, resid_out_, pb + d_final_g_, N, d, st);
+  matmul(logits_, xf_, wb + d_head_, N, d, V, false, false, false, st);
   // dlogits (= (softmax - onehot) / N) written over the logits when a backward follows
   cross_entropy(need_grad ? logits_ : nullptr, losses_, logits_, tgt_, N, V, 1.f / N, st);
   sum_into(loss_, losses_, N, 1.f / N, st);
@@ -315,19 +342,18 @@ void CudaModel::backward() {
   float* ge = g_[P_EX];
   cudaStream_t st = stream_;
   for (int a = 0; a < 2; ++a)
-    if (layout_.size((Arena)a))
-      cudaCheck(cudaMemsetAsync(g_[a], 0, layout_.size((Arena)a) * sizeof(float), st));
+    if (dsize_[a]) cudaCheck(cudaMemsetAsync(g_[a], 0, dsize_[a] * sizeof(float), st));
   // head and final norm
   convert_f32_to_bf16(dlog_bf_, logits_, (size_t)N * V, st);
-  matmul(gb + layout_.head, xf_, dlog_bf_, d, N, V, true, false, true, st);
-  matmul(dmid_, dlog_bf_, wb + layout_.head, N, V, d, false, true, false, st);
+  matmul(gb + d_head_, xf_, dlog_bf_, d, N, V, true, false, true, st);
+  matmul(dmid_, dlog_bf_, wb + d_head_, N, V, d, false, true, false, st);
   float* dcur = dres_[0];
   float* dnext = dres_[1];
-  rmsnorm_backward<float>(dcur, gb + layout_.final_g, dmid_, resid_out_, pb + layout_.final_g,
+  rmsnorm_backward<float>(dcur, gb + d_final_g_, dmid_, resid_out_, pb + d_final_g_,
                           rstdf_, N, d, st);
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
     const LayerBufs& b = L_[l];
-    const LayerOffsets& o = layout_.layers[l];
+    const LayerOffsets& o = dl_[l];
     // FFN branch: dffn = d(FFN output)/d(xn2) applied to dcur
     if (!cfg_.is_moe(l)) {
       convert_f32_to_bf16(dcur_bf_, dcur, Nd, st);
@@ -385,14 +411,14 @@ void CudaModel::backward() {
     add_inplace<float>(dnext, dmid_, Nd, st);
     std::swap(dcur, dnext);
   }
-  embedding_backward(gb + layout_.embed, dcur, tok_, N, d, st);
+  embedding_backward(gb + d_embed_, dcur, tok_, N, d, st);
 }
 
 void CudaModel::optimizer_step(float lr, float grad_clip, float wd) {
   ++step_;
   cudaStream_t st = stream_;
   for (int a = 0; a < 2; ++a)
-    sum_squares_partial(partials_ + a * kSumSqBlocks, g_[a], layout_.size((Arena)a), st);
+    sum_squares_partial(partials_ + a * kSumSqBlocks, g_[a], dsize_[a], st);
   grad_clip_finish(loss_ + 2, loss_ + 3, partials_, 2 * kSumSqBlocks, grad_clip, st);
   for (const Range& r : ranges_)
     adamw_update_scaled(p_[r.arena] + r.offset, g_[r.arena] + r.offset, m_[r.arena] + r.offset,

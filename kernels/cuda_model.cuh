@@ -93,6 +93,7 @@ class CudaModel {
   CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate);
   template <class P>
   void plan(P& p);
+  void download_arenas(float* backbone, float* experts, const float* const* src) const;
   void upload_tokens(const int32_t* inputs, const int32_t* targets);
   void forward(bool need_grad);
   void backward();
@@ -120,7 +121,14 @@ class CudaModel {
     size_t offset, size;
     bool decay;
   };
-  std::vector<Range> ranges_;  // adjacent specs with the same decay flag merged
+  std::vector<Range> ranges_;  // device offsets; neighbouring specs with the same decay merged
+  // Device parameter layout: the ParamLayout with every tensor starting on a 256-byte
+  // boundary (offsets rounded up to 128 elements; cuBLASLt's heuristics assume aligned
+  // operands). Identical to the host layout when d_model is a multiple of 128.
+  std::vector<size_t> doff_;         // per spec: device offset in its arena
+  size_t dsize_[2] = {0, 0};         // device arena sizes (elements)
+  std::vector<LayerOffsets> dl_;     // per layer, device offsets
+  size_t d_embed_ = 0, d_final_g_ = 0, d_head_ = 0;
   int step_ = 0;
 
   // activations

@@ -64,6 +64,12 @@ px::ModelConfig moe_1b(int E, int k, int h) {
   return c;
 }
 
+px::ModelConfig moe_1b_l8() {  // the same layers, half as many: ~1.0B parameters in total
+  px::ModelConfig c = moe_1b(64, 8, 256);
+  c.n_layers = 8;
+  return c;
+}
+
 double total_params(const px::ModelConfig& c) {
   px::ParamLayout l(c);
   return (double)l.backbone_size + (double)l.experts_size;
@@ -128,7 +134,8 @@ int main(int argc, char** argv) {
   const bool plan_only = argc > 1 && std::strcmp(argv[1], "--plan") == 0;
   std::vector<Case> cases = {
       {"small.toml (d128 L4 E16 k2)", small_toml(), {16}, 128},
-      {"moe-1b (d2048 L16 E64 k8 h256)", moe_1b(64, 8, 256), {16, 12, 8, 4, 2}, 1024},
+      {"moe-2b (d2048 L16 E64 k8 h256)", moe_1b(64, 8, 256), {16, 12, 8, 4, 2}, 1024},
+      {"moe-1b (d2048 L8 E64 k8 h256)", moe_1b_l8(), {32, 24, 16, 8}, 1024},
   };
   for (const Case& c : cases) {
     std::printf("%-34s total %.3fB params, active %.3fB/token, %.2f GFLOP/token\n",
@@ -208,6 +215,19 @@ int main(int argc, char** argv) {
       }
       cudaCheck(cudaEventDestroy(e0));
       cudaCheck(cudaEventDestroy(e1));
+      // per-phase breakdown (events between phases; separate steps, not the timed ones)
+      const int prof_steps = 3;
+      m.set_profiling(true);
+      m.reset_profile();
+      for (int i = 0; i < prof_steps; ++i) m.step(in[i % 4].data(), tg[i % 4].data(), 3e-4f, 1.0f, 0.1f);
+      m.set_profiling(false);
+      double tot = 0;
+      for (auto& [name, ms] : m.profile_ms()) tot += ms;
+      std::printf("  phase breakdown (mean of %d profiled steps, %.2f ms/step):\n", prof_steps,
+                  tot / prof_steps);
+      for (auto& [name, ms] : m.profile_ms())
+        std::printf("    %-28s %9.2f ms  %5.1f%%\n", name.c_str(), ms / prof_steps,
+                    tot > 0 ? 100 * ms / tot : 0.0);
       r.step_ms = median(st);
       r.fwd_ms = median(ft);
       r.tok_s = N / (r.step_ms * 1e-3);

@@ -193,6 +193,7 @@ CudaModel::CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate)
 
 CudaModel::~CudaModel() {
   if (stream_) cudaStreamSynchronize(stream_);
+  for (cudaEvent_t e : events_) cudaEventDestroy(e);
   if (base_) cudaFree(base_);
   if (loss_host_) cudaFreeHost(loss_host_);
   if (tok_host_) cudaFreeHost(tok_host_);
@@ -272,6 +273,7 @@ void CudaModel::forward(bool need_grad) {
   const bf16* wb = w_[P_BB];
   const bf16* we = w_[P_EX];
   cudaStream_t st = stream_;
+  mark(PROF_EMBED);
   cudaCheck(cudaMemsetAsync(loss_, 0, 2 * sizeof(float), st));
   embedding_forward(L_[0].x, pb + d_embed_, tok_, N, d, st);
   for (int l = 0; l < cfg_.n_layers; ++l) {
@@ -279,25 +281,34 @@ void CudaModel::forward(bool need_grad) {
     const LayerOffsets& o = dl_[l];
     float* next = l + 1 < cfg_.n_layers ? L_[l + 1].x : resid_out_;
     // h = x + Wo(attention(RoPE(xn Wq), RoPE(xn Wk), xn Wv)), xn = RMSNorm(x)
+    mark(PROF_NORM);
     rmsnorm_forward_cast(b.xn, nullptr, b.rstd1, b.x, pb + o.attn_g, N, d, st);
+    mark(PROF_ATTN_GEMM);
     matmul(b.q, b.xn, wb + o.wq, N, d, d, false, false, false, st);
     matmul(b.k, b.xn, wb + o.wk, N, d, d, false, false, false, st);
     matmul(b.v, b.xn, wb + o.wv, N, d, d, false, false, false, st);
+    mark(PROF_ATTENTION);
     rope_forward<float>(b.q, b.q, B_, T_, H, hd, st);
     rope_forward<float>(b.k, b.k, B_, T_, H, hd, st);
     attention_forward(b.y, b.lse, b.q, b.k, b.v, B_, T_, H, hd, st);
+    mark(PROF_ELEMENTWISE);
     convert_f32_to_bf16(b.y_bf, b.y, Nd, st);
     cudaCheck(cudaMemcpyAsync(b.h, b.x, Nd * sizeof(float), cudaMemcpyDeviceToDevice, st));
+    mark(PROF_ATTN_GEMM);
     matmul(b.h, b.y_bf, wb + o.wo, N, d, d, false, false, true, st);
     // next = h + FFN(RMSNorm(h))
+    mark(PROF_NORM);
     rmsnorm_forward_cast(b.xn2, b.xn2_f, b.rstd2, b.h, pb + o.ffn_g, N, d, st);
     if (!cfg_.is_moe(l)) {
+      mark(PROF_DENSE_FFN);
       expert_ffn_forward(tmp_bf_, b.fa, b.fb, b.fact, b.xn2, wb + o.dense_w1, wb + o.dense_w3,
                          wb + o.dense_w2, bounds1_, N, 1, d, dh, px::cpu::EXPERT_ACT_SWIGLU, st);
+      mark(PROF_ELEMENTWISE);
       add<bf16>(next, b.h, tmp_bf_, Nd, st);
       continue;
     }
     // router (fp32), aux loss, permutation, routed experts
+    mark(PROF_ROUTING);
     matmul(b.logits, b.xn2_f, pb + o.router, N, d, E, false, false, false, st);
     router_forward(b.probs, b.idx, b.gates, b.logits, nullptr, N, E, k, st);
     router_stats(b.counts, b.prob_mean, b.probs, b.idx, N, E, k, st);
@@ -305,11 +316,13 @@ void CudaModel::forward(bool need_grad) {
                  st);
     moe_permute_build(b.bounds, b.pos, b.row_token, b.idx, N, E, k, 1, perm_scratch_, st);
     gather_rows<bf16>(xp_, b.xn2, b.row_token, N * k, d, st);
+    mark(PROF_EXPERTS);
     expert_ffn_forward(b.yp, b.ea, b.eb, b.eact, xp_, we + o.expert_w1,
                        glu ? we + o.expert_w3 : nullptr, we + o.expert_w2, b.bounds, N * k, E, d,
                        h, kind, st);
     // shared experts (each one segment over all N rows), then the gated routed outputs
     const size_t wsz = (size_t)d * h, asz = (size_t)N * h;
+    mark(PROF_DENSE_FFN);
     if (S == 0)
       cudaCheck(cudaMemcpyAsync(next, b.h, Nd * sizeof(float), cudaMemcpyDeviceToDevice, st));
     for (int s = 0; s < S; ++s) {
@@ -319,9 +332,12 @@ void CudaModel::forward(bool need_grad) {
                          bounds1_, N, 1, d, h, kind, st);
       add<bf16>(next, s == 0 ? b.h : next, tmp_bf_, Nd, st);
     }
+    mark(PROF_ROUTING);
     combine_rows<float, bf16>(next, b.yp, b.gates, b.pos, N, k, d, st);
   }
+  mark(PROF_NORM);
   rmsnorm_forward_cast(xf_, nullptr, rstdf_, resid_out_, pb + d_final_g_, N, d, st);
+  mark(PROF_HEAD);
   matmul(logits_, xf_, wb + d_head_, N, d, V, false, false, false, st);
   // dlogits (= (softmax - onehot) / N) written over the logits when a backward follows
   cross_entropy(need_grad ? logits_ : nullptr, losses_, logits_, tgt_, N, V, 1.f / N, st);
@@ -341,14 +357,17 @@ void CudaModel::backward() {
   float* gb = g_[P_BB];
   float* ge = g_[P_EX];
   cudaStream_t st = stream_;
+  mark(PROF_OPTIM);
   for (int a = 0; a < 2; ++a)
     if (dsize_[a]) cudaCheck(cudaMemsetAsync(g_[a], 0, dsize_[a] * sizeof(float), st));
   // head and final norm
+  mark(PROF_HEAD);
   convert_f32_to_bf16(dlog_bf_, logits_, (size_t)N * V, st);
   matmul(gb + d_head_, xf_, dlog_bf_, d, N, V, true, false, true, st);
   matmul(dmid_, dlog_bf_, wb + d_head_, N, V, d, false, true, false, st);
   float* dcur = dres_[0];
   float* dnext = dres_[1];
+  mark(PROF_NORM);
   rmsnorm_backward<float>(dcur, gb + d_final_g_, dmid_, resid_out_, pb + d_final_g_,
                           rstdf_, N, d, st);
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
@@ -356,6 +375,7 @@ void CudaModel::backward() {
     const LayerOffsets& o = dl_[l];
     // FFN branch: dffn = d(FFN output)/d(xn2) applied to dcur
     if (!cfg_.is_moe(l)) {
+      mark(PROF_DENSE_FFN);
       convert_f32_to_bf16(dcur_bf_, dcur, Nd, st);
       expert_ffn_backward(tmp_bf_, gb + o.dense_w1, gb + o.dense_w3, gb + o.dense_w2, dcur_bf_,
                           b.xn2, b.fa, b.fb, b.fact, wb + o.dense_w1, wb + o.dense_w3,
@@ -363,13 +383,16 @@ void CudaModel::backward() {
                           dA_, dB_, st);
       convert_bf16_to_f32(dffn_, tmp_bf_, Nd, st);
     } else {
+      mark(PROF_ROUTING);
       combine_rows_backward<float, bf16>(dyp_, dgates_, dcur, b.yp, b.gates, b.pos, N, k, d, st);
       gather_rows<bf16>(xp_, b.xn2, b.row_token, N * k, d, st);  // recomputed, not stored
+      mark(PROF_EXPERTS);
       expert_ffn_backward(dxp_, ge + o.expert_w1, glu ? ge + o.expert_w3 : nullptr,
                           ge + o.expert_w2, dyp_, xp_, b.ea, b.eb, b.eact, we + o.expert_w1,
                           glu ? we + o.expert_w3 : nullptr, we + o.expert_w2, b.bounds, N * k, E,
                           d, h, kind, dA_, dB_, st);
       const size_t wsz = (size_t)d * h, asz = (size_t)N * h;
+      mark(PROF_DENSE_FFN);
       if (S == 0) cudaCheck(cudaMemsetAsync(dffn_, 0, Nd * sizeof(float), st));
       if (S > 0) convert_f32_to_bf16(dcur_bf_, dcur, Nd, st);
       for (int s = 0; s < S; ++s) {
@@ -384,39 +407,69 @@ void CudaModel::backward() {
         else
           add_inplace<bf16>(dffn_, tmp_bf_, Nd, st);
       }
+      mark(PROF_ROUTING);
       scatter_add_rows<float, bf16>(dffn_, dxp_, b.pos, N, k, d, st);
       router_backward(dlogits_r_, dgates_, b.probs, b.idx, b.gates, b.aux_coef, N, E, k, st);
       matmul(gb + o.router, b.xn2_f, dlogits_r_, d, N, E, true, false, true, st);
       matmul(dffn_, dlogits_r_, pb + o.router, N, E, d, false, true, true, st);
     }
     // dmid = d loss / d h = dcur + RMSNorm backward of dffn
+    mark(PROF_NORM);
     rmsnorm_backward<float>(dmid_, gb + o.ffn_g, dffn_, b.h, pb + o.ffn_g, b.rstd2, N, d, st);
     add_inplace<float>(dmid_, dcur, Nd, st);
     // attention block (dffn_ is reused: first dy, then dxn)
+    mark(PROF_ATTN_GEMM);
     convert_f32_to_bf16(tmp_bf_, dmid_, Nd, st);
     matmul(gb + o.wo, b.y_bf, tmp_bf_, d, N, d, true, false, true, st);
     matmul(dffn_, tmp_bf_, wb + o.wo, N, d, d, false, true, false, st);
+    mark(PROF_ATTENTION);
     attention_backward(dq_, dk_, dv_, dffn_, b.y, b.q, b.k, b.v, b.lse, B_, T_, H, hd,
                        attn_scratch_, st);
     rope_backward<float>(dq_, dq_, B_, T_, H, hd, st);
     rope_backward<float>(dk_, dk_, B_, T_, H, hd, st);
     const float* dqkv[3] = {dq_, dk_, dv_};
     const size_t wqkv[3] = {o.wq, o.wk, o.wv};
+    mark(PROF_ATTN_GEMM);
     for (int i = 0; i < 3; ++i) {
       convert_f32_to_bf16(tmp_bf_, dqkv[i], Nd, st);
       matmul(gb + wqkv[i], b.xn, tmp_bf_, d, N, d, true, false, true, st);
       matmul(dffn_, tmp_bf_, wb + wqkv[i], N, d, d, false, true, i > 0, st);
     }
+    mark(PROF_NORM);
     rmsnorm_backward<float>(dnext, gb + o.attn_g, dffn_, b.x, pb + o.attn_g, b.rstd1, N, d, st);
     add_inplace<float>(dnext, dmid_, Nd, st);
     std::swap(dcur, dnext);
   }
+  mark(PROF_EMBED);
   embedding_backward(gb + d_embed_, dcur, tok_, N, d, st);
+}
+
+void CudaModel::mark(int what) {
+  if (!profiling_) return;
+  if (events_.size() <= marks_.size()) {
+    cudaEvent_t e;
+    cudaCheck(cudaEventCreate(&e));
+    events_.push_back(e);
+  }
+  cudaCheck(cudaEventRecord(events_[marks_.size()], stream_));
+  marks_.push_back(what);
+}
+
+std::vector<std::pair<std::string, double>> CudaModel::profile_ms() const {
+  static const char* names[PROF_COUNT] = {"embedding",    "rmsnorm",   "attn GEMMs (cuBLASLt)",
+                                          "rope+attention", "dense FFN + shared experts",
+                                          "router+permute+combine", "routed experts",
+                                          "head + cross-entropy", "adds/conversions",
+                                          "grad zero/norm + AdamW"};
+  std::vector<std::pair<std::string, double>> r;
+  for (int i = 0; i < PROF_COUNT; ++i) r.emplace_back(names[i], prof_ms_[i]);
+  return r;
 }
 
 void CudaModel::optimizer_step(float lr, float grad_clip, float wd) {
   ++step_;
   cudaStream_t st = stream_;
+  mark(PROF_OPTIM);
   for (int a = 0; a < 2; ++a)
     sum_squares_partial(partials_ + a * kSumSqBlocks, g_[a], dsize_[a], st);
   grad_clip_finish(loss_ + 2, loss_ + 3, partials_, 2 * kSumSqBlocks, grad_clip, st);
@@ -427,9 +480,18 @@ void CudaModel::optimizer_step(float lr, float grad_clip, float wd) {
 }
 
 double CudaModel::read_loss() {
+  mark(PROF_END);
   cudaCheck(cudaMemcpyAsync(loss_host_, loss_, 2 * sizeof(float), cudaMemcpyDeviceToHost,
                             stream_));
   cudaCheck(cudaStreamSynchronize(stream_));
+  if (!marks_.empty()) {  // profiling: attribute the time between marks
+    for (size_t i = 0; i + 1 < marks_.size(); ++i) {
+      float ms = 0;
+      cudaCheck(cudaEventElapsedTime(&ms, events_[i], events_[i + 1]));
+      prof_ms_[marks_[i]] += ms;
+    }
+    marks_.clear();
+  }
   last_ce_ = loss_host_[0];
   last_aux_ = loss_host_[1];
   return last_ce_ + last_aux_;
@@ -440,6 +502,18 @@ double CudaModel::last_grad_norm() const {
   cudaCheck(cudaStreamSynchronize(stream_));
   cudaCheck(cudaMemcpy(&v, loss_ + 2, sizeof(float), cudaMemcpyDeviceToHost));
   return v;
+}
+
+std::vector<int64_t> CudaModel::expert_counts() const {
+  const int E = cfg_.n_experts;
+  std::vector<int64_t> c;
+  std::vector<int32_t> h(E);
+  cudaCheck(cudaStreamSynchronize(stream_));
+  for (int l = cfg_.dense_layers; l < cfg_.n_layers; ++l) {
+    cudaCheck(cudaMemcpy(h.data(), L_[l].counts, E * sizeof(int32_t), cudaMemcpyDeviceToHost));
+    c.insert(c.end(), h.begin(), h.end());
+  }
+  return c;
 }
 
 double CudaModel::forward_loss(const int32_t* inputs, const int32_t* targets) {

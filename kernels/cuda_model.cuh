@@ -16,7 +16,10 @@
 // stay on the device) until the loss is read at its end. Limits: balance = "aux" only (no
 // router bias), one batch shape [batch, seq], head_dim 32 or 64 (attention backward), d_model,
 // expert_hidden and dense_hidden multiples of 8, n_experts <= 1024.
+#include <algorithm>
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda_common.cuh"         // defines: bf16, cudaCheck
@@ -66,6 +69,15 @@ class CudaModel {
 
   float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
 
+  // Tokens routed to each expert by the last forward: [moe_layers * E] (synchronises).
+  std::vector<int64_t> expert_counts() const;
+
+  // Per-phase device time (cudaEvents between the phases of a step; adds ~2 us per phase
+  // boundary, so only for breakdowns): accumulated ms per phase since reset_profile().
+  void set_profiling(bool on) { profiling_ = on; }
+  void reset_profile() { std::fill(prof_ms_, prof_ms_ + PROF_COUNT, 0.0); }
+  std::vector<std::pair<std::string, double>> profile_ms() const;
+
  private:
   struct LayerBufs {
     float* x = nullptr;      // [N, d] layer input (residual stream)
@@ -99,6 +111,15 @@ class CudaModel {
   void backward();
   void optimizer_step(float lr, float grad_clip, float wd);
   double read_loss();
+  enum Phase : int {
+    PROF_EMBED, PROF_NORM, PROF_ATTN_GEMM, PROF_ATTENTION, PROF_DENSE_FFN, PROF_ROUTING,
+    PROF_EXPERTS, PROF_HEAD, PROF_ELEMENTWISE, PROF_OPTIM, PROF_COUNT, PROF_END = PROF_COUNT
+  };
+  void mark(int phase);
+  bool profiling_ = false;
+  std::vector<cudaEvent_t> events_;
+  std::vector<int> marks_;
+  double prof_ms_[PROF_COUNT] = {};
 
   ModelConfig cfg_;
   ParamLayout layout_;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 
 #include "cuda_model.cuh"       // defines: px::cuda::CudaModel
@@ -120,18 +121,45 @@ TEST_P(CudaModelGrad, GradientsMatchCpu) {
   const px::ParamLayout& lay = cpu.layout();
   auto gb = nan_vec(lay.backbone_size), ge = nan_vec(lay.experts_size);
   gpu.download_grads(gb.data(), ge.data());
-  double worst = 0;
-  std::string worst_name;
+  // Routing flips: bf16 GEMM operands upstream move a router score by ~1e-3, which can swap
+  // a token's k-th and (k+1)-th expert when their scores nearly tie. Such a token then takes
+  // a different expert on each side, which changes that layer's expert, router and ffn_norm
+  // gradients by O(1 / tokens per expert) (~5% here). Those tensors get a looser bound in the
+  // layers where the per-expert counts differ; everything else keeps the bf16 bound.
+  const auto cc = cpu.expert_counts(), gcn = gpu.expert_counts();
+  ASSERT_EQ(cc.size(), gcn.size());
+  std::vector<int64_t> moved(c.n_layers, 0);
+  for (int m = 0; m < c.moe_layers(); ++m)
+    for (int e = 0; e < c.n_experts; ++e)
+      moved[c.dense_layers + m] += std::llabs(cc[(size_t)m * c.n_experts + e] -
+                                              gcn[(size_t)m * c.n_experts + e]);
+  double worst = 0, worst_flip = 0;
+  std::string worst_name, worst_flip_name;
   for (const px::ParamSpec& s : lay.specs) {
     const float* gg = (s.arena == Arena::BACKBONE ? gb.data() : ge.data()) + s.offset;
     const float* gc = cpu.grads(s.arena) + s.offset;
     const double e = rel_err(std::vector<float>(gg, gg + s.size),
                              std::vector<float>(gc, gc + s.size));
-    std::printf("  %-26s err %.2e\n", s.name.c_str(), e);
-    if (!(e <= worst)) worst = e, worst_name = s.name;
+    int layer = -1;
+    std::sscanf(s.name.c_str(), "layers.%d.", &layer);
+    const bool routed = s.name.find(".moe.router") != std::string::npos ||
+                        s.name.find(".moe.experts.") != std::string::npos ||
+                        s.name.find(".ffn_norm") != std::string::npos;
+    const bool flip = layer >= 0 && moved[layer] > 0 && routed;
+    std::printf("  %-26s err %.2e%s\n", s.name.c_str(), e, flip ? "  (routing differs)" : "");
+    double& w = flip ? worst_flip : worst;
+    std::string& wn = flip ? worst_flip_name : worst_name;
+    if (!(e <= w)) w = e, wn = s.name;
   }
+  for (int l = 0; l < c.n_layers; ++l)
+    if (moved[l]) std::printf("  layer %d: per-expert counts differ by %lld in total\n", l,
+                              (long long)moved[l]);
   std::printf("  worst: %s %.2e (loss cpu %.6f gpu %.6f)\n", worst_name.c_str(), worst, lc, lg);
+  if (!worst_flip_name.empty())
+    std::printf("  worst where routing differs: %s %.2e\n", worst_flip_name.c_str(), worst_flip);
   EXPECT_LT(worst, 5e-2) << worst_name;
+  EXPECT_LT(worst_flip, 0.25) << worst_flip_name;
+  for (int l = 0; l < c.n_layers; ++l) EXPECT_LE(moved[l], 8) << "layer " << l;
 }
 
 INSTANTIATE_TEST_SUITE_P(Configs, CudaModelGrad, ::testing::Values(0, 1),

@@ -4,6 +4,7 @@
 #include "cuda_model.cuh"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -106,6 +107,7 @@ void CudaModel::plan(P& p) {
   dlog_bf_ = p.template take<bf16>(N * V);
   losses_ = p.template take<float>(N);
   loss_ = p.template take<float>(4);
+  hyper_ = p.template take<float>(8);
   partials_ = p.template take<float>(2 * kSumSqBlocks);
   perm_scratch_ = p.template take<char>(moe_permute_scratch_bytes(N_, (int)E, (int)k));
   for (auto& r : dres_) r = p.template take<float>(N * d);
@@ -181,6 +183,7 @@ CudaModel::CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate)
   plan(real);
   cudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   cudaCheck(cudaMallocHost(&loss_host_, 4 * sizeof(float)));
+  cudaCheck(cudaMallocHost(&hyper_host_, 8 * sizeof(float)));
   cudaCheck(cudaMallocHost(&tok_host_, 2 * (size_t)N_ * sizeof(int32_t)));
   // parameters, gradients, moments: zero; activations and scratch: NaN (0xFF) so that a
   // read of something no kernel wrote shows up in the loss.
@@ -194,6 +197,9 @@ CudaModel::CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate)
 CudaModel::~CudaModel() {
   if (stream_) cudaStreamSynchronize(stream_);
   for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+  if (graph_) cudaGraphDestroy(graph_);
+  if (hyper_host_) cudaFreeHost(hyper_host_);
   if (base_) cudaFree(base_);
   if (loss_host_) cudaFreeHost(loss_host_);
   if (tok_host_) cudaFreeHost(tok_host_);
@@ -445,7 +451,7 @@ void CudaModel::backward() {
 }
 
 void CudaModel::mark(int what) {
-  if (!profiling_) return;
+  if (!profiling_ || capturing_) return;
   if (events_.size() <= marks_.size()) {
     cudaEvent_t e;
     cudaCheck(cudaEventCreate(&e));
@@ -466,17 +472,16 @@ std::vector<std::pair<std::string, double>> CudaModel::profile_ms() const {
   return r;
 }
 
-void CudaModel::optimizer_step(float lr, float grad_clip, float wd) {
-  ++step_;
+void CudaModel::optimizer_step() {
   cudaStream_t st = stream_;
   mark(PROF_OPTIM);
   for (int a = 0; a < 2; ++a)
     sum_squares_partial(partials_ + a * kSumSqBlocks, g_[a], dsize_[a], st);
-  grad_clip_finish(loss_ + 2, loss_ + 3, partials_, 2 * kSumSqBlocks, grad_clip, st);
+  grad_clip_finish(loss_ + 2, loss_ + 3, partials_, 2 * kSumSqBlocks, hyper_ + 4, st);
   for (const Range& r : ranges_)
     adamw_update_scaled(p_[r.arena] + r.offset, g_[r.arena] + r.offset, m_[r.arena] + r.offset,
-                        v_[r.arena] + r.offset, r.size, lr, beta1, beta2, eps,
-                        r.decay ? wd : 0.f, step_, loss_ + 3, w_[r.arena] + r.offset, st);
+                        v_[r.arena] + r.offset, r.size, hyper_, r.decay, beta1, beta2, eps,
+                        loss_ + 3, w_[r.arena] + r.offset, st);
 }
 
 double CudaModel::read_loss() {
@@ -532,10 +537,36 @@ double CudaModel::forward_backward(const int32_t* inputs, const int32_t* targets
 double CudaModel::step(const int32_t* inputs, const int32_t* targets, float lr, float grad_clip,
                        float wd) {
   upload_tokens(inputs, targets);
+  // the step's scalars go to the device (read there by the clip and AdamW kernels)
+  ++step_;
+  hyper_host_[0] = lr;
+  hyper_host_[1] = (float)(1.0 / (1.0 - std::pow((double)beta1, step_)));
+  hyper_host_[2] = (float)(1.0 / (1.0 - std::pow((double)beta2, step_)));
+  hyper_host_[3] = wd;
+  hyper_host_[4] = grad_clip;
+  cudaCheck(cudaMemcpyAsync(hyper_, hyper_host_, 8 * sizeof(float), cudaMemcpyHostToDevice,
+                            stream_));
+  if (!use_graph_ || graph_eager_steps_ == 0) {
+    train_body();
+    if (use_graph_) ++graph_eager_steps_;
+  } else {
+    if (!graph_exec_) {
+      capturing_ = true;
+      cudaCheck(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+      train_body();
+      cudaCheck(cudaStreamEndCapture(stream_, &graph_));
+      capturing_ = false;
+      cudaCheck(cudaGraphInstantiate(&graph_exec_, graph_, 0));
+    }
+    cudaCheck(cudaGraphLaunch(graph_exec_, stream_));
+  }
+  return read_loss();
+}
+
+void CudaModel::train_body() {
   forward(true);
   backward();
-  optimizer_step(lr, grad_clip, wd);
-  return read_loss();
+  optimizer_step();
 }
 
 }  // namespace px::cuda

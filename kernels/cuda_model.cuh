@@ -69,6 +69,12 @@ class CudaModel {
 
   float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
 
+  // step() through a CUDA graph: the first step() after enabling runs eagerly (cuBLASLt
+  // plans, kernel attributes), the second captures forward + backward + optimizer once, every
+  // later one replays it (tokens and the step's scalars are copied in before the launch).
+  // Pays off when the step is launch-bound (small models); profiling is off inside graphs.
+  void set_use_graph(bool on) { use_graph_ = on; }
+
   // Tokens routed to each expert by the last forward: [moe_layers * E] (synchronises).
   std::vector<int64_t> expert_counts() const;
 
@@ -109,14 +115,20 @@ class CudaModel {
   void upload_tokens(const int32_t* inputs, const int32_t* targets);
   void forward(bool need_grad);
   void backward();
-  void optimizer_step(float lr, float grad_clip, float wd);
+  void optimizer_step();
   double read_loss();
   enum Phase : int {
     PROF_EMBED, PROF_NORM, PROF_ATTN_GEMM, PROF_ATTENTION, PROF_DENSE_FFN, PROF_ROUTING,
     PROF_EXPERTS, PROF_HEAD, PROF_ELEMENTWISE, PROF_OPTIM, PROF_COUNT, PROF_END = PROF_COUNT
   };
   void mark(int phase);
-  bool profiling_ = false;
+  void train_body();  // forward + backward + optimizer (the captured part of a step)
+  bool profiling_ = false, use_graph_ = false, capturing_ = false;
+  int graph_eager_steps_ = 0;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t graph_exec_ = nullptr;
+  float* hyper_ = nullptr;       // device [8]: lr, c1, c2, wd, clip
+  float* hyper_host_ = nullptr;  // pinned [8]
   std::vector<cudaEvent_t> events_;
   std::vector<int> marks_;
   double prof_ms_[PROF_COUNT] = {};
@@ -188,9 +200,12 @@ void moe_aux_loss(float* aux_coef, float* loss_acc, const int32_t* counts,
 // out[0] = scale * sum x[0..n) (one block, fixed order).
 void sum_into(float* out, const float* x, int n, float scale, cudaStream_t stream = 0);
 // px::cuda::adamw_update with the gradient scaled by *gscale (device: the clipping factor)
-// on the fly; the gradient buffer is left untouched. Also writes the bf16 weight copy.
-void adamw_update_scaled(float* p, const float* g, float* m, float* v, size_t n, float lr,
-                         float beta1, float beta2, float eps, float wd, int step,
+// on the fly (the gradient buffer is left untouched) and the step's scalars read on the
+// device, hyper = {lr, c1 = 1/(1-beta1^step), c2 = 1/(1-beta2^step), weight decay} (decay
+// false: no weight decay), so that a captured CUDA graph replays with new values. Also writes
+// the bf16 weight copy.
+void adamw_update_scaled(float* p, const float* g, float* m, float* v, size_t n,
+                         const float* hyper, bool decay, float beta1, float beta2, float eps,
                          const float* gscale, bf16* p_bf16, cudaStream_t stream = 0);
 
 }  // namespace px::cuda

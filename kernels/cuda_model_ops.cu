@@ -27,9 +27,10 @@ __global__ void sum_into_kernel(float* out, const float* x, int n, float scale) 
 }
 
 __global__ void adamw_scaled_kernel(float* p, const float* g, float* m, float* v, size_t n,
-                                    float lr, float b1, float b2, float eps, float wd, float c1,
-                                    float c2, const float* gscale, bf16* pb) {
+                                    const float* hyper, bool decay, float b1, float b2,
+                                    float eps, const float* gscale, bf16* pb) {
   const float sc = gscale ? *gscale : 1.f;
+  const float lr = hyper[0], c1 = hyper[1], c2 = hyper[2], wd = decay ? hyper[3] : 0.f;
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x) {
     float gi = g[i] * sc;
@@ -60,16 +61,14 @@ void sum_into(float* out, const float* x, int n, float scale, cudaStream_t strea
   cudaCheckLaunch();
 }
 
-void adamw_update_scaled(float* p, const float* g, float* m, float* v, size_t n, float lr,
-                         float beta1, float beta2, float eps, float wd, int step,
+void adamw_update_scaled(float* p, const float* g, float* m, float* v, size_t n,
+                         const float* hyper, bool decay, float beta1, float beta2, float eps,
                          const float* gscale, bf16* p_bf16, cudaStream_t stream) {
   if (!n) return;
-  float c1 = (float)(1.0 / (1.0 - std::pow((double)beta1, step)));
-  float c2 = (float)(1.0 / (1.0 - std::pow((double)beta2, step)));
   size_t blocks = (n + 255) / 256;
   if (blocks > 8192) blocks = 8192;
-  adamw_scaled_kernel<<<(unsigned)blocks, 256, 0, stream>>>(p, g, m, v, n, lr, beta1, beta2, eps,
-                                                            wd, c1, c2, gscale, p_bf16);
+  adamw_scaled_kernel<<<(unsigned)blocks, 256, 0, stream>>>(p, g, m, v, n, hyper, decay, beta1,
+                                                            beta2, eps, gscale, p_bf16);
   cudaCheckLaunch();
 }
 

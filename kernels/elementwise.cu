@@ -43,7 +43,8 @@ __global__ void sumsq_kernel(float* partials, const float* x, size_t n) {
 }
 
 __global__ void clip_finish_kernel(float* norm_out, float* scale_out, const float* partials,
-                                   int count, float clip) {
+                                   int count, const float* clip_p) {
+  const float clip = clip_p[0];
   double s = 0;  // one thread, fixed order: deterministic
   for (int i = 0; i < count; ++i) s += partials[i];
   double norm = sqrt(s);
@@ -79,7 +80,7 @@ void sum_squares_partial(float* partials, const float* x, size_t n, cudaStream_t
 }
 
 void grad_clip_finish(float* norm_out, float* scale_out, const float* partials, int count,
-                      float clip, cudaStream_t stream) {
+                      const float* clip, cudaStream_t stream) {
   clip_finish_kernel<<<1, 1, 0, stream>>>(norm_out, scale_out, partials, count, clip);
   cudaCheckLaunch();
 }

@@ -23,8 +23,9 @@ void rmsnorm_forward_cast(bf16* out_bf16, float* out_f32, float* rstd, const flo
 constexpr int kSumSqBlocks = 512;
 void sum_squares_partial(float* partials, const float* x, size_t n, cudaStream_t stream = 0);
 // norm_out[0] = sqrt(sum partials[0..count)); scale_out[0] = clip / norm when clip > 0 and
-// norm > clip, else 1 (global-norm gradient clipping, as px::AdamW).
+// norm > clip, else 1 (global-norm gradient clipping, as px::AdamW). clip is read on the
+// device (clip[0]) so that a captured CUDA graph can be replayed with new values.
 void grad_clip_finish(float* norm_out, float* scale_out, const float* partials, int count,
-                      float clip, cudaStream_t stream = 0);
+                      const float* clip, cudaStream_t stream = 0);
 
 }  // namespace px::cuda

@@ -9,7 +9,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "adamw.cuh"          // defines: (contract of) adamw_update
 #include "attention.cuh"      // defines: attention_forward, attention_backward
 #include "cross_entropy.cuh"  // defines: cross_entropy
 #include "elementwise.cuh"    // defines: add, add_inplace, rmsnorm_forward_cast, sum_squares_partial

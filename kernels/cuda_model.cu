@@ -1,0 +1,571 @@
+// CudaModel: embedding -> layers (attention block, dense or MoE FFN) -> final norm -> head
+// -> cross-entropy (+ Switch aux loss), backward in reverse, AdamW; the same order and math
+// as px::MoeModel (src/model/moe_model.cpp), on one stream.
+#include "cuda_model.cuh"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <stdexcept>
+#include <string>
+
+#include "attention.cuh"      // defines: attention_forward, attention_backward
+#include "cross_entropy.cuh"  // defines: cross_entropy
+#include "elementwise.cuh"    // defines: add, add_inplace, rmsnorm_forward_cast, sum_squares_partial
+#include "embedding.cuh"      // defines: embedding_forward, embedding_backward
+#include "expert_ffn.cuh"     // defines: expert_ffn_forward, expert_ffn_backward
+#include "matmul_lt.cuh"      // defines: matmul
+#include "moe_permute.cuh"    // defines: moe_permute_build, gather_rows, combine_rows, ...
+#include "rmsnorm.cuh"        // defines: rmsnorm_backward
+#include "rope.cuh"           // defines: rope_forward, rope_backward
+#include "router.cuh"         // defines: router_forward, router_stats, router_backward
+
+namespace px::cuda {
+
+namespace {
+
+// Bump allocator over one device allocation; with base == null it only counts bytes.
+struct DevicePlan {
+  char* base = nullptr;
+  size_t used = 0;
+  template <class T>
+  T* take(size_t n) {
+    if (!n) return nullptr;
+    size_t off = (used + 255) & ~size_t(255);
+    used = off + n * sizeof(T);
+    return base ? reinterpret_cast<T*>(base + off) : nullptr;
+  }
+};
+
+constexpr int P_BB = 0, P_EX = 1;
+
+}  // namespace
+
+template <class P>
+void CudaModel::plan(P& p) {
+  const size_t N = N_, d = cfg_.d_model, E = cfg_.n_experts, k = cfg_.top_k,
+               h = cfg_.expert_hidden, dh = cfg_.dense_hidden, S = cfg_.n_shared,
+               V = cfg_.vocab, H = cfg_.n_heads;
+  const bool glu = cfg_.expert_act == ExpertActKind::SWIGLU;
+  for (int a = 0; a < 2; ++a) {
+    const size_t n = dsize_[a];
+    p_[a] = p.template take<float>(n);
+    w_[a] = p.template take<bf16>(n);
+    g_[a] = p.template take<float>(n);
+    m_[a] = p.template take<float>(n);
+    v_[a] = p.template take<float>(n);
+  }
+  const size_t act_begin = p.used;
+  L_.assign(cfg_.n_layers, LayerBufs{});
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    LayerBufs& b = L_[l];
+    b.x = p.template take<float>(N * d);
+    b.xn = p.template take<bf16>(N * d);
+    b.rstd1 = p.template take<float>(N);
+    b.q = p.template take<float>(N * d);
+    b.k = p.template take<float>(N * d);
+    b.v = p.template take<float>(N * d);
+    b.y = p.template take<float>(N * d);
+    b.y_bf = p.template take<bf16>(N * d);
+    b.lse = p.template take<float>((size_t)B_ * H * T_);
+    b.h = p.template take<float>(N * d);
+    b.xn2 = p.template take<bf16>(N * d);
+    b.rstd2 = p.template take<float>(N);
+    if (!cfg_.is_moe(l)) {
+      b.fa = p.template take<bf16>(N * dh);
+      b.fb = p.template take<bf16>(N * dh);
+      b.fact = p.template take<bf16>(N * dh);
+    } else {
+      b.xn2_f = p.template take<float>(N * d);
+      b.fa = p.template take<bf16>(S * N * h);
+      b.fb = glu ? p.template take<bf16>(S * N * h) : nullptr;
+      b.fact = p.template take<bf16>(S * N * h);
+      b.logits = p.template take<float>(N * E);
+      b.probs = p.template take<float>(N * E);
+      b.gates = p.template take<float>(N * k);
+      b.idx = p.template take<int32_t>(N * k);
+      b.pos = p.template take<int32_t>(N * k);
+      b.row_token = p.template take<int32_t>(N * k);
+      b.bounds = p.template take<int32_t>(E + 1);
+      b.counts = p.template take<int32_t>(E);
+      b.prob_mean = p.template take<float>(E);
+      b.aux_coef = p.template take<float>(E);
+      b.ea = p.template take<bf16>(N * k * h);
+      b.eb = glu ? p.template take<bf16>(N * k * h) : nullptr;
+      b.eact = p.template take<bf16>(N * k * h);
+      b.yp = p.template take<bf16>(N * k * d);
+    }
+  }
+  tok_ = p.template take<int32_t>(N);
+  tgt_ = p.template take<int32_t>(N);
+  bounds1_ = p.template take<int32_t>(2);
+  resid_out_ = p.template take<float>(N * d);
+  xf_ = p.template take<bf16>(N * d);
+  rstdf_ = p.template take<float>(N);
+  logits_ = p.template take<float>(N * V);
+  dlog_bf_ = p.template take<bf16>(N * V);
+  losses_ = p.template take<float>(N);
+  loss_ = p.template take<float>(4);
+  hyper_ = p.template take<float>(8);
+  partials_ = p.template take<float>(2 * kSumSqBlocks);
+  perm_scratch_ = p.template take<char>(moe_permute_scratch_bytes(N_, (int)E, (int)k));
+  for (auto& r : dres_) r = p.template take<float>(N * d);
+  dmid_ = p.template take<float>(N * d);
+  dffn_ = p.template take<float>(N * d);
+  dq_ = p.template take<float>(N * d);
+  dk_ = p.template take<float>(N * d);
+  dv_ = p.template take<float>(N * d);
+  dcur_bf_ = p.template take<bf16>(N * d);
+  tmp_bf_ = p.template take<bf16>(N * d);
+  attn_scratch_ = p.template take<float>((size_t)B_ * H * T_);
+  const bool any_moe = cfg_.moe_layers() > 0;
+  const size_t rows = any_moe ? N * k : 0;
+  xp_ = p.template take<bf16>(rows * d);
+  dyp_ = p.template take<bf16>(rows * d);
+  dxp_ = p.template take<bf16>(rows * d);
+  const size_t hid = std::max({rows * h, cfg_.dense_layers > 0 ? N * dh : 0, S * N * h, N * h});
+  dA_ = p.template take<bf16>(hid);
+  dB_ = p.template take<bf16>(hid);
+  dgates_ = p.template take<float>(std::max<size_t>(rows, 1));
+  dlogits_r_ = p.template take<float>(std::max<size_t>(N * E, 1));
+  act_end_ = p.used;
+  act_begin_ = act_begin;
+}
+
+CudaModel::CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate)
+    : cfg_(cfg), layout_(cfg), B_(batch), T_(seq), N_(batch * seq) {
+  auto need = [](bool ok, const char* what) {
+    if (!ok) throw std::invalid_argument(std::string("CudaModel: ") + what);
+  };
+  const int hd = cfg.head_dim();
+  need(batch > 0 && seq > 0, "batch and seq must be positive");
+  need(hd * cfg.n_heads == cfg.d_model, "d_model must be n_heads * head_dim");
+  need(hd == 32 || hd == 64, "head_dim must be 32 or 64 (attention backward)");
+  need(cfg.d_model % 8 == 0 && cfg.expert_hidden % 8 == 0 && cfg.dense_hidden % 8 == 0,
+       "d_model, expert_hidden and dense_hidden must be multiples of 8");
+  need(cfg.n_experts <= 1024 && cfg.top_k <= cfg.n_experts && cfg.top_k <= 32,
+       "n_experts <= 1024 and top_k <= min(32, n_experts)");
+  need(cfg.balance == BalanceKind::AUX, "only balance = \"aux\" (no router bias) on the GPU");
+  // device layout (256-byte aligned tensors) and the optimizer's ranges over it
+  std::map<size_t, size_t> remap[2];
+  for (const ParamSpec& s : layout_.specs) {
+    const int a = (int)s.arena;
+    const size_t off = (dsize_[a] + 127) & ~size_t(127);
+    doff_.push_back(off);
+    remap[a][s.offset] = off;
+    dsize_[a] = off + s.size;
+    if (!ranges_.empty() && ranges_.back().arena == a && ranges_.back().decay == s.decay)
+      ranges_.back().size = off + s.size - ranges_.back().offset;  // zero padding included
+    else
+      ranges_.push_back({a, off, s.size, s.decay});
+  }
+  auto to_dev = [&](int a, size_t o) {
+    auto it = remap[a].find(o);
+    return it == remap[a].end() ? o : it->second;
+  };
+  for (LayerOffsets o : layout_.layers) {
+    for (size_t* f : {&o.attn_g, &o.wq, &o.wk, &o.wv, &o.wo, &o.ffn_g, &o.dense_w1, &o.dense_w3,
+                      &o.dense_w2, &o.router, &o.shared_w1, &o.shared_w3, &o.shared_w2})
+      *f = to_dev(0, *f);
+    for (size_t* f : {&o.expert_w1, &o.expert_w3, &o.expert_w2}) *f = to_dev(1, *f);
+    dl_.push_back(o);
+  }
+  d_embed_ = to_dev(0, layout_.embed);
+  d_final_g_ = to_dev(0, layout_.final_g);
+  d_head_ = to_dev(0, layout_.head);
+  if (!allocate) return;
+  DevicePlan count;
+  plan(count);
+  bytes_ = count.used;
+  cudaCheck(cudaMalloc(&base_, bytes_));
+  DevicePlan real{base_, 0};
+  plan(real);
+  cudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  cudaCheck(cudaMallocHost(&loss_host_, 4 * sizeof(float)));
+  cudaCheck(cudaMallocHost(&hyper_host_, 8 * sizeof(float)));
+  cudaCheck(cudaMallocHost(&tok_host_, 2 * (size_t)N_ * sizeof(int32_t)));
+  // parameters, gradients, moments: zero; activations and scratch: NaN (0xFF) so that a
+  // read of something no kernel wrote shows up in the loss.
+  cudaCheck(cudaMemset(base_, 0, act_begin_));
+  cudaCheck(cudaMemset(base_ + act_begin_, 0xFF, act_end_ - act_begin_));
+  const int32_t b1[2] = {0, N_};
+  cudaCheck(cudaMemcpy(bounds1_, b1, sizeof b1, cudaMemcpyHostToDevice));
+  cudaCheck(cudaDeviceSynchronize());
+}
+
+CudaModel::~CudaModel() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+  if (graph_) cudaGraphDestroy(graph_);
+  if (hyper_host_) cudaFreeHost(hyper_host_);
+  if (base_) cudaFree(base_);
+  if (loss_host_) cudaFreeHost(loss_host_);
+  if (tok_host_) cudaFreeHost(tok_host_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+size_t CudaModel::device_bytes(const ModelConfig& cfg, int batch, int seq) {
+  CudaModel shell(cfg, batch, seq, false);
+  DevicePlan count;
+  shell.plan(count);
+  return count.used;
+}
+
+void CudaModel::upload_params(const float* backbone, const float* experts) {
+  const float* src[2] = {backbone, experts};
+  cudaCheck(cudaStreamSynchronize(stream_));
+  for (size_t i = 0; i < layout_.specs.size(); ++i) {
+    const ParamSpec& s = layout_.specs[i];
+    const int a = (int)s.arena;
+    cudaCheck(cudaMemcpyAsync(p_[a] + doff_[i], src[a] + s.offset, s.size * sizeof(float),
+                              cudaMemcpyHostToDevice, stream_));
+  }
+  for (int a = 0; a < 2; ++a) {
+    const size_t n = dsize_[a];
+    convert_f32_to_bf16(w_[a], p_[a], n, stream_);
+    if (!n) continue;
+    cudaCheck(cudaMemsetAsync(m_[a], 0, n * sizeof(float), stream_));
+    cudaCheck(cudaMemsetAsync(v_[a], 0, n * sizeof(float), stream_));
+  }
+  step_ = 0;
+  cudaCheck(cudaStreamSynchronize(stream_));
+}
+
+void CudaModel::download_arenas(float* backbone, float* experts, const float* const* src) const {
+  float* dst[2] = {backbone, experts};
+  cudaCheck(cudaStreamSynchronize(stream_));
+  for (size_t i = 0; i < layout_.specs.size(); ++i) {
+    const ParamSpec& s = layout_.specs[i];
+    const int a = (int)s.arena;
+    cudaCheck(cudaMemcpyAsync(dst[a] + s.offset, src[a] + doff_[i], s.size * sizeof(float),
+                              cudaMemcpyDeviceToHost, stream_));
+  }
+  cudaCheck(cudaStreamSynchronize(stream_));
+}
+
+void CudaModel::download_params(float* backbone, float* experts) const {
+  download_arenas(backbone, experts, p_);
+}
+
+void CudaModel::download_grads(float* backbone, float* experts) const {
+  download_arenas(backbone, experts, g_);
+}
+
+void CudaModel::upload_tokens(const int32_t* inputs, const int32_t* targets) {
+  const int V = cfg_.vocab;
+  for (int n = 0; n < N_; ++n) {
+    if (inputs[n] < 0 || inputs[n] >= V || (targets && (targets[n] < 0 || targets[n] >= V)))
+      throw std::invalid_argument("CudaModel: token id out of [0, vocab)");
+  }
+  // The previous step ended with a synchronisation, so the staging buffer is free.
+  std::copy(inputs, inputs + N_, tok_host_);
+  std::copy(targets, targets + N_, tok_host_ + N_);
+  cudaCheck(cudaMemcpyAsync(tok_, tok_host_, N_ * sizeof(int32_t), cudaMemcpyHostToDevice,
+                            stream_));
+  cudaCheck(cudaMemcpyAsync(tgt_, tok_host_ + N_, N_ * sizeof(int32_t), cudaMemcpyHostToDevice,
+                            stream_));
+}
+
+void CudaModel::forward(bool need_grad) {
+  const int N = N_, d = cfg_.d_model, V = cfg_.vocab, E = cfg_.n_experts, k = cfg_.top_k,
+            H = cfg_.n_heads, hd = cfg_.head_dim(), S = cfg_.n_shared, h = cfg_.expert_hidden,
+            dh = cfg_.dense_hidden;
+  const size_t Nd = (size_t)N * d;
+  const bool glu = cfg_.expert_act == ExpertActKind::SWIGLU;
+  const ExpertAct kind = glu ? px::cpu::EXPERT_ACT_SWIGLU : px::cpu::EXPERT_ACT_RELU2;
+  const float* pb = p_[P_BB];
+  const bf16* wb = w_[P_BB];
+  const bf16* we = w_[P_EX];
+  cudaStream_t st = stream_;
+  mark(PROF_EMBED);
+  cudaCheck(cudaMemsetAsync(loss_, 0, 2 * sizeof(float), st));
+  embedding_forward(L_[0].x, pb + d_embed_, tok_, N, d, st);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    LayerBufs& b = L_[l];
+    const LayerOffsets& o = dl_[l];
+    float* next = l + 1 < cfg_.n_layers ? L_[l + 1].x : resid_out_;
+    // h = x + Wo(attention(RoPE(xn Wq), RoPE(xn Wk), xn Wv)), xn = RMSNorm(x)
+    mark(PROF_NORM);
+    rmsnorm_forward_cast(b.xn, nullptr, b.rstd1, b.x, pb + o.attn_g, N, d, st);
+    mark(PROF_ATTN_GEMM);
+    matmul(b.q, b.xn, wb + o.wq, N, d, d, false, false, false, st);
+    matmul(b.k, b.xn, wb + o.wk, N, d, d, false, false, false, st);
+    matmul(b.v, b.xn, wb + o.wv, N, d, d, false, false, false, st);
+    mark(PROF_ATTENTION);
+    rope_forward<float>(b.q, b.q, B_, T_, H, hd, st);
+    rope_forward<float>(b.k, b.k, B_, T_, H, hd, st);
+    attention_forward(b.y, b.lse, b.q, b.k, b.v, B_, T_, H, hd, st);
+    mark(PROF_ELEMENTWISE);
+    convert_f32_to_bf16(b.y_bf, b.y, Nd, st);
+    cudaCheck(cudaMemcpyAsync(b.h, b.x, Nd * sizeof(float), cudaMemcpyDeviceToDevice, st));
+    mark(PROF_ATTN_GEMM);
+    matmul(b.h, b.y_bf, wb + o.wo, N, d, d, false, false, true, st);
+    // next = h + FFN(RMSNorm(h))
+    mark(PROF_NORM);
+    rmsnorm_forward_cast(b.xn2, b.xn2_f, b.rstd2, b.h, pb + o.ffn_g, N, d, st);
+    if (!cfg_.is_moe(l)) {
+      mark(PROF_DENSE_FFN);
+      expert_ffn_forward(tmp_bf_, b.fa, b.fb, b.fact, b.xn2, wb + o.dense_w1, wb + o.dense_w3,
+                         wb + o.dense_w2, bounds1_, N, 1, d, dh, px::cpu::EXPERT_ACT_SWIGLU, st);
+      mark(PROF_ELEMENTWISE);
+      add<bf16>(next, b.h, tmp_bf_, Nd, st);
+      continue;
+    }
+    // router (fp32), aux loss, permutation, routed experts
+    mark(PROF_ROUTING);
+    matmul(b.logits, b.xn2_f, pb + o.router, N, d, E, false, false, false, st);
+    router_forward(b.probs, b.idx, b.gates, b.logits, nullptr, N, E, k, st);
+    router_stats(b.counts, b.prob_mean, b.probs, b.idx, N, E, k, st);
+    moe_aux_loss(b.aux_coef, loss_ + 1, b.counts, b.prob_mean, N, E, k, (float)cfg_.aux_alpha,
+                 st);
+    moe_permute_build(b.bounds, b.pos, b.row_token, b.idx, N, E, k, 1, perm_scratch_, st);
+    gather_rows<bf16>(xp_, b.xn2, b.row_token, N * k, d, st);
+    mark(PROF_EXPERTS);
+    expert_ffn_forward(b.yp, b.ea, b.eb, b.eact, xp_, we + o.expert_w1,
+                       glu ? we + o.expert_w3 : nullptr, we + o.expert_w2, b.bounds, N * k, E, d,
+                       h, kind, st);
+    // shared experts (each one segment over all N rows), then the gated routed outputs
+    const size_t wsz = (size_t)d * h, asz = (size_t)N * h;
+    mark(PROF_DENSE_FFN);
+    if (S == 0)
+      cudaCheck(cudaMemcpyAsync(next, b.h, Nd * sizeof(float), cudaMemcpyDeviceToDevice, st));
+    for (int s = 0; s < S; ++s) {
+      expert_ffn_forward(tmp_bf_, b.fa + s * asz, glu ? b.fb + s * asz : nullptr,
+                         b.fact + s * asz, b.xn2, wb + o.shared_w1 + s * wsz,
+                         glu ? wb + o.shared_w3 + s * wsz : nullptr, wb + o.shared_w2 + s * wsz,
+                         bounds1_, N, 1, d, h, kind, st);
+      add<bf16>(next, s == 0 ? b.h : next, tmp_bf_, Nd, st);
+    }
+    mark(PROF_ROUTING);
+    combine_rows<float, bf16>(next, b.yp, b.gates, b.pos, N, k, d, st);
+  }
+  mark(PROF_NORM);
+  rmsnorm_forward_cast(xf_, nullptr, rstdf_, resid_out_, pb + d_final_g_, N, d, st);
+  mark(PROF_HEAD);
+  matmul(logits_, xf_, wb + d_head_, N, d, V, false, false, false, st);
+  // dlogits (= (softmax - onehot) / N) written over the logits when a backward follows
+  cross_entropy(need_grad ? logits_ : nullptr, losses_, logits_, tgt_, N, V, 1.f / N, st);
+  sum_into(loss_, losses_, N, 1.f / N, st);
+}
+
+void CudaModel::backward() {
+  const int N = N_, d = cfg_.d_model, V = cfg_.vocab, E = cfg_.n_experts, k = cfg_.top_k,
+            H = cfg_.n_heads, hd = cfg_.head_dim(), S = cfg_.n_shared, h = cfg_.expert_hidden,
+            dh = cfg_.dense_hidden;
+  const size_t Nd = (size_t)N * d;
+  const bool glu = cfg_.expert_act == ExpertActKind::SWIGLU;
+  const ExpertAct kind = glu ? px::cpu::EXPERT_ACT_SWIGLU : px::cpu::EXPERT_ACT_RELU2;
+  const float* pb = p_[P_BB];
+  const bf16* wb = w_[P_BB];
+  const bf16* we = w_[P_EX];
+  float* gb = g_[P_BB];
+  float* ge = g_[P_EX];
+  cudaStream_t st = stream_;
+  mark(PROF_OPTIM);
+  for (int a = 0; a < 2; ++a)
+    if (dsize_[a]) cudaCheck(cudaMemsetAsync(g_[a], 0, dsize_[a] * sizeof(float), st));
+  // head and final norm
+  mark(PROF_HEAD);
+  convert_f32_to_bf16(dlog_bf_, logits_, (size_t)N * V, st);
+  matmul(gb + d_head_, xf_, dlog_bf_, d, N, V, true, false, true, st);
+  matmul(dmid_, dlog_bf_, wb + d_head_, N, V, d, false, true, false, st);
+  float* dcur = dres_[0];
+  float* dnext = dres_[1];
+  mark(PROF_NORM);
+  rmsnorm_backward<float>(dcur, gb + d_final_g_, dmid_, resid_out_, pb + d_final_g_,
+                          rstdf_, N, d, st);
+  for (int l = cfg_.n_layers - 1; l >= 0; --l) {
+    const LayerBufs& b = L_[l];
+    const LayerOffsets& o = dl_[l];
+    // FFN branch: dffn = d(FFN output)/d(xn2) applied to dcur
+    if (!cfg_.is_moe(l)) {
+      mark(PROF_DENSE_FFN);
+      convert_f32_to_bf16(dcur_bf_, dcur, Nd, st);
+      expert_ffn_backward(tmp_bf_, gb + o.dense_w1, gb + o.dense_w3, gb + o.dense_w2, dcur_bf_,
+                          b.xn2, b.fa, b.fb, b.fact, wb + o.dense_w1, wb + o.dense_w3,
+                          wb + o.dense_w2, bounds1_, N, 1, d, dh, px::cpu::EXPERT_ACT_SWIGLU,
+                          dA_, dB_, st);
+      convert_bf16_to_f32(dffn_, tmp_bf_, Nd, st);
+    } else {
+      mark(PROF_ROUTING);
+      combine_rows_backward<float, bf16>(dyp_, dgates_, dcur, b.yp, b.gates, b.pos, N, k, d, st);
+      gather_rows<bf16>(xp_, b.xn2, b.row_token, N * k, d, st);  // recomputed, not stored
+      mark(PROF_EXPERTS);
+      expert_ffn_backward(dxp_, ge + o.expert_w1, glu ? ge + o.expert_w3 : nullptr,
+                          ge + o.expert_w2, dyp_, xp_, b.ea, b.eb, b.eact, we + o.expert_w1,
+                          glu ? we + o.expert_w3 : nullptr, we + o.expert_w2, b.bounds, N * k, E,
+                          d, h, kind, dA_, dB_, st);
+      const size_t wsz = (size_t)d * h, asz = (size_t)N * h;
+      mark(PROF_DENSE_FFN);
+      if (S == 0) cudaCheck(cudaMemsetAsync(dffn_, 0, Nd * sizeof(float), st));
+      if (S > 0) convert_f32_to_bf16(dcur_bf_, dcur, Nd, st);
+      for (int s = 0; s < S; ++s) {
+        expert_ffn_backward(tmp_bf_, gb + o.shared_w1 + s * wsz,
+                            glu ? gb + o.shared_w3 + s * wsz : nullptr, gb + o.shared_w2 + s * wsz,
+                            dcur_bf_, b.xn2, b.fa + s * asz, glu ? b.fb + s * asz : nullptr,
+                            b.fact + s * asz, wb + o.shared_w1 + s * wsz,
+                            glu ? wb + o.shared_w3 + s * wsz : nullptr,
+                            wb + o.shared_w2 + s * wsz, bounds1_, N, 1, d, h, kind, dA_, dB_, st);
+        if (s == 0)
+          convert_bf16_to_f32(dffn_, tmp_bf_, Nd, st);
+        else
+          add_inplace<bf16>(dffn_, tmp_bf_, Nd, st);
+      }
+      mark(PROF_ROUTING);
+      scatter_add_rows<float, bf16>(dffn_, dxp_, b.pos, N, k, d, st);
+      router_backward(dlogits_r_, dgates_, b.probs, b.idx, b.gates, b.aux_coef, N, E, k, st);
+      matmul(gb + o.router, b.xn2_f, dlogits_r_, d, N, E, true, false, true, st);
+      matmul(dffn_, dlogits_r_, pb + o.router, N, E, d, false, true, true, st);
+    }
+    // dmid = d loss / d h = dcur + RMSNorm backward of dffn
+    mark(PROF_NORM);
+    rmsnorm_backward<float>(dmid_, gb + o.ffn_g, dffn_, b.h, pb + o.ffn_g, b.rstd2, N, d, st);
+    add_inplace<float>(dmid_, dcur, Nd, st);
+    // attention block (dffn_ is reused: first dy, then dxn)
+    mark(PROF_ATTN_GEMM);
+    convert_f32_to_bf16(tmp_bf_, dmid_, Nd, st);
+    matmul(gb + o.wo, b.y_bf, tmp_bf_, d, N, d, true, false, true, st);
+    matmul(dffn_, tmp_bf_, wb + o.wo, N, d, d, false, true, false, st);
+    mark(PROF_ATTENTION);
+    attention_backward(dq_, dk_, dv_, dffn_, b.y, b.q, b.k, b.v, b.lse, B_, T_, H, hd,
+                       attn_scratch_, st);
+    rope_backward<float>(dq_, dq_, B_, T_, H, hd, st);
+    rope_backward<float>(dk_, dk_, B_, T_, H, hd, st);
+    const float* dqkv[3] = {dq_, dk_, dv_};
+    const size_t wqkv[3] = {o.wq, o.wk, o.wv};
+    mark(PROF_ATTN_GEMM);
+    for (int i = 0; i < 3; ++i) {
+      convert_f32_to_bf16(tmp_bf_, dqkv[i], Nd, st);
+      matmul(gb + wqkv[i], b.xn, tmp_bf_, d, N, d, true, false, true, st);
+      matmul(dffn_, tmp_bf_, wb + wqkv[i], N, d, d, false, true, i > 0, st);
+    }
+    mark(PROF_NORM);
+    rmsnorm_backward<float>(dnext, gb + o.attn_g, dffn_, b.x, pb + o.attn_g, b.rstd1, N, d, st);
+    add_inplace<float>(dnext, dmid_, Nd, st);
+    std::swap(dcur, dnext);
+  }
+  mark(PROF_EMBED);
+  embedding_backward(gb + d_embed_, dcur, tok_, N, d, st);
+}
+
+void CudaModel::mark(int what) {
+  if (!profiling_ || capturing_) return;
+  if (events_.size() <= marks_.size()) {
+    cudaEvent_t e;
+    cudaCheck(cudaEventCreate(&e));
+    events_.push_back(e);
+  }
+  cudaCheck(cudaEventRecord(events_[marks_.size()], stream_));
+  marks_.push_back(what);
+}
+
+std::vector<std::pair<std::string, double>> CudaModel::profile_ms() const {
+  static const char* names[PROF_COUNT] = {"embedding",    "rmsnorm",   "attn GEMMs (cuBLASLt)",
+                                          "rope+attention", "dense FFN + shared experts",
+                                          "router+permute+combine", "routed experts",
+                                          "head + cross-entropy", "adds/conversions",
+                                          "grad zero/norm + AdamW"};
+  std::vector<std::pair<std::string, double>> r;
+  for (int i = 0; i < PROF_COUNT; ++i) r.emplace_back(names[i], prof_ms_[i]);
+  return r;
+}
+
+void CudaModel::optimizer_step() {
+  cudaStream_t st = stream_;
+  mark(PROF_OPTIM);
+  for (int a = 0; a < 2; ++a)
+    sum_squares_partial(partials_ + a * kSumSqBlocks, g_[a], dsize_[a], st);
+  grad_clip_finish(loss_ + 2, loss_ + 3, partials_, 2 * kSumSqBlocks, hyper_ + 4, st);
+  for (const Range& r : ranges_)
+    adamw_update_scaled(p_[r.arena] + r.offset, g_[r.arena] + r.offset, m_[r.arena] + r.offset,
+                        v_[r.arena] + r.offset, r.size, hyper_, r.decay, beta1, beta2, eps,
+                        loss_ + 3, w_[r.arena] + r.offset, st);
+}
+
+double CudaModel::read_loss() {
+  mark(PROF_END);
+  cudaCheck(cudaMemcpyAsync(loss_host_, loss_, 2 * sizeof(float), cudaMemcpyDeviceToHost,
+                            stream_));
+  cudaCheck(cudaStreamSynchronize(stream_));
+  if (!marks_.empty()) {  // profiling: attribute the time between marks
+    for (size_t i = 0; i + 1 < marks_.size(); ++i) {
+      float ms = 0;
+      cudaCheck(cudaEventElapsedTime(&ms, events_[i], events_[i + 1]));
+      prof_ms_[marks_[i]] += ms;
+    }
+    marks_.clear();
+  }
+  last_ce_ = loss_host_[0];
+  last_aux_ = loss_host_[1];
+  return last_ce_ + last_aux_;
+}
+
+double CudaModel::last_grad_norm() const {
+  float v = 0;
+  cudaCheck(cudaStreamSynchronize(stream_));
+  cudaCheck(cudaMemcpy(&v, loss_ + 2, sizeof(float), cudaMemcpyDeviceToHost));
+  return v;
+}
+
+std::vector<int64_t> CudaModel::expert_counts() const {
+  const int E = cfg_.n_experts;
+  std::vector<int64_t> c;
+  std::vector<int32_t> h(E);
+  cudaCheck(cudaStreamSynchronize(stream_));
+  for (int l = cfg_.dense_layers; l < cfg_.n_layers; ++l) {
+    cudaCheck(cudaMemcpy(h.data(), L_[l].counts, E * sizeof(int32_t), cudaMemcpyDeviceToHost));
+    c.insert(c.end(), h.begin(), h.end());
+  }
+  return c;
+}
+
+double CudaModel::forward_loss(const int32_t* inputs, const int32_t* targets) {
+  upload_tokens(inputs, targets);
+  forward(false);
+  return read_loss();
+}
+
+double CudaModel::forward_backward(const int32_t* inputs, const int32_t* targets) {
+  upload_tokens(inputs, targets);
+  forward(true);
+  backward();
+  return read_loss();
+}
+
+double CudaModel::step(const int32_t* inputs, const int32_t* targets, float lr, float grad_clip,
+                       float wd) {
+  upload_tokens(inputs, targets);
+  // the step's scalars go to the device (read there by the clip and AdamW kernels)
+  ++step_;
+  hyper_host_[0] = lr;
+  hyper_host_[1] = (float)(1.0 / (1.0 - std::pow((double)beta1, step_)));
+  hyper_host_[2] = (float)(1.0 / (1.0 - std::pow((double)beta2, step_)));
+  hyper_host_[3] = wd;
+  hyper_host_[4] = grad_clip;
+  cudaCheck(cudaMemcpyAsync(hyper_, hyper_host_, 8 * sizeof(float), cudaMemcpyHostToDevice,
+                            stream_));
+  if (!use_graph_ || graph_eager_steps_ == 0) {
+    train_body();
+    if (use_graph_) ++graph_eager_steps_;
+  } else {
+    if (!graph_exec_) {
+      capturing_ = true;
+      cudaCheck(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+      train_body();
+      cudaCheck(cudaStreamEndCapture(stream_, &graph_));
+      capturing_ = false;
+      cudaCheck(cudaGraphInstantiate(&graph_exec_, graph_, 0));
+    }
+    cudaCheck(cudaGraphLaunch(graph_exec_, stream_));
+  }
+  return read_loss();
+}
+
+void CudaModel::train_body() {
+  forward(true);
+  backward();
+  optimizer_step();
+}
+
+}  // namespace px::cuda

@@ -1,0 +1,211 @@
+#pragma once
+// CudaModel: the MoE language model of px::MoeModel<float> (DESIGN §2) trained on one GPU —
+// forward, backward and AdamW — from the kernels in kernels/. Same ModelConfig, same
+// ParamLayout and the same two fp32 parameter arenas (backbone, experts), so parameters copy
+// one-to-one from/to a CPU model.
+//
+// Precision (DESIGN §9): fp32 master weights, gradients and optimizer moments; a bf16 copy of
+// every weight (refreshed by the optimizer pass) feeds the GEMMs. The residual stream, RMSNorm
+// statistics, RoPE, attention (fp32 flash kernel), router (fp32 GEMM, so top-k selection sees
+// fp32 scores), aux loss, cross-entropy and all reductions are fp32; the attention
+// projections, head, dense FFN, shared and routed experts are bf16 x bf16 -> fp32-accumulate
+// GEMMs (cuBLASLt, or the grouped expert kernel with one segment for the dense FFN and each
+// shared expert). Activations that only feed GEMMs are stored bf16.
+//
+// A step runs on the model's stream without host synchronisation (the expert segment bounds
+// stay on the device) until the loss is read at its end. Limits: balance = "aux" only (no
+// router bias), one batch shape [batch, seq], head_dim 32 or 64 (attention backward), d_model,
+// expert_hidden and dense_hidden multiples of 8, n_experts <= 1024.
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cuda_common.cuh"         // defines: bf16, cudaCheck
+#include "model/model_config.hpp"  // defines: ModelConfig
+#include "model/param_layout.hpp"  // defines: ParamLayout, Arena
+
+namespace px::cuda {
+
+class CudaModel {
+ public:
+  // Allocates everything once (parameters, optimizer state, activations, scratch) for
+  // inputs of shape [batch, seq]; activations are poisoned (NaN) at allocation.
+  CudaModel(const ModelConfig& cfg, int batch, int seq) : CudaModel(cfg, batch, seq, true) {}
+  ~CudaModel();
+  CudaModel(const CudaModel&) = delete;
+  CudaModel& operator=(const CudaModel&) = delete;
+
+  // Device bytes the constructor would allocate (for choosing a batch that fits).
+  static size_t device_bytes(const ModelConfig& cfg, int batch, int seq);
+
+  // Host arenas in ParamLayout order (sizes layout().backbone_size / experts_size).
+  // Upload also refreshes the bf16 copies and resets the optimizer (moments, step count).
+  void upload_params(const float* backbone, const float* experts);
+  void download_params(float* backbone, float* experts) const;
+  // Gradients of the last backward (before clipping and the optimizer).
+  void download_grads(float* backbone, float* experts) const;
+
+  // Mean cross-entropy + aux loss on inputs/targets [batch * seq] (host int32), no backward.
+  double forward_loss(const int32_t* host_inputs, const int32_t* host_targets);
+  // Zeroes the gradients, runs forward and backward; returns CE + aux.
+  double forward_backward(const int32_t* host_inputs, const int32_t* host_targets);
+  // forward_backward, then global-norm clipping (grad_clip <= 0: none) and one AdamW step
+  // (betas 0.9/0.95, eps 1e-8, weight decay wd on ParamSpec::decay tensors only). Returns
+  // the loss of the forward pass (before the update).
+  double step(const int32_t* host_inputs, const int32_t* host_targets, float lr, float grad_clip,
+              float wd);
+
+  double last_ce() const { return last_ce_; }
+  double last_aux() const { return last_aux_; }
+  // Global gradient norm of the last step() (synchronises; for tests and logs).
+  double last_grad_norm() const;
+  int steps_taken() const { return step_; }
+  const ParamLayout& layout() const { return layout_; }
+  const ModelConfig& config() const { return cfg_; }
+  size_t bytes() const { return bytes_; }
+  cudaStream_t stream() const { return stream_; }
+
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+
+  // step() through a CUDA graph: the first step() after enabling runs eagerly (cuBLASLt
+  // plans, kernel attributes), the second captures forward + backward + optimizer once, every
+  // later one replays it (tokens and the step's scalars are copied in before the launch).
+  // Pays off when the step is launch-bound (small models); profiling is off inside graphs.
+  void set_use_graph(bool on) { use_graph_ = on; }
+
+  // Tokens routed to each expert by the last forward: [moe_layers * E] (synchronises).
+  std::vector<int64_t> expert_counts() const;
+
+  // Per-phase device time (cudaEvents between the phases of a step; adds ~2 us per phase
+  // boundary, so only for breakdowns): accumulated ms per phase since reset_profile().
+  void set_profiling(bool on) { profiling_ = on; }
+  void reset_profile() { std::fill(prof_ms_, prof_ms_ + PROF_COUNT, 0.0); }
+  std::vector<std::pair<std::string, double>> profile_ms() const;
+
+ private:
+  struct LayerBufs {
+    float* x = nullptr;      // [N, d] layer input (residual stream)
+    bf16* xn = nullptr;      // [N, d] RMSNorm(x), attention GEMM operand
+    float* rstd1 = nullptr;  // [N]
+    float *q = nullptr, *k = nullptr, *v = nullptr;  // [N, d] (q, k after RoPE)
+    float* y = nullptr;      // [N, d] attention output
+    bf16* y_bf = nullptr;    // [N, d] its bf16 copy (Wo operand)
+    float* lse = nullptr;    // [B, H, T]
+    float* h = nullptr;      // [N, d] x + attention
+    bf16* xn2 = nullptr;     // [N, d] RMSNorm(h)
+    float* xn2_f = nullptr;  // [N, d] fp32 copy (router input; MoE layers)
+    float* rstd2 = nullptr;  // [N]
+    bf16 *fa = nullptr, *fb = nullptr, *fact = nullptr;  // dense FFN [N, dh] / shared [S, N, h]
+    // MoE layers
+    float *logits = nullptr, *probs = nullptr;  // [N, E]
+    float* gates = nullptr;                     // [N, k]
+    int32_t *idx = nullptr, *pos = nullptr, *row_token = nullptr;  // [N*k]
+    int32_t* bounds = nullptr;                  // [E + 1]
+    int32_t* counts = nullptr;                  // [E]
+    float *prob_mean = nullptr, *aux_coef = nullptr;  // [E]
+    bf16 *ea = nullptr, *eb = nullptr, *eact = nullptr;  // [N*k, h]
+    bf16* yp = nullptr;                         // [N*k, d] routed expert outputs
+  };
+  CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate);
+  template <class P>
+  void plan(P& p);
+  void download_arenas(float* backbone, float* experts, const float* const* src) const;
+  void upload_tokens(const int32_t* inputs, const int32_t* targets);
+  void forward(bool need_grad);
+  void backward();
+  void optimizer_step();
+  double read_loss();
+  enum Phase : int {
+    PROF_EMBED, PROF_NORM, PROF_ATTN_GEMM, PROF_ATTENTION, PROF_DENSE_FFN, PROF_ROUTING,
+    PROF_EXPERTS, PROF_HEAD, PROF_ELEMENTWISE, PROF_OPTIM, PROF_COUNT, PROF_END = PROF_COUNT
+  };
+  void mark(int phase);
+  void train_body();  // forward + backward + optimizer (the captured part of a step)
+  bool profiling_ = false, use_graph_ = false, capturing_ = false;
+  int graph_eager_steps_ = 0;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t graph_exec_ = nullptr;
+  float* hyper_ = nullptr;       // device [8]: lr, c1, c2, wd, clip
+  float* hyper_host_ = nullptr;  // pinned [8]
+  std::vector<cudaEvent_t> events_;
+  std::vector<int> marks_;
+  double prof_ms_[PROF_COUNT] = {};
+
+  ModelConfig cfg_;
+  ParamLayout layout_;
+  int B_, T_, N_;
+  cudaStream_t stream_ = nullptr;
+  char* base_ = nullptr;
+  size_t bytes_ = 0;
+  size_t act_begin_ = 0, act_end_ = 0;  // byte range of activations + scratch (poisoned)
+  float* loss_host_ = nullptr;      // pinned [4]
+  int32_t* tok_host_ = nullptr;     // pinned [2 N] staging for inputs, targets
+
+  // parameters and optimizer state (arena index: 0 backbone, 1 experts)
+  float* p_[2] = {nullptr, nullptr};
+  bf16* w_[2] = {nullptr, nullptr};
+  float* g_[2] = {nullptr, nullptr};
+  float* m_[2] = {nullptr, nullptr};
+  float* v_[2] = {nullptr, nullptr};
+  struct Range {
+    int arena;
+    size_t offset, size;
+    bool decay;
+  };
+  std::vector<Range> ranges_;  // device offsets; neighbouring specs with the same decay merged
+  // Device parameter layout: the ParamLayout with every tensor starting on a 256-byte
+  // boundary (offsets rounded up to 128 elements; cuBLASLt's heuristics assume aligned
+  // operands). Identical to the host layout when d_model is a multiple of 128.
+  std::vector<size_t> doff_;         // per spec: device offset in its arena
+  size_t dsize_[2] = {0, 0};         // device arena sizes (elements)
+  std::vector<LayerOffsets> dl_;     // per layer, device offsets
+  size_t d_embed_ = 0, d_final_g_ = 0, d_head_ = 0;
+  int step_ = 0;
+
+  // activations
+  std::vector<LayerBufs> L_;
+  int32_t *tok_ = nullptr, *tgt_ = nullptr;  // [N]
+  int32_t* bounds1_ = nullptr;               // [2] = {0, N}: one segment (dense FFN, shared)
+  float* resid_out_ = nullptr;               // [N, d]
+  bf16* xf_ = nullptr;                       // [N, d]
+  float* rstdf_ = nullptr;                   // [N]
+  float* logits_ = nullptr;                  // [N, V] (dlogits in place)
+  bf16* dlog_bf_ = nullptr;                  // [N, V]
+  float* losses_ = nullptr;                  // [N]
+  float* loss_ = nullptr;                    // [4]: ce, aux, grad norm, clip scale
+  float* partials_ = nullptr;                // [2 * kSumSqBlocks]
+  void* perm_scratch_ = nullptr;
+  // backward / shared scratch
+  float *dres_[2] = {nullptr, nullptr}, *dmid_ = nullptr, *dffn_ = nullptr;  // [N, d]
+  float *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr;                      // [N, d]
+  bf16 *dcur_bf_ = nullptr, *tmp_bf_ = nullptr;                              // [N, d]
+  float* attn_scratch_ = nullptr;                                            // [B*H*T]
+  bf16 *xp_ = nullptr, *dyp_ = nullptr, *dxp_ = nullptr;                     // [N*k, d]
+  bf16 *dA_ = nullptr, *dB_ = nullptr;  // [max(N*k*h, N*dh, N*h)]
+  float* dgates_ = nullptr;             // [N*k]
+  float* dlogits_r_ = nullptr;          // [N, E]
+  double last_ce_ = 0, last_aux_ = 0;
+};
+
+// ---- kernels used by CudaModel (kernels/cuda_model_ops.cu) ---------------------------------
+
+// Switch aux loss of one MoE layer from router_stats: f_e = counts[e] / (N k), P_e =
+// prob_mean[e]; loss_acc[0] += alpha E sum_e f_e P_e; aux_coef[e] = alpha E f_e / N
+// (d aux / d probs[n, e], as px::moe_forward).
+void moe_aux_loss(float* aux_coef, float* loss_acc, const int32_t* counts,
+                  const float* prob_mean, int N, int E, int k, float alpha,
+                  cudaStream_t stream = 0);
+// out[0] = scale * sum x[0..n) (one block, fixed order).
+void sum_into(float* out, const float* x, int n, float scale, cudaStream_t stream = 0);
+// px::cuda::adamw_update with the gradient scaled by *gscale (device: the clipping factor)
+// on the fly (the gradient buffer is left untouched) and the step's scalars read on the
+// device, hyper = {lr, c1 = 1/(1-beta1^step), c2 = 1/(1-beta2^step), weight decay} (decay
+// false: no weight decay), so that a captured CUDA graph replays with new values. Also writes
+// the bf16 weight copy.
+void adamw_update_scaled(float* p, const float* g, float* m, float* v, size_t n,
+                         const float* hyper, bool decay, float beta1, float beta2, float eps,
+                         const float* gscale, bf16* p_bf16, cudaStream_t stream = 0);
+
+}  // namespace px::cuda

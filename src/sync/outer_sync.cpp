@@ -24,6 +24,7 @@ OuterSync::OuterSync(const Config& cfg, const Topology& topo, MoeModel<float>& m
     ef_.emplace_back(FragmentPlan::shard_begin(n, r_ + 1, R_) - FragmentPlan::shard_begin(n, r_, R_));
   }
   pending_.resize(F_);
+  last_tokens_.assign(F_, 0);
 }
 
 namespace {
@@ -125,7 +126,8 @@ void OuterSync::push(int f, int64_t step, int64_t tokens) {
   for (size_t i = 0; i < m; ++i) delta[i] -= x[i];
   const WireDtype dt = cfg_.sync.outer_dtype;
   const size_t nb = encoded_bytes(dt, m);
-  PushHeader h{step, tokens - last_tokens_, (int64_t)m, topo_.island, f, r_, (int32_t)dt};
+  PushHeader h{step, tokens - last_tokens_[f], (int64_t)m, topo_.island, f, r_, (int32_t)dt};
+  last_tokens_[f] = tokens;
   p.send.resize(sizeof(h) + nb);
   std::memcpy(p.send.data(), &h, sizeof(h));
   ef_[f].encode(dt, delta.data(), p.send.data() + sizeof(h));
@@ -135,7 +137,6 @@ void OuterSync::push(int f, int64_t step, int64_t tokens) {
   p.reply.resize(m);
   p.rreq = p2p_.irecv(p.reply.data(), (int)(m * sizeof(float)), dest, TAG_REPLY + f);
   p.active = true;
-  if (f == F_ - 1 || F_ == 1) last_tokens_ = tokens;
 }
 
 void OuterSync::poll_replies(bool wait) {
@@ -160,6 +161,15 @@ void OuterSync::poll_replies(bool wait) {
     Comm::wait(p.sreq);
     apply_reply(f, p.reply.data());
     p.active = false;
+  }
+}
+
+void OuterSync::restore(int64_t step, int64_t tokens) {
+  if (step <= 0) return;
+  for (int f = 0; f < F_; ++f) {
+    int64_t last = step;
+    while (last > 0 && !FragmentPlan::due(f, last, H_, F_)) --last;
+    last_tokens_[f] = tokens / step * last;
   }
 }
 

@@ -40,6 +40,9 @@ class OuterSync {
   // After inner step `step` (steps completed), with `tokens` trained by this island since the
   // start: runs the fragments that are due and mixes in replies that have arrived.
   void after_step(int64_t step, int64_t tokens);
+  // After a resume at `step` with `tokens` trained by the island: the token counts of the
+  // fragments' last pushes (islands train the same number of tokens every step).
+  void restore(int64_t step, int64_t tokens);
   // Syncer variant with a grace window: tell the syncers this island's step (local rank 0).
   void tick(int64_t step);
   // Syncer variant: wait for outstanding replies, then tell the syncers this rank is done.
@@ -74,7 +77,7 @@ class OuterSync {
     MPI_Request sreq = MPI_REQUEST_NULL, rreq = MPI_REQUEST_NULL;
   };
   std::vector<Pending> pending_;  // per fragment
-  int64_t last_tokens_ = 0;
+  std::vector<int64_t> last_tokens_;  // per fragment: island tokens at its last push
   int64_t syncs_ = 0;
 };
 

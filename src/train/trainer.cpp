@@ -189,6 +189,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   Progress pg;
   if (!resume_from.empty()) {
     load_learner_state(resume_from, wrank, cfg, L, outer.get(), pg);
+    if (outer) outer->restore(pg.step, pg.island_tokens);
     loader.set_cursor(pg.data_cursor);
     log->info("resumed from {} (step {})", resume_from, pg.step);
   }

@@ -10,6 +10,7 @@
 
 #include "config/config.hpp"      // defines: load_config, config_to_toml
 #include "data/prepare.hpp"       // defines: data_prepare
+#include "io/inspect.hpp"         // defines: inspect_h5
 #include "model/moe_model.hpp"    // defines: MoeModel
 #include "train/train_state.hpp"  // defines: checkpoint_config, checkpoint_tokenizer, load_checkpoint
 #include "train/trainer.hpp"      // defines: train
@@ -74,6 +75,11 @@ int cmd_sample(const std::string& checkpoint, const std::string& prompt, int n_t
     out += tok.decode_token(next);
   }
   fmt::print("{}\n", out);
+  return 0;
+}
+
+int cmd_inspect(const std::string& path) {
+  fmt::print("{}", inspect_h5(path));
   return 0;
 }
 

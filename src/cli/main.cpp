@@ -49,6 +49,10 @@ int main(int argc, char** argv) {
   sm->add_option("--temperature", temperature, "Sampling temperature (0 = greedy)");
   sm->add_option("--seed", seed, "Sampling seed");
 
+  auto* insp = app.add_subcommand("inspect", "Summarise a checkpoint, metrics, shard or tokenizer file");
+  std::string insp_path;
+  insp->add_option("file", insp_path, "HDF5 file")->required();
+
   auto* cf = app.add_subcommand("config", "Validate a config and show it resolved");
   std::string cfg2;
   bool print = false;
@@ -71,6 +75,7 @@ int main(int argc, char** argv) {
     else if (tr->parsed()) rc = px::cmd_train(cfg_path, run_dir, resume, overrides);
     else if (sm->parsed()) rc = px::cmd_sample(ckpt, prompt, n_tokens, temperature, seed);
     else if (cf->parsed()) rc = px::cmd_config(cfg2, overrides2, print);
+    else if (insp->parsed()) rc = px::cmd_inspect(insp_path);
   } catch (const px::UserError& e) {
     if (rank == 0) fmt::print(stderr, "parallax: error: {}\n", e.what());
     rc = 2;

@@ -11,6 +11,7 @@
 #include "config/config.hpp"      // defines: load_config, config_to_toml
 #include "data/prepare.hpp"       // defines: data_prepare
 #include "io/inspect.hpp"         // defines: inspect_h5
+#include "train/plan.hpp"         // defines: make_plan, format_plan
 #include "model/moe_model.hpp"    // defines: MoeModel
 #include "train/train_state.hpp"  // defines: checkpoint_config, checkpoint_tokenizer, load_checkpoint
 #include "train/trainer.hpp"      // defines: train
@@ -75,6 +76,19 @@ int cmd_sample(const std::string& checkpoint, const std::string& prompt, int n_t
     out += tok.decode_token(next);
   }
   fmt::print("{}\n", out);
+  return 0;
+}
+
+int cmd_plan(const std::string& config_path, int ranks, const std::vector<std::string>& overrides) {
+  const Config cfg = load_config(config_path, overrides);
+  const TopologyConfig& t = cfg.topology;
+  const int want = t.islands * t.ranks_per_island + t.syncers + t.expert_workers;
+  if (ranks > 0 && ranks != want)
+    throw UserError(fmt::format("--ranks {} does not match [topology]: islands {} x "
+                                "ranks_per_island {} + syncers {} + expert_workers {} = {}",
+                                ranks, t.islands, t.ranks_per_island, t.syncers,
+                                t.expert_workers, want));
+  fmt::print("{}", format_plan(cfg, make_plan(cfg)));
   return 0;
 }
 

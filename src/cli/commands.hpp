@@ -13,6 +13,7 @@ int cmd_train(const std::string& config_path, std::string run_dir, bool resume,
 int cmd_sample(const std::string& checkpoint, const std::string& prompt, int n_tokens,
                double temperature, uint64_t seed);
 int cmd_inspect(const std::string& path);
+int cmd_plan(const std::string& config_path, int ranks, const std::vector<std::string>& overrides);
 int cmd_config(const std::string& config_path, const std::vector<std::string>& overrides,
                bool print);
 

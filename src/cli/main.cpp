@@ -49,6 +49,14 @@ int main(int argc, char** argv) {
   sm->add_option("--temperature", temperature, "Sampling temperature (0 = greedy)");
   sm->add_option("--seed", seed, "Sampling seed");
 
+  auto* pl = app.add_subcommand("plan", "Memory, FLOPs and bytes per role for a config (no training)");
+  std::string plan_cfg;
+  int plan_ranks = 0;
+  std::vector<std::string> plan_ov;
+  pl->add_option("config", plan_cfg, "TOML config")->required();
+  pl->add_option("--ranks", plan_ranks, "Check the topology against this world size");
+  pl->add_option("overrides", plan_ov, "section.key=value overrides");
+
   auto* insp = app.add_subcommand("inspect", "Summarise a checkpoint, metrics, shard or tokenizer file");
   std::string insp_path;
   insp->add_option("file", insp_path, "HDF5 file")->required();
@@ -76,6 +84,7 @@ int main(int argc, char** argv) {
     else if (sm->parsed()) rc = px::cmd_sample(ckpt, prompt, n_tokens, temperature, seed);
     else if (cf->parsed()) rc = px::cmd_config(cfg2, overrides2, print);
     else if (insp->parsed()) rc = px::cmd_inspect(insp_path);
+    else if (pl->parsed()) rc = px::cmd_plan(plan_cfg, plan_ranks, plan_ov);
   } catch (const px::UserError& e) {
     if (rank == 0) fmt::print(stderr, "parallax: error: {}\n", e.what());
     rc = 2;

@@ -24,11 +24,30 @@ MoeModel<T>::MoeModel(const ModelConfig& cfg, int batch, int seq)
   BumpArena<T> cf;
   BumpArena<int32_t> ci;
   plan_activations(cf, ci);
+  act_elems_ = cf.used();
+  iact_elems_ = ci.used();
   acts_.assign(cf.used(), 0);
   iacts_.assign(ci.used(), 0);
   BumpArena<T> rf(acts_);
   BumpArena<int32_t> ri(iacts_);
   plan_activations(rf, ri);
+}
+
+template <class T>
+size_t MoeModel<T>::activation_bytes(const ModelConfig& cfg, int batch, int seq) {
+  MoeModel<T> m(cfg, batch, seq, SizesOnly{});
+  return m.act_elems_ * sizeof(T) + m.iact_elems_ * sizeof(int32_t);
+}
+
+template <class T>
+MoeModel<T>::MoeModel(const ModelConfig& cfg, int batch, int seq, SizesOnly)
+    : cfg_(cfg), layout_(cfg), batch_(batch), seq_(seq) {
+  layer_acts_.resize(cfg.n_layers);
+  BumpArena<T> cf;
+  BumpArena<int32_t> ci;
+  plan_activations(cf, ci);
+  act_elems_ = cf.used();
+  iact_elems_ = ci.used();
 }
 
 template <class T>

@@ -63,8 +63,12 @@ class MoeModel {
   }
 
   size_t activation_bytes() const { return acts_.size() * sizeof(T) + iacts_.size() * 4; }
+  // The same figure without building a model (for `parallax plan`).
+  static size_t activation_bytes(const ModelConfig& cfg, int batch, int seq);
 
  private:
+  struct SizesOnly {};
+  MoeModel(const ModelConfig& cfg, int batch, int seq, SizesOnly);  // activation sizes, no arenas
   template <class A, class I>
   void plan_activations(A& fa, I& ia);
   MoeDims moe_dims(int N) const;
@@ -77,6 +81,7 @@ class MoeModel {
   const int32_t* targets_ = nullptr;
   std::vector<int32_t> inputs_copy_, targets_copy_;
   std::vector<T> backbone_, experts_, gbackbone_, gexperts_;
+  size_t act_elems_ = 0, iact_elems_ = 0;
   std::vector<T> acts_;
   std::vector<int32_t> iacts_;
   std::vector<T> router_bias_;

@@ -1,0 +1,123 @@
+// make_plan: memory, FLOPs and traffic per role from the config alone.
+#include "train/plan.hpp"
+
+#include <fmt/format.h>
+
+#include "model/moe_model.hpp"      // defines: MoeModel::activation_bytes
+#include "model/param_layout.hpp"   // defines: ParamLayout
+#include "parallel/comm.hpp"        // defines: Tier, tier_name, ring_allreduce_bytes
+#include "sync/codec.hpp"           // defines: encoded_bytes
+#include "sync/outer_sync.hpp"      // defines: PushHeader
+
+namespace px {
+
+Plan make_plan(const Config& cfg) {
+  const ModelConfig& m = cfg.model;
+  const TopologyConfig& t = cfg.topology;
+  const ParamLayout L(m);
+  Plan p;
+  p.params_backbone = (int64_t)L.backbone_size;
+  p.params_experts = (int64_t)L.experts_size;
+  p.params_total = p.params_backbone + p.params_experts;
+  const int64_t d = m.d_model, h = m.expert_hidden, E = m.n_experts;
+  const int64_t per_expert = (m.expert_act == ExpertActKind::SWIGLU ? 3 : 2) * d * h;
+  // active matmul parameters per token (the embedding lookup is not a product)
+  p.params_active = p.params_backbone - (int64_t)m.vocab * d + m.moe_layers() * m.top_k * per_expert;
+  p.train_flops_per_token =
+      6.0 * p.params_active + 12.0 * m.n_layers * d * m.seq_len / 2.0;  // causal: half the T x T
+  const int I = t.islands, R = t.ranks_per_island, NL = I * R;
+  const int B = cfg.train.batch_size, T = m.seq_len;
+  p.tokens_per_step = (int64_t)B * T * NL;
+  const bool sync = cfg.train.mode == TrainMode::SYNC;
+  const int64_t P = p.params_total;
+  const double H = cfg.sync.backbone_every, K = cfg.sync.island_every;
+
+  RolePlan lr;
+  lr.role = "learner";
+  lr.count = NL;
+  const double held = sync ? p.params_backbone + (double)p.params_experts / NL : (double)P;
+  lr.param_bytes = 4 * held;
+  lr.grad_bytes = 4 * held;
+  lr.optim_bytes = 8 * held;
+  lr.act_bytes = (double)MoeModel<float>::activation_bytes(m, B, T);
+  lr.bytes_per_step.assign(kTierCount, 0.0);
+  auto& bps = lr.bytes_per_step;
+  const int isl = (int)Tier::ISLAND, bb = (int)Tier::BACKBONE, ep = (int)Tier::EXPERT_PARALLEL;
+  if (sync) {
+    bps[isl] = (double)ring_allreduce_bytes(4 * p.params_backbone, NL);
+    // each MoE layer: rows to other ranks, there and back, in forward and backward
+    const double rows_out = (double)B * T * m.top_k * (NL - 1) / NL;
+    bps[ep] = NL > 1 ? m.moe_layers() * 4.0 * rows_out * d * 4 : 0;
+  } else {
+    const double shard = (double)P / R;
+    lr.outer_bytes = 8.0 * P + (cfg.sync.outer_dtype != WireDtype::FP32 ? 4.0 * shard : 0);
+    if (R > 1) bps[isl] = K > 1 ? ring_allreduce_bytes(4 * P, R) / K
+                                : (double)ring_allreduce_bytes(4 * P, R);
+    if (R > 1) bps[isl] += 4.0 * shard * (R - 1) / H;  // shards all-gathered after each sync
+    const WireDtype dt = cfg.sync.outer_dtype;
+    const double enc = (double)encoded_bytes(dt, (size_t)shard);
+    double per_sync = 0;
+    if (cfg.sync.backbone_sync == BackboneSyncKind::SYNCER)
+      per_sync = sizeof(PushHeader) + enc;
+    else if (dt == WireDtype::FP32 && cfg.sync.merge == MergeKind::MEAN)
+      per_sync = (double)ring_allreduce_bytes((int64_t)(4 * shard), I);
+    else
+      per_sync = enc * (I - 1);
+    bps[bb] = per_sync / H;
+  }
+  p.roles.push_back(lr);
+  if (t.syncers > 0) {
+    RolePlan sr;
+    sr.role = "syncer";
+    sr.count = t.syncers;
+    sr.outer_bytes = 8.0 * P / t.syncers;  // global shards + outer momentum
+    sr.bytes_per_step.assign(kTierCount, 0.0);
+    sr.bytes_per_step[bb] = 4.0 * P / t.syncers * I / H;  // a reply to every island
+    p.roles.push_back(sr);
+  }
+  return p;
+}
+
+namespace {
+std::string human(double b) {
+  const char* u[] = {"B", "KB", "MB", "GB", "TB"};
+  int i = 0;
+  while (b >= 1000 && i < 4) b /= 1000, ++i;
+  return fmt::format("{:.2f} {}", b, u[i]);
+}
+}  // namespace
+
+std::string format_plan(const Config& cfg, const Plan& p) {
+  std::string o;
+  auto count = [](double n) {
+    return n >= 1e9 ? fmt::format("{:.2f} B", n / 1e9) : fmt::format("{:.2f} M", n / 1e6);
+  };
+  o += fmt::format("model: {} parameters ({} backbone, {} routed experts), {} active per token\n",
+                   count(p.params_total), count(p.params_backbone), count(p.params_experts),
+                   count(p.params_active));
+  o += fmt::format("training FLOPs per token: {:.3g} (6 x active + causal attention)\n",
+                   p.train_flops_per_token);
+  o += fmt::format("mode {}, {} islands x {} ranks + {} syncers; {} tokens per step\n",
+                   to_string(cfg.train.mode), cfg.topology.islands, cfg.topology.ranks_per_island,
+                   cfg.topology.syncers, p.tokens_per_step);
+  for (const RolePlan& r : p.roles) {
+    o += fmt::format("\n{} ({} ranks): memory {}\n", r.role, r.count, human(r.total()));
+    o += fmt::format("  parameters {} | gradients {} | AdamW {} | outer state {} | activations {}\n",
+                     human(r.param_bytes), human(r.grad_bytes), human(r.optim_bytes),
+                     human(r.outer_bytes), human(r.act_bytes));
+    o += "  bytes sent per step (mean over an outer period):";
+    double tot = 0;
+    for (int i = 0; i < kTierCount; ++i)
+      if (r.bytes_per_step[i] > 0) {
+        o += fmt::format(" {} {}", tier_name((Tier)i), human(r.bytes_per_step[i]));
+        tot += r.bytes_per_step[i];
+      }
+    o += fmt::format("{}\n", tot > 0 ? "" : " none");
+    if (r.role == "learner" && tot > 0)
+      o += fmt::format("  bytes sent per token this rank trains: {:.2f}\n",
+                       tot / ((double)p.tokens_per_step / r.count));
+  }
+  return o;
+}
+
+}  // namespace px

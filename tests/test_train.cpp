@@ -6,7 +6,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <chrono>
+#include <csignal>
 #include <map>
+#include <thread>
+
+#include <fmt/format.h>
 
 #include "config/config.hpp"
 #include "data/prepare.hpp"
@@ -109,6 +114,31 @@ TEST(TrainResume, BitIdenticalLossesAfterResume) {
   // resuming without --resume into a run dir with checkpoints is refused
   part.resume = false;
   EXPECT_THROW(train(cfg, part), UserError);
+}
+
+// Slurm's pre-emption warning (SIGUSR1): the run checkpoints at the next step and stops, and
+// --resume continues from there.
+TEST(TrainPreemption, SigusrOneCheckpointsAndStops) {
+  const Config cfg = tiny_config({"train.steps=5000", "data.eval_every=0", "checkpoint.every=0",
+                                  "log.every=50"});
+  TrainOptions opt;
+  opt.run_dir = tmp_dir("preempt");
+  opt.quiet = true;
+  install_preemption_handler();
+  std::thread killer([] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    std::raise(SIGUSR1);
+  });
+  const TrainResult a = train(cfg, opt);
+  killer.join();
+  ASSERT_LT(a.end_step, 5000) << "the run did not stop on SIGUSR1";
+  EXPECT_TRUE(fs::exists(opt.run_dir + "/checkpoints/" +
+                         fmt::format("step_{:08d}.h5", a.end_step)));
+  opt.resume = true;
+  opt.stop_after = a.end_step + 5;
+  const TrainResult b = train(cfg, opt);
+  EXPECT_EQ(b.start_step, a.end_step);
+  EXPECT_EQ(b.end_step, a.end_step + 5);
 }
 
 TEST(TrainCli, BadInputExitsWithTwo) {

@@ -115,6 +115,7 @@ void install_preemption_handler() {
 
 TrainResult train(const Config& cfg, const TrainOptions& opt) {
   check_supported(cfg);
+  g_preempted = 0;
   const MPI_Comm world = opt.world;
   int wrank = 0, wsize = 1;
   MPI_Comm_rank(world, &wrank);

@@ -11,6 +11,10 @@
 // peak: dense bf16 tensor-core FLOP/s of the device, from a table keyed by its name.
 // Timing: cudaEvents around step() on the model's stream (the step ends by reading the loss),
 // after warm-up steps, median of several steps, random tokens (a few batches rotated).
+// First, an attention micro-benchmark (B 32, T 1024, causal; hd 64 x 32 heads and hd 128 x 16
+// heads): the bf16 tensor-core flash kernels (forward; backward = rowdot + dK/dV + dQ passes)
+// and, for hd 64, the fp32 CUDA-core kernel; TFLOP/s with the causal FLOP count
+// (forward 4 B H hd T(T+1)/2, backward 2.5x that).
 // Usage: bench_cuda_step [--plan]   (--plan: print the configs and device bytes, no GPU needed)
 #include <algorithm>
 #include <cstdio>
@@ -19,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "attention.cuh"           // defines: px::cuda::attention_forward/backward (fp32)
+#include "attention_bf16.cuh"      // defines: px::cuda::attention_forward_bf16/backward_bf16
 #include "cuda_common.cuh"         // defines: cudaCheck, device_available
 #include "cuda_model.cuh"          // defines: px::cuda::CudaModel
 #include "model/param_layout.hpp"  // defines: px::ParamLayout
@@ -53,7 +59,7 @@ px::ModelConfig moe_1b(int E, int k, int h) {
   px::ModelConfig c;
   c.d_model = 2048;
   c.n_layers = 16;
-  c.n_heads = 32;  // head_dim 64: the attention backward kernel supports 32/64 only
+  c.n_heads = 32;  // head_dim 64
   c.vocab = 32000;
   c.seq_len = 1024;
   c.dense_layers = 1;
@@ -129,6 +135,83 @@ float median(std::vector<float> v) {
   return v[v.size() / 2];
 }
 
+template <class T>
+__global__ void fill_uniform(T* p, size_t n, uint64_t seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x) {
+    const uint64_t r = px::cuda::splitmix64(seed * 0x9E3779B97F4A7C15ull + i);
+    p[i] = (T)(float)((r >> 40) * (4.0 / 16777216.0) - 2.0);
+  }
+}
+
+// Median ms of f() over reps launches (after 2 warm-ups), cudaEvents on stream 0.
+template <class F>
+float time_ms(F f, int reps) {
+  cudaEvent_t e0, e1;
+  cudaCheck(cudaEventCreate(&e0));
+  cudaCheck(cudaEventCreate(&e1));
+  for (int i = 0; i < 2; ++i) f();
+  std::vector<float> t;
+  for (int i = 0; i < reps; ++i) {
+    cudaCheck(cudaEventRecord(e0));
+    f();
+    cudaCheck(cudaEventRecord(e1));
+    cudaCheck(cudaEventSynchronize(e1));
+    float ms = 0;
+    cudaCheck(cudaEventElapsedTime(&ms, e0, e1));
+    t.push_back(ms);
+  }
+  cudaCheck(cudaEventDestroy(e0));
+  cudaCheck(cudaEventDestroy(e1));
+  return median(t);
+}
+
+void bench_attention() {
+  using px::cuda::bf16;
+  struct A { int B, T, H, hd; bool fp32; };
+  const A cases[] = {{32, 1024, 32, 64, true}, {32, 1024, 16, 128, false}};
+  std::printf("\n| attention (causal) | kernel | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s |\n");
+  std::printf("|---|---|---|---|---|---|\n");
+  for (const A& a : cases) {
+    const size_t n = (size_t)a.B * a.T * a.H * a.hd, nl = (size_t)a.B * a.H * a.T;
+    const double ff = 4.0 * a.B * a.H * a.hd * (a.T * (a.T + 1.0) / 2), fb = 2.5 * ff;
+    bf16* buf = nullptr;
+    float *lse = nullptr, *D = nullptr;
+    cudaCheck(cudaMalloc(&buf, 8 * n * sizeof(bf16)));
+    cudaCheck(cudaMalloc(&lse, nl * sizeof(float)));
+    cudaCheck(cudaMalloc(&D, nl * sizeof(float)));
+    bf16 *q = buf, *k = q + n, *v = k + n, *dout = v + n, *out = dout + n, *dq = out + n,
+         *dk = dq + n, *dv = dk + n;
+    fill_uniform<<<1024, 256>>>(buf, 4 * n, 7 + a.hd);
+    cudaCheck(cudaGetLastError());
+    const float tf = time_ms([&] { px::cuda::attention_forward_bf16(out, lse, q, k, v, a.B, a.T, a.H, a.hd); }, 10);
+    const float tb = time_ms([&] {
+      px::cuda::attention_backward_bf16<bf16>(dq, dk, dv, dout, out, q, k, v, lse, a.B, a.T, a.H, a.hd, D);
+    }, 10);
+    std::printf("| B%d T%d H%d hd%d | bf16 mma.sync | %.3f | %.1f | %.3f | %.1f |\n", a.B, a.T,
+                a.H, a.hd, tf, ff / tf / 1e9, tb, fb / tb / 1e9);
+    cudaCheck(cudaFree(buf));
+    if (a.fp32) {
+      float* fbuf = nullptr;
+      cudaCheck(cudaMalloc(&fbuf, 8 * n * sizeof(float)));
+      float *fq = fbuf, *fk = fq + n, *fv = fk + n, *fdo = fv + n, *fo = fdo + n, *fdq = fo + n,
+            *fdk = fdq + n, *fdv = fdk + n;
+      fill_uniform<<<1024, 256>>>(fbuf, 4 * n, 11);
+      cudaCheck(cudaGetLastError());
+      const float gf = time_ms([&] { px::cuda::attention_forward(fo, lse, fq, fk, fv, a.B, a.T, a.H, a.hd); }, 2);
+      const float gb = time_ms([&] {
+        px::cuda::attention_backward(fdq, fdk, fdv, fdo, fo, fq, fk, fv, lse, a.B, a.T, a.H, a.hd, D);
+      }, 2);
+      std::printf("| B%d T%d H%d hd%d | fp32 CUDA cores | %.3f | %.1f | %.3f | %.1f |\n", a.B,
+                  a.T, a.H, a.hd, gf, ff / gf / 1e9, gb, fb / gb / 1e9);
+      cudaCheck(cudaFree(fbuf));
+    }
+    cudaCheck(cudaFree(lse));
+    cudaCheck(cudaFree(D));
+  }
+  std::printf("\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -156,6 +239,7 @@ int main(int argc, char** argv) {
   cudaCheck(cudaGetDeviceProperties(&prop, 0));
   const double peak = peak_flops(prop.name);
   std::printf("device: %s, peak bf16 dense %.0f TFLOP/s\n", prop.name, peak / 1e12);
+  bench_attention();
   struct Row {
     std::string name;
     int batch, seq;

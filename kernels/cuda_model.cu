@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "attention.cuh"      // defines: attention_forward, attention_backward
+#include "attention_bf16.cuh" // defines: attention_forward_bf16, attention_backward_bf16
 #include "cross_entropy.cuh"  // defines: cross_entropy
 #include "elementwise.cuh"    // defines: add, add_inplace, rmsnorm_forward_cast, sum_squares_partial
 #include "embedding.cuh"      // defines: embedding_forward, embedding_backward
@@ -62,10 +62,9 @@ void CudaModel::plan(P& p) {
     b.x = p.template take<float>(N * d);
     b.xn = p.template take<bf16>(N * d);
     b.rstd1 = p.template take<float>(N);
-    b.q = p.template take<float>(N * d);
-    b.k = p.template take<float>(N * d);
-    b.v = p.template take<float>(N * d);
-    b.y = p.template take<float>(N * d);
+    b.q = p.template take<bf16>(N * d);
+    b.k = p.template take<bf16>(N * d);
+    b.v = p.template take<bf16>(N * d);
     b.y_bf = p.template take<bf16>(N * d);
     b.lse = p.template take<float>((size_t)B_ * H * T_);
     b.h = p.template take<float>(N * d);
@@ -112,9 +111,10 @@ void CudaModel::plan(P& p) {
   for (auto& r : dres_) r = p.template take<float>(N * d);
   dmid_ = p.template take<float>(N * d);
   dffn_ = p.template take<float>(N * d);
-  dq_ = p.template take<float>(N * d);
-  dk_ = p.template take<float>(N * d);
-  dv_ = p.template take<float>(N * d);
+  dq_ = p.template take<bf16>(N * d);
+  dk_ = p.template take<bf16>(N * d);
+  dv_ = p.template take<bf16>(N * d);
+  dy_bf_ = p.template take<bf16>(N * d);
   dcur_bf_ = p.template take<bf16>(N * d);
   tmp_bf_ = p.template take<bf16>(N * d);
   attn_scratch_ = p.template take<float>((size_t)B_ * H * T_);
@@ -140,7 +140,7 @@ CudaModel::CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate)
   const int hd = cfg.head_dim();
   need(batch > 0 && seq > 0, "batch and seq must be positive");
   need(hd * cfg.n_heads == cfg.d_model, "d_model must be n_heads * head_dim");
-  need(hd == 32 || hd == 64, "head_dim must be 32 or 64 (attention backward)");
+  need(hd == 32 || hd == 64 || hd == 128, "head_dim must be 32, 64 or 128 (attention)");
   need(cfg.d_model % 8 == 0 && cfg.expert_hidden % 8 == 0 && cfg.dense_hidden % 8 == 0,
        "d_model, expert_hidden and dense_hidden must be multiples of 8");
   need(cfg.n_experts <= 1024 && cfg.top_k <= cfg.n_experts && cfg.top_k <= 32,
@@ -293,11 +293,10 @@ void CudaModel::forward(bool need_grad) {
     matmul(b.k, b.xn, wb + o.wk, N, d, d, false, false, false, st);
     matmul(b.v, b.xn, wb + o.wv, N, d, d, false, false, false, st);
     mark(PROF_ATTENTION);
-    rope_forward<float>(b.q, b.q, B_, T_, H, hd, st);
-    rope_forward<float>(b.k, b.k, B_, T_, H, hd, st);
-    attention_forward(b.y, b.lse, b.q, b.k, b.v, B_, T_, H, hd, st);
+    rope_forward<bf16>(b.q, b.q, B_, T_, H, hd, st);
+    rope_forward<bf16>(b.k, b.k, B_, T_, H, hd, st);
+    attention_forward_bf16(b.y_bf, b.lse, b.q, b.k, b.v, B_, T_, H, hd, st);
     mark(PROF_ELEMENTWISE);
-    convert_f32_to_bf16(b.y_bf, b.y, Nd, st);
     cudaCheck(cudaMemcpyAsync(b.h, b.x, Nd * sizeof(float), cudaMemcpyDeviceToDevice, st));
     mark(PROF_ATTN_GEMM);
     matmul(b.h, b.y_bf, wb + o.wo, N, d, d, false, false, true, st);
@@ -422,23 +421,22 @@ void CudaModel::backward() {
     mark(PROF_NORM);
     rmsnorm_backward<float>(dmid_, gb + o.ffn_g, dffn_, b.h, pb + o.ffn_g, b.rstd2, N, d, st);
     add_inplace<float>(dmid_, dcur, Nd, st);
-    // attention block (dffn_ is reused: first dy, then dxn)
+    // attention block (dy in dy_bf_; dffn_ is reused for dxn)
     mark(PROF_ATTN_GEMM);
     convert_f32_to_bf16(tmp_bf_, dmid_, Nd, st);
     matmul(gb + o.wo, b.y_bf, tmp_bf_, d, N, d, true, false, true, st);
-    matmul(dffn_, tmp_bf_, wb + o.wo, N, d, d, false, true, false, st);
+    matmul(dy_bf_, tmp_bf_, wb + o.wo, N, d, d, false, true, false, st);
     mark(PROF_ATTENTION);
-    attention_backward(dq_, dk_, dv_, dffn_, b.y, b.q, b.k, b.v, b.lse, B_, T_, H, hd,
-                       attn_scratch_, st);
-    rope_backward<float>(dq_, dq_, B_, T_, H, hd, st);
-    rope_backward<float>(dk_, dk_, B_, T_, H, hd, st);
-    const float* dqkv[3] = {dq_, dk_, dv_};
+    attention_backward_bf16<bf16>(dq_, dk_, dv_, dy_bf_, b.y_bf, b.q, b.k, b.v, b.lse, B_, T_,
+                                  H, hd, attn_scratch_, st);
+    rope_backward<bf16>(dq_, dq_, B_, T_, H, hd, st);
+    rope_backward<bf16>(dk_, dk_, B_, T_, H, hd, st);
+    const bf16* dqkv[3] = {dq_, dk_, dv_};
     const size_t wqkv[3] = {o.wq, o.wk, o.wv};
     mark(PROF_ATTN_GEMM);
     for (int i = 0; i < 3; ++i) {
-      convert_f32_to_bf16(tmp_bf_, dqkv[i], Nd, st);
-      matmul(gb + wqkv[i], b.xn, tmp_bf_, d, N, d, true, false, true, st);
-      matmul(dffn_, tmp_bf_, wb + wqkv[i], N, d, d, false, true, i > 0, st);
+      matmul(gb + wqkv[i], b.xn, dqkv[i], d, N, d, true, false, true, st);
+      matmul(dffn_, dqkv[i], wb + wqkv[i], N, d, d, false, true, i > 0, st);
     }
     mark(PROF_NORM);
     rmsnorm_backward<float>(dnext, gb + o.attn_g, dffn_, b.x, pb + o.attn_g, b.rstd1, N, d, st);

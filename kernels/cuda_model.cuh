@@ -6,15 +6,16 @@
 //
 // Precision (DESIGN §9): fp32 master weights, gradients and optimizer moments; a bf16 copy of
 // every weight (refreshed by the optimizer pass) feeds the GEMMs. The residual stream, RMSNorm
-// statistics, RoPE, attention (fp32 flash kernel), router (fp32 GEMM, so top-k selection sees
-// fp32 scores), aux loss, cross-entropy and all reductions are fp32; the attention
-// projections, head, dense FFN, shared and routed experts are bf16 x bf16 -> fp32-accumulate
+// statistics, router (fp32 GEMM, so top-k selection sees fp32 scores), aux loss,
+// cross-entropy and all reductions are fp32; q, k, v (RoPE in fp32 math on bf16 storage),
+// the attention output and dq/dk/dv are bf16 (tensor-core flash attention, fp32 accumulate
+// and softmax statistics, kernels/attention_bf16); the attention projections, head, dense FFN, shared and routed experts are bf16 x bf16 -> fp32-accumulate
 // GEMMs (cuBLASLt, or the grouped expert kernel with one segment for the dense FFN and each
 // shared expert). Activations that only feed GEMMs are stored bf16.
 //
 // A step runs on the model's stream without host synchronisation (the expert segment bounds
 // stay on the device) until the loss is read at its end. Limits: balance = "aux" only (no
-// router bias), one batch shape [batch, seq], head_dim 32 or 64 (attention backward), d_model,
+// router bias), one batch shape [batch, seq], head_dim 32, 64 or 128, d_model,
 // expert_hidden and dense_hidden multiples of 8, n_experts <= 1024.
 #include <algorithm>
 #include <cstdint>
@@ -89,9 +90,8 @@ class CudaModel {
     float* x = nullptr;      // [N, d] layer input (residual stream)
     bf16* xn = nullptr;      // [N, d] RMSNorm(x), attention GEMM operand
     float* rstd1 = nullptr;  // [N]
-    float *q = nullptr, *k = nullptr, *v = nullptr;  // [N, d] (q, k after RoPE)
-    float* y = nullptr;      // [N, d] attention output
-    bf16* y_bf = nullptr;    // [N, d] its bf16 copy (Wo operand)
+    bf16 *q = nullptr, *k = nullptr, *v = nullptr;  // [N, d] (q, k after RoPE)
+    bf16* y_bf = nullptr;    // [N, d] attention output (Wo operand)
     float* lse = nullptr;    // [B, H, T]
     float* h = nullptr;      // [N, d] x + attention
     bf16* xn2 = nullptr;     // [N, d] RMSNorm(h)
@@ -179,7 +179,7 @@ class CudaModel {
   void* perm_scratch_ = nullptr;
   // backward / shared scratch
   float *dres_[2] = {nullptr, nullptr}, *dmid_ = nullptr, *dffn_ = nullptr;  // [N, d]
-  float *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr;                      // [N, d]
+  bf16 *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr, *dy_bf_ = nullptr;   // [N, d]
   bf16 *dcur_bf_ = nullptr, *tmp_bf_ = nullptr;                              // [N, d]
   float* attn_scratch_ = nullptr;                                            // [B*H*T]
   bf16 *xp_ = nullptr, *dyp_ = nullptr, *dxp_ = nullptr;                     // [N*k, d]

@@ -47,6 +47,12 @@ class CudaModel {
   void download_params(float* backbone, float* experts) const;
   // Gradients of the last backward (before clipping and the optimizer).
   void download_grads(float* backbone, float* experts) const;
+  // AdamW moments in ParamLayout order, and the step count (checkpoints: exact resume).
+  // upload_optimizer must follow upload_params (which resets the moments).
+  void download_optimizer(float* m_backbone, float* m_experts, float* v_backbone,
+                          float* v_experts) const;
+  void upload_optimizer(const float* m_backbone, const float* m_experts, const float* v_backbone,
+                        const float* v_experts, int steps_taken);
 
   // Mean cross-entropy + aux loss on inputs/targets [batch * seq] (host int32), no backward.
   double forward_loss(const int32_t* host_inputs, const int32_t* host_targets);

@@ -245,6 +245,8 @@ TEST(Config, CheckSupported) {
   expect_user_error([] {
     px::check_supported(parse(kMinimal, {"topology.islands=4", "sync.quorum=3"}));
   }, {"sync.quorum = 3", "deterministic"});
-  expect_user_error([] { px::check_supported(parse(kMinimal, {"train.device=cuda"})); },
-                    {"train.device = \"cuda\"", "not supported yet"});
+  EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.device=cuda"})));
+  expect_user_error([] {
+    px::check_supported(parse(kMinimal, {"train.device=cuda", "topology.islands=2"}));
+  }, {"train.device = \"cuda\"", "one rank"});
 }

@@ -155,6 +155,11 @@ TEST(TrainCli, BadInputExitsWithTwo) {
   EXPECT_EQ(run_cli("config " + tiny + " --print"), 0);
   EXPECT_EQ(run_cli("train " + tiny + " --out " + d + "/run data.dir=" + d + "/nodata"), 2);
   EXPECT_FALSE(fs::exists(d + "/run"));  // nothing half-written for a bad data path
+  // device = "cuda" without a GPU (CI) or without a CUDA build: a clear error, nothing written
+  EXPECT_EQ(run_cli("train " + tiny + " --out " + d + "/gpu data.dir=" + corpus_dir() +
+                    " train.device=cuda"),
+            ::getenv("PX_EXPECT_GPU") ? 0 : 2);
+  if (!::getenv("PX_EXPECT_GPU")) EXPECT_FALSE(fs::exists(d + "/gpu"));
   EXPECT_EQ(run_cli("data prepare --input " + d + "/nothing.txt --out " + d + "/o"), 2);
   EXPECT_EQ(run_cli("data prepare --input " + tiny + " --out " + d + "/o --vocab 100"), 2);
   {

@@ -105,9 +105,18 @@ void check_supported(const Config& c) {
   if (t.expert_workers != 0)
     fail(fmt::format("topology.expert_workers = {} is not supported yet (planned with mode "
                      "\"parallax\"); set it to 0", t.expert_workers));
-  if (c.train.device == DeviceKind::CUDA)
-    fail("train.device = \"cuda\" is not supported yet (planned: the CUDA backend behind the "
-         "model); this release trains with device = \"cpu\"");
+  if (c.train.device == DeviceKind::CUDA) {
+    if (t.islands * t.ranks_per_island != 1 || t.syncers != 0)
+      fail(fmt::format("train.device = \"cuda\" trains on one rank for now (1 island x 1 rank, "
+                       "no syncers); got {} x {} + {} syncers: use device = \"cpu\" for "
+                       "multi-rank runs", t.islands, t.ranks_per_island, t.syncers));
+    if (c.model.balance != BalanceKind::AUX)
+      fail("model.balance = \"bias\" is not supported with train.device = \"cuda\" yet; use "
+           "\"aux\"");
+    if (c.train.optimizer != OptimizerKind::ADAMW)
+      fail("train.optimizer = \"sgd\" is not supported with train.device = \"cuda\"; use "
+           "\"adamw\"");
+  }
   if (c.train.mode == TrainMode::SYNC && t.syncers != 0)
     fail(fmt::format("topology.syncers = {}: mode \"sync\" has no outer sync to serve; use 0 "
                      "syncers or mode \"diloco\" with sync.backbone_sync = \"syncer\"",

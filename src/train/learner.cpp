@@ -20,14 +20,35 @@ Learner::Learner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_ba
   } else {
     opt_ = std::make_unique<AdamW>(model_.layout(), ac);
   }
+  if (cfg.train.device == DeviceKind::CUDA) {
+    gpu_ = std::make_unique<GpuStepper>(cfg.model, micro_batch, cfg.model.seq_len);
+    gpu_->upload(model_, *opt_);
+  }
   if (dp.size() > 1) {
     sum_stats_ = [this](double* v, int n) { dp_.allreduce_sum(v, n, Tier::CONTROL); };
     model_.set_parallel((double)B_ * T_ * dp.size(), &sum_stats_, ep_.get());
   }
 }
 
+void Learner::sync_to_host() {
+  if (gpu_) gpu_->download(model_, *opt_);
+}
+
+void Learner::sync_to_device() {
+  if (gpu_) gpu_->upload(model_, *opt_);
+}
+
 StepStats Learner::step(const int32_t* in, const int32_t* tg, double lr) {
   StepStats s;
+  if (gpu_) {  // one GPU, one rank (check_supported): the whole step runs there
+    GpuStepper::Result r = gpu_->step(in, tg, lr, cfg_.train.grad_clip, cfg_.train.weight_decay);
+    s.ce = r.ce;
+    s.aux = r.aux;
+    s.loss = r.ce + r.aux;
+    s.grad_norm = r.grad_norm;
+    s.counts = std::move(r.counts);
+    return s;
+  }
   model_.zero_grad();
   model_.forward(in, tg);
   model_.backward();
@@ -57,6 +78,7 @@ StepStats Learner::step(const int32_t* in, const int32_t* tg, double lr) {
 }
 
 double Learner::eval_batch(const int32_t* in, const int32_t* tg) {
+  if (gpu_) return gpu_->eval(in, tg);
   // every rank evaluates the same batch: local statistics, local mean
   if (dp_.size() > 1) model_.set_parallel(0, nullptr, ep_.get());
   model_.forward(in, tg);

@@ -11,6 +11,7 @@
 #include "optim/adamw.hpp"                // defines: AdamW
 #include "parallel/comm.hpp"              // defines: Comm
 #include "parallel/expert_parallel.hpp"   // defines: ExpertParallel
+#include "train/gpu_step.hpp"             // defines: GpuStepper
 
 namespace px {
 
@@ -30,6 +31,11 @@ class Learner {
   // Mean CE of one evaluation batch (the same batch on every rank of the group).
   double eval_batch(const int32_t* inputs, const int32_t* targets);
 
+  // train.device = "cuda": the GPU holds the live state; these copy it to / from the host
+  // model and optimizer (before a checkpoint / after a resume). No-ops on the CPU.
+  void sync_to_host();
+  void sync_to_device();
+
   MoeModel<float>& model() { return model_; }
   AdamW& opt() { return *opt_; }
   const ExpertParallel* expert_parallel() const { return ep_.get(); }
@@ -41,6 +47,7 @@ class Learner {
   MoeModel<float> model_;
   std::unique_ptr<ExpertParallel> ep_;
   std::unique_ptr<AdamW> opt_;
+  std::unique_ptr<GpuStepper> gpu_;
   std::function<void(double*, int)> sum_stats_;
 };
 

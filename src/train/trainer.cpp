@@ -134,6 +134,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   std::unique_ptr<TokenSplit> train_split, val_split;
   std::unique_ptr<BpeTokenizer> tok;
   on_all_ranks(world, [&] {
+    if (cfg.train.device == DeviceKind::CUDA) GpuStepper::require();
     val_split = std::make_unique<TokenSplit>(cfg.data.dir, "val");
     train_split = std::make_unique<TokenSplit>(cfg.data.dir, "train", part, NL);
     if (train_split->vocab_size() > mc.vocab)
@@ -190,6 +191,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   Progress pg;
   if (!resume_from.empty()) {
     load_learner_state(resume_from, wrank, cfg, L, outer.get(), pg);
+    L.sync_to_device();
     if (outer) outer->restore(pg.step, pg.island_tokens);
     loader.set_cursor(pg.data_cursor);
     log->info("resumed from {} (step {})", resume_from, pg.step);
@@ -245,6 +247,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     }
     ParallelCheckpointWriter w;
     pg.data_cursor = loader.cursor();
+    L.sync_to_host();
     add_learner_state(w, L, outer.get(), pg);
     const std::string p = commit_checkpoint(world, w, ckpt_dir, cfg, step, tok.get(),
                                             cfg.checkpoint.keep);

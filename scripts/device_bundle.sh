@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Packs what a GPU machine without MPI/HDF5 packages needs to run the CUDA tests, the CUDA
+# benchmarks and `parallax train train.device=cuda` into .gpu/ (git-ignored): binaries built
+# for one architecture, the non-system shared libraries they use (not cuBLAS: the GPU
+# machine has its own), Open MPI's and PMIx's plugins, and a prepared demo corpus.
+# Usage: bash scripts/device_bundle.sh [ARCH, default 90]; then on the GPU machine:
+#   cd .gpu && source env.sh && ./parallax_cuda_tests && ./parallax train ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARCH=${1:-90}
+cmake -S . -B build$ARCH -DPARALLAX_CUDA=ON -DPARALLAX_CUDA_ARCHS=$ARCH -DCMAKE_BUILD_TYPE=Release > /dev/null
+cmake --build build$ARCH -j "$(nproc)" --target parallax parallax_cuda_tests bench_cuda bench_cuda_step
+rm -rf .gpu && mkdir -p .gpu/lib
+cp build$ARCH/parallax build$ARCH/tests/parallax_cuda_tests build$ARCH/bench/bench_cuda build$ARCH/bench/bench_cuda_step .gpu/
+ldd build$ARCH/parallax build$ARCH/tests/parallax_cuda_tests | awk '/=>/{print $3}' | sort -u |
+  grep -vE 'libc\.so|libm\.so|libstdc\+\+|libgcc_s|libpthread|libdl\.|librt\.|ld-linux|cublas|libcuda\.' |
+  xargs -r -I{} cp -L {} .gpu/lib/
+cp -r /usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3 .gpu/openmpi3
+cp -r /usr/lib/x86_64-linux-gnu/pmix2/lib/pmix .gpu/pmix 2>/dev/null || true
+[ -f data/fortunes-2048/val.h5 ] || ./build$ARCH/parallax data prepare --input /usr/share/games/fortunes --out data/fortunes-2048 --vocab 2048
+mkdir -p .gpu/data && cp -r data/fortunes-2048 .gpu/data/
+cp experiments/small.toml .gpu/
+cat > .gpu/env.sh <<'ENV'
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export LD_LIBRARY_PATH=$here/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export OMPI_MCA_mca_base_component_path=$here/openmpi3 PMIX_MCA_mca_base_component_path=$here/pmix
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=4
+ENV
+du -sh .gpu

@@ -439,11 +439,11 @@ void bench_kernels() {
     px::cuda::moe_permute_build(bounds, pos, row_token, idx, N, E, k, 1, pscratch);
   });
   cudaCheck(cudaDeviceSynchronize());
-  std::printf("\\n| kernel (N %d, d %d, k %d, E %d, H %d x %d) | ms | MB moved | GB/s |\\n", N, d,
+  std::printf("\n| kernel (N %d, d %d, k %d, E %d, H %d x %d) | ms | MB moved | GB/s |\n", N, d,
               k, E, H, hd);
-  std::printf("|---|---|---|---|\\n");
+  std::printf("|---|---|---|---|\n");
   for (const K& r : rows)
-    std::printf("| %s | %.3f | %.0f | %.0f |\\n", r.name, r.ms, r.bytes / MB, r.bytes / r.ms / 1e6);
+    std::printf("| %s | %.3f | %.0f | %.0f |\n", r.name, r.ms, r.bytes / MB, r.bytes / r.ms / 1e6);
   for (void* p : std::initializer_list<void*>{xb, q, kk, bs, Yp, Xp, dYp, x, dout, res, dx, xf, g, dg,
                                               rstd, gates, dgates, scratch, logits, probs, dl,
                                               idx, pos, row_token, bounds, pscratch})

@@ -15,9 +15,9 @@
 #include "embedding.cuh"      // defines: embedding_forward, embedding_backward
 #include "expert_ffn.cuh"     // defines: expert_ffn_forward, expert_ffn_backward
 #include "matmul_lt.cuh"      // defines: matmul
-#include "moe_permute.cuh"    // defines: moe_permute_build, gather_rows, combine_rows, ...
-#include "rmsnorm.cuh"        // defines: rmsnorm_backward
-#include "rope.cuh"           // defines: rope_forward, rope_backward
+#include "moe_permute.cuh"    // defines: moe_permute_build, permute_rows, combine_rows_add, ...
+#include "rmsnorm.cuh"        // defines: rmsnorm_backward_fused
+#include "rope.cuh"           // defines: rope_forward2, rope_backward2
 #include "router.cuh"         // defines: router_forward, router_stats, router_backward
 
 namespace px::cuda {
@@ -108,6 +108,7 @@ void CudaModel::plan(P& p) {
   hyper_ = p.template take<float>(8);
   partials_ = p.template take<float>(2 * kSumSqBlocks);
   perm_scratch_ = p.template take<char>(moe_permute_scratch_bytes(N_, (int)E, (int)k));
+  norm_scratch_ = p.template take<char>(rmsnorm_backward_scratch_bytes(N_, (int)d));
   for (auto& r : dres_) r = p.template take<float>(N * d);
   dmid_ = p.template take<float>(N * d);
   dffn_ = p.template take<float>(N * d);
@@ -293,8 +294,7 @@ void CudaModel::forward(bool need_grad) {
     matmul(b.k, b.xn, wb + o.wk, N, d, d, false, false, false, st);
     matmul(b.v, b.xn, wb + o.wv, N, d, d, false, false, false, st);
     mark(PROF_ATTENTION);
-    rope_forward<bf16>(b.q, b.q, B_, T_, H, hd, st);
-    rope_forward<bf16>(b.k, b.k, B_, T_, H, hd, st);
+    rope_forward2<bf16>(b.q, b.k, B_, T_, H, hd, st);
     attention_forward_bf16(b.y_bf, b.lse, b.q, b.k, b.v, B_, T_, H, hd, st);
     mark(PROF_ELEMENTWISE);
     cudaCheck(cudaMemcpyAsync(b.h, b.x, Nd * sizeof(float), cudaMemcpyDeviceToDevice, st));
@@ -319,7 +319,7 @@ void CudaModel::forward(bool need_grad) {
     moe_aux_loss(b.aux_coef, loss_ + 1, b.counts, b.prob_mean, N, E, k, (float)cfg_.aux_alpha,
                  st);
     moe_permute_build(b.bounds, b.pos, b.row_token, b.idx, N, E, k, 1, perm_scratch_, st);
-    gather_rows<bf16>(xp_, b.xn2, b.row_token, N * k, d, st);
+    permute_rows<bf16>(xp_, b.xn2, b.pos, N, k, d, st);
     mark(PROF_EXPERTS);
     expert_ffn_forward(b.yp, b.ea, b.eb, b.eact, xp_, we + o.expert_w1,
                        glu ? we + o.expert_w3 : nullptr, we + o.expert_w2, b.bounds, N * k, E, d,
@@ -327,17 +327,17 @@ void CudaModel::forward(bool need_grad) {
     // shared experts (each one segment over all N rows), then the gated routed outputs
     const size_t wsz = (size_t)d * h, asz = (size_t)N * h;
     mark(PROF_DENSE_FFN);
-    if (S == 0)
-      cudaCheck(cudaMemcpyAsync(next, b.h, Nd * sizeof(float), cudaMemcpyDeviceToDevice, st));
     for (int s = 0; s < S; ++s) {
       expert_ffn_forward(tmp_bf_, b.fa + s * asz, glu ? b.fb + s * asz : nullptr,
                          b.fact + s * asz, b.xn2, wb + o.shared_w1 + s * wsz,
                          glu ? wb + o.shared_w3 + s * wsz : nullptr, wb + o.shared_w2 + s * wsz,
                          bounds1_, N, 1, d, h, kind, st);
-      add<bf16>(next, s == 0 ? b.h : next, tmp_bf_, Nd, st);
+      if (s + 1 < S) add<bf16>(next, s == 0 ? b.h : next, tmp_bf_, Nd, st);
     }
+    // next = (h or the sum so far) + last shared output + gated routed outputs, one pass
     mark(PROF_ROUTING);
-    combine_rows<float, bf16>(next, b.yp, b.gates, b.pos, N, k, d, st);
+    combine_rows_add(next, S <= 1 ? b.h : next, S > 0 ? tmp_bf_ : nullptr, b.yp, b.gates, b.pos,
+                     N, k, d, st);
   }
   mark(PROF_NORM);
   rmsnorm_forward_cast(xf_, nullptr, rstdf_, resid_out_, pb + d_final_g_, N, d, st);
@@ -372,15 +372,15 @@ void CudaModel::backward() {
   float* dcur = dres_[0];
   float* dnext = dres_[1];
   mark(PROF_NORM);
-  rmsnorm_backward<float>(dcur, gb + d_final_g_, dmid_, resid_out_, pb + d_final_g_,
-                          rstdf_, N, d, st);
+  // dcur (fp32) and its bf16 copy dcur_bf_ (the dense / shared expert backward operand)
+  rmsnorm_backward_fused<float>(dcur, dcur_bf_, gb + d_final_g_, dmid_, resid_out_,
+                                pb + d_final_g_, rstdf_, nullptr, N, d, norm_scratch_, st);
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
     const LayerBufs& b = L_[l];
     const LayerOffsets& o = dl_[l];
     // FFN branch: dffn = d(FFN output)/d(xn2) applied to dcur
     if (!cfg_.is_moe(l)) {
       mark(PROF_DENSE_FFN);
-      convert_f32_to_bf16(dcur_bf_, dcur, Nd, st);
       expert_ffn_backward(tmp_bf_, gb + o.dense_w1, gb + o.dense_w3, gb + o.dense_w2, dcur_bf_,
                           b.xn2, b.fa, b.fb, b.fact, wb + o.dense_w1, wb + o.dense_w3,
                           wb + o.dense_w2, bounds1_, N, 1, d, dh, px::cpu::EXPERT_ACT_SWIGLU,
@@ -389,7 +389,7 @@ void CudaModel::backward() {
     } else {
       mark(PROF_ROUTING);
       combine_rows_backward<float, bf16>(dyp_, dgates_, dcur, b.yp, b.gates, b.pos, N, k, d, st);
-      gather_rows<bf16>(xp_, b.xn2, b.row_token, N * k, d, st);  // recomputed, not stored
+      permute_rows<bf16>(xp_, b.xn2, b.pos, N, k, d, st);  // recomputed, not stored
       mark(PROF_EXPERTS);
       expert_ffn_backward(dxp_, ge + o.expert_w1, glu ? ge + o.expert_w3 : nullptr,
                           ge + o.expert_w2, dyp_, xp_, b.ea, b.eb, b.eact, we + o.expert_w1,
@@ -398,7 +398,6 @@ void CudaModel::backward() {
       const size_t wsz = (size_t)d * h, asz = (size_t)N * h;
       mark(PROF_DENSE_FFN);
       if (S == 0) cudaCheck(cudaMemsetAsync(dffn_, 0, Nd * sizeof(float), st));
-      if (S > 0) convert_f32_to_bf16(dcur_bf_, dcur, Nd, st);
       for (int s = 0; s < S; ++s) {
         expert_ffn_backward(tmp_bf_, gb + o.shared_w1 + s * wsz,
                             glu ? gb + o.shared_w3 + s * wsz : nullptr, gb + o.shared_w2 + s * wsz,
@@ -419,18 +418,17 @@ void CudaModel::backward() {
     }
     // dmid = d loss / d h = dcur + RMSNorm backward of dffn
     mark(PROF_NORM);
-    rmsnorm_backward<float>(dmid_, gb + o.ffn_g, dffn_, b.h, pb + o.ffn_g, b.rstd2, N, d, st);
-    add_inplace<float>(dmid_, dcur, Nd, st);
+    // dmid = dcur + RMSNorm backward of dffn, and its bf16 copy (the Wo GEMM operand)
+    rmsnorm_backward_fused<float>(dmid_, tmp_bf_, gb + o.ffn_g, dffn_, b.h, pb + o.ffn_g,
+                                  b.rstd2, dcur, N, d, norm_scratch_, st);
     // attention block (dy in dy_bf_; dffn_ is reused for dxn)
     mark(PROF_ATTN_GEMM);
-    convert_f32_to_bf16(tmp_bf_, dmid_, Nd, st);
     matmul(gb + o.wo, b.y_bf, tmp_bf_, d, N, d, true, false, true, st);
     matmul(dy_bf_, tmp_bf_, wb + o.wo, N, d, d, false, true, false, st);
     mark(PROF_ATTENTION);
     attention_backward_bf16<bf16>(dq_, dk_, dv_, dy_bf_, b.y_bf, b.q, b.k, b.v, b.lse, B_, T_,
                                   H, hd, attn_scratch_, st);
-    rope_backward<bf16>(dq_, dq_, B_, T_, H, hd, st);
-    rope_backward<bf16>(dk_, dk_, B_, T_, H, hd, st);
+    rope_backward2<bf16>(dq_, dk_, B_, T_, H, hd, st);
     const bf16* dqkv[3] = {dq_, dk_, dv_};
     const size_t wqkv[3] = {o.wq, o.wk, o.wv};
     mark(PROF_ATTN_GEMM);
@@ -439,8 +437,9 @@ void CudaModel::backward() {
       matmul(dffn_, dqkv[i], wb + wqkv[i], N, d, d, false, true, i > 0, st);
     }
     mark(PROF_NORM);
-    rmsnorm_backward<float>(dnext, gb + o.attn_g, dffn_, b.x, pb + o.attn_g, b.rstd1, N, d, st);
-    add_inplace<float>(dnext, dmid_, Nd, st);
+    // dnext = dmid + RMSNorm backward of dxn; bf16 copy for the next layer's FFN backward
+    rmsnorm_backward_fused<float>(dnext, l > 0 ? dcur_bf_ : nullptr, gb + o.attn_g, dffn_, b.x, pb + o.attn_g,
+                                  b.rstd1, dmid_, N, d, norm_scratch_, st);
     std::swap(dcur, dnext);
   }
   mark(PROF_EMBED);

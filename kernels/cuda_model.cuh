@@ -183,6 +183,7 @@ class CudaModel {
   float* loss_ = nullptr;                    // [4]: ce, aux, grad norm, clip scale
   float* partials_ = nullptr;                // [2 * kSumSqBlocks]
   void* perm_scratch_ = nullptr;
+  void* norm_scratch_ = nullptr;             // rmsnorm backward dg partials
   // backward / shared scratch
   float *dres_[2] = {nullptr, nullptr}, *dmid_ = nullptr, *dffn_ = nullptr;  // [N, d]
   bf16 *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr, *dy_bf_ = nullptr;   // [N, d]

@@ -1,6 +1,8 @@
 // defines: add_inplace, add, rmsnorm_forward_cast, sum_squares_partial, grad_clip_finish
 #include "elementwise.cuh"
 
+#include "rmsnorm.cuh"  // defines: rmsnorm_forward_cast_vec, rmsnorm_vec_ok
+
 namespace px::cuda {
 
 namespace {
@@ -69,6 +71,8 @@ void add(float* out, const float* a, const T* b, size_t n, cudaStream_t stream) 
 void rmsnorm_forward_cast(bf16* out_bf16, float* out_f32, float* rstd, const float* x,
                           const float* g, int N, int d, cudaStream_t stream) {
   if (N <= 0) return;
+  if (rmsnorm_vec_ok(d, out_bf16, out_f32, x, g))
+    return rmsnorm_forward_cast_vec(out_bf16, out_f32, rstd, x, g, N, d, stream);
   int threads = d >= 1024 ? 512 : (d >= 256 ? 256 : 128);
   rmsnorm_cast_kernel<<<N, threads, 0, stream>>>(out_bf16, out_f32, rstd, x, g, d);
   cudaCheckLaunch();

@@ -1,5 +1,11 @@
-// defines: moe_permute_build, gather_rows, combine_rows, combine_rows_backward, scatter_add_rows
+// defines: moe_permute_build, gather_rows, permute_rows, combine_rows, combine_rows_add,
+// combine_rows_backward, scatter_add_rows
 #include "moe_permute.cuh"
+
+#include <algorithm>
+#include <initializer_list>
+
+#include "elementwise.cuh"  // defines: load8, store8, aligned16
 
 namespace px::cuda {
 
@@ -127,6 +133,171 @@ __global__ void scatter_add_rows_kernel(TO* dX, const TI* dXp, const int32_t* po
   }
 }
 
+
+// ---- vectorised row kernels (rows of 16-byte units; combine: chunks of 8 elements) --------
+
+constexpr int kWarpsPerBlock = 8;  // one warp per token (combine, permute), 8 per block
+
+// Xp[r] = X[row_token[r]] in 16-byte units, 4 units per thread in flight.
+__global__ void gather_units_kernel(uint4* __restrict__ Xp, const uint4* __restrict__ X,
+                                    const int32_t* __restrict__ row_token, int rows, int upr) {
+  const size_t total = (size_t)rows * upr;
+  const size_t stride = (size_t)gridDim.x * blockDim.x;
+  for (size_t i0 = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i0 < total; i0 += 4 * stride) {
+    uint4 v[4];
+    size_t dst[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const size_t i = i0 + q * stride;
+      dst[q] = i;
+      v[q] = make_uint4(0, 0, 0, 0);
+      if (i < total) {
+        const int r = (int)(i / upr), u = (int)(i - (size_t)r * upr);
+        const int t = row_token[r];
+        if (t >= 0) v[q] = X[(size_t)t * upr + u];
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      if (dst[q] < total) Xp[dst[q]] = v[q];
+  }
+}
+
+// Xp[pos[n*k+j]] = X[n]: one warp per token reads its row once and writes it k times.
+__global__ void permute_units_kernel(uint4* __restrict__ Xp, const uint4* __restrict__ X,
+                                     const int32_t* __restrict__ pos, int N, int k, int upr) {
+  const int lane = threadIdx.x & 31;
+  const int n = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const int mypos = lane < k ? pos[(size_t)n * k + lane] : 0;
+  const uint4* src = X + (size_t)n * upr;
+  // uniform trip count across the warp (the shuffles need all 32 lanes)
+  for (int ub = 0; ub < upr; ub += 4 * 32) {
+    const int u0 = ub + lane;
+    uint4 v[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      if (u0 + q * 32 < upr) v[q] = src[u0 + q * 32];
+    for (int j = 0; j < k; ++j) {
+      const size_t r = (size_t)__shfl_sync(0xffffffffu, mypos, j);
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+        if (u0 + q * 32 < upr) Xp[r * upr + u0 + q * 32] = v[q];
+    }
+  }
+}
+
+// out[n] = base[n] (+ b2[n]) + sum_j gate_j Yp[pos[n,j]] (gate 1 when !GATED); base = a or
+// out itself. One warp per token, a lane handles chunks of 8 columns, the k source rows of
+// a chunk loaded together (KM >= k, unrolled).
+template <class TO, class TY, int KM, bool GATED>
+__global__ void combine_vec_kernel(TO* out, const float* a, const bf16* b2, const TY* Yp,
+                                   const float* gates, const int32_t* pos, int N, int k, int d) {
+  const int lane = threadIdx.x & 31;
+  const int n = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const int mypos = lane < k ? pos[(size_t)n * k + lane] : 0;
+  const float myg = GATED && lane < k ? gates[(size_t)n * k + lane] : 1.f;
+  const size_t o = (size_t)n * d;
+  for (int cb = 0; cb < d / 8; cb += 32) {  // uniform trip count (shuffles inside)
+    const int c = cb + lane;
+    const bool act = c < d / 8;
+    float s[8], t[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) s[u] = 0.f;
+    if (act) {
+      if (a) load8(a + o + c * 8, s);
+      else load8(out + o + c * 8, s);
+    }
+    if (b2 && act) {
+      load8(b2 + o + c * 8, t);
+#pragma unroll
+      for (int u = 0; u < 8; ++u) s[u] += t[u];
+    }
+#pragma unroll
+    for (int j = 0; j < KM; ++j) {
+      if (j < k) {
+        const size_t r = (size_t)__shfl_sync(0xffffffffu, mypos, j);
+        const float gj = __shfl_sync(0xffffffffu, myg, j);
+        if (act) {
+          float y[8];
+          load8(Yp + r * d + c * 8, y);
+#pragma unroll
+          for (int u = 0; u < 8; ++u) s[u] += GATED ? gj * y[u] : y[u];
+        }
+      }
+    }
+    if (act) store8(out + o + c * 8, s);
+  }
+}
+
+// dYp[pos[n,j]] = gate_j dout[n]; dgates[n,j] = <dout[n], Yp[pos[n,j]]>. One warp per token.
+template <class TD, class TY, int KM>
+__global__ void combine_bwd_vec_kernel(TY* dYp, float* dgates, const TD* dout, const TY* Yp,
+                                       const float* gates, const int32_t* pos, int N, int k,
+                                       int d) {
+  const int lane = threadIdx.x & 31;
+  const int n = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const int mypos = lane < k ? pos[(size_t)n * k + lane] : 0;
+  const float myg = lane < k ? gates[(size_t)n * k + lane] : 0.f;
+  float acc[KM];
+#pragma unroll
+  for (int j = 0; j < KM; ++j) acc[j] = 0.f;
+  const size_t o = (size_t)n * d;
+  for (int cb = 0; cb < d / 8; cb += 32) {  // uniform trip count (shuffles inside)
+    const int c = cb + lane;
+    const bool act = c < d / 8;
+    float g8[8];
+    if (act) load8(dout + o + c * 8, g8);
+#pragma unroll
+    for (int j = 0; j < KM; ++j) {
+      if (j < k) {
+        const size_t r = (size_t)__shfl_sync(0xffffffffu, mypos, j);
+        const float gj = __shfl_sync(0xffffffffu, myg, j);
+        if (act) {
+          float y[8], w[8];
+          load8(Yp + r * d + c * 8, y);
+#pragma unroll
+          for (int u = 0; u < 8; ++u) {
+            acc[j] += g8[u] * y[u];
+            w[u] = gj * g8[u];
+          }
+          store8(dYp + r * d + c * 8, w);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < KM; ++j) {
+    if (j < k) {
+      const float v = warp_sum(acc[j]);
+      if (lane == 0) dgates[(size_t)n * k + j] = v;
+    }
+  }
+}
+
+bool rows_vec_ok(int d, size_t elem, std::initializer_list<const void*> ptrs) {
+  if ((d * elem) % 16 != 0 || d % 8 != 0) return false;
+  for (const void* p : ptrs)
+    if (p && !aligned16(p)) return false;
+  return true;
+}
+
+unsigned warp_blocks(int N) { return (unsigned)ceil_div(N, kWarpsPerBlock); }
+
+template <class TO, class TY, bool GATED>
+void combine_vec(TO* out, const float* a, const bf16* b2, const TY* Yp, const float* gates,
+                 const int32_t* pos, int N, int k, int d, cudaStream_t stream) {
+  if (k <= 8)
+    combine_vec_kernel<TO, TY, 8, GATED><<<warp_blocks(N), 32 * kWarpsPerBlock, 0, stream>>>(
+        out, a, b2, Yp, gates, pos, N, k, d);
+  else
+    combine_vec_kernel<TO, TY, 32, GATED><<<warp_blocks(N), 32 * kWarpsPerBlock, 0, stream>>>(
+        out, a, b2, Yp, gates, pos, N, k, d);
+  cudaCheckLaunch();
+}
+
 int row_threads(int d) { return d >= 256 ? 256 : (d >= 128 ? 128 : 64); }
 
 }  // namespace
@@ -160,6 +331,15 @@ template <class T>
 void gather_rows(T* Xp, const T* X, const int32_t* row_token, int rows, int d,
                  cudaStream_t stream) {
   if (rows <= 0) return;
+  if (rows_vec_ok(d, sizeof(T), {Xp, X})) {
+    const int upr = (int)(d * sizeof(T) / 16);
+    const size_t units = (size_t)rows * upr;
+    const unsigned grid = (unsigned)std::min<size_t>((units + 1023) / 1024, 132 * 16);
+    gather_units_kernel<<<std::max(grid, 1u), 256, 0, stream>>>(
+        reinterpret_cast<uint4*>(Xp), reinterpret_cast<const uint4*>(X), row_token, rows, upr);
+    cudaCheckLaunch();
+    return;
+  }
   gather_rows_kernel<<<rows, row_threads(d), 0, stream>>>(Xp, X, row_token, d);
   cudaCheckLaunch();
 }
@@ -168,6 +348,8 @@ template <class TO, class TY>
 void combine_rows(TO* out, const TY* Yp, const float* gates, const int32_t* pos, int N, int k,
                   int d, cudaStream_t stream) {
   if (N <= 0) return;
+  if (k <= 32 && rows_vec_ok(d, sizeof(TY), {out, Yp}) && rows_vec_ok(d, sizeof(TO), {}))
+    return combine_vec<TO, TY, true>(out, nullptr, nullptr, Yp, gates, pos, N, k, d, stream);
   combine_rows_kernel<<<N, row_threads(d), 0, stream>>>(out, Yp, gates, pos, k, d);
   cudaCheckLaunch();
 }
@@ -177,6 +359,16 @@ void combine_rows_backward(TY* dYp, float* dgates, const TD* dout, const TY* Yp,
                            const float* gates, const int32_t* pos, int N, int k, int d,
                            cudaStream_t stream) {
   if (N <= 0) return;
+  if (k <= 32 && rows_vec_ok(d, sizeof(TY), {dYp, Yp, dout}) && rows_vec_ok(d, sizeof(TD), {})) {
+    if (k <= 8)
+      combine_bwd_vec_kernel<TD, TY, 8><<<warp_blocks(N), 32 * kWarpsPerBlock, 0, stream>>>(
+          dYp, dgates, dout, Yp, gates, pos, N, k, d);
+    else
+      combine_bwd_vec_kernel<TD, TY, 32><<<warp_blocks(N), 32 * kWarpsPerBlock, 0, stream>>>(
+          dYp, dgates, dout, Yp, gates, pos, N, k, d);
+    cudaCheckLaunch();
+    return;
+  }
   combine_rows_backward_kernel<<<N, row_threads(d), 0, stream>>>(dYp, dgates, dout, Yp, gates,
                                                                  pos, k, d);
   cudaCheckLaunch();
@@ -186,9 +378,39 @@ template <class TO, class TI>
 void scatter_add_rows(TO* dX, const TI* dXp, const int32_t* pos, int N, int k, int d,
                       cudaStream_t stream) {
   if (N <= 0) return;
+  if (k <= 32 && rows_vec_ok(d, sizeof(TI), {dX, dXp}) && rows_vec_ok(d, sizeof(TO), {}))
+    return combine_vec<TO, TI, false>(dX, nullptr, nullptr, dXp, nullptr, pos, N, k, d, stream);
   scatter_add_rows_kernel<<<N, row_threads(d), 0, stream>>>(dX, dXp, pos, k, d);
   cudaCheckLaunch();
 }
+
+template <class T>
+void permute_rows(T* Xp, const T* X, const int32_t* pos, int N, int k, int d,
+                  cudaStream_t stream) {
+  if (N <= 0) return;
+  if (k > 32 || !rows_vec_ok(d, sizeof(T), {Xp, X}))
+    cuda_fail("permute_rows", "needs k <= 32, d * sizeof(T) % 16 == 0, aligned rows", __FILE__,
+              __LINE__);
+  permute_units_kernel<<<warp_blocks(N), 32 * kWarpsPerBlock, 0, stream>>>(
+      reinterpret_cast<uint4*>(Xp), reinterpret_cast<const uint4*>(X), pos, N, k,
+      (int)(d * sizeof(T) / 16));
+  cudaCheckLaunch();
+}
+
+void combine_rows_add(float* out, const float* a, const bf16* b, const bf16* Yp,
+                      const float* gates, const int32_t* pos, int N, int k, int d,
+                      cudaStream_t stream) {
+  if (N <= 0) return;
+  if (k > 32 || !rows_vec_ok(d, sizeof(bf16), {out, a, b, Yp}))
+    cuda_fail("combine_rows_add", "needs k <= 32, d % 8 == 0, aligned rows", __FILE__,
+              __LINE__);
+  combine_vec<float, bf16, true>(out, a, b, Yp, gates, pos, N, k, d, stream);
+}
+
+template void permute_rows<float>(float*, const float*, const int32_t*, int, int, int,
+                                  cudaStream_t);
+template void permute_rows<bf16>(bf16*, const bf16*, const int32_t*, int, int, int,
+                                 cudaStream_t);
 
 #define PX_INST2(TO, TI)                                                                     \
   template void combine_rows<TO, TI>(TO*, const TI*, const float*, const int32_t*, int, int, \

@@ -25,10 +25,21 @@ void moe_permute_build(int32_t* bounds, int32_t* pos, int32_t* row_token, const 
 template <class T>
 void gather_rows(T* Xp, const T* X, const int32_t* row_token, int rows, int d,
                  cudaStream_t stream = 0);
+// Xp[pos[n*k+j]] = X[n] for all n < N, j < k: the gather of an align = 1 layout written by
+// token (each X row read once, written k times). Needs k <= 32, d*sizeof(T) % 16 == 0 and
+// 16-byte aligned X, Xp. Rows of an aligned layout's padding are not written.
+template <class T>
+void permute_rows(T* Xp, const T* X, const int32_t* pos, int N, int k, int d,
+                  cudaStream_t stream = 0);
 // out[n] += sum_j gates[n,j] * Yp[pos[n*k+j]].
 template <class TO, class TY>
 void combine_rows(TO* out, const TY* Yp, const float* gates, const int32_t* pos, int N, int k,
                   int d, cudaStream_t stream = 0);
+// out[n] = a[n] + b[n] + sum_j gates[n,j] * Yp[pos[n*k+j]] (b may be null; out may alias a):
+// combine_rows fused with the residual / shared-expert add. d % 8 == 0, aligned rows.
+void combine_rows_add(float* out, const float* a, const bf16* b, const bf16* Yp,
+                      const float* gates, const int32_t* pos, int N, int k, int d,
+                      cudaStream_t stream = 0);
 // dYp[pos[n*k+j]] = gates[n,j] * dout[n]; dgates[n,j] = <dout[n], Yp[pos[n*k+j]]>.
 // Padding rows of an aligned layout are not written (the expert backward ignores them only
 // if they are zero: clear dYp once, or use align = 1).

@@ -7,15 +7,17 @@ namespace {
 
 constexpr int kMaxPerLane = 32;  // E <= 32 * 32
 
+// PL = experts per lane (E <= 32 PL), a compile-time bound so that p[] stays in registers.
+template <int PL>
 __global__ void router_fwd_kernel(float* probs, int32_t* idx, float* gates, const float* logits,
                                   const float* bias, int N, int E, int k) {
   int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (n >= N) return;
   const float* l = logits + (size_t)n * E;
-  float p[kMaxPerLane];
+  float p[PL];
   float mx = -INFINITY;
 #pragma unroll
-  for (int j = 0; j < kMaxPerLane; ++j) {
+  for (int j = 0; j < PL; ++j) {
     int e = lane + 32 * j;
     p[j] = e < E ? l[e] : -INFINITY;
     mx = fmaxf(mx, p[j]);
@@ -23,7 +25,7 @@ __global__ void router_fwd_kernel(float* probs, int32_t* idx, float* gates, cons
   mx = warp_max(mx);
   float s = 0.f;
 #pragma unroll
-  for (int j = 0; j < kMaxPerLane; ++j) {
+  for (int j = 0; j < PL; ++j) {
     int e = lane + 32 * j;
     p[j] = e < E ? expf(p[j] - mx) : 0.f;
     s += p[j];
@@ -31,20 +33,20 @@ __global__ void router_fwd_kernel(float* probs, int32_t* idx, float* gates, cons
   s = warp_sum(s);
   float inv = 1.f / s;
 #pragma unroll
-  for (int j = 0; j < kMaxPerLane; ++j) {
+  for (int j = 0; j < PL; ++j) {
     int e = lane + 32 * j;
     p[j] *= inv;
     if (e < E) probs[(size_t)n * E + e] = p[j];
   }
   // top-k by p + bias, k rounds of warp argmax (ties -> lower index).
   unsigned taken = 0;  // bit j: element lane+32j taken
-  float gsum = 0.f, chosen_p[32];
-  int chosen_e[32];
+  float gsum = 0.f, my_p = 0.f;  // lane r keeps round r's winner
+  int my_e = 0;
   for (int r = 0; r < k; ++r) {
     float best = -INFINITY;
     int be = 0x7fffffff;
 #pragma unroll
-    for (int j = 0; j < kMaxPerLane; ++j) {
+    for (int j = 0; j < PL; ++j) {
       int e = lane + 32 * j;
       if (e < E && !(taken >> j & 1)) {
         float sc = p[j] + (bias ? bias[e] : 0.f);
@@ -60,18 +62,16 @@ __global__ void router_fwd_kernel(float* probs, int32_t* idx, float* gates, cons
     // probability of the winner, from its owner lane
     float pw = 0.f;
 #pragma unroll
-    for (int j = 0; j < kMaxPerLane; ++j)
+    for (int j = 0; j < PL; ++j)
       if (lane + 32 * j == be) pw = p[j];
     pw = __shfl_sync(0xffffffffu, pw, be & 31);
-    chosen_p[r] = pw;
-    chosen_e[r] = be;
+    if (lane == r) my_p = pw, my_e = be;
     gsum += pw;
   }
-  if (lane == 0)
-    for (int r = 0; r < k; ++r) {
-      idx[(size_t)n * k + r] = chosen_e[r];
-      gates[(size_t)n * k + r] = chosen_p[r] / gsum;
-    }
+  if (lane < k) {
+    idx[(size_t)n * k + lane] = my_e;
+    gates[(size_t)n * k + lane] = my_p / gsum;
+  }
 }
 
 __global__ void router_stats_kernel(int32_t* counts, float* prob_mean, const float* probs,
@@ -90,35 +90,42 @@ __global__ void router_stats_kernel(int32_t* counts, float* prob_mean, const flo
   }
 }
 
+template <int PL>
 __global__ void router_bwd_kernel(float* dlogits, const float* dgates, const float* probs,
                                   const int32_t* idx, const float* gates, const float* aux_coef,
                                   int N, int E, int k) {
   int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (n >= N) return;
   const float* p = probs + (size_t)n * E;
-  float S = 0.f, dot = 0.f;
-  for (int j = 0; j < k; ++j) {
-    S += p[idx[(size_t)n * k + j]];
-    dot += dgates[(size_t)n * k + j] * gates[(size_t)n * k + j];
-  }
-  float dp[kMaxPerLane], pv[kMaxPerLane];
+  // lane m < k holds assignment m (k <= 32)
+  const int my_i = lane < k ? idx[(size_t)n * k + lane] : -1;
+  const float my_dg = lane < k ? dgates[(size_t)n * k + lane] : 0.f;
+  float S = lane < k ? p[my_i] : 0.f, dot = lane < k ? my_dg * gates[(size_t)n * k + lane] : 0.f;
+  S = warp_sum(S);
+  dot = warp_sum(dot);
+  float dp[PL], pv[PL];
   float pd = 0.f;
 #pragma unroll
-  for (int j = 0; j < kMaxPerLane; ++j) {
+  for (int j = 0; j < PL; ++j) {
     int e = lane + 32 * j;
     dp[j] = 0.f;
     pv[j] = 0.f;
     if (e < E) {
       pv[j] = p[e];
       dp[j] = aux_coef ? aux_coef[e] : 0.f;
-      for (int m = 0; m < k; ++m)
-        if (idx[(size_t)n * k + m] == e) dp[j] += (dgates[(size_t)n * k + m] - dot) / S;
+    }
+    for (int m = 0; m < k; ++m) {
+      const int em = __shfl_sync(0xffffffffu, my_i, m);
+      const float dgm = __shfl_sync(0xffffffffu, my_dg, m);
+      if (em == e) dp[j] += (dgm - dot) / S;
+    }
+    if (e < E) {
       pd += pv[j] * dp[j];
     }
   }
   pd = warp_sum(pd);
 #pragma unroll
-  for (int j = 0; j < kMaxPerLane; ++j) {
+  for (int j = 0; j < PL; ++j) {
     int e = lane + 32 * j;
     if (e < E) dlogits[(size_t)n * E + e] = pv[j] * (dp[j] - pd);
   }
@@ -131,7 +138,11 @@ void router_forward(float* probs, int32_t* idx, float* gates, const float* logit
   if (N <= 0) return;
   if (E > 32 * kMaxPerLane || k > 32 || k > E)
     cuda_fail("router_forward", "needs E <= 1024 and k <= min(32, E)", __FILE__, __LINE__);
-  router_fwd_kernel<<<ceil_div(N, 4), 128, 0, stream>>>(probs, idx, gates, logits, bias, N, E, k);
+#define PX_FWD(PL) \
+  router_fwd_kernel<PL><<<ceil_div(N, 4), 128, 0, stream>>>(probs, idx, gates, logits, bias, N, E, k)
+  if (E <= 32) PX_FWD(1); else if (E <= 64) PX_FWD(2); else if (E <= 128) PX_FWD(4);
+  else if (E <= 256) PX_FWD(8); else if (E <= 512) PX_FWD(16); else PX_FWD(32);
+#undef PX_FWD
   cudaCheckLaunch();
 }
 
@@ -147,8 +158,13 @@ void router_backward(float* dlogits, const float* dgates, const float* probs, co
                      cudaStream_t stream) {
   if (N <= 0) return;
   if (E > 32 * kMaxPerLane) cuda_fail("router_backward", "needs E <= 1024", __FILE__, __LINE__);
-  router_bwd_kernel<<<ceil_div(N, 4), 128, 0, stream>>>(dlogits, dgates, probs, idx, gates,
-                                                        aux_coef, N, E, k);
+  if (k > 32) cuda_fail("router_backward", "needs k <= 32", __FILE__, __LINE__);
+#define PX_BWD(PL)                                                                          \
+  router_bwd_kernel<PL><<<ceil_div(N, 4), 128, 0, stream>>>(dlogits, dgates, probs, idx, gates, \
+                                                            aux_coef, N, E, k)
+  if (E <= 32) PX_BWD(1); else if (E <= 64) PX_BWD(2); else if (E <= 128) PX_BWD(4);
+  else if (E <= 256) PX_BWD(8); else if (E <= 512) PX_BWD(16); else PX_BWD(32);
+#undef PX_BWD
   cudaCheckLaunch();
 }
 

@@ -136,3 +136,61 @@ TEST(CudaMoePermute, GatherCombineBf16) {
   PX_SKIP_IF_NO_GPU();
   gather_combine_case<bf16>(5400, kTolBF16);
 }
+
+// The model's path at a realistic width: permute_rows (scatter by token) == gather_rows,
+// combine_rows_add (residual + shared output + gated routed rows, one pass), the vectorised
+// backward / scatter-add, and k > 8 (the 32-wide unrolled variant).
+TEST(CudaMoePermute, PermuteAndFusedCombine) {
+  PX_SKIP_IF_NO_GPU();
+  struct C { int N, E, k, d; };
+  uint64_t seed = 5600;
+  for (C c : {C{611, 64, 8, 2048}, C{300, 40, 12, 136}}) {
+    const int N = c.N, E = c.E, k = c.k, d = c.d, rows = N * k;
+    auto idx = random_topk(N, E, k, ++seed);
+    std::vector<int32_t> b(E + 1), p((size_t)rows), r((size_t)rows);
+    px::cpu::moe_permute_build(b.data(), p.data(), r.data(), idx.data(), N, E, k);
+    auto X = round_bf16(randn((size_t)N * d, ++seed)), Yp = round_bf16(randn((size_t)rows * d, ++seed));
+    auto A = randn((size_t)N * d, ++seed), Bs = round_bf16(randn((size_t)N * d, ++seed));
+    auto gates = randu((size_t)rows, ++seed, 0.05f, 1.f), dout = randn((size_t)N * d, ++seed);
+    DBuf<int32_t> dpos(p), drt(r);
+    DBuf<bf16> dX(to_bf16(X)), dXp((size_t)rows * d), dXp2((size_t)rows * d), dY(to_bf16(Yp)),
+        ddYp((size_t)rows * d), dB(to_bf16(Bs));
+    DBuf<float> dA(A), dO((size_t)N * d), dg(gates), ddg((size_t)rows), ddo(dout), dS(A);
+    // permute == gather
+    std::vector<float> ref_Xp((size_t)rows * d);
+    px::cpu::gather_rows<float>(ref_Xp.data(), X.data(), r.data(), rows, d);
+    dXp.poison(); dXp2.poison();
+    px::cuda::permute_rows<bf16>(dXp.p, dX.p, dpos.p, N, k, d);
+    px::cuda::gather_rows<bf16>(dXp2.p, dX.p, drt.p, rows, d);
+    cudaCheck(cudaGetLastError());
+    EXPECT_EQ(rel_err(dXp.download(), ref_Xp), 0.0);
+    EXPECT_EQ(rel_err(dXp2.download(), ref_Xp), 0.0);
+    // fused combine: out = A + B + sum_j g Yp
+    std::vector<float> ref = A;
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] += Bs[i];
+    px::cpu::combine_rows<float>(ref.data(), Yp.data(), gates.data(), p.data(), N, k, d);
+    dO.poison();
+    px::cuda::combine_rows_add(dO.p, dA.p, dB.p, dY.p, dg.p, dpos.p, N, k, d);
+    cudaCheck(cudaGetLastError());
+    EXPECT_LT(rel_err(dO.download(), ref), kTolF32);
+    // in place, no b: out = out + sum
+    std::vector<float> ref2 = A;
+    px::cpu::combine_rows<float>(ref2.data(), Yp.data(), gates.data(), p.data(), N, k, d);
+    px::cuda::combine_rows_add(dA.p, dA.p, nullptr, dY.p, dg.p, dpos.p, N, k, d);
+    EXPECT_LT(rel_err(dA.download(), ref2), kTolF32);
+    // backward (fp32 dout, bf16 Yp / dYp as in the model)
+    std::vector<float> ref_dYp((size_t)rows * d), ref_dg((size_t)rows);
+    px::cpu::combine_rows_backward<float>(ref_dYp.data(), ref_dg.data(), dout.data(), Yp.data(),
+                                          gates.data(), p.data(), N, k, d);
+    ddYp.poison(); ddg.poison();
+    px::cuda::combine_rows_backward<float, bf16>(ddYp.p, ddg.p, ddo.p, dY.p, dg.p, dpos.p, N, k, d);
+    cudaCheck(cudaGetLastError());
+    EXPECT_LT(rel_err(ddYp.download(), ref_dYp), kTolBF16);
+    EXPECT_LT(rel_err(ddg.download(), ref_dg), 1e-5);
+    // scatter-add into fp32
+    std::vector<float> ref_dX = A;
+    px::cpu::scatter_add_rows<float>(ref_dX.data(), Yp.data(), r.data(), rows, d);
+    px::cuda::scatter_add_rows<float, bf16>(dS.p, dY.p, dpos.p, N, k, d);
+    EXPECT_LT(rel_err(dS.download(), ref_dX), kTolF32);
+  }
+}

@@ -3,9 +3,10 @@
 
 #include "adamw.cuh"            // defines: px::cuda::adamw_update
 #include "cross_entropy.cuh"    // defines: px::cuda::cross_entropy
+#include "elementwise.cuh"      // defines: px::cuda::rmsnorm_forward_cast
 #include "ops/cpu/cpu_ops.hpp"  // defines: px::cpu reference ops
 #include "rmsnorm.cuh"          // defines: px::cuda::rmsnorm_forward/backward
-#include "rope.cuh"             // defines: px::cuda::rope_forward/backward
+#include "rope.cuh"             // defines: px::cuda::rope_forward/backward/forward2/backward2
 #include "router.cuh"           // defines: px::cuda::router_forward/stats/backward
 
 using namespace px::test;
@@ -69,6 +70,94 @@ TEST(CudaOps, Rope) {
   // in place
   px::cuda::rope_forward<float>(gx.p, gx.p, B, Tn, H, hd);
   EXPECT_LT(rel_err(gx.download(), out), kTolF32);
+}
+
+// fp32 angle math at long positions (t up to 4099), both dtypes, the two-tensor in-place
+// launchers, and the scalar fallback (hd/2 not a multiple of 8).
+TEST(CudaOps, RopeLongPositionsAndPairs) {
+  PX_SKIP_IF_NO_GPU();
+  struct C { int B, Tn, H, hd; };
+  uint64_t seed = 7250;
+  for (C c : {C{1, 4100, 2, 64}, C{2, 300, 3, 128}, C{1, 2100, 2, 32}, C{2, 50, 3, 12}}) {
+    const size_t n = (size_t)c.B * c.Tn * c.H * c.hd;
+    auto x = randn(n, ++seed), y = round_bf16(randn(n, ++seed));
+    std::vector<float> fx(n), by(n), bx_back(n);
+    px::cpu::rope_forward<float>(fx.data(), x.data(), c.B, c.Tn, c.H, c.hd);
+    px::cpu::rope_forward<float>(by.data(), y.data(), c.B, c.Tn, c.H, c.hd);
+    px::cpu::rope_backward<float>(bx_back.data(), x.data(), c.B, c.Tn, c.H, c.hd);
+    // fp32, out of place and via the pair launcher (in place)
+    DBuf<float> gx(x), gout(n), ga(x), gb(x);
+    gout.poison();
+    px::cuda::rope_forward<float>(gout.p, gx.p, c.B, c.Tn, c.H, c.hd);
+    px::cuda::rope_forward2<float>(ga.p, gb.p, c.B, c.Tn, c.H, c.hd);
+    cudaCheck(cudaGetLastError());
+    EXPECT_LT(rel_err(gout.download(), fx), kTolF32) << c.Tn << " " << c.hd;
+    EXPECT_LT(rel_err(ga.download(), fx), kTolF32);
+    EXPECT_LT(rel_err(gb.download(), fx), kTolF32);
+    px::cuda::rope_backward2<float>(ga.p, gb.p, c.B, c.Tn, c.H, c.hd);  // undoes the rotation
+    EXPECT_LT(rel_err(ga.download(), x), kTolF32);
+    gout.poison();
+    px::cuda::rope_backward<float>(gout.p, gx.p, c.B, c.Tn, c.H, c.hd);
+    EXPECT_LT(rel_err(gout.download(), bx_back), kTolF32);
+    // bf16 storage (fp32 math): within bf16 rounding of the CPU op on the same inputs
+    DBuf<bf16> gy(to_bf16(y)), gy2(to_bf16(y)), gyo(n);
+    gyo.poison();
+    px::cuda::rope_forward<bf16>(gyo.p, gy.p, c.B, c.Tn, c.H, c.hd);
+    px::cuda::rope_forward2<bf16>(gy.p, gy2.p, c.B, c.Tn, c.H, c.hd);
+    cudaCheck(cudaGetLastError());
+    const double e1 = rel_err(gyo.download(), by), e2 = rel_err(gy2.download(), by);
+    EXPECT_LT(e1, 5e-3) << c.Tn << " " << c.hd;
+    EXPECT_EQ(e1, e2);
+  }
+}
+
+// Vectorised RMSNorm at the model's shapes: forward_cast (fp32 -> bf16 + fp32), the fused
+// backward (residual add, bf16 copy, two-stage dg over > 1024 rows), bit-identical repeats.
+TEST(CudaOps, RmsnormFusedBackward) {
+  PX_SKIP_IF_NO_GPU();
+  struct C { int N, d; };
+  uint64_t seed = 7600;
+  for (C c : {C{3001, 512}, C{700, 2048}, C{33, 136}}) {
+    const int N = c.N, d = c.d;
+    auto x = randn((size_t)N * d, ++seed), g = randn(d, ++seed), dout = randn((size_t)N * d, ++seed);
+    auto res = randn((size_t)N * d, ++seed), dg0 = randn(d, ++seed);
+    std::vector<float> out((size_t)N * d), rstd(N), dx((size_t)N * d), dg = dg0;
+    px::cpu::rmsnorm_forward<float>(out.data(), rstd.data(), x.data(), g.data(), N, d);
+    px::cpu::rmsnorm_backward<float>(dx.data(), dg.data(), dout.data(), x.data(), g.data(),
+                                     rstd.data(), N, d);
+    std::vector<float> dxr = dx;
+    for (size_t i = 0; i < dxr.size(); ++i) dxr[i] += res[i];
+    DBuf<float> gx(x), gg(g), gr(N), gof((size_t)N * d), gdo(dout), gres(res), gdx((size_t)N * d),
+        gdg(dg0), gdg2(dg0);
+    DBuf<bf16> gob((size_t)N * d), gdxb((size_t)N * d);
+    DBuf<char> scratch(px::cuda::rmsnorm_backward_scratch_bytes(N, d));
+    gr.poison(); gof.poison(); gob.poison(); gdx.poison(); gdxb.poison();
+    px::cuda::rmsnorm_forward_cast(gob.p, gof.p, gr.p, gx.p, gg.p, N, d);
+    cudaCheck(cudaGetLastError());
+    EXPECT_LT(rel_err(gof.download(), out), kTolF32);
+    EXPECT_LT(rel_err(gob.download(), out), kTolBF16);
+    EXPECT_LT(rel_err(gr.download(), rstd), kTolF32);
+    px::cuda::rmsnorm_backward_fused<float>(gdx.p, gdxb.p, gdg.p, gdo.p, gx.p, gg.p, gr.p,
+                                            gres.p, N, d, scratch.p);
+    cudaCheck(cudaGetLastError());
+    auto dx1 = gdx.download();
+    auto dg1 = gdg.download();
+    EXPECT_LT(rel_err(dx1, dxr), kTolF32) << N << " " << d;
+    EXPECT_LT(rel_err(gdxb.download(), dxr), kTolBF16);
+    EXPECT_LT(rel_err(dg1, dg), kTolF32);
+    // repeat: bit-identical (fixed reduction order)
+    gdx.poison();
+    px::cuda::rmsnorm_backward_fused<float>(gdx.p, nullptr, gdg2.p, gdo.p, gx.p, gg.p, gr.p,
+                                            gres.p, N, d, scratch.p);
+    EXPECT_EQ(gdx.download(), dx1);
+    EXPECT_EQ(gdg2.download(), dg1);
+    // plain launcher (stream-ordered scratch), no residual
+    DBuf<float> gdg3(dg0);
+    gdx.poison();
+    px::cuda::rmsnorm_backward<float>(gdx.p, gdg3.p, gdo.p, gx.p, gg.p, gr.p, N, d);
+    EXPECT_LT(rel_err(gdx.download(), dx), kTolF32);
+    EXPECT_EQ(gdg3.download(), dg1);
+  }
 }
 
 TEST(CudaOps, RouterForwardBackwardStats) {

@@ -38,9 +38,10 @@ int cmd_train(const std::string& config_path, std::string run_dir, bool resume,
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (rank == 0 && !r.evals.empty())
-    fmt::print("final validation loss {:.4f} (at step 0: {:.4f})\nmetrics: {}/metrics.h5, "
+    fmt::print("final validation loss {:.4f} (at step {}: {:.4f})\nmetrics: {}/metrics.h5, "
                "{}/metrics.jsonl\ncheckpoints: {}/checkpoints\n",
-               r.evals.back().second, r.evals.front().second, run_dir, run_dir, run_dir);
+               r.evals.back().second, r.evals.front().first, r.evals.front().second, run_dir,
+               run_dir, run_dir);
   return 0;
 }
 

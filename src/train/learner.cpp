@@ -56,19 +56,19 @@ StepStats Learner::step(const int32_t* in, const int32_t* tg, double lr) {
   float* const G[2] = {model_.grads(Arena::BACKBONE), model_.grads(Arena::EXPERTS)};
   const auto& L = model_.layout();
   s.counts = model_.expert_counts();
-  double sums[2] = {model_.last_ce(), 0.0};
   if (dp_.size() > 1) {
     // contributions to the group's mean loss: summing over ranks gives the gradient
     dp_.allreduce_sum(G[0], (int64_t)L.backbone_size, Tier::ISLAND);
     if (!ep_) dp_.allreduce_sum(G[1], (int64_t)L.experts_size, Tier::ISLAND);
     dp_.allreduce_sum(s.counts.data(), (int64_t)s.counts.size(), Tier::CONTROL);
   }
-  double sq = opt_->sq_norm(G[0], Arena::BACKBONE);
-  double sq_e = opt_->sq_norm(G[1], Arena::EXPERTS);
-  if (ep_) sums[1] = sq_e;
-  if (dp_.size() > 1) dp_.allreduce_sum(sums, 2, Tier::CONTROL);
-  sq += ep_ ? sums[1] : sq_e;
-  s.ce = sums[0];
+  // what is spread over the ranks, in one small all-reduce: this rank's share of the mean CE
+  // and, with expert parallelism, the squared gradient norm of the experts it holds
+  double spread[2] = {model_.last_ce(), ep_ ? opt_->sq_norm(G[1], Arena::EXPERTS) : 0.0};
+  if (dp_.size() > 1) dp_.allreduce_sum(spread, 2, Tier::CONTROL);
+  const double sq = opt_->sq_norm(G[0], Arena::BACKBONE) +
+                    (ep_ ? spread[1] : opt_->sq_norm(G[1], Arena::EXPERTS));
+  s.ce = spread[0];
   s.aux = model_.last_aux();
   s.loss = s.ce + s.aux;
   s.grad_norm = std::sqrt(sq);

@@ -9,9 +9,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ARCH=${1:-90}
 cmake -S . -B build$ARCH -DPARALLAX_CUDA=ON -DPARALLAX_CUDA_ARCHS=$ARCH -DCMAKE_BUILD_TYPE=Release > /dev/null
-cmake --build build$ARCH -j "$(nproc)" --target parallax parallax_cuda_tests bench_cuda bench_cuda_step
+# the device tool carries at most 64 MiB: benchmarks only with BENCH=1
+targets="parallax parallax_cuda_tests"
+[ "${BENCH:-0}" = 1 ] && targets="$targets bench_cuda bench_cuda_step"
+cmake --build build$ARCH -j "$(nproc)" --target $targets
 rm -rf .gpu && mkdir -p .gpu/lib
-cp build$ARCH/parallax build$ARCH/tests/parallax_cuda_tests build$ARCH/bench/bench_cuda build$ARCH/bench/bench_cuda_step .gpu/
+cp build$ARCH/parallax build$ARCH/tests/parallax_cuda_tests .gpu/
+[ "${BENCH:-0}" = 1 ] && cp build$ARCH/bench/bench_cuda build$ARCH/bench/bench_cuda_step .gpu/
+strip .gpu/parallax .gpu/parallax_cuda_tests .gpu/bench_cuda* 2>/dev/null || true
 ldd build$ARCH/parallax build$ARCH/tests/parallax_cuda_tests | awk '/=>/{print $3}' | sort -u |
   grep -vE 'libc\.so|libm\.so|libstdc\+\+|libgcc_s|libpthread|libdl\.|librt\.|ld-linux|cublas|libcuda\.' |
   xargs -r -I{} cp -L {} .gpu/lib/

@@ -11,6 +11,7 @@ PKGS=(
   libgtest-dev libbenchmark-dev
   libtomlplusplus-dev libcli11-dev libfmt-dev libspdlog-dev
   fortunes-min fortunes
+  python3
 )
 
 missing=()

@@ -19,7 +19,8 @@
 // d 2048, k 8, E 64, 32 heads x 64): the previous scalar versions (copied below as
 // old_*) and the current launchers, ms, bytes (each input read once, each output written
 // once) and GB/s, next to a device-to-device copy (read + write bytes).
-// Usage: bench_cuda_step [--plan] [--kernels] [--only SUBSTR] [--no-attn]
+// Then (--ffn) the dense FFN / shared expert at the moe-1b shapes: grouped kernel vs cuBLASLt.
+// Usage: bench_cuda_step [--plan] [--kernels] [--ffn] [--only SUBSTR] [--no-attn]
 //   --plan: print the configs and device bytes, no GPU needed; --only: configs whose name
 //   contains SUBSTR; --no-attn: skip the attention micro-benchmark.
 #include <algorithm>
@@ -34,7 +35,9 @@
 #include "attention_bf16.cuh"      // defines: px::cuda::attention_forward_bf16/backward_bf16
 #include "cuda_common.cuh"         // defines: cudaCheck, device_available
 #include "cuda_model.cuh"          // defines: px::cuda::CudaModel
-#include "elementwise.cuh"         // defines: px::cuda::add, add_inplace, rmsnorm_forward_cast
+#include "elementwise.cuh"         // defines: px::cuda::add, add_inplace, rmsnorm_forward_cast, ffn_act_*
+#include "expert_ffn.cuh"          // defines: px::cuda::expert_ffn_forward/backward (one segment: old FFN path)
+#include "matmul_lt.cuh"           // defines: px::cuda::matmul
 #include "moe_permute.cuh"         // defines: px::cuda::permute_rows, combine_rows_add, ...
 #include "rmsnorm.cuh"             // defines: px::cuda::rmsnorm_backward_fused
 #include "rope.cuh"                // defines: px::cuda::rope_forward2, rope_backward2
@@ -323,6 +326,94 @@ __global__ void scatter_add(float* dX, const bf16* dXp, const int32_t* pos, int 
 }
 }  // namespace old
 
+// Dense FFN / shared expert (SwiGLU) at the moe-1b shapes (N 32768, d 2048, f = 5632 dense,
+// 256 shared): the grouped expert kernel with one segment (the old CudaModel path) vs the
+// cuBLASLt path of CudaModel (interleaved [W1|W3] GEMM + elementwise SwiGLU; backward: dact
+// GEMM, dW2, SwiGLU backward, dX in one K = 2f GEMM, d[W1|W3] + de-interleave add).
+void bench_ffn() {
+  using px::cuda::bf16;
+  using px::cuda::matmul;
+  const int N = 32768, d = 2048;
+  std::printf("\nFFN (SwiGLU) N %d d %d: old = grouped expert kernel, one segment; new = cuBLASLt\n", N, d);
+  std::printf("| f | pass | old ms | new ms | TFLOP/s old | new |\n|---|---|---|---|---|---|\n");
+  for (int f : {5632, 256}) {
+    const size_t Nd = (size_t)N * d, Nf = (size_t)N * f, df = (size_t)d * f;
+    bf16 *X, *W1, *W3, *W2, *dY, *Y, *A, *Bm, *act, *dA, *dB, *dXb, *AB, *dab, *wcat;
+    float *gw1, *gw3, *gw2, *dX, *dwcat;
+    int32_t* b1;
+    for (bf16** p : {&X, &dY, &Y, &dXb}) cudaCheck(cudaMalloc(p, Nd * 2));
+    for (bf16** p : {&W1, &W3, &W2}) cudaCheck(cudaMalloc(p, df * 2));
+    for (bf16** p : {&A, &Bm, &act, &dA, &dB}) cudaCheck(cudaMalloc(p, Nf * 2));
+    for (bf16** p : {&AB, &dab}) cudaCheck(cudaMalloc(p, 2 * Nf * 2));
+    cudaCheck(cudaMalloc(&wcat, 2 * df * 2));
+    for (float** p : {&gw1, &gw3, &gw2}) cudaCheck(cudaMalloc(p, df * 4));
+    cudaCheck(cudaMalloc(&dwcat, 2 * df * 4));
+    cudaCheck(cudaMalloc(&dX, Nd * 4));
+    cudaCheck(cudaMalloc(&b1, 8));
+    const int32_t hb[2] = {0, N};
+    cudaCheck(cudaMemcpy(b1, hb, 8, cudaMemcpyHostToDevice));
+    fill_uniform<<<1024, 256>>>(X, Nd, 21); fill_uniform<<<1024, 256>>>(dY, Nd, 22);
+    fill_uniform<<<1024, 256>>>(W1, df, 23); fill_uniform<<<1024, 256>>>(W3, df, 24);
+    fill_uniform<<<1024, 256>>>(W2, df, 25);
+    cudaCheck(cudaMemset(gw1, 0, df * 4)); cudaCheck(cudaMemset(gw3, 0, df * 4));
+    cudaCheck(cudaMemset(gw2, 0, df * 4));
+    cudaCheck(cudaGetLastError());
+    const auto sw = px::cpu::EXPERT_ACT_SWIGLU;
+    const int reps = f > 1024 ? 10 : 20;
+    const float of = time_ms([&] {
+      px::cuda::expert_ffn_forward(Y, A, Bm, act, X, W1, W3, W2, b1, N, 1, d, f, sw);
+    }, reps);
+    const float ob = time_ms([&] {
+      px::cuda::expert_ffn_backward(dXb, gw1, gw3, gw2, dY, X, A, Bm, act, W1, W3, W2, b1, N, 1,
+                                    d, f, sw, dA, dB);
+      px::cuda::convert_bf16_to_f32(dX, dXb, Nd);
+    }, reps);
+    const float nf = time_ms([&] {
+      px::cuda::interleave_cols(wcat, W1, W3, d, f);
+      matmul(AB, X, wcat, N, d, 2 * f, false, false, false);
+      px::cuda::ffn_act_forward(act, AB, N, f, true);
+      matmul(Y, act, W2, N, f, d, false, false, false);
+    }, reps);
+    const float nb = time_ms([&] {
+      matmul(dA, dY, W2, N, d, f, false, true, false);
+      matmul(gw2, act, dY, f, N, d, true, false, true);
+      px::cuda::ffn_act_backward(dab, dA, AB, N, f, true);
+      px::cuda::interleave_cols(wcat, W1, W3, d, f);
+      matmul(dX, dab, wcat, N, 2 * f, d, false, true, false);
+      matmul(dwcat, X, dab, d, N, 2 * f, true, false, false);
+      px::cuda::deinterleave_add(gw1, gw3, dwcat, d, f);
+    }, reps);
+    const double F = 2.0 * N * d * f;  // one N x d x f GEMM
+    std::printf("| %d | fwd | %.3f | %.3f | %.0f | %.0f |\n", f, of, nf, 3 * F / of / 1e9,
+                3 * F / nf / 1e9);
+    std::printf("| %d | bwd | %.3f | %.3f | %.0f | %.0f |\n", f, ob, nb, 6 * F / ob / 1e9,
+                6 * F / nb / 1e9);
+    // the new path's pieces
+    struct P { const char* name; double flop; float ms; };
+    std::vector<P> parts = {
+        {"X [W1|W3] (N x d x 2f)", 2 * F, time_ms([&] { matmul(AB, X, wcat, N, d, 2 * f, false, false, false); }, reps)},
+        {"act W2 (N x f x d), bf16 out", F, time_ms([&] { matmul(Y, act, W2, N, f, d, false, false, false); }, reps)},
+        {"dact = dY W2^T", F, time_ms([&] { matmul(dA, dY, W2, N, d, f, false, true, false); }, reps)},
+        {"dW2 += act^T dY (K = N)", F, time_ms([&] { matmul(gw2, act, dY, f, N, d, true, false, true); }, reps)},
+        {"dX = [da|db] W13^T (K = 2f), fp32", 2 * F, time_ms([&] { matmul(dX, dab, wcat, N, 2 * f, d, false, true, false); }, reps)},
+        {"d[W1|W3] = X^T [da|db] (K = N)", 2 * F, time_ms([&] { matmul(dwcat, X, dab, d, N, 2 * f, true, false, false); }, reps)},
+        {"swiglu fwd (elementwise)", 0, time_ms([&] { px::cuda::ffn_act_forward(act, AB, N, f, true); }, reps)},
+        {"swiglu bwd (elementwise)", 0, time_ms([&] { px::cuda::ffn_act_backward(dab, dA, AB, N, f, true); }, reps)},
+        {"interleave W + de-interleave add dW", 0, time_ms([&] {
+           px::cuda::interleave_cols(wcat, W1, W3, d, f);
+           px::cuda::deinterleave_add(gw1, gw3, dwcat, d, f);
+         }, reps)}};
+    for (const P& p : parts)
+      std::printf("|   f %d: %s | | | %.3f ms | %.0f TFLOP/s |\n", f, p.name, p.ms,
+                  p.flop > 0 ? p.flop / p.ms / 1e9 : 0.0);
+    for (void* p : {(void*)X, (void*)dY, (void*)Y, (void*)dXb, (void*)W1, (void*)W3, (void*)W2,
+                    (void*)A, (void*)Bm, (void*)act, (void*)dA, (void*)dB, (void*)AB, (void*)dab,
+                    (void*)wcat, (void*)gw1, (void*)gw3, (void*)gw2, (void*)dwcat, (void*)dX,
+                    (void*)b1})
+      cudaCheck(cudaFree(p));
+  }
+}
+
 // Memory-bound kernels of one MoE layer at the moe-1b shape, old vs new.
 void bench_kernels() {
   using px::cuda::bf16;
@@ -452,12 +543,13 @@ void bench_kernels() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool plan_only = false, kernels = false, attn = true;
+  bool plan_only = false, kernels = false, attn = true, ffn = false;
   std::string only;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--plan")) plan_only = true;
     else if (!std::strcmp(argv[i], "--kernels")) kernels = true;
     else if (!std::strcmp(argv[i], "--no-attn")) attn = false;
+    else if (!std::strcmp(argv[i], "--ffn")) ffn = true;
     else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
   }
   std::vector<Case> cases = {
@@ -485,6 +577,7 @@ int main(int argc, char** argv) {
   std::printf("device: %s, peak bf16 dense %.0f TFLOP/s\n", prop.name, peak / 1e12);
   if (attn) bench_attention();
   if (kernels) bench_kernels();
+  if (ffn) bench_ffn();
   struct Row {
     std::string name;
     int batch, seq;

@@ -11,7 +11,8 @@
 
 #include "attention_bf16.cuh" // defines: attention_forward_bf16, attention_backward_bf16
 #include "cross_entropy.cuh"  // defines: cross_entropy
-#include "elementwise.cuh"    // defines: add, add_inplace, rmsnorm_forward_cast, sum_squares_partial
+#include "elementwise.cuh"    // defines: add, add_inplace, rmsnorm_forward_cast, sum_squares_partial,
+                              // interleave_cols, deinterleave_add, ffn_act_forward, ffn_act_backward
 #include "embedding.cuh"      // defines: embedding_forward, embedding_backward
 #include "expert_ffn.cuh"     // defines: expert_ffn_forward, expert_ffn_backward
 #include "matmul_lt.cuh"      // defines: matmul
@@ -71,13 +72,11 @@ void CudaModel::plan(P& p) {
     b.xn2 = p.template take<bf16>(N * d);
     b.rstd2 = p.template take<float>(N);
     if (!cfg_.is_moe(l)) {
-      b.fa = p.template take<bf16>(N * dh);
-      b.fb = p.template take<bf16>(N * dh);
+      b.fa = p.template take<bf16>(2 * N * dh);  // dense FFN: always SwiGLU
       b.fact = p.template take<bf16>(N * dh);
     } else {
       b.xn2_f = p.template take<float>(N * d);
-      b.fa = p.template take<bf16>(S * N * h);
-      b.fb = glu ? p.template take<bf16>(S * N * h) : nullptr;
+      b.fa = p.template take<bf16>((glu ? 2 : 1) * S * N * h);
       b.fact = p.template take<bf16>(S * N * h);
       b.logits = p.template take<float>(N * E);
       b.probs = p.template take<float>(N * E);
@@ -97,7 +96,6 @@ void CudaModel::plan(P& p) {
   }
   tok_ = p.template take<int32_t>(N);
   tgt_ = p.template take<int32_t>(N);
-  bounds1_ = p.template take<int32_t>(2);
   resid_out_ = p.template take<float>(N * d);
   xf_ = p.template take<bf16>(N * d);
   rstdf_ = p.template take<float>(N);
@@ -127,6 +125,10 @@ void CudaModel::plan(P& p) {
   const size_t hid = std::max({rows * h, cfg_.dense_layers > 0 ? N * dh : 0, S * N * h, N * h});
   dA_ = p.template take<bf16>(hid);
   dB_ = p.template take<bf16>(hid);
+  const size_t fmax = std::max(cfg_.dense_layers > 0 ? dh : 0, any_moe && S > 0 ? h : 0);
+  wcat_ = p.template take<bf16>(d * 2 * fmax);
+  dwcat_ = p.template take<float>(d * 2 * fmax);
+  dab_ = p.template take<bf16>(N * 2 * fmax);
   dgates_ = p.template take<float>(std::max<size_t>(rows, 1));
   dlogits_r_ = p.template take<float>(std::max<size_t>(N * E, 1));
   act_end_ = p.used;
@@ -189,8 +191,6 @@ CudaModel::CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate)
   // read of something no kernel wrote shows up in the loss.
   cudaCheck(cudaMemset(base_, 0, act_begin_));
   cudaCheck(cudaMemset(base_ + act_begin_, 0xFF, act_end_ - act_begin_));
-  const int32_t b1[2] = {0, N_};
-  cudaCheck(cudaMemcpy(bounds1_, b1, sizeof b1, cudaMemcpyHostToDevice));
   cudaCheck(cudaDeviceSynchronize());
 }
 
@@ -305,10 +305,12 @@ void CudaModel::forward(bool need_grad) {
     rmsnorm_forward_cast(b.xn2, b.xn2_f, b.rstd2, b.h, pb + o.ffn_g, N, d, st);
     if (!cfg_.is_moe(l)) {
       mark(PROF_DENSE_FFN);
-      expert_ffn_forward(tmp_bf_, b.fa, b.fb, b.fact, b.xn2, wb + o.dense_w1, wb + o.dense_w3,
-                         wb + o.dense_w2, bounds1_, N, 1, d, dh, px::cpu::EXPERT_ACT_SWIGLU, st);
+      ffn_up(b.fa, b.fact, b.xn2, wb + o.dense_w1, wb + o.dense_w3, dh, true);
+      // next = h + act W2 (fp32 accumulate into the residual stream)
       mark(PROF_ELEMENTWISE);
-      add<bf16>(next, b.h, tmp_bf_, Nd, st);
+      cudaCheck(cudaMemcpyAsync(next, b.h, Nd * sizeof(float), cudaMemcpyDeviceToDevice, st));
+      mark(PROF_DENSE_FFN);
+      matmul(next, b.fact, wb + o.dense_w2, N, dh, d, false, false, true, st);
       continue;
     }
     // router (fp32), aux loss, permutation, routed experts
@@ -328,10 +330,10 @@ void CudaModel::forward(bool need_grad) {
     const size_t wsz = (size_t)d * h, asz = (size_t)N * h;
     mark(PROF_DENSE_FFN);
     for (int s = 0; s < S; ++s) {
-      expert_ffn_forward(tmp_bf_, b.fa + s * asz, glu ? b.fb + s * asz : nullptr,
-                         b.fact + s * asz, b.xn2, wb + o.shared_w1 + s * wsz,
-                         glu ? wb + o.shared_w3 + s * wsz : nullptr, wb + o.shared_w2 + s * wsz,
-                         bounds1_, N, 1, d, h, kind, st);
+      ffn_up(b.fa + s * (glu ? 2 : 1) * asz, b.fact + s * asz, b.xn2,
+             wb + o.shared_w1 + s * wsz, glu ? wb + o.shared_w3 + s * wsz : nullptr, h, glu);
+      matmul(tmp_bf_, b.fact + s * asz, wb + o.shared_w2 + s * wsz, N, h, d, false, false,
+             false, st);
       if (s + 1 < S) add<bf16>(next, s == 0 ? b.h : next, tmp_bf_, Nd, st);
     }
     // next = (h or the sum so far) + last shared output + gated routed outputs, one pass
@@ -381,11 +383,9 @@ void CudaModel::backward() {
     // FFN branch: dffn = d(FFN output)/d(xn2) applied to dcur
     if (!cfg_.is_moe(l)) {
       mark(PROF_DENSE_FFN);
-      expert_ffn_backward(tmp_bf_, gb + o.dense_w1, gb + o.dense_w3, gb + o.dense_w2, dcur_bf_,
-                          b.xn2, b.fa, b.fb, b.fact, wb + o.dense_w1, wb + o.dense_w3,
-                          wb + o.dense_w2, bounds1_, N, 1, d, dh, px::cpu::EXPERT_ACT_SWIGLU,
-                          dA_, dB_, st);
-      convert_bf16_to_f32(dffn_, tmp_bf_, Nd, st);
+      ffn_down_backward(dffn_, false, gb + o.dense_w1, gb + o.dense_w3, gb + o.dense_w2,
+                        dcur_bf_, b.xn2, b.fa, b.fact, wb + o.dense_w1, wb + o.dense_w3,
+                        wb + o.dense_w2, dh, true);
     } else {
       mark(PROF_ROUTING);
       combine_rows_backward<float, bf16>(dyp_, dgates_, dcur, b.yp, b.gates, b.pos, N, k, d, st);
@@ -398,18 +398,12 @@ void CudaModel::backward() {
       const size_t wsz = (size_t)d * h, asz = (size_t)N * h;
       mark(PROF_DENSE_FFN);
       if (S == 0) cudaCheck(cudaMemsetAsync(dffn_, 0, Nd * sizeof(float), st));
-      for (int s = 0; s < S; ++s) {
-        expert_ffn_backward(tmp_bf_, gb + o.shared_w1 + s * wsz,
-                            glu ? gb + o.shared_w3 + s * wsz : nullptr, gb + o.shared_w2 + s * wsz,
-                            dcur_bf_, b.xn2, b.fa + s * asz, glu ? b.fb + s * asz : nullptr,
-                            b.fact + s * asz, wb + o.shared_w1 + s * wsz,
-                            glu ? wb + o.shared_w3 + s * wsz : nullptr,
-                            wb + o.shared_w2 + s * wsz, bounds1_, N, 1, d, h, kind, dA_, dB_, st);
-        if (s == 0)
-          convert_bf16_to_f32(dffn_, tmp_bf_, Nd, st);
-        else
-          add_inplace<bf16>(dffn_, tmp_bf_, Nd, st);
-      }
+      for (int s = 0; s < S; ++s)
+        ffn_down_backward(dffn_, s > 0, gb + o.shared_w1 + s * wsz,
+                          glu ? gb + o.shared_w3 + s * wsz : nullptr, gb + o.shared_w2 + s * wsz,
+                          dcur_bf_, b.xn2, b.fa + s * (glu ? 2 : 1) * asz, b.fact + s * asz,
+                          wb + o.shared_w1 + s * wsz, glu ? wb + o.shared_w3 + s * wsz : nullptr,
+                          wb + o.shared_w2 + s * wsz, h, glu);
       mark(PROF_ROUTING);
       scatter_add_rows<float, bf16>(dffn_, dxp_, b.pos, N, k, d, st);
       router_backward(dlogits_r_, dgates_, b.probs, b.idx, b.gates, b.aux_coef, N, E, k, st);
@@ -444,6 +438,40 @@ void CudaModel::backward() {
   }
   mark(PROF_EMBED);
   embedding_backward(gb + d_embed_, dcur, tok_, N, d, st);
+}
+
+void CudaModel::ffn_up(bf16* ab, bf16* act, const bf16* x, const bf16* w1, const bf16* w3,
+                       int f, bool glu) {
+  const int N = N_, d = cfg_.d_model;
+  cudaStream_t st = stream_;
+  if (glu) {
+    interleave_cols(wcat_, w1, w3, d, f, st);
+    matmul(ab, x, wcat_, N, d, 2 * f, false, false, false, st);
+  } else {
+    matmul(ab, x, w1, N, d, f, false, false, false, st);
+  }
+  ffn_act_forward(act, ab, N, f, glu, st);
+}
+
+void CudaModel::ffn_down_backward(float* dx, bool dx_acc, float* gw1, float* gw3, float* gw2,
+                                  const bf16* dy, const bf16* x, const bf16* ab, const bf16* act,
+                                  const bf16* w1, const bf16* w3, const bf16* w2, int f,
+                                  bool glu) {
+  const int N = N_, d = cfg_.d_model;
+  cudaStream_t st = stream_;
+  bf16* dact = dB_;  // [N, f]
+  matmul(dact, dy, w2, N, d, f, false, true, false, st);          // dact = dy W2^T
+  matmul(gw2, act, dy, f, N, d, true, false, true, st);           // dW2 += act^T dy
+  ffn_act_backward(dab_, dact, ab, N, f, glu, st);                // [da | db]
+  if (glu) {
+    interleave_cols(wcat_, w1, w3, d, f, st);
+    matmul(dx, dab_, wcat_, N, 2 * f, d, false, true, dx_acc, st);  // da W1^T + db W3^T
+    matmul(dwcat_, x, dab_, d, N, 2 * f, true, false, false, st);   // x^T [da | db]
+    deinterleave_add(gw1, gw3, dwcat_, d, f, st);
+  } else {
+    matmul(dx, dab_, w1, N, f, d, false, true, dx_acc, st);
+    matmul(gw1, x, dab_, d, N, f, true, false, true, st);
+  }
 }
 
 void CudaModel::mark(int what) {

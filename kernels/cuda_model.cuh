@@ -10,8 +10,9 @@
 // cross-entropy and all reductions are fp32; q, k, v (RoPE in fp32 math on bf16 storage),
 // the attention output and dq/dk/dv are bf16 (tensor-core flash attention, fp32 accumulate
 // and softmax statistics, kernels/attention_bf16); the attention projections, head, dense FFN, shared and routed experts are bf16 x bf16 -> fp32-accumulate
-// GEMMs (cuBLASLt, or the grouped expert kernel with one segment for the dense FFN and each
-// shared expert). Activations that only feed GEMMs are stored bf16.
+// GEMMs (cuBLASLt; the grouped expert kernel for the routed experts; the dense FFN and each
+// shared expert are cuBLASLt GEMMs on an interleaved [W1 | W3] copy plus elementwise
+// SwiGLU / relu2 kernels). Activations that only feed GEMMs are stored bf16.
 //
 // A step runs on the model's stream without host synchronisation (the expert segment bounds
 // stay on the device) until the loss is read at its end. Limits: balance = "aux" only (no
@@ -103,7 +104,9 @@ class CudaModel {
     bf16* xn2 = nullptr;     // [N, d] RMSNorm(h)
     float* xn2_f = nullptr;  // [N, d] fp32 copy (router input; MoE layers)
     float* rstd2 = nullptr;  // [N]
-    bf16 *fa = nullptr, *fb = nullptr, *fact = nullptr;  // dense FFN [N, dh] / shared [S, N, h]
+    // dense FFN / shared experts: fa = [a | b] = xn2 [W1 | W3] [N, 2f] per FFN (relu2: a
+    // [N, f]), fact = act(a, b) [N, f]; f = dh (dense) or h (shared, S of them)
+    bf16 *fa = nullptr, *fact = nullptr;
     // MoE layers
     float *logits = nullptr, *probs = nullptr;  // [N, E]
     float* gates = nullptr;                     // [N, k]
@@ -122,6 +125,16 @@ class CudaModel {
   void forward(bool need_grad);
   void backward();
   void optimizer_step();
+  // Dense FFN / one shared expert on cuBLASLt (hidden f, weights W1, W3 [d, f], W2 [f, d]):
+  // ab = xn2 [W1 | W3] (one GEMM on the interleaved copy wcat_), act = silu(a) b (relu2:
+  // ab = xn2 W1, act = relu(a)^2). The W2 GEMM is the caller's (its output type differs).
+  void ffn_up(bf16* ab, bf16* act, const bf16* x, const bf16* w1, const bf16* w3, int f,
+              bool glu);
+  // Backward of ffn_up + W2 given dy (bf16 [N, d]): dx (fp32 [N, d], += when dx_acc) and the
+  // fp32 weight gradients (+=).
+  void ffn_down_backward(float* dx, bool dx_acc, float* gw1, float* gw3, float* gw2,
+                         const bf16* dy, const bf16* x, const bf16* ab, const bf16* act,
+                         const bf16* w1, const bf16* w3, const bf16* w2, int f, bool glu);
   double read_loss();
   enum Phase : int {
     PROF_EMBED, PROF_NORM, PROF_ATTN_GEMM, PROF_ATTENTION, PROF_DENSE_FFN, PROF_ROUTING,
@@ -173,7 +186,6 @@ class CudaModel {
   // activations
   std::vector<LayerBufs> L_;
   int32_t *tok_ = nullptr, *tgt_ = nullptr;  // [N]
-  int32_t* bounds1_ = nullptr;               // [2] = {0, N}: one segment (dense FFN, shared)
   float* resid_out_ = nullptr;               // [N, d]
   bf16* xf_ = nullptr;                       // [N, d]
   float* rstdf_ = nullptr;                   // [N]
@@ -191,6 +203,10 @@ class CudaModel {
   float* attn_scratch_ = nullptr;                                            // [B*H*T]
   bf16 *xp_ = nullptr, *dyp_ = nullptr, *dxp_ = nullptr;                     // [N*k, d]
   bf16 *dA_ = nullptr, *dB_ = nullptr;  // [max(N*k*h, N*dh, N*h)]
+  // dense FFN / shared experts (f = max(dh, h) over the FFNs present)
+  bf16* wcat_ = nullptr;    // [d, 2f] = [W1 | W3] rows (bf16 GEMM operand)
+  float* dwcat_ = nullptr;  // [d, 2f] d[W1 | W3] of one FFN, added into W1 / W3's gradients
+  bf16* dab_ = nullptr;     // [N, 2f] = [da | db]
   float* dgates_ = nullptr;             // [N*k]
   float* dlogits_r_ = nullptr;          // [N, E]
   double last_ce_ = 0, last_aux_ = 0;

@@ -1,5 +1,8 @@
-// defines: add_inplace, add, rmsnorm_forward_cast, sum_squares_partial, grad_clip_finish
+// defines: add_inplace, add, interleave_cols, deinterleave_add, ffn_act_forward,
+// ffn_act_backward, rmsnorm_forward_cast, sum_squares_partial, grad_clip_finish
 #include "elementwise.cuh"
+
+#include <initializer_list>
 
 #include "rmsnorm.cuh"  // defines: rmsnorm_forward_cast_vec, rmsnorm_vec_ok
 
@@ -54,7 +57,143 @@ __global__ void clip_finish_kernel(float* norm_out, float* scale_out, const floa
   scale_out[0] = clip > 0 && norm > clip ? (float)(clip / norm) : 1.f;
 }
 
+__device__ __forceinline__ float sigmoid_fast(float x) { return 1.f / (1.f + __expf(-x)); }
+
+// One thread per 8-column chunk of a [rows, f] index space (f % 8 == 0).
+__global__ void interleave_kernel(bf16* out, const bf16* a, const bf16* b, size_t chunks,
+                                  int fc) {
+  for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < chunks;
+       j += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = j / fc, c = (j % fc) * 8, f = (size_t)fc * 8;
+    const size_t i = r * f + c, o = r * 2 * f + c;
+    *reinterpret_cast<uint4*>(out + o) = *reinterpret_cast<const uint4*>(a + i);
+    *reinterpret_cast<uint4*>(out + o + f) = *reinterpret_cast<const uint4*>(b + i);
+  }
+}
+
+__global__ void deinterleave_add_kernel(float* ga, float* gb, const float* cat, size_t chunks,
+                                        int fc) {
+  for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < chunks;
+       j += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = j / fc, c = (j % fc) * 8, f = (size_t)fc * 8;
+    const size_t i = r * f + c, o = r * 2 * f + c;
+    float x[8], y[8];
+    load8(cat + o, x);
+    load8(ga + i, y);
+#pragma unroll
+    for (int t = 0; t < 8; ++t) y[t] += x[t];
+    store8(ga + i, y);
+    load8(cat + o + f, x);
+    load8(gb + i, y);
+#pragma unroll
+    for (int t = 0; t < 8; ++t) y[t] += x[t];
+    store8(gb + i, y);
+  }
+}
+
+template <bool GLU>
+__global__ void ffn_act_fwd_kernel(bf16* act, const bf16* ab, size_t chunks, int fc) {
+  for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < chunks;
+       j += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = j / fc, c = (j % fc) * 8, f = (size_t)fc * 8;
+    float a[8], o[8];
+    if constexpr (GLU) {
+      float b[8];
+      load8(ab + r * 2 * f + c, a);
+      load8(ab + r * 2 * f + f + c, b);
+#pragma unroll
+      for (int t = 0; t < 8; ++t) o[t] = a[t] * sigmoid_fast(a[t]) * b[t];
+    } else {
+      load8(ab + r * f + c, a);
+#pragma unroll
+      for (int t = 0; t < 8; ++t) {
+        const float x = fmaxf(a[t], 0.f);
+        o[t] = x * x;
+      }
+    }
+    store8(act + r * f + c, o);
+  }
+}
+
+template <bool GLU>
+__global__ void ffn_act_bwd_kernel(bf16* dab, const bf16* dact, const bf16* ab, size_t chunks,
+                                   int fc) {
+  for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < chunks;
+       j += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = j / fc, c = (j % fc) * 8, f = (size_t)fc * 8;
+    float g[8], a[8], da[8];
+    load8(dact + r * f + c, g);
+    if constexpr (GLU) {
+      float b[8], db[8];
+      load8(ab + r * 2 * f + c, a);
+      load8(ab + r * 2 * f + f + c, b);
+#pragma unroll
+      for (int t = 0; t < 8; ++t) {
+        const float s = sigmoid_fast(a[t]);
+        da[t] = g[t] * b[t] * s * (1.f + a[t] * (1.f - s));
+        db[t] = g[t] * a[t] * s;
+      }
+      store8(dab + r * 2 * f + c, da);
+      store8(dab + r * 2 * f + f + c, db);
+    } else {
+      load8(ab + r * f + c, a);
+#pragma unroll
+      for (int t = 0; t < 8; ++t) da[t] = g[t] * 2.f * fmaxf(a[t], 0.f);
+      store8(dab + r * f + c, da);
+    }
+  }
+}
+
+void check_ffn_args(int f, std::initializer_list<const void*> ptrs) {
+  bool ok = f % 8 == 0;
+  for (const void* p : ptrs) ok = ok && aligned16(p);
+  if (!ok) cuda_fail("ffn elementwise", "f % 8 != 0 or a pointer not 16-byte aligned", __FILE__,
+                     __LINE__);
+}
+
 }  // namespace
+
+void interleave_cols(bf16* out, const bf16* a, const bf16* b, int rows, int f,
+                     cudaStream_t stream) {
+  if (rows <= 0 || f <= 0) return;
+  check_ffn_args(f, {out, a, b});
+  const size_t chunks = (size_t)rows * (f / 8);
+  interleave_kernel<<<grid_for(chunks), 256, 0, stream>>>(out, a, b, chunks, f / 8);
+  cudaCheckLaunch();
+}
+
+void deinterleave_add(float* ga, float* gb, const float* cat, int rows, int f,
+                      cudaStream_t stream) {
+  if (rows <= 0 || f <= 0) return;
+  check_ffn_args(f, {ga, gb, cat});
+  const size_t chunks = (size_t)rows * (f / 8);
+  deinterleave_add_kernel<<<grid_for(chunks), 256, 0, stream>>>(ga, gb, cat, chunks, f / 8);
+  cudaCheckLaunch();
+}
+
+void ffn_act_forward(bf16* act, const bf16* ab, int rows, int f, bool glu, cudaStream_t stream) {
+  if (rows <= 0 || f <= 0) return;
+  check_ffn_args(f, {act, ab});
+  const size_t chunks = (size_t)rows * (f / 8);
+  if (glu)
+    ffn_act_fwd_kernel<true><<<grid_for(chunks), 256, 0, stream>>>(act, ab, chunks, f / 8);
+  else
+    ffn_act_fwd_kernel<false><<<grid_for(chunks), 256, 0, stream>>>(act, ab, chunks, f / 8);
+  cudaCheckLaunch();
+}
+
+void ffn_act_backward(bf16* dab, const bf16* dact, const bf16* ab, int rows, int f, bool glu,
+                      cudaStream_t stream) {
+  if (rows <= 0 || f <= 0) return;
+  check_ffn_args(f, {dab, dact, ab});
+  const size_t chunks = (size_t)rows * (f / 8);
+  if (glu)
+    ffn_act_bwd_kernel<true><<<grid_for(chunks), 256, 0, stream>>>(dab, dact, ab, chunks, f / 8);
+  else
+    ffn_act_bwd_kernel<false><<<grid_for(chunks), 256, 0, stream>>>(dab, dact, ab, chunks,
+                                                                    f / 8);
+  cudaCheckLaunch();
+}
 
 template <class T>
 void add_inplace(float* y, const T* x, size_t n, cudaStream_t stream) {

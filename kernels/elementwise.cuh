@@ -59,4 +59,24 @@ void sum_squares_partial(float* partials, const float* x, size_t n, cudaStream_t
 void grad_clip_finish(float* norm_out, float* scale_out, const float* partials, int count,
                       const float* clip, cudaStream_t stream = 0);
 
+// ---- dense FFN / shared experts on cuBLASLt (CudaModel) -------------------------------------
+// The FFN y = act(x W1, x W3) W2 runs as plain GEMMs on a concatenated weight: W13 [d, 2f] holds
+// row i = [W1[i, :] | W3[i, :]] (interleave_cols), so that ONE GEMM gives AB = x W13 [N, 2f]
+// (row n = [a | b]) and ONE GEMM gives dx = dAB W13^T. f % 8 == 0, 16-byte aligned pointers.
+// out [rows, 2f]: row r = [a[r, :] | b[r, :]] (a, b [rows, f]).
+void interleave_cols(bf16* out, const bf16* a, const bf16* b, int rows, int f,
+                     cudaStream_t stream = 0);
+// ga[r, :] += cat[r, 0:f], gb[r, :] += cat[r, f:2f] (fp32; cat [rows, 2f]).
+void deinterleave_add(float* ga, float* gb, const float* cat, int rows, int f,
+                      cudaStream_t stream = 0);
+// glu: act = silu(a) * b from ab [rows, 2f] (row = [a | b]); else (relu2) act = relu(a)^2 from
+// ab = a [rows, f]. Same math as the grouped expert kernel's epilogue (bf16 a, b; fp32 math;
+// sigmoid 1 / (1 + __expf(-a))). act [rows, f].
+void ffn_act_forward(bf16* act, const bf16* ab, int rows, int f, bool glu,
+                     cudaStream_t stream = 0);
+// Backward of ffn_act_forward: glu: dab [rows, 2f] = [dact b s (1 + a (1 - s)) | dact a s]
+// (s = sigmoid(a)); relu2: dab [rows, f] = dact 2 relu(a). dact [rows, f].
+void ffn_act_backward(bf16* dab, const bf16* dact, const bf16* ab, int rows, int f, bool glu,
+                      cudaStream_t stream = 0);
+
 }  // namespace px::cuda

@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "cuda_model.cuh"       // defines: px::cuda::CudaModel
+#include "elementwise.cuh"      // defines: interleave_cols, deinterleave_add, ffn_act_forward, ...
 #include "model/moe_model.hpp"  // defines: px::MoeModel
 #include "optim/adamw.hpp"      // defines: px::AdamW
 
@@ -102,11 +103,102 @@ TEST(CudaModel, ForwardLossMatchesCpu) {
   EXPECT_NEAR(gpu.forward_loss(in.data(), tg.data()), lg, 1e-6 * std::fabs(lg));
 }
 
+// Two shared experts (the dense FFN and shared experts run as cuBLASLt GEMMs: covers the
+// accumulation over shared experts in forward and backward), SwiGLU or relu2.
+ModelConfig config_two_shared(bool relu2) {
+  ModelConfig c = relu2 ? config_relu2() : config_swiglu();
+  c.n_shared = 2;
+  return c;
+}
+
+ModelConfig grad_config(int i) {
+  switch (i) {
+    case 0: return config_swiglu();
+    case 1: return config_relu2();
+    case 2: return config_two_shared(false);
+    default: return config_two_shared(true);
+  }
+}
+
+// The elementwise kernels of the cuBLASLt dense FFN / shared experts against host math on the
+// same bf16 inputs (double precision), outputs poisoned first; two shapes (one not a
+// multiple of the block size).
+TEST(CudaModel, FfnElementwiseKernels) {
+  PX_SKIP_IF_NO_GPU();
+  const int shapes[2][2] = {{37, 24}, {1000, 256}};
+  for (const auto& sh : shapes) {
+    const int R = sh[0], f = sh[1];
+    const size_t n = (size_t)R * f;
+    const auto a = round_bf16(randn(n, 11 + R, 2.f)), b = round_bf16(randn(n, 12 + R, 1.f));
+    const auto g = round_bf16(randn(n, 13 + R, 1.f));
+    // interleave: [a | b] per row
+    DBuf<bf16> da(to_bf16(a)), db(to_bf16(b)), dg(to_bf16(g)), ab(2 * n), act(n), dab(2 * n);
+    ab.poison();
+    px::cuda::interleave_cols(ab, da, db, R, f);
+    const auto abh = to_f32(ab.download());
+    std::vector<float> abref(2 * n);
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < f; ++c) {
+        abref[(size_t)r * 2 * f + c] = a[(size_t)r * f + c];
+        abref[(size_t)r * 2 * f + f + c] = b[(size_t)r * f + c];
+      }
+    EXPECT_EQ(rel_err(abh, abref), 0.0) << "interleave R " << R;
+    for (int glu = 0; glu < 2; ++glu) {
+      const bf16* in = glu ? ab.p : da.p;  // relu2 reads a [R, f]
+      act.poison();
+      dab.poison();
+      px::cuda::ffn_act_forward(act, in, R, f, glu, 0);
+      px::cuda::ffn_act_backward(dab, dg, in, R, f, glu, 0);
+      std::vector<float> ref(n), dref(glu ? 2 * n : n);
+      for (int r = 0; r < R; ++r)
+        for (int c = 0; c < f; ++c) {
+          const size_t i = (size_t)r * f + c;
+          const double x = a[i], y = b[i], s = 1.0 / (1.0 + std::exp(-x)), gg = g[i];
+          if (glu) {
+            ref[i] = (float)(x * s * y);
+            dref[(size_t)r * 2 * f + c] = (float)(gg * y * s * (1 + x * (1 - s)));
+            dref[(size_t)r * 2 * f + f + c] = (float)(gg * x * s);
+          } else {
+            const double p = std::max(x, 0.0);
+            ref[i] = (float)(p * p);
+            dref[i] = (float)(gg * 2 * p);
+          }
+        }
+      auto dh = to_f32(dab.download());
+      dh.resize(dref.size());
+      const double e1 = rel_err(to_f32(act.download()), ref), e2 = rel_err(dh, dref);
+      std::printf("  R %d f %d %s: act err %.2e, d[a|b] err %.2e\n", R, f, glu ? "swiglu" : "relu2",
+                  e1, e2);
+      EXPECT_LT(e1, 5e-3);
+      EXPECT_LT(e2, 5e-3);
+    }
+    // deinterleave_add: ga += cat[:, :f], gb += cat[:, f:]
+    const auto cat = randn(2 * n, 14 + R), g1 = randn(n, 15 + R), g3 = randn(n, 16 + R);
+    DBuf<float> dcat(cat), dg1(g1), dg3(g3);
+    px::cuda::deinterleave_add(dg1, dg3, dcat, R, f);
+    const auto o1 = dg1.download(), o3 = dg3.download();
+    double worst = 0;
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < f; ++c) {
+        const size_t i = (size_t)r * f + c;
+        worst = std::max({worst, (double)std::fabs(o1[i] - (g1[i] + cat[(size_t)r * 2 * f + c])),
+                          (double)std::fabs(o3[i] - (g3[i] + cat[(size_t)r * 2 * f + f + c]))});
+      }
+    EXPECT_EQ(worst, 0.0) << "deinterleave_add R " << R;
+  }
+}
+
+std::string grad_config_name(int i) {
+  static const char* names[4] = {"SwigluShared_hd64", "Relu2NoShared_hd32",
+                                 "SwigluTwoShared_hd64", "Relu2TwoShared_hd32"};
+  return names[i];
+}
+
 class CudaModelGrad : public ::testing::TestWithParam<int> {};
 
 TEST_P(CudaModelGrad, GradientsMatchCpu) {
   PX_SKIP_IF_NO_GPU();
-  const ModelConfig c = GetParam() == 0 ? config_swiglu() : config_relu2();
+  const ModelConfig c = grad_config(GetParam());
   const int N = kB * kT;
   px::MoeModel<float> cpu(c, kB, kT);
   make_params(cpu, 201 + GetParam());
@@ -162,11 +254,8 @@ TEST_P(CudaModelGrad, GradientsMatchCpu) {
   for (int l = 0; l < c.n_layers; ++l) EXPECT_LE(moved[l], 8) << "layer " << l;
 }
 
-INSTANTIATE_TEST_SUITE_P(Configs, CudaModelGrad, ::testing::Values(0, 1),
-                         [](const auto& info) {
-                           return std::string(info.param == 0 ? "SwigluShared_hd64"
-                                                              : "Relu2NoShared_hd32");
-                         });
+INSTANTIATE_TEST_SUITE_P(Configs, CudaModelGrad, ::testing::Values(0, 1, 2, 3),
+                         [](const auto& info) { return grad_config_name(info.param); });
 
 TEST(CudaModel, ThreeAdamWStepsMatchCpu) {
   PX_SKIP_IF_NO_GPU();

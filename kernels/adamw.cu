@@ -1,5 +1,6 @@
 // defines: adamw_update
 #include "adamw.cuh"
+#include "adamw_elem.cuh"  // defines: adamw_elem
 
 #include <cmath>
 
@@ -13,14 +14,10 @@ __global__ void adamw_kernel(float* p, const G* g, float* m, float* v, size_t n,
                              bf16* pb) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x) {
-    float gi = to_float(g[i]);
-    float mi = b1 * m[i] + (1.f - b1) * gi;
-    float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    float mi = m[i], vi = v[i];
+    const float pi = adamw_elem(p[i], to_float(g[i]), mi, vi, lr, b1, b2, eps, wd, c1, c2);
     m[i] = mi;
     v[i] = vi;
-    float upd = (mi * c1) / (sqrtf(vi * c2) + eps);
-    float pi = p[i];
-    pi -= lr * (upd + wd * pi);
     p[i] = pi;
     if (pb) pb[i] = __float2bfloat16(pi);
   }

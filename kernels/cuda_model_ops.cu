@@ -1,6 +1,7 @@
 // defines: moe_aux_loss, sum_into, adamw_update_scaled
 #include <cmath>
 
+#include "adamw_elem.cuh"  // defines: adamw_elem
 #include "cuda_model.cuh"
 
 namespace px::cuda {
@@ -33,14 +34,10 @@ __global__ void adamw_scaled_kernel(float* p, const float* g, float* m, float* v
   const float lr = hyper[0], c1 = hyper[1], c2 = hyper[2], wd = decay ? hyper[3] : 0.f;
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x) {
-    float gi = g[i] * sc;
-    float mi = b1 * m[i] + (1.f - b1) * gi;
-    float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    float mi = m[i], vi = v[i];
+    const float pi = adamw_elem(p[i], g[i] * sc, mi, vi, lr, b1, b2, eps, wd, c1, c2);
     m[i] = mi;
     v[i] = vi;
-    float upd = (mi * c1) / (sqrtf(vi * c2) + eps);
-    float pi = p[i];
-    pi -= lr * (upd + wd * pi);
     p[i] = pi;
     if (pb) pb[i] = __float2bfloat16(pi);
   }

@@ -1,5 +1,7 @@
 // Byte-level BPE tokenizer: pre-split, round trips, training, tokenizer.h5.
 #include <gtest/gtest.h>
+
+#include "temp_dir.hpp"  // defines: px::test::TempDir
 #include <unistd.h>
 
 #include <filesystem>
@@ -34,19 +36,7 @@ std::string random_bytes(std::mt19937& rng, size_t n) {
   return s;
 }
 
-// A directory under the build tree, unique per test, removed at the end.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::path(PX_BINARY_DIR) / "test_tmp" /
-           (std::string(info->test_suite_name()) + "_" + info->name() + "_" +
-            std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using px::test::TempDir;
 
 std::string big_english() {
   std::string s;

@@ -1,5 +1,7 @@
 // Token shards, the window loader, and `data prepare` end to end.
 #include <gtest/gtest.h>
+
+#include "temp_dir.hpp"  // defines: px::test::TempDir
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -20,19 +22,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::path(PX_BINARY_DIR) / "test_tmp" /
-           (std::string(info->test_suite_name()) + "_" + info->name() + "_" +
-            std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using px::test::TempDir;
 
 std::vector<int32_t> iota_tokens(int n, int start = 1000) {
   std::vector<int32_t> t(n);

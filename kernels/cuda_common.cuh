@@ -11,6 +11,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "util/hash_rng.hpp"  // defines: splitmix64, uniform01
+
 namespace px::cuda {
 
 using bf16 = __nv_bfloat16;
@@ -70,17 +72,9 @@ __host__ __device__ inline bf16 from_float<bf16>(float x) { return __float2bfloa
 void convert_f32_to_bf16(bf16* out, const float* in, size_t n, cudaStream_t stream = 0);
 void convert_bf16_to_f32(float* out, const bf16* in, size_t n, cudaStream_t stream = 0);
 
-// Counter-based hash RNG (splitmix64): deterministic given (seed, counter).
-__host__ __device__ inline uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-// Uniform in (0, 1].
-__host__ __device__ inline double uniform01(uint64_t seed, uint64_t counter) {
-  return ((splitmix64(seed ^ splitmix64(counter)) >> 11) + 1) * (1.0 / 9007199254740992.0);
-}
+// The counter-based RNG (splitmix64, uniform01) is shared with the CPU backend.
+using px::splitmix64;
+using px::uniform01;
 
 #ifdef __CUDACC__
 __device__ inline float warp_sum(float v) {

@@ -65,21 +65,19 @@ __global__ void sketch_prefix_kernel(float* prefix, const float* w, const int32_
   }
 }
 
-// Quantize v (this thread's elements, VPT per thread) into q with a block absmax.
+// Code v (this thread's elements, VPT per thread) into the row's codes q with a block absmax
+// (sketch_quant.hpp: the same rule as the CPU).
 template <int VPT>
-__device__ inline float quantize_store(const float (&v)[VPT], int8_t* q, int d) {
+__device__ inline float quantize_store(const float (&v)[VPT], uint8_t* q, int d, SketchElem t) {
   float m = 0.f;
 #pragma unroll
   for (int j = 0; j < VPT; ++j) m = fmaxf(m, fabsf(v[j]));
   m = block_max(m);
-  float s = m / 127.f;
+  float s = px::sketch_row_scale(m, t);
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
     int i = threadIdx.x + j * blockDim.x;
-    if (i < d) {
-      float r = s > 0.f ? rintf(v[j] / s) : 0.f;
-      q[i] = (int8_t)fminf(127.f, fmaxf(-127.f, r));
-    }
+    if (i < d) px::sketch_encode_elem(v[j], s, t, q, i);
   }
   return s;
 }
@@ -117,19 +115,20 @@ __global__ void sketch_gather_kernel(SketchBuffers sb, const bf16* X, const bf16
     }
   }
   size_t slot = (size_t)e * sb.n + s;
+  const size_t row_bytes = (size_t)d * px::sketch_elem_bytes(sb.dtype);
   float v[VPT];
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
     int i = threadIdx.x + j * blockDim.x;
     v[j] = i < d ? __bfloat162float(X[(size_t)r * d + i]) : 0.f;
   }
-  float xs = quantize_store<VPT>(v, sb.xq + slot * d, d);
+  float xs = quantize_store<VPT>(v, sb.xq + slot * row_bytes, d, sb.dtype);
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
     int i = threadIdx.x + j * blockDim.x;
     v[j] = i < d ? __bfloat162float(dY[(size_t)r * d + i]) * weight : 0.f;
   }
-  float gs = quantize_store<VPT>(v, sb.dyq + slot * d, d);
+  float gs = quantize_store<VPT>(v, sb.dyq + slot * row_bytes, d, sb.dtype);
   if (threadIdx.x == 0) {
     sb.xs[slot] = xs;
     sb.dys[slot] = gs;
@@ -145,7 +144,8 @@ constexpr int kCsSplit = 32;
 __global__ void sketch_checksum_kernel(SketchBuffers sb, int d, int n) {
   int e = blockIdx.x, count = sb.count[e];
   size_t slot = (size_t)e * sb.n;
-  uint32_t words_row = (uint32_t)count * d / 4;
+  const int eb = px::sketch_elem_bytes(sb.dtype);
+  uint32_t words_row = (uint32_t)count * d * eb / 4;
   uint32_t h = 0;
   const uint32_t start = blockIdx.y * blockDim.x + threadIdx.x, stride = gridDim.y * blockDim.x;
   auto mix_range = [&](const void* p, uint32_t nw, uint32_t base) {
@@ -153,8 +153,8 @@ __global__ void sketch_checksum_kernel(SketchBuffers sb, int d, int n) {
     for (uint32_t j = start; j < nw; j += stride) h += sketch_mix32(w[j], base + j);
   };
   uint32_t base = 0;
-  mix_range(sb.xq + slot * d, words_row, base); base += words_row;
-  mix_range(sb.dyq + slot * d, words_row, base); base += words_row;
+  mix_range(sb.xq + slot * d * eb, words_row, base); base += words_row;
+  mix_range(sb.dyq + slot * d * eb, words_row, base); base += words_row;
   mix_range(sb.xs + slot, count, base); base += count;
   mix_range(sb.dys + slot, count, base); base += count;
   mix_range(sb.weight + slot, count, base); base += count;
@@ -173,12 +173,12 @@ __global__ void sketch_checksum_kernel(SketchBuffers sb, int d, int n) {
 
 }  // namespace
 
-SketchBuffers sketch_alloc(int E, int n, int d, int rows_cap) {
+SketchBuffers sketch_alloc(int E, int n, int d, int rows_cap, SketchElem dtype) {
   SketchBuffers sb;
-  sb.E = E; sb.n = n; sb.d = d; sb.rows_cap = rows_cap;
-  size_t slots = (size_t)E * n;
-  cudaCheck(cudaMalloc(&sb.xq, slots * d));
-  cudaCheck(cudaMalloc(&sb.dyq, slots * d));
+  sb.E = E; sb.n = n; sb.d = d; sb.rows_cap = rows_cap; sb.dtype = dtype;
+  size_t slots = (size_t)E * n, code_bytes = slots * d * px::sketch_elem_bytes(dtype);
+  cudaCheck(cudaMalloc(&sb.xq, code_bytes));
+  cudaCheck(cudaMalloc(&sb.dyq, code_bytes));
   cudaCheck(cudaMalloc(&sb.xs, slots * 4));
   cudaCheck(cudaMalloc(&sb.dys, slots * 4));
   cudaCheck(cudaMalloc(&sb.weight, slots * 4));

@@ -5,21 +5,28 @@
 //   2. if the segment has <= n rows, take all of them (weight 1); otherwise draw n rows i.i.d.
 //      with probability q_t = w_t / sum w (deterministic given seed, step, expert), and
 //      reweight dY by 1 / (n q_t) so that sum_s x_s dy_s^T is unbiased for X^T dY;
-//   3. gather the rows, quantize int8 with one fp32 scale per row (absmax / 127, round to
-//      nearest even), and checksum the expert's payload.
-// The CPU side (the expert home) uses sketch_unpack_cpu / sketch_checksum_cpu below.
+//   3. gather the rows, code each row with its own scale (int8 / fp8 e4m3 / bf16, the rules
+//      of src/sketch/sketch_quant.hpp, shared with the CPU), and checksum the expert's payload.
+// The CPU side (an expert home) wraps expert e's slice with sketch_wrap and reads it with
+// sketch_verify / sketch_unpack (src/sketch/sketch_wire.hpp); sketch_checksum_cpu is the
+// host twin of the device checksum below.
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "cuda_common.cuh"
+#include "sketch/sketch_quant.hpp"  // defines: SketchElem, sketch_stream, row coding
 
 namespace px::cuda {
 
+using px::SketchElem;
+using px::sketch_stream;
+
 struct SketchBuffers {  // device arrays, expert-major, n slots per expert
   int E = 0, n = 0, d = 0, rows_cap = 0;
-  int8_t* xq = nullptr;     // [E, n, d]
-  int8_t* dyq = nullptr;    // [E, n, d]
+  SketchElem dtype = px::SKETCH_INT8;
+  uint8_t* xq = nullptr;    // [E, n, d] codes of sketch_elem_bytes(dtype) bytes each
+  uint8_t* dyq = nullptr;   // [E, n, d]
   float* xs = nullptr;      // [E, n] scales
   float* dys = nullptr;     // [E, n]
   float* weight = nullptr;  // [E, n] dY reweighting factor 1/(n q) (1 when all taken)
@@ -30,18 +37,14 @@ struct SketchBuffers {  // device arrays, expert-major, n slots per expert
   float* prefix = nullptr;  // [rows_cap] scratch
 };
 
-SketchBuffers sketch_alloc(int E, int n, int d, int rows_cap);
+SketchBuffers sketch_alloc(int E, int n, int d, int rows_cap,
+                           SketchElem dtype = px::SKETCH_INT8);
 void sketch_free(SketchBuffers& sb);
 
 // d must be a multiple of 8; rows_cap >= bounds[E].
 void sketch_pack(SketchBuffers& sb, const bf16* X, const bf16* dY, const int32_t* bounds,
                  int rows_cap, int E, int d, int n, uint64_t seed, int step,
                  cudaStream_t stream = 0);
-
-// The sampling stream of (seed, step, expert): u_s = uniform01(sketch_stream(...), s).
-__host__ __device__ inline uint64_t sketch_stream(uint64_t seed, int step, int e) {
-  return splitmix64(seed ^ splitmix64(((uint64_t)(uint32_t)step << 32) | (uint32_t)e));
-}
 
 // ---- host side (expert home / tests) ------------------------------------------------------
 __host__ __device__ inline uint32_t sketch_mix32(uint32_t w, uint32_t i) {
@@ -54,30 +57,19 @@ __host__ __device__ inline uint32_t sketch_mix32(uint32_t w, uint32_t i) {
   return x;
 }
 
-// Quantize one row as the kernel does (bit-identical): scale = absmax/127, q = rint(v/scale).
-inline void sketch_quantize_row_cpu(const float* v, int d, int8_t* q, float* scale) {
-  float amax = 0.f;
-  for (int i = 0; i < d; ++i) amax = std::fmax(amax, std::fabs(v[i]));
-  float s = amax / 127.f;
-  *scale = s;
-  for (int i = 0; i < d; ++i) {
-    float r = s > 0.f ? std::rint(v[i] / s) : 0.f;
-    q[i] = (int8_t)std::fmin(127.f, std::fmax(-127.f, r));
-  }
-}
-
 // Checksum of expert e's payload: xq, dyq rows [0, count), their scales, weights, rows, count.
 // Words are mixed with their index and summed mod 2^32 (order-free, so the GPU can reduce).
-inline uint32_t sketch_checksum_cpu(const int8_t* xq, const int8_t* dyq, const float* xs,
+// elem_bytes = sketch_elem_bytes(dtype).
+inline uint32_t sketch_checksum_cpu(const uint8_t* xq, const uint8_t* dyq, const float* xs,
                                     const float* dys, const float* weight, const int32_t* row,
-                                    int count, int d) {
+                                    int count, int d, int elem_bytes) {
   uint32_t h = 0, i = 0;
   auto words = [&](const void* p, size_t bytes) {
     const uint32_t* w = static_cast<const uint32_t*>(p);
     for (size_t j = 0; j < bytes / 4; ++j) h += sketch_mix32(w[j], i++);
   };
-  words(xq, (size_t)count * d);
-  words(dyq, (size_t)count * d);
+  words(xq, (size_t)count * d * elem_bytes);
+  words(dyq, (size_t)count * d * elem_bytes);
   words(xs, count * 4u);
   words(dys, count * 4u);
   words(weight, count * 4u);
@@ -85,21 +77,6 @@ inline uint32_t sketch_checksum_cpu(const int8_t* xq, const int8_t* dyq, const f
   uint32_t c = (uint32_t)count;
   words(&c, 4);
   return h;
-}
-
-// Dequantize expert e's sketch (host copies of the [E, n, ...] arrays): X [count, d] and dY
-// [count, d] = q * scale. Returns count.
-inline int sketch_unpack_cpu(std::vector<float>& X, std::vector<float>& dY, const int8_t* xq,
-                             const int8_t* dyq, const float* xs, const float* dys, int count,
-                             int d) {
-  X.resize((size_t)count * d);
-  dY.resize((size_t)count * d);
-  for (int r = 0; r < count; ++r)
-    for (int i = 0; i < d; ++i) {
-      X[(size_t)r * d + i] = (float)xq[(size_t)r * d + i] * xs[r];
-      dY[(size_t)r * d + i] = (float)dyq[(size_t)r * d + i] * dys[r];
-    }
-  return count;
 }
 
 }  // namespace px::cuda

@@ -1,15 +1,17 @@
-// Sketch packing: sampling contract, bit-identical int8 quantization vs the CPU unpack,
-// checksum, determinism, and unbiasedness of the importance-sampled estimate.
+// Sketch packing: sampling contract, codes bit-identical to the CPU rules (int8, fp8, bf16),
+// checksum, the wire round trip through a CPU home (sketch_wrap / sketch_verify /
+// sketch_unpack), determinism, and unbiasedness of the importance-sampled estimate.
 #include "test_util.hpp"
 
-#include "sketch_pack.cuh"  // defines: px::cuda::sketch_pack, sketch_*_cpu
+#include "sketch/sketch_wire.hpp"  // defines: sketch_wrap, sketch_verify, sketch_unpack
+#include "sketch_pack.cuh"         // defines: px::cuda::sketch_pack, sketch_checksum_cpu
 
 using namespace px::test;
 
 namespace {
 
 struct Host {
-  std::vector<int8_t> xq, dyq;
+  std::vector<uint8_t> xq, dyq;
   std::vector<float> xs, dys, w;
   std::vector<int32_t> row, count;
   std::vector<uint32_t> cs;
@@ -24,16 +26,29 @@ std::vector<T> dl(const T* p, size_t n) {
 }
 
 Host fetch(const px::cuda::SketchBuffers& sb) {
-  size_t slots = (size_t)sb.E * sb.n;
-  return {dl(sb.xq, slots * sb.d), dl(sb.dyq, slots * sb.d), dl(sb.xs, slots), dl(sb.dys, slots),
+  size_t slots = (size_t)sb.E * sb.n, codes = slots * sb.d * px::sketch_elem_bytes(sb.dtype);
+  return {dl(sb.xq, codes), dl(sb.dyq, codes), dl(sb.xs, slots), dl(sb.dys, slots),
           dl(sb.weight, slots), dl(sb.row, slots), dl(sb.count, sb.E), dl(sb.checksum, sb.E)};
 }
 
 }  // namespace
 
-TEST(CudaSketch, PackMatchesCpuContract) {
+// Codes of one row as the CPU rules make them (sketch_quant.hpp).
+static std::vector<uint8_t> cpu_row_codes(const std::vector<float>& v, px::SketchElem t, float* scale) {
+  float amax = 0.f;
+  for (float x : v) amax = std::fmax(amax, std::fabs(x));
+  *scale = px::sketch_row_scale(amax, t);
+  std::vector<uint8_t> q(v.size() * px::sketch_elem_bytes(t));
+  for (size_t i = 0; i < v.size(); ++i) px::sketch_encode_elem(v[i], *scale, t, q.data(), (int)i);
+  return q;
+}
+
+class CudaSketchDtype : public ::testing::TestWithParam<px::SketchElem> {};
+
+TEST_P(CudaSketchDtype, PackMatchesCpuContract) {
   PX_SKIP_IF_NO_GPU();
-  const int d = 256, n = 64;
+  const px::SketchElem t = GetParam();
+  const int d = 256, n = 64, eb = px::sketch_elem_bytes(t);
   std::vector<int> counts = {0, 3, 64, 500, 2000, 37};
   const int E = (int)counts.size();
   std::vector<int32_t> b(E + 1, 0);
@@ -47,14 +62,13 @@ TEST(CudaSketch, PackMatchesCpuContract) {
   G = round_bf16(G);
   DBuf<bf16> gX(to_bf16(X)), gG(to_bf16(G));
   DBuf<int32_t> gb(b);
-  auto sb = px::cuda::sketch_alloc(E, n, d, rows);
-  cudaCheck(cudaMemset(sb.xq, 0xFF, (size_t)E * n * d));
+  auto sb = px::cuda::sketch_alloc(E, n, d, rows, t);
+  cudaCheck(cudaMemset(sb.xq, 0xFF, (size_t)E * n * d * eb));
   cudaCheck(cudaMemset(sb.xs, 0xFF, (size_t)E * n * 4));
   px::cuda::sketch_pack(sb, gX.p, gG.p, gb.p, rows, E, d, n, 42, 7);
   cudaCheck(cudaGetLastError());
   Host h = fetch(sb);
   std::vector<float> x(d), g(d);
-  std::vector<int8_t> q(d);
   for (int e = 0; e < E; ++e) {
     int cnt = counts[e];
     ASSERT_EQ(h.count[e], std::min(cnt, n));
@@ -78,30 +92,42 @@ TEST(CudaSketch, PackMatchesCpuContract) {
         double qt = std::sqrt(sx) * std::sqrt(sg) / tot;
         EXPECT_NEAR(h.w[slot] * n * qt, 1.0, 1e-4);
       }
-      // bit-identical quantization of X and reweighted dY
+      // codes bit-identical to the CPU rules, for X and the reweighted dY
       float s_ref;
       for (int i = 0; i < d; ++i) x[i] = X[(size_t)r * d + i];
-      px::cuda::sketch_quantize_row_cpu(x.data(), d, q.data(), &s_ref);
+      auto q = cpu_row_codes(x, t, &s_ref);
       ASSERT_EQ(s_ref, h.xs[slot]);
-      ASSERT_EQ(0, std::memcmp(q.data(), h.xq.data() + slot * d, d));
+      ASSERT_EQ(0, std::memcmp(q.data(), h.xq.data() + slot * d * eb, (size_t)d * eb));
       for (int i = 0; i < d; ++i) g[i] = G[(size_t)r * d + i] * h.w[slot];
-      px::cuda::sketch_quantize_row_cpu(g.data(), d, q.data(), &s_ref);
+      q = cpu_row_codes(g, t, &s_ref);
       ASSERT_EQ(s_ref, h.dys[slot]);
-      ASSERT_EQ(0, std::memcmp(q.data(), h.dyq.data() + slot * d, d));
+      ASSERT_EQ(0, std::memcmp(q.data(), h.dyq.data() + slot * d * eb, (size_t)d * eb));
     }
     size_t o = (size_t)e * n;
-    uint32_t cs = px::cuda::sketch_checksum_cpu(h.xq.data() + o * d, h.dyq.data() + o * d,
+    uint32_t cs = px::cuda::sketch_checksum_cpu(h.xq.data() + o * d * eb, h.dyq.data() + o * d * eb,
                                                 h.xs.data() + o, h.dys.data() + o, h.w.data() + o,
-                                                h.row.data() + o, h.count[e], d);
+                                                h.row.data() + o, h.count[e], d, eb);
     EXPECT_EQ(cs, h.cs[e]) << "expert " << e;
-    // dequantized values are within half a quantization step of the source
+    // through the wire to a CPU home: verified, and decoded within the code's error bound
+    std::vector<uint8_t> wire;
+    px::sketch_wrap(wire, px::SketchMeta{1000u + e, 7, 0, t}, h.count[e], d, h.xs.data() + o,
+                    h.dys.data() + o, h.xq.data() + o * d * eb, h.dyq.data() + o * d * eb);
+    px::SketchCheck check;
+    check.d = d;
+    check.max_rows = n;
+    check.home_step = 7;
+    px::SketchView view;
+    ASSERT_EQ(px::sketch_verify(wire.data(), wire.size(), check, &view), px::SketchStatus::OK);
     std::vector<float> Xd, Gd;
-    px::cuda::sketch_unpack_cpu(Xd, Gd, h.xq.data() + o * d, h.dyq.data() + o * d,
-                                h.xs.data() + o, h.dys.data() + o, h.count[e], d);
+    px::sketch_unpack(view, Xd, Gd);
     for (int s = 0; s < h.count[e]; ++s)
-      for (int i = 0; i < d; ++i)
-        ASSERT_LE(std::fabs(Xd[(size_t)s * d + i] - X[(size_t)h.row[o + s] * d + i]),
-                  0.5f * h.xs[o + s] * 1.001f);
+      for (int i = 0; i < d; ++i) {
+        float v = X[(size_t)h.row[o + s] * d + i], y = Xd[(size_t)s * d + i];
+        float bound = t == px::SKETCH_INT8 ? 0.5f * h.xs[o + s] * 1.001f
+                      : t == px::SKETCH_FP8 ? std::fmax(std::ldexp(std::fabs(v), -4), std::ldexp(h.xs[o + s], -10)) * 1.001f
+                                            : std::ldexp(std::fabs(v), -8);
+        ASSERT_LE(std::fabs(y - v), bound);
+      }
   }
   // determinism: same seed and step -> same sketch; another step -> other rows.
   px::cuda::sketch_pack(sb, gX.p, gG.p, gb.p, rows, E, d, n, 42, 7);
@@ -114,6 +140,9 @@ TEST(CudaSketch, PackMatchesCpuContract) {
             std::vector<int32_t>(h3.row.begin() + 4 * n, h3.row.begin() + 5 * n));
   px::cuda::sketch_free(sb);
 }
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CudaSketchDtype,
+                         ::testing::Values(px::SKETCH_INT8, px::SKETCH_FP8, px::SKETCH_BF16));
 
 TEST(CudaSketch, ImportanceSampledEstimateIsUnbiased) {
   PX_SKIP_IF_NO_GPU();

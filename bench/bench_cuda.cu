@@ -184,7 +184,7 @@ void bench_expert_ffn(int N, int E, int k, int d, int h) {
 }
 
 #ifdef PX_HAVE_SKETCH
-void bench_sketch(int N, int E, int k, int d, int tokens) {
+void bench_sketch(int N, int E, int k, int d, int tokens, px::SketchElem dtype) {
   int rows = N * k;
   auto idx = routing(N, E, k, 77);
   int32_t *didx = dalloc<int32_t>(idx.size()), *bounds = dalloc<int32_t>(E + 1),
@@ -194,23 +194,25 @@ void bench_sketch(int N, int E, int k, int d, int tokens) {
   px::cuda::moe_permute_build(bounds, pos, rt, didx, N, E, k, 1, scratch);
   bf16* X = drandn_bf16((size_t)rows * d, 11, 1.f);
   bf16* dY = drandn_bf16((size_t)rows * d, 12, 1.f);
-  px::cuda::SketchBuffers sb = px::cuda::sketch_alloc(E, tokens, d, rows);
+  px::cuda::SketchBuffers sb = px::cuda::sketch_alloc(E, tokens, d, rows, dtype);
   int step = 0;
   auto f = [&] { px::cuda::sketch_pack(sb, X, dY, bounds, rows, E, d, tokens, 1234, ++step); };
   float tp = median_ms(f);
-  // Bytes moved by packing: read n rows of X and dY (bf16) per expert + write int8 + scales,
-  // plus reading all rows once for the importance norms.
+  // Bytes moved by packing: read n rows of X and dY (bf16) per expert + write the codes (1 or
+  // 2 bytes per value) + scales, plus reading all rows once for the importance norms.
   std::vector<int32_t> hb(E + 1);
   cudaCheck(cudaMemcpy(hb.data(), bounds, (E + 1) * 4, cudaMemcpyDeviceToHost));
   double sampled = 0;
   for (int e = 0; e < E; ++e) sampled += std::min(tokens, hb[e + 1] - hb[e]);
-  double bytes = 2.0 * rows * d * 2 + sampled * 2 * d * 2 + sampled * 2 * (d + 4);
+  const int eb = px::sketch_elem_bytes(dtype);
+  double bytes = 2.0 * rows * d * 2 + sampled * 2 * d * 2 + sampled * 2 * (d * eb + 4);
   char* a = dalloc<char>((size_t)bytes);
   char* b = dalloc<char>((size_t)bytes);
   float tm = median_ms([&] { cudaCheck(cudaMemcpyAsync(b, a, (size_t)bytes, cudaMemcpyDeviceToDevice)); });
   double bw_p = bytes / tp / 1e6, bw_m = bytes / tm / 1e6;
-  std::printf("sketch_pack N=%d E=%d top_k=%d d=%d tokens/expert=%d (%.1f MB moved)\n", N, E, k,
-              d, tokens, bytes / 1e6);
+  static const char* names[] = {"int8", "fp8", "bf16"};
+  std::printf("sketch_pack %s N=%d E=%d top_k=%d d=%d tokens/expert=%d (%.1f MB moved)\n",
+              names[dtype], N, E, k, d, tokens, bytes / 1e6);
   std::printf("  sketch_pack %8.3f ms  %8.1f GB/s\n", tp, bw_p);
   std::printf("  cudaMemcpy D2D same bytes %8.3f ms  %8.1f GB/s\n", tm, bw_m);
   std::printf("  RATIO pack/memcpy = %.3f (goal >= 0.6)\n", bw_p / bw_m);
@@ -240,8 +242,10 @@ int main(int argc, char** argv) {
   bench_expert_ffn(16384, 16, 2, 1024, 512);
 #ifdef PX_HAVE_SKETCH
   if (!only_ffn) {
-    bench_sketch(16384, 64, 8, 1024, 256);
-    bench_sketch(16384, 16, 2, 1024, 512);
+    for (px::SketchElem t : {px::SKETCH_INT8, px::SKETCH_FP8, px::SKETCH_BF16}) {
+      bench_sketch(16384, 64, 8, 1024, 256, t);
+      bench_sketch(16384, 16, 2, 1024, 512, t);
+    }
   }
 #endif
   return 0;

@@ -1,0 +1,66 @@
+#pragma once
+// The home side of the sketch signal (DESIGN §7): a home holds the master weights of its
+// experts; for every accepted sketch it runs the expert's forward on the sketch's X with the
+// master weights and the backward with its dY, and ADDS the weight gradient into the expert's
+// gradient buffer. What the caller does with the sum (divide by the number of contributing
+// learner ranks, apply AdamW every expert_update_every steps, wait for every island in
+// deterministic mode) is the training loop's business.
+//
+// Sketches are verified first (sketch_verify: checksum, shape, handle, staleness,
+// finiteness); a rejected one is counted in tally() by reason, logged by the caller, and
+// changes nothing. receive() queues accepted rows; accumulate() does the arithmetic for
+// everything queued (so a home can batch many sketches per expert into one product).
+#include <cstdint>
+#include <vector>
+
+#include "ops/cpu/cpu_ops.hpp"          // defines: ExpertAct
+#include "sketch/sketch_handle.hpp"     // defines: SketchHandleTable
+#include "sketch/sketch_wire.hpp"       // defines: SketchStatus, SketchTally
+
+namespace px {
+
+// One expert homed here: master weights (read) and gradient buffers (accumulated).
+// W1, W3 [d, h], W2 [h, d]; W3 / dW3 null for relu2.
+struct HomeExpertSlot {
+  int moe_layer = 0, expert = 0;
+  const float* W1 = nullptr;
+  const float* W3 = nullptr;
+  const float* W2 = nullptr;
+  float* dW1 = nullptr;
+  float* dW3 = nullptr;
+  float* dW2 = nullptr;
+};
+
+class SketchHome {
+ public:
+  // `key`: the run's handle key; `max_rows` = [sketch] tokens; `max_staleness` likewise.
+  SketchHome(int d, int h, px::cpu::ExpertAct act, SketchKey key, int max_rows,
+             int max_staleness, std::vector<HomeExpertSlot> slots);
+
+  // Verifies one sketch against the home's step and queues its rows. Never throws on bad
+  // bytes: returns the status, which is also counted.
+  SketchStatus receive(const uint8_t* bytes, size_t size, int64_t home_step);
+
+  // Runs the queued rows of every expert through the master weights and adds their weight
+  // gradients; returns the number of rows processed and clears the queue.
+  size_t accumulate();
+
+  const SketchTally& tally() const { return tally_; }
+  size_t queued_rows() const;
+  const std::vector<HomeExpertSlot>& slots() const { return slots_; }
+
+ private:
+  int d_, h_;
+  px::cpu::ExpertAct act_;
+  int max_rows_, max_staleness_;
+  SketchHandleTable table_;
+  std::vector<HomeExpertSlot> slots_;
+  std::vector<int> slot_of_expert_;  // (m, e) -> slot, dense over the registered ids
+  std::vector<std::vector<float>> X_, dY_;  // queued rows per slot
+  SketchTally tally_;
+  // scratch for the expert FFN, grown on demand
+  std::vector<float> Y_, A_, B_, act_buf_, dX_, dact_, dA_, dB_;
+  int slot_for(uint64_t handle) const;
+};
+
+}  // namespace px

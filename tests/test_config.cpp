@@ -234,12 +234,25 @@ TEST(Config, EqualityCoversEveryField) {
 TEST(Config, CheckSupported) {
   Config c = parse(kMinimal);
   EXPECT_NO_THROW(px::check_supported(c));
-  expect_user_error([] { px::check_supported(parse(kMinimal, {"train.mode=parallax"})); },
-                    {"train.mode = \"parallax\"", "not supported yet"});
+  EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.mode=parallax", "topology.islands=2"})));
+  EXPECT_NO_THROW(px::check_supported(
+      parse(kMinimal, {"train.mode=parallax", "topology.islands=2", "topology.expert_workers=1"})));
+  expect_user_error([] {
+    px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.signal=adapters"}));
+  }, {"experts.signal = \"adapters\"", "not supported yet"});
+  expect_user_error([] {
+    px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.view=lowrank"}));
+  }, {"experts.view = \"lowrank\"", "not supported yet"});
+  expect_user_error([] {
+    px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.adapter_rank=8"}));
+  }, {"experts.adapter_rank = 8", "frozen"});
+  expect_user_error([] {
+    px::check_supported(parse(kMinimal, {"train.mode=parallax", "train.deterministic=false"}));
+  }, {"train.deterministic = false", "parallax"});
   EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"topology.islands=2"})));
   EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.mode=diloco", "topology.islands=2"})));
   expect_user_error([] { px::check_supported(parse(kMinimal, {"topology.expert_workers=1"})); },
-                    {"topology.expert_workers = 1", "not supported yet"});
+                    {"topology.expert_workers = 1", "mode \"parallax\""});
   expect_user_error([] { px::check_supported(parse(kMinimal, {"sync.island_every=2"})); },
                     {"sync.island_every = 2", "needs train.mode = \"diloco\""});
   expect_user_error([] {

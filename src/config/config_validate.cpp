@@ -99,12 +99,31 @@ void validate_config(const Config& c) {
 void check_supported(const Config& c) {
   const auto& t = c.topology;
   const auto& y = c.sync;
-  if (c.train.mode == TrainMode::PARALLAX)
-    fail("train.mode = \"parallax\" is not supported yet (planned: expert homes, views and "
-         "sketches); this release trains with mode = \"sync\" or \"diloco\"");
-  if (t.expert_workers != 0)
-    fail(fmt::format("topology.expert_workers = {} is not supported yet (planned with mode "
-                     "\"parallax\"); set it to 0", t.expert_workers));
+  if (c.train.mode == TrainMode::PARALLAX) {
+    const auto& x = c.experts;
+    if (x.signal != ExpertSignalKind::SKETCHES)
+      fail("experts.signal = \"adapters\" is not supported yet; use \"sketches\"");
+    if (x.view != ViewKind::TERNARY)
+      fail("experts.view = \"lowrank\" is not supported yet; use \"ternary\"");
+    if (x.adapter_rank != 0)
+      fail(fmt::format("experts.adapter_rank = {}: trainable adapters on views are not "
+                       "supported yet; use 0 (frozen views)", x.adapter_rank));
+    if (x.sparsity_2of8)
+      fail("experts.sparsity_2of8 = true is not supported yet; use false");
+    if (!c.train.deterministic)
+      fail("train.deterministic = false is not supported with mode \"parallax\" yet: homes "
+           "wait for every learner's sketches of a step; use true");
+    if (c.train.device != DeviceKind::CPU)
+      fail("train.device = \"cuda\" is not supported with mode \"parallax\" yet; use \"cpu\"");
+    if (x.private_layers > c.model.dense_layers)
+      fail(fmt::format("experts.private_layers = {}: private layers are the leading dense "
+                       "layers; must be at most model.dense_layers ({})",
+                       x.private_layers, c.model.dense_layers));
+  } else if (t.expert_workers != 0) {
+    fail(fmt::format("topology.expert_workers = {}: expert workers are homes of mode "
+                     "\"parallax\"; set it to 0 or train.mode = \"parallax\"",
+                     t.expert_workers));
+  }
   if (c.train.device == DeviceKind::CUDA) {
     if (t.islands * t.ranks_per_island != 1 || t.syncers != 0)
       fail(fmt::format("train.device = \"cuda\" trains on one rank for now (1 island x 1 rank, "

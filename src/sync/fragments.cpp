@@ -14,8 +14,10 @@ int layer_of(const std::string& name) {
 }
 }  // namespace
 
-FragmentPlan::FragmentPlan(const ParamLayout& layout, int F) : frags_(F), sizes_(F, 0) {
+FragmentPlan::FragmentPlan(const ParamLayout& layout, int F, bool with_experts)
+    : frags_(F), sizes_(F, 0) {
   for (const ParamSpec& s : layout.specs) {
+    if (!with_experts && s.arena == Arena::EXPERTS) continue;
     const int l = layer_of(s.name);
     const int f = l >= 0 ? l % F : (s.name == "embed" ? 0 : F - 1);
     frags_[f].push_back({s.arena, s.offset, s.size, sizes_[f], s.name == "embed"});

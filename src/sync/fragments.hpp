@@ -4,7 +4,8 @@
 // norm and head with fragment F-1), synced at staggered steps: fragment f at the steps t > 0
 // with t mod H == (f * H / F) mod H. Inside an island, local rank r of R handles shard r
 // of every fragment: elements [r*n/R, (r+1)*n/R) of the fragment's flattened parameters.
-// In mode "diloco" the routed experts travel with their layer's fragment.
+// In mode "diloco" the routed experts travel with their layer's fragment; in mode "parallax"
+// (with_experts = false) they are not part of the backbone: their homes own them.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -23,7 +24,7 @@ struct FragmentPiece {
 
 class FragmentPlan {
  public:
-  FragmentPlan(const ParamLayout& layout, int fragments);
+  FragmentPlan(const ParamLayout& layout, int fragments, bool with_experts = true);
   int count() const { return (int)frags_.size(); }
   size_t size(int f) const { return sizes_[f]; }
   const std::vector<FragmentPiece>& pieces(int f) const { return frags_[f]; }

@@ -11,7 +11,7 @@ namespace px {
 OuterSync::OuterSync(const Config& cfg, const Topology& topo, MoeModel<float>& model, Comm& peers,
                      Comm& island, Comm& p2p)
     : cfg_(cfg), topo_(topo), model_(model), peers_(peers), island_(island), p2p_(p2p),
-      plan_(model.layout(), cfg.sync.fragments), F_(cfg.sync.fragments),
+      plan_(model.layout(), cfg.sync.fragments, cfg.train.mode != TrainMode::PARALLAX), F_(cfg.sync.fragments),
       H_(cfg.sync.backbone_every), R_(topo.ranks_per_island), r_(topo.local_rank) {
   for (int a = 0; a < 2; ++a) {
     arenas_[a] = model.params((Arena)a);

@@ -13,7 +13,7 @@ Syncer::Syncer(const Config& cfg, const Topology& topo, Comm& p2p)
   const int R = topo.ranks_per_island, S = topo.syncers, F = cfg.sync.fragments;
   MoeModel<float> init(cfg.model, 1, 2);  // the islands' common starting point
   init.init_params((uint64_t)cfg.train.seed);
-  plan_ = std::make_unique<FragmentPlan>(init.layout(), F);
+  plan_ = std::make_unique<FragmentPlan>(init.layout(), F, cfg.train.mode != TrainMode::PARALLAX);
   float* const arenas[2] = {init.params(Arena::BACKBONE), init.params(Arena::EXPERTS)};
   for (int f = 0; f < F; ++f)
     for (int r = 0; r < R; ++r) {

@@ -2,10 +2,12 @@
 #include "train/learner.hpp"
 
 #include <cmath>
+#include <stdexcept>
 
 namespace px {
 
-Learner::Learner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_batch)
+Learner::Learner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_batch,
+                 const Topology* topo)
     : cfg_(cfg), dp_(dp), B_(micro_batch), T_(cfg.model.seq_len),
       model_(cfg.model, micro_batch, cfg.model.seq_len) {
   model_.init_params((uint64_t)cfg.train.seed);
@@ -14,7 +16,11 @@ Learner::Learner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_ba
   ac.grad_clip = cfg.train.grad_clip;
   ac.sgd = cfg.train.optimizer == OptimizerKind::SGD;
   const int rows = micro_batch * cfg.model.seq_len * cfg.model.top_k;
-  if (expert_parallel && dp.size() > 1) {
+  if (cfg.train.mode == TrainMode::PARALLAX) {
+    if (!topo) throw std::logic_error("Learner: mode parallax needs the topology");
+    px_ = std::make_unique<ParallaxExperts>(cfg, *topo, model_, rows);
+    opt_ = std::make_unique<AdamW>(model_.layout(), ac, 0, 0);  // the backbone only
+  } else if (expert_parallel && dp.size() > 1) {
     ep_ = std::make_unique<ExpertParallel>(dp, model_, rows);
     opt_ = std::make_unique<AdamW>(model_.layout(), ac, ep_->expert_begin(), ep_->expert_end());
   } else {
@@ -24,10 +30,16 @@ Learner::Learner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_ba
     gpu_ = std::make_unique<GpuStepper>(cfg.model, micro_batch, cfg.model.seq_len);
     gpu_->upload(model_, *opt_);
   }
-  if (dp.size() > 1) {
-    sum_stats_ = [this](double* v, int n) { dp_.allreduce_sum(v, n, Tier::CONTROL); };
-    model_.set_parallel((double)B_ * T_ * dp.size(), &sum_stats_, ep_.get());
-  }
+  if (dp.size() > 1) sum_stats_ = [this](double* v, int n) { dp_.allreduce_sum(v, n, Tier::CONTROL); };
+  set_parallel(false);
+}
+
+void Learner::set_parallel(bool eval) {
+  RoutedExperts<float>* ex = px_ ? (RoutedExperts<float>*)px_.get() : ep_.get();
+  if (eval || dp_.size() == 1)
+    model_.set_parallel(0, nullptr, ex);
+  else
+    model_.set_parallel((double)B_ * T_ * dp_.size(), &sum_stats_, ex);
 }
 
 void Learner::sync_to_host() {
@@ -59,7 +71,7 @@ StepStats Learner::step(const int32_t* in, const int32_t* tg, double lr) {
   if (dp_.size() > 1) {
     // contributions to the group's mean loss: summing over ranks gives the gradient
     dp_.allreduce_sum(G[0], (int64_t)L.backbone_size, Tier::ISLAND);
-    if (!ep_) dp_.allreduce_sum(G[1], (int64_t)L.experts_size, Tier::ISLAND);
+    if (!ep_ && !px_) dp_.allreduce_sum(G[1], (int64_t)L.experts_size, Tier::ISLAND);
     dp_.allreduce_sum(s.counts.data(), (int64_t)s.counts.size(), Tier::CONTROL);
   }
   // what is spread over the ranks, in one small all-reduce: this rank's share of the mean CE
@@ -80,10 +92,10 @@ StepStats Learner::step(const int32_t* in, const int32_t* tg, double lr) {
 double Learner::eval_batch(const int32_t* in, const int32_t* tg) {
   if (gpu_) return gpu_->eval(in, tg);
   // every rank evaluates the same batch: local statistics, local mean
-  if (dp_.size() > 1) model_.set_parallel(0, nullptr, ep_.get());
+  set_parallel(true);
   model_.forward(in, tg);
   const double ce = model_.last_ce();
-  if (dp_.size() > 1) model_.set_parallel((double)B_ * T_ * dp_.size(), &sum_stats_, ep_.get());
+  set_parallel(false);
   return ce;
 }
 

@@ -1,8 +1,10 @@
 #pragma once
 // One learner rank's inner training step, in every mode (DESIGN §4): forward and backward on
 // its micro-batch, gradient all-reduce over its data-parallel group (all learners in mode
-// "sync", its island in "diloco"), global-norm clipping and the inner optimizer. In mode
-// "sync" with several learners the routed experts are expert-parallel.
+// "sync", its island in "diloco" and "parallax"), global-norm clipping and the inner optimizer.
+// In mode "sync" with several learners the routed experts are expert-parallel; in mode
+// "parallax" they run from masters / views (ParallaxExperts), their gradients are neither
+// reduced nor stepped here (the ExpertHome does that) and clipping sees the backbone only.
 #include <memory>
 #include <vector>
 
@@ -11,7 +13,9 @@
 #include "optim/adamw.hpp"                // defines: AdamW
 #include "parallel/comm.hpp"              // defines: Comm
 #include "parallel/expert_parallel.hpp"   // defines: ExpertParallel
+#include "parallel/topology.hpp"          // defines: Topology
 #include "train/gpu_step.hpp"             // defines: GpuStepper
+#include "train/parallax_experts.hpp"     // defines: ParallaxExperts
 
 namespace px {
 
@@ -24,8 +28,9 @@ struct StepStats {
 class Learner {
  public:
   // dp: the data-parallel group (size 1 is fine). expert_parallel: shard routed experts over
-  // dp (mode "sync").
-  Learner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_batch);
+  // dp (mode "sync"). topo: required in mode "parallax" (expert homes).
+  Learner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_batch,
+          const Topology* topo = nullptr);
 
   StepStats step(const int32_t* inputs, const int32_t* targets, double lr);
   // Mean CE of one evaluation batch (the same batch on every rank of the group).
@@ -39,13 +44,19 @@ class Learner {
   MoeModel<float>& model() { return model_; }
   AdamW& opt() { return *opt_; }
   const ExpertParallel* expert_parallel() const { return ep_.get(); }
+  ParallaxExperts* parallax() { return px_.get(); }
 
  private:
+  // The model's parallel hooks: the routed-expert executor (expert parallel or parallax) and,
+  // for training with several data-parallel ranks, the group's token count and statistics.
+  void set_parallel(bool eval);
+
   const Config& cfg_;
   Comm& dp_;
   int B_, T_;
   MoeModel<float> model_;
   std::unique_ptr<ExpertParallel> ep_;
+  std::unique_ptr<ParallaxExperts> px_;
   std::unique_ptr<AdamW> opt_;
   std::unique_ptr<GpuStepper> gpu_;
   std::function<void(double*, int)> sum_stats_;

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "io/checkpoint_file.hpp"  // defines: checkpoint_path, prune_checkpoints
+#include "parallel/expert_placement.hpp"  // defines: experts_homed_at
 #include "util/errors.hpp"         // defines: UserError
 
 namespace px {
@@ -40,6 +41,29 @@ void add_learner_state(ParallelCheckpointWriter& w, Learner& L, OuterSync* outer
     const std::vector<int64_t> r = {ep->expert_begin(), ep->expert_end()};
     w.add("ep/expert_range", sp(r));
   }
+}
+
+void add_home_state(ParallelCheckpointWriter& w, ExpertHome& h, int64_t step) {
+  w.add("home/masters", sp(h.masters()));
+  w.add("home/grad_sum", sp(h.grad_sum()));
+  w.add("home/m", sp(h.adam_m()));
+  w.add("home/v", sp(h.adam_v()));
+  const std::vector<int64_t> st = {step, h.steps_taken(), (int64_t)h.owned().size()};
+  w.add("home/step_updates_experts", sp(st));
+}
+
+int64_t load_home_state(const std::string& path, int rank, ExpertHome& h) {
+  const auto st = read_rank_array<int64_t>(path, rank, "home/step_updates_experts", 3);
+  if (st[2] != (int64_t)h.owned().size())
+    throw UserError(fmt::format("{}: rank {} homed {} experts there, {} now", path, rank, st[2],
+                                h.owned().size()));
+  for (auto [name, v] : {std::pair{"home/masters", &h.masters()}, {"home/grad_sum", &h.grad_sum()},
+                         {"home/m", &h.adam_m()}, {"home/v", &h.adam_v()}}) {
+    const auto x = read_rank_array<float>(path, rank, name, v->size());
+    std::copy(x.begin(), x.end(), v->begin());  // in place: the sketch home points into them
+  }
+  h.set_steps_taken((int)st[1]);
+  return st[0];
 }
 
 void add_syncer_state(ParallelCheckpointWriter& w, Syncer& s) {
@@ -159,6 +183,22 @@ void load_model_params(const std::string& path, MoeModel<float>& model) {
                 model.params(Arena::EXPERTS) + s.offset + per * e0);
     }
     if (e0 == 0 && e1 == model.config().n_experts) break;
+  }
+  // mode parallax: the learners' arenas hold views of the experts homed elsewhere; take every
+  // expert's master from its home
+  const Config saved = checkpoint_config(path);
+  if (saved.train.mode == TrainMode::PARALLAX) {
+    const TopologyConfig& tc = saved.topology;
+    for (int r = 0; r < world; ++r) {
+      if (!has_rank_array(path, r, "home/masters")) continue;
+      const Topology topo =
+          Topology::make(tc.islands, tc.ranks_per_island, tc.syncers, tc.expert_workers, r, world);
+      ExpertHome home(saved, L,
+                      experts_homed_at(topo, r, saved.model.moe_layers(), saved.model.n_experts),
+                      model.params(Arena::EXPERTS));
+      load_home_state(path, r, home);
+      home.write_masters(model.params(Arena::EXPERTS));
+    }
   }
   const auto bias = read_rank_array<float>(path, 0, "model/router_bias", model.router_bias().size());
   std::copy(bias.begin(), bias.end(), model.router_bias().begin());

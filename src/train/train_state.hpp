@@ -10,6 +10,7 @@
 #include "config/config.hpp"               // defines: Config
 #include "data/bpe_tokenizer.hpp"          // defines: BpeTokenizer
 #include "io/checkpoint_parallel.hpp"      // defines: ParallelCheckpointWriter
+#include "sync/expert_home.hpp"            // defines: ExpertHome
 #include "sync/outer_sync.hpp"             // defines: OuterSync, Syncer
 #include "train/learner.hpp"               // defines: Learner
 
@@ -25,6 +26,11 @@ struct Progress {
 void add_learner_state(ParallelCheckpointWriter& w, Learner& L, OuterSync* outer,
                        const Progress& p);
 void add_syncer_state(ParallelCheckpointWriter& w, Syncer& s);
+// Mode parallax: an expert home's masters, pending gradient sum, AdamW moments and counters
+// (learners that home experts and expert workers); `step` is the run's step (workers keep no
+// other state). load_home_state returns that step.
+void add_home_state(ParallelCheckpointWriter& w, ExpertHome& h, int64_t step);
+int64_t load_home_state(const std::string& path, int rank, ExpertHome& h);
 // Collective over world. Rank 0 adds the tokenizer; writes DIR/step_XXXXXXXX.h5 and prunes.
 std::string commit_checkpoint(MPI_Comm world, ParallelCheckpointWriter& w, const std::string& dir,
                               const Config& cfg, int64_t step, const BpeTokenizer* tok, int keep);

@@ -18,7 +18,10 @@
 #include "io/checkpoint_file.hpp"   // defines: newest_checkpoint
 #include "io/metrics_writer.hpp"    // defines: MetricsWriter
 #include "optim/lr_schedule.hpp"    // defines: lr_at
+#include "parallel/expert_placement.hpp"  // defines: experts_homed_at
 #include "parallel/topology.hpp"    // defines: Topology, Communicators
+#include "sync/expert_tier.hpp"     // defines: ExpertTier, ExpertHome
+#include "train/expert_worker.hpp"  // defines: run_expert_worker
 #include "train/train_state.hpp"    // defines: Progress, add_learner_state, commit_checkpoint
 #include "util/errors.hpp"          // defines: UserError
 
@@ -135,6 +138,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   std::unique_ptr<BpeTokenizer> tok;
   on_all_ranks(world, [&] {
     if (cfg.train.device == DeviceKind::CUDA) GpuStepper::require();
+    if (topo.role == Role::EXPERT_WORKER) return;  // workers never see the data (DESIGN §1)
     val_split = std::make_unique<TokenSplit>(cfg.data.dir, "val");
     train_split = std::make_unique<TokenSplit>(cfg.data.dir, "train", part, NL);
     if (train_split->vocab_size() > mc.vocab)
@@ -177,15 +181,33 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     return res;
   }
 
+  if (topo.role == Role::EXPERT_WORKER) {
+    run_expert_worker(cfg, topo, p2p, world, ckpt_dir, resume_from, *log);
+    stats.gather_to_root(world);
+    return res;
+  }
+
   // ---- learner
   Comm learners(comms.learners, stats), island(comms.island, stats), peers(comms.peers, stats),
       self(MPI_COMM_SELF, stats);
   // hierarchical variant (island_every > 1): the island's ranks train on their own and average
   // parameters every island_every steps (a DiLoCo inner tier with outer lr 1, no momentum)
   const int K = cfg.sync.island_every;
-  Learner L(cfg, sync_mode ? learners : (K > 1 ? self : island), sync_mode, B);
+  Learner L(cfg, sync_mode ? learners : (K > 1 ? self : island), sync_mode, B, &topo);
   std::unique_ptr<OuterSync> outer;
   if (!sync_mode) outer = std::make_unique<OuterSync>(cfg, topo, L.model(), peers, island, p2p);
+  // mode parallax: the expert tiers, and the experts this rank homes (if any)
+  std::unique_ptr<ExpertTier> tier;
+  std::unique_ptr<ExpertHome> home;
+  if (cfg.train.mode == TrainMode::PARALLAX) {
+    tier = std::make_unique<ExpertTier>(cfg, topo, p2p);
+    auto mine = experts_homed_at(topo, wrank, mc.moe_layers(), mc.n_experts);
+    if (!mine.empty())
+      home = std::make_unique<ExpertHome>(cfg, L.model().layout(), std::move(mine),
+                                          L.model().params(Arena::EXPERTS));
+    if (resume_from.empty())
+      apply_initial_views(cfg, L.model().layout(), topo, L.model().params(Arena::EXPERTS));
+  }
   TokenLoader loader(*train_split, T);
   TokenLoader val_loader(*val_split, T);
   Progress pg;
@@ -193,6 +215,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     load_learner_state(resume_from, wrank, cfg, L, outer.get(), pg);
     L.sync_to_device();
     if (outer) outer->restore(pg.step, pg.island_tokens);
+    if (home) load_home_state(resume_from, wrank, *home);
     loader.set_cursor(pg.data_cursor);
     log->info("resumed from {} (step {})", resume_from, pg.step);
   }
@@ -249,6 +272,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     pg.data_cursor = loader.cursor();
     L.sync_to_host();
     add_learner_state(w, L, outer.get(), pg);
+    if (home) add_home_state(w, *home, step);
     const std::string p = commit_checkpoint(world, w, ckpt_dir, cfg, step, tok.get(),
                                             cfg.checkpoint.keep);
     log->info("checkpoint {}", p);
@@ -259,6 +283,8 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     const double lr =
         lr_at((int)pg.step, (int)steps, (int)cfg.train.warmup_steps, cfg.train.lr, cfg.train.min_lr);
     loader.next_batch(B, T, in.data(), tg.data());
+    if (ParallaxExperts* px = L.parallax())
+      px->begin_step(pg.step + 1, (pg.step + 1) % cfg.experts.sketch_every == 0);
     StepStats st = L.step(in.data(), tg.data(), lr);
     ++pg.step;
     pg.tokens += step_tokens;
@@ -286,6 +312,26 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
       stop = any;
     }
     const bool last = pg.step == steps || pg.step == opt.stop_after || stop;
+    const bool ckpt_due = (cfg.checkpoint.every > 0 && pg.step % cfg.checkpoint.every == 0) || last;
+    if (tier) {  // mode parallax: sketches to the homes, expert updates, snapshots back
+      float* experts = L.model().params(Arena::EXPERTS);
+      tier->send_sketches(pg.step,
+                          (ckpt_due ? EXPERT_FLAG_CHECKPOINT : 0u) | (last ? EXPERT_FLAG_STOP : 0u),
+                          L.parallax()->take_outbox());
+      if (home) {
+        home->add_local_grads(L.model().grads(Arena::EXPERTS));
+        tier->receive_sketches(pg.step, *home);
+        if (pg.step % cfg.experts.expert_update_every == 0) {
+          home->update(lr, (double)I * cfg.experts.expert_update_every);
+          home->write_masters(experts);
+        }
+      }
+      if (pg.step % cfg.experts.snapshot_every == 0) {
+        if (home) tier->send_snapshot(home->snapshot());
+        tier->receive_snapshots(mc, L.model().layout(), experts);
+      }
+      tier->wait_sends();
+    }
 
     if (pg.step % cfg.log.every == 0 || last) {
       const auto now = clock::now();
@@ -343,12 +389,13 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
       t_int = now;
     }
     if (cfg.data.eval_every > 0 && (pg.step % cfg.data.eval_every == 0 || last)) do_eval(pg.step);
-    if ((cfg.checkpoint.every > 0 && pg.step % cfg.checkpoint.every == 0) || last)
-      do_checkpoint(pg.step);
+    if (ckpt_due) do_checkpoint(pg.step);
     if (metrics) metrics->flush();
     if (last) break;
   }
   if (outer) outer->finish();
+  if (home) log->info("expert home: {} experts, {} updates, sketches {}", home->owned().size(),
+                      home->steps_taken(), home->tally().summary());
   res.end_step = pg.step;
   res.tokens = pg.tokens;
   res.seconds = std::chrono::duration<double>(clock::now() - t0).count();

@@ -95,7 +95,8 @@ enum ExpertAct : int { EXPERT_ACT_SWIGLU = 0, EXPERT_ACT_RELU2 = 1 };
 template <class T>
 void expert_ffn_forward(T* Y, T* A, T* Bm, T* act, const T* X, const T* W1, const T* W3,
                         const T* W2, const int32_t* bounds, int E, int d, int h, ExpertAct kind);
-// dX assigned; dW1, dW3, dW2 accumulated. dact_scratch, dA_scratch, dB_scratch: [rows, h].
+// dX assigned; dW1, dW3, dW2 accumulated (null: skipped, for frozen views, as on the GPU).
+// dact_scratch, dA_scratch, dB_scratch: [rows, h].
 template <class T>
 void expert_ffn_backward(T* dX, T* dW1, T* dW3, T* dW2, const T* dY, const T* X, const T* A,
                          const T* Bm, const T* act, const T* W1, const T* W3, const T* W2,

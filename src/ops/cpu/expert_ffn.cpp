@@ -41,20 +41,20 @@ void expert_ffn_backward(T* dX, T* dW1, T* dW3, T* dW2, const T* dY, const T* X,
     T* dact = dact_scratch + (size_t)r0 * h;
     T* da = dA_scratch + (size_t)r0 * h;
     T* dx = dX + (size_t)r0 * d;
-    matmul(dW2 + e * wsz, act + (size_t)r0 * h, dy, h, n, d, true, false, true);
+    if (dW2) matmul(dW2 + e * wsz, act + (size_t)r0 * h, dy, h, n, d, true, false, true);
     matmul(dact, dy, W2 + e * wsz, n, d, h, false, true, false);
     if (kind == EXPERT_ACT_SWIGLU) {
       const T* bm = Bm + (size_t)r0 * h;
       T* db = dB_scratch + (size_t)r0 * h;
       swiglu_backward(da, db, dact, a, bm, (size_t)n * h);
-      matmul(dW3 + e * wsz, x, db, d, n, h, true, false, true);
+      if (dW3) matmul(dW3 + e * wsz, x, db, d, n, h, true, false, true);
       matmul(dx, db, W3 + e * wsz, n, h, d, false, true, false);
       matmul(dx, da, W1 + e * wsz, n, h, d, false, true, true);
     } else {
       relu2_backward(da, dact, a, (size_t)n * h);
       matmul(dx, da, W1 + e * wsz, n, h, d, false, true, false);
     }
-    matmul(dW1 + e * wsz, x, da, d, n, h, true, false, true);
+    if (dW1) matmul(dW1 + e * wsz, x, da, d, n, h, true, false, true);
   }
 }
 

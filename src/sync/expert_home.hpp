@@ -1,0 +1,96 @@
+#pragma once
+// An expert home in mode "parallax" (DESIGN §1, §5 items 3-4, §7): the fp32 master weights and
+// AdamW state of the routed experts homed on this rank (a learner when W = 0, an expert worker
+// when W > 0), the sum of their gradient contributions since the last update, and the
+// snapshots it sends to the islands.
+//
+// Gradient contributions, all with the learners' own loss scaling (a learner's gradient is of
+// its island's mean loss, split over the island's ranks):
+//   - this rank's own tokens (a home learner runs its experts from the masters):
+//     add_local_grads(), exact;
+//   - every other learner's tokens: sketches (receive()), an unbiased estimate computed here.
+// update(lr, divisor) divides the sum by divisor = islands * expert_update_every (the mean over
+// islands and steps, as the backbone's island loss is a mean), clips it by its own norm
+// (train.grad_clip; experts are not part of the backbone's norm), takes one AdamW (or SGD) step
+// with the backbone's hyper-parameters and clears the sum.
+//
+// Masters are packed per expert: [W1 d*h | W3 d*h (swiglu only) | W2 h*d].
+#include <cstdint>
+#include <vector>
+
+#include "config/config.hpp"               // defines: Config
+#include "model/param_layout.hpp"          // defines: ParamLayout
+#include "parallel/expert_placement.hpp"   // defines: ExpertId
+#include "sketch/sketch_home.hpp"          // defines: SketchHome
+
+namespace px {
+
+// The run's handle key (DESIGN §7), from train.seed.
+SketchKey run_sketch_key(const Config& cfg);
+
+class ExpertHome {
+ public:
+  // experts_arena: an experts arena of the run's initial model (masters start from it).
+  ExpertHome(const Config& cfg, const ParamLayout& layout, std::vector<ExpertId> owned,
+             const float* experts_arena);
+  ExpertHome(const ExpertHome&) = delete;
+  ExpertHome& operator=(const ExpertHome&) = delete;
+
+  const std::vector<ExpertId>& owned() const { return owned_; }
+  bool empty() const { return owned_.empty(); }
+  size_t per_expert() const { return per_; }
+
+  // Adds this rank's exact gradients of its experts, read from a gradients experts arena.
+  void add_local_grads(const float* grads_arena);
+  // A sketch from another learner (verified; rejected ones are counted and change nothing).
+  SketchStatus receive(const uint8_t* bytes, size_t size, int64_t home_step) {
+    return sketches_.receive(bytes, size, home_step);
+  }
+  // Runs the queued sketches, then one optimizer step on the mean gradient; clears the sum.
+  void update(double lr, double divisor);
+  // Copies the masters into their slots of an experts arena.
+  void write_masters(float* experts_arena) const;
+  // The ternary views of every owned expert, as one message:
+  //   u32 count, then per expert: i32 moe_layer, i32 expert, u32 bytes, ternary expert wire.
+  std::vector<uint8_t> snapshot() const;
+
+  const SketchTally& tally() const { return sketches_.tally(); }
+
+  // State for checkpoints.
+  std::vector<float>& masters() { return masters_; }
+  std::vector<float>& grad_sum() { return grads_; }
+  std::vector<float>& adam_m() { return m_; }
+  std::vector<float>& adam_v() { return v_; }
+  int steps_taken() const { return steps_; }
+  void set_steps_taken(int s) { steps_ = s; }
+
+ private:
+  // Element offsets of expert i's W1, W3, W2 in an experts arena.
+  size_t arena_off(int i, int which) const;
+  std::vector<HomeExpertSlot> make_slots();
+
+  const Config& cfg_;
+  const ParamLayout& layout_;
+  std::vector<ExpertId> owned_;
+  int d_, h_;
+  bool swiglu_;
+  size_t per_;
+  std::vector<float> masters_, grads_, m_, v_;
+  int steps_ = 0;
+  SketchHome sketches_;
+};
+
+// Applies a snapshot message (ExpertHome::snapshot) to an experts arena: dequantized views.
+// Throws std::invalid_argument on a malformed message (naming what is wrong).
+void apply_snapshot(const uint8_t* bytes, size_t size, const ModelConfig& mc,
+                    const ParamLayout& layout, float* experts_arena);
+
+}  // namespace px
+
+namespace px {
+// At the start of a parallax run (not on resume): every expert not homed at topo.world_rank
+// becomes, in this rank's experts arena, the dequantized ternary view of its initial weights
+// (every rank starts from the same initial weights, so this needs no message).
+void apply_initial_views(const Config& cfg, const ParamLayout& layout, const Topology& topo,
+                         float* experts_arena);
+}  // namespace px

@@ -1,0 +1,64 @@
+#pragma once
+// The expert signal and view tiers of mode "parallax" over MPI (DESIGN §3, §5 items 3-4):
+// non-blocking tagged point-to-point messages on the p2p communicator.
+//   sketch tier (Tier::SKETCH): after each step every learner sends every home except itself
+//     ONE bundle: header (step, flags) + the sketches of that home's experts (possibly none:
+//     a deterministic home waits for one bundle per learner and step). Bundles also carry the
+//     learners' checkpoint / stop decisions to expert workers, which see no other traffic.
+//   view tier (Tier::SNAPSHOT): every snapshot_every steps each home sends every learner except
+//     itself the ternary views of its experts (ExpertHome::snapshot); learners write them,
+//     dequantized, into their experts arena.
+// Homes: learners when W = 0 (those homing at least one expert), the W expert workers otherwise.
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "config/config.hpp"        // defines: Config
+#include "model/param_layout.hpp"   // defines: ParamLayout
+#include "parallel/comm.hpp"        // defines: Comm
+#include "parallel/topology.hpp"    // defines: Topology
+#include "sync/expert_home.hpp"     // defines: ExpertHome
+
+namespace px {
+
+enum ExpertTag : int { TAG_SKETCH = 60, TAG_SNAPSHOT = 61 };
+enum ExpertFlag : uint32_t { EXPERT_FLAG_CHECKPOINT = 1, EXPERT_FLAG_STOP = 2 };
+
+struct SketchBundleHeader {
+  uint32_t magic = 0x42535850u;  // "PXSB"
+  uint32_t count = 0;            // sketches that follow, each as u32 bytes + a sketch message
+  int64_t step = 0;
+  uint32_t flags = 0;            // ExpertFlag bits
+  uint32_t reserved = 0;
+};
+static_assert(sizeof(SketchBundleHeader) == 24);
+
+class ExpertTier {
+ public:
+  ExpertTier(const Config& cfg, const Topology& topo, Comm& p2p);
+
+  const std::vector<int>& homes() const { return homes_; }        // world ranks
+  bool is_home(int rank) const;
+
+  // Learner: sends its bundles for `step` (outbox: sketches by home world rank).
+  void send_sketches(int64_t step, uint32_t flags,
+                     std::map<int, std::vector<std::vector<uint8_t>>> outbox);
+  // Home: receives one bundle of `step` from every learner except itself and hands the sketches
+  // to `home`. Returns the OR of the bundles' flags.
+  uint32_t receive_sketches(int64_t step, ExpertHome& home);
+  // Home: sends `msg` (ExpertHome::snapshot) to every learner except itself.
+  void send_snapshot(std::vector<uint8_t> msg);
+  // Learner: receives one snapshot from every home except itself into the experts arena.
+  void receive_snapshots(const ModelConfig& mc, const ParamLayout& layout, float* experts_arena);
+  // Completes this rank's outstanding sends (their buffers are then released).
+  void wait_sends();
+
+ private:
+  const Topology& topo_;
+  Comm& p2p_;
+  std::vector<int> homes_;
+  std::vector<MPI_Request> reqs_;
+  std::vector<std::vector<uint8_t>> bufs_;
+};
+
+}  // namespace px

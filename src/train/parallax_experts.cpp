@@ -1,0 +1,89 @@
+// defines: ParallaxExperts
+#include "train/parallax_experts.hpp"
+
+#include "ops/cpu/cpu_ops.hpp"              // defines: expert_ffn_forward, expert_ffn_backward
+#include "parallel/expert_placement.hpp"    // defines: expert_home
+#include "sketch/sketch_sample.hpp"         // defines: sketch_sample_rows, sketch_gather
+#include "sketch/sketch_wire.hpp"           // defines: sketch_encode
+#include "sync/expert_home.hpp"             // defines: run_sketch_key
+#include "util/hash_rng.hpp"                // defines: splitmix64
+
+namespace px {
+
+namespace {
+cpu::ExpertAct act_of(const ModelConfig& mc) {
+  return mc.expert_act == ExpertActKind::SWIGLU ? cpu::EXPERT_ACT_SWIGLU : cpu::EXPERT_ACT_RELU2;
+}
+}  // namespace
+
+ParallaxExperts::ParallaxExperts(const Config& cfg, const Topology& topo, MoeModel<float>& model,
+                                 int max_rows)
+    : cfg_(cfg), model_(model), me_(topo.world_rank), E_(cfg.model.n_experts),
+      d_(cfg.model.d_model), h_(cfg.model.expert_hidden), key_(run_sketch_key(cfg)) {
+  const int M = cfg.model.moe_layers();
+  for (int m = 0; m < M; ++m)
+    for (int e = 0; e < E_; ++e) home_.push_back(expert_home(topo, m, e, E_));
+  xp_.assign(M, nullptr);
+  bounds_.assign(M, std::vector<int32_t>(E_ + 1, 0));
+  const size_t rh = (size_t)max_rows * h_;
+  a_.assign(M, std::vector<float>(rh));
+  b_.assign(M, std::vector<float>(act_of(cfg.model) == cpu::EXPERT_ACT_SWIGLU ? rh : 0));
+  act_.assign(M, std::vector<float>(rh));
+  s1_.resize(rh);
+  s2_.resize(rh);
+  s3_.resize(rh);
+}
+
+std::map<int, std::vector<std::vector<uint8_t>>> ParallaxExperts::take_outbox() {
+  std::map<int, std::vector<std::vector<uint8_t>>> out;
+  out.swap(outbox_);
+  return out;
+}
+
+void ParallaxExperts::forward(int m, const float* xp, const int32_t* bounds, float* yp) {
+  const auto& L = model_.layout().layers[cfg_.model.dense_layers + m];
+  const float* W = model_.params(Arena::EXPERTS);
+  xp_[m] = xp;
+  std::copy(bounds, bounds + E_ + 1, bounds_[m].begin());
+  const bool swiglu = act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
+  cpu::expert_ffn_forward<float>(yp, a_[m].data(), swiglu ? b_[m].data() : nullptr,
+                                 act_[m].data(), xp, W + L.expert_w1,
+                                 swiglu ? W + L.expert_w3 : nullptr, W + L.expert_w2, bounds, E_,
+                                 d_, h_, act_of(cfg_.model));
+}
+
+void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
+  const auto& L = model_.layout().layers[cfg_.model.dense_layers + m];
+  const float* W = model_.params(Arena::EXPERTS);
+  float* G = model_.grads(Arena::EXPERTS);
+  const bool swiglu = act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
+  const size_t wsz = (size_t)d_ * h_;
+  const auto& bd = bounds_[m];
+  for (int e = 0; e < E_; ++e) {
+    const int r0 = bd[e], n = bd[e + 1] - r0;
+    if (n == 0) continue;
+    const bool mine = homed_here(m, e);
+    const int32_t seg[2] = {0, n};
+    const size_t od = (size_t)r0 * d_, oh = (size_t)r0 * h_;
+    cpu::expert_ffn_backward<float>(
+        dxp + od, mine ? G + L.expert_w1 + e * wsz : nullptr,
+        mine && swiglu ? G + L.expert_w3 + e * wsz : nullptr,
+        mine ? G + L.expert_w2 + e * wsz : nullptr, dyp + od, xp_[m] + od, a_[m].data() + oh,
+        swiglu ? b_[m].data() + oh : nullptr, act_[m].data() + oh, W + L.expert_w1 + e * wsz,
+        swiglu ? W + L.expert_w3 + e * wsz : nullptr, W + L.expert_w2 + e * wsz, seg, 1, d_, h_,
+        act_of(cfg_.model), s1_.data(), s2_.data(), s3_.data());
+    if (mine || !sketch_) continue;
+    // a sketch of this expert's rows for its home (DESIGN §7)
+    SketchSample sample;
+    const uint64_t seed = splitmix64((uint64_t)cfg_.train.seed ^ 0x736b65746368ull) + (uint64_t)me_;
+    sketch_sample_rows(sample, xp_[m] + od, dyp + od, n, d_, cfg_.sketch.tokens, seed, (int)step_,
+                       m * E_ + e);
+    sketch_gather(sample, xp_[m] + od, dyp + od, d_, xs_, dys_);
+    SketchMeta meta{sketch_handle(key_, m, e), step_, me_, (SketchElem)cfg_.sketch.dtype};
+    auto& box = outbox_[home_of(m, e)];
+    box.emplace_back();
+    sketch_encode(box.back(), meta, xs_.data(), dys_.data(), (int)sample.rows.size(), d_);
+  }
+}
+
+}  // namespace px

@@ -1,0 +1,56 @@
+#pragma once
+// The routed experts of an island rank in mode "parallax" (DESIGN §1, §6, §7). Every routed
+// expert runs HERE, from the model's experts arena, which holds the fp32 masters of the experts
+// this rank homes (ExpertHome::write_masters) and the dequantized ternary views of all others
+// (apply_snapshot; at start, views of the shared initial weights). The backward computes input
+// gradients for every expert but weight gradients only for the homed ones (frozen views), and
+// for every expert homed elsewhere that received rows it packs a sketch of (X, dY) into the
+// outbox of that expert's home (on sketch steps).
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "config/config.hpp"              // defines: Config
+#include "model/layers.hpp"               // defines: RoutedExperts
+#include "model/moe_model.hpp"            // defines: MoeModel
+#include "parallel/topology.hpp"          // defines: Topology
+#include "sketch/sketch_handle.hpp"       // defines: SketchKey
+
+namespace px {
+
+class ParallaxExperts final : public RoutedExperts<float> {
+ public:
+  // max_rows: N*k of one micro-batch.
+  ParallaxExperts(const Config& cfg, const Topology& topo, MoeModel<float>& model, int max_rows);
+
+  // The step the next backward belongs to (steps completed after it) and whether it sketches.
+  void begin_step(int64_t step, bool sketch) {
+    step_ = step;
+    sketch_ = sketch;
+  }
+  // Sketches packed since the last take, by home world rank (each a full sketch message).
+  std::map<int, std::vector<std::vector<uint8_t>>> take_outbox();
+
+  bool homed_here(int moe_layer, int e) const { return home_[(size_t)moe_layer * E_ + e] == me_; }
+  int home_of(int moe_layer, int e) const { return home_[(size_t)moe_layer * E_ + e]; }
+
+  void forward(int moe_layer, const float* xp, const int32_t* bounds, float* yp) override;
+  void backward(int moe_layer, const float* dyp, float* dxp) override;
+
+ private:
+  const Config& cfg_;
+  MoeModel<float>& model_;
+  int me_, E_, d_, h_;
+  std::vector<int> home_;  // [moe_layers * E] world rank of each expert's home
+  SketchKey key_;
+  int64_t step_ = 0;
+  bool sketch_ = false;
+  // per layer: the last forward's inputs (the model's activations) and expert activations
+  std::vector<const float*> xp_;
+  std::vector<std::vector<int32_t>> bounds_;
+  std::vector<std::vector<float>> a_, b_, act_;
+  std::vector<float> s1_, s2_, s3_, xs_, dys_;
+  std::map<int, std::vector<std::vector<uint8_t>>> outbox_;
+};
+
+}  // namespace px

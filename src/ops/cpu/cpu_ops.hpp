@@ -115,4 +115,34 @@ void adamw_update(float* p, const float* g, float* m, float* v, size_t n, float 
 void adamw_update(double* p, const double* g, double* m, double* v, size_t n, double lr,
                   double beta1, double beta2, double eps, double wd, int step);
 
+// Ternary views of expert weights (DESIGN §6), the CPU twin of kernels/ternary.cu: same
+// layout, same rules, same fp32 arithmetic, so that a GPU pack and a CPU pack of the same fp32
+// W agree bit for bit. W [in, out] (applied as x W) becomes t in {-1, 0, +1} with one fp32
+// absmean scale per output unit j:
+//   s_j  = (sum_i |W[i, j]|, summed in fp32 in ascending i) / (float)in   (fp32 division)
+//   t_ij = clamp(rint(W[i, j] / s_j), -1, 1)  (fp32 division, rint = round half to EVEN:
+//          |W|/s = 0.5 -> 0, 1.5 -> 2 -> clamped to 1);  s_j = 0 (or NaN) -> t_ij = 0.
+// Packed 2 bits per weight, output-unit major: unit j owns words [j * words, (j+1) * words),
+// words = ternary_words(in) = ceil(in / 16); weight i sits in word i / 16 at bits 2 * (i % 16);
+// code 0 -> 0, 1 -> +1, 2 -> -1 (3 is never written and decodes as 0, as on the GPU).
+// The GPU kernels require in % 16 == 0; the CPU also takes any in >= 1, zero-padding (code 0)
+// the last word of each unit, so that every expert shape has a view. For in % 16 == 0 the
+// buffers are exactly the GPU's.
+inline int ternary_words(int in) { return (in + 15) / 16; }
+inline int ternary_decode(uint32_t word, int i) {
+  const uint32_t c = (word >> (2 * i)) & 3u;
+  return c == 1u ? 1 : (c == 2u ? -1 : 0);
+}
+// packed [out, ternary_words(in)], scale [out]; nothing written when in <= 0 or out <= 0.
+void ternary_pack(uint32_t* packed, float* scale, const float* W, int in, int out);
+// W [in, out] = t * s, computed in fp32 and converted to T (exact for double).
+template <class T>
+void ternary_unpack(T* W, const uint32_t* packed, const float* scale, int in, int out);
+// Y[M, out] = (accumulate ? Y : 0) + X[M, in] (t * s). Like the GPU kernel: for each (m, j)
+// sum_i t_ij X[m, i] in fp32 in ascending i (adds and subtracts only, zero codes skipped), then
+// Y = fma(sum, s_j, accumulate ? Y : 0) (nvcc contracts the kernel's `Y + sum * s` into an fma
+// by default). The GPU takes X as bf16: pass X rounded to bf16 to compare.
+void ternary_matmul(float* Y, const float* X, const uint32_t* packed, const float* scale, int M,
+                    int in, int out, bool accumulate);
+
 }  // namespace px::cpu

@@ -8,6 +8,7 @@
 
 #include "model/ternary_view.hpp"  // defines: ternary_view_from_master, ternary_expert_*_wire
 #include "ops/cpu/cpu_ops.hpp"     // defines: adamw_update
+#include "optim/adamw.hpp"         // defines: AdamWConfig (betas, eps)
 #include "util/hash_rng.hpp"       // defines: splitmix64
 
 namespace px {

@@ -1,0 +1,86 @@
+#pragma once
+// Helpers of the multi-rank training tests (tests/mpi/test_mpi_train.cpp, test_mpi_parallax.cpp):
+// a shared folder and corpus, the tiny config with overrides, and train() on the first k world
+// ranks (the others idle at a barrier).
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "data/prepare.hpp"
+#include "train/trainer.hpp"
+
+namespace px::test {
+
+inline int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+// A folder name shared by all ranks.
+inline std::string shared_dir(const std::string& name) {
+  long id = world_rank() == 0 ? (long)::getpid() : 0;
+  MPI_Bcast(&id, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+  return std::string(PX_BINARY_DIR) + "/test_tmp/mpi_" + name + "_" + std::to_string(id);
+}
+
+inline const std::string& corpus() {
+  static const std::string dir = [] {
+    const std::string d = shared_dir("corpus");
+    if (world_rank() == 0) data_prepare({"/usr/share/games/fortunes"}, d, 512);
+    MPI_Barrier(MPI_COMM_WORLD);
+    return d;
+  }();
+  return dir;
+}
+
+// The first n world ranks (MPI_COMM_NULL on the others). Caller frees.
+inline MPI_Comm first_ranks(int n) {
+  MPI_Comm c;
+  MPI_Comm_split(MPI_COMM_WORLD, world_rank() < n ? 0 : MPI_UNDEFINED, world_rank(), &c);
+  return c;
+}
+
+inline Config tiny(std::vector<std::string> ov) {
+  ov.insert(ov.begin(), {"data.dir=" + corpus(), "train.warmup_steps=2"});
+  ov.push_back("data.eval_batches=2");
+  return load_config(std::string(PX_SOURCE_DIR) + "/experiments/tiny.toml", ov);
+}
+
+// Runs train() on the first `ranks` world ranks; returns the result there (empty elsewhere).
+inline TrainResult run(int ranks, const Config& cfg, const std::string& dir, int64_t stop_after = -1,
+                bool resume = false) {
+  MPI_Comm c = first_ranks(ranks);
+  TrainResult r;
+  if (c != MPI_COMM_NULL) {
+    TrainOptions o;
+    o.run_dir = dir;
+    o.quiet = true;
+    o.world = c;
+    o.stop_after = stop_after;
+    o.resume = resume;
+    r = train(cfg, o);
+    MPI_Comm_free(&c);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  return r;
+}
+
+inline void expect_close(const std::vector<double>& a, const std::vector<double>& b, double rel) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_NEAR(a[i], b[i], rel * std::abs(b[i])) << "step " << i + 1;
+}
+
+inline std::vector<std::string> no_noise() {  // make modes comparable: linear optimizer, no clipping
+  return {"train.optimizer=\"sgd\"", "train.lr=0.5", "train.min_lr=0.5", "train.warmup_steps=0",
+          "train.grad_clip=0", "model.aux_alpha=0", "data.eval_every=0", "checkpoint.every=0"};
+}
+
+
+}  // namespace px::test

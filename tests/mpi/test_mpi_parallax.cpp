@@ -1,0 +1,90 @@
+// Mode "parallax" over MPI (DESIGN §1, §3-§7): expert homes on learners (W = 0) or on expert
+// workers (W > 0), frozen ternary views, sketches to the homes, snapshots back. Runs at np 5;
+// tests that need fewer ranks run on a sub-communicator.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include "model/ternary_view.hpp"         // defines: ternary_expert_wire_bytes
+#include "parallel/comm.hpp"              // defines: Tier
+#include "parallel/expert_placement.hpp"  // defines: experts_homed_at
+
+#include "mpi_train_util.hpp"  // defines: world_rank, shared_dir, tiny, run, expect_close
+
+using namespace px;
+using namespace px::test;
+
+namespace {
+std::vector<std::string> parallax(std::vector<std::string> ov) {
+  ov.insert(ov.begin(), "train.mode=\"parallax\"");
+  return ov;
+}
+}  // namespace
+
+// One island of one rank homes every expert: no views, no sketches; with clipping off (the
+// home clips its experts by their own norm) and no outer sync in the run, the expert home's
+// AdamW is the learner's AdamW, so the losses equal plain one-rank training bit for bit.
+TEST(MpiParallax, OneRankHomingEverythingEqualsPlainTraining) {
+  std::vector<std::string> ov = {"train.steps=12", "train.grad_clip=0", "data.eval_every=0",
+                                 "checkpoint.every=0", "sync.backbone_every=1000"};
+  const Config plain = tiny(ov);
+  const Config px_cfg = tiny(parallax(ov));
+  const TrainResult a = run(1, plain, shared_dir("px_one_plain"));
+  const TrainResult b = run(1, px_cfg, shared_dir("px_one_parallax"));
+  if (world_rank() != 0) return;
+  ASSERT_EQ(a.losses.size(), 12u);
+  for (size_t i = 0; i < a.losses.size(); ++i) EXPECT_EQ(b.losses[i], a.losses[i]) << "step " << i + 1;
+  EXPECT_EQ(b.comm_bytes[(int)Tier::SKETCH][0], 0);
+  EXPECT_EQ(b.comm_bytes[(int)Tier::SNAPSHOT][0], 0);
+}
+
+// 2 islands x 2 ranks, homes on the learners: it learns, no expert-parallel traffic, and the
+// snapshot bytes of every home are exactly (snapshots) x (other learners) x (message size).
+TEST(MpiParallax, TwoByTwoLearnsAndCountsSnapshotsExactly) {
+  const int steps = 40, snap = 10;
+  const Config cfg = tiny(parallax(
+      {"topology.islands=2", "topology.ranks_per_island=2", "train.steps=40", "data.eval_every=40",
+       "checkpoint.every=0", "experts.snapshot_every=10", "sync.backbone_every=10"}));
+  const TrainResult r = run(4, cfg, shared_dir("px_2x2"));
+  if (world_rank() != 0) return;
+  ASSERT_EQ(r.evals.size(), 2u);
+  EXPECT_LT(r.evals.back().second, r.evals.front().second - 0.8);  // 6.25 -> 5.17 measured
+  const Topology topo = Topology::make(2, 2, 0, 0, 0, 4);
+  const ModelConfig& mc = cfg.model;
+  const size_t view = ternary_expert_wire_bytes(cpu::EXPERT_ACT_SWIGLU, mc.d_model, mc.expert_hidden);
+  for (int rank = 0; rank < 4; ++rank) {
+    const size_t homed = experts_homed_at(topo, rank, mc.moe_layers(), mc.n_experts).size();
+    const int64_t msg = homed ? (int64_t)(4 + homed * (12 + view)) : 0;
+    EXPECT_EQ(r.comm_bytes[(int)Tier::SNAPSHOT][rank], (steps / snap) * 3 * msg) << "rank " << rank;
+    // every step one bundle (24-byte header at least) to every other home
+    EXPECT_GT(r.comm_bytes[(int)Tier::SKETCH][rank], (int64_t)steps * 3 * 24) << "rank " << rank;
+    EXPECT_EQ(r.comm_bytes[(int)Tier::EXPERT_PARALLEL][rank], 0);
+  }
+}
+
+// 2 islands x 1 rank + 1 expert worker that homes every expert: learners send sketches only to
+// the worker and receive snapshots only from it; the run learns and resumes bit-identically
+// (the worker checkpoints with the learners when their bundles say so).
+TEST(MpiParallax, ExpertWorkerLearnsAndResumesBitIdentically) {
+  const Config cfg = tiny(parallax({"topology.islands=2", "topology.expert_workers=1",
+                                    "train.steps=16", "data.eval_every=8", "checkpoint.every=0",
+                                    "experts.snapshot_every=4", "sync.backbone_every=4",
+                                    "experts.expert_update_every=2", "sketch.dtype=\"fp8\""}));
+  const TrainResult full = run(3, cfg, shared_dir("px_worker_full"));
+  const std::string part = shared_dir("px_worker_part");
+  const TrainResult first = run(3, cfg, part, 6);
+  const TrainResult rest = run(3, cfg, part, -1, true);
+  if (world_rank() != 0) return;
+  EXPECT_LT(full.evals.back().second, full.evals.front().second - 0.5);
+  EXPECT_EQ(first.end_step, 6);
+  EXPECT_EQ(rest.start_step, 6);
+  ASSERT_EQ(rest.losses.size(), 10u);
+  for (size_t i = 0; i < 10; ++i) EXPECT_EQ(rest.losses[i], full.losses[6 + i]) << "step " << 7 + i;
+  EXPECT_EQ(rest.evals.back().second, full.evals.back().second);
+  // learners send sketches and no snapshots; the worker sends snapshots and no sketches
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_GT(full.comm_bytes[(int)Tier::SKETCH][rank], 0);
+    EXPECT_EQ(full.comm_bytes[(int)Tier::SNAPSHOT][rank], 0);
+  }
+  EXPECT_EQ(full.comm_bytes[(int)Tier::SKETCH][2], 0);
+  EXPECT_GT(full.comm_bytes[(int)Tier::SNAPSHOT][2], 0);
+}

@@ -238,7 +238,7 @@ TEST(Config, CheckSupported) {
   EXPECT_NO_THROW(px::check_supported(
       parse(kMinimal, {"train.mode=parallax", "topology.islands=2", "topology.expert_workers=1"})));
   expect_user_error([] {
-    px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.signal=adapters"}));
+    px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.signal=adapters", "experts.adapter_rank=8"}));
   }, {"experts.signal = \"adapters\"", "not supported yet"});
   expect_user_error([] {
     px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.view=lowrank"}));

@@ -93,10 +93,10 @@ __device__ __forceinline__ float2 ld_bf16x2(const bf16* p) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
 }
 
-template <int BNB, int TB>
+template <int BNB, int TA, int TB>
 __device__ __forceinline__ void wgmma_tile(float (&d)[BNB / 2], uint64_t da, uint64_t db) {
-  if constexpr (BNB == 256) wgmma_m64n256k16<TB>(d, da, db, 1);
-  else wgmma_m64n128k16<TB>(d, da, db, 1);
+  if constexpr (BNB == 256) wgmma_m64n256k16<TA, TB>(d, da, db, 1);
+  else wgmma_m64n128k16<TA, TB>(d, da, db, 1);
 }
 
 // Epilogue of one output element pair (row r, columns c, c+1 of the block tile); v[b] the
@@ -230,7 +230,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
       for (int b = 0; b < NB; ++b) {
         const uint32_t bb = sB + b * B_OP_BYTES;
         const uint64_t db = BMN ? desc_mnmajor(bb + kk * 2048) : desc_kmajor(bb + kk * 32);
-        wgmma_tile<BNB, TB>(acc[b], da, db);
+        wgmma_tile<BNB, 0, TB>(acc[b], da, db);
       }
     }
     wgmma_commit();
@@ -262,6 +262,143 @@ __global__ void __launch_bounds__(NTHREADS, 1)
           v[b][1] = acc[b][4 * j + 2 * hh + 1];
         }
         epi_pair<NB, EPI>(p, (size_t)(r0 + r) * p.N + n0 + c, v);
+      }
+    }
+  }
+#endif
+}
+
+// Weight gradients: dW_b[e] (M x N, fp32, +=) += P_seg^T Q_b,seg with P [rows, M], Q_b
+// [rows, N] and K = the segment's rows (NB = 2: dW1, dW3 sharing P = X). Both operands are
+// M/N-major row blocks of the permuted buffers: P box 64 (m) x 64 (k rows), two per stage
+// (consumer cw reads the m chunk cw); Q boxes 64 (n) x 64 (k rows), BN / 64 per operand. K
+// tiles start at the segment's first row; the rows of the last tile past the segment (the
+// next expert's, or zero / anything past rows_cap) are zeroed in shared memory by the
+// consumers before the wgmmas (a k row of an M/N-major chunk is one 128-byte line, so the
+// swizzle does not matter), so NaN or Inf there cannot leak in. Grid: (M/BM * N/BN, E).
+template <int NB>
+__global__ void __launch_bounds__(NTHREADS, 1)
+    wgmma_wgrad_kernel(const __grid_constant__ CUtensorMap tmP,
+                       const __grid_constant__ CUtensorMap tmQ0,
+                       const __grid_constant__ CUtensorMap tmQ1, float* dW0, float* dW1,
+                       const int32_t* bounds, int M, int N) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int BNB = NB == 2 ? 128 : 256;
+  constexpr int B_OP_BYTES = BNB * BK * 2;
+  constexpr int CHUNK = 64 * BK * 2;                            // one 64 x 64 box, 8 KB
+  constexpr int NCHUNK = (A_BYTES + NB * B_OP_BYTES) / CHUNK;   // 6 per stage
+  __shared__ __align__(8) uint64_t full_bar[STAGES], empty_bar[STAGES];
+
+  const int e = blockIdx.y;
+  const int ntn = (N + BNB - 1) / BNB;
+  const int m0 = (blockIdx.x / ntn) * BM, n0 = (blockIdx.x % ntn) * BNB;
+  const int mv = min(BM, M - m0), nv = min(BNB, N - n0);
+  const int b0 = bounds[e], K = bounds[e + 1] - b0;
+  if (K <= 0) return;  // nothing to add (uniform over the block)
+
+  const uint32_t raw = smem_u32(smem_raw);
+  unsigned char* smem = smem_raw + (((raw + 1023u) & ~1023u) - raw);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(&full_bar[s], 1);
+      mbar_init(&empty_bar[s], CONSUMER_THREADS);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+
+  const int ktiles = (K + BK - 1) / BK;
+  const int wg = threadIdx.x / 128;
+  if (wg == 0) {
+    regs_dealloc<40>();
+    if (threadIdx.x == 0) {
+      tma_prefetch_desc(&tmP);
+      tma_prefetch_desc(&tmQ0);
+      if (NB == 2) tma_prefetch_desc(&tmQ1);
+      for (int kt = 0; kt < ktiles; ++kt) {
+        const int s = kt % STAGES;
+        mbar_wait(&empty_bar[s], ((uint32_t)(kt / STAGES) & 1u) ^ 1u);
+        unsigned char* st = smem + s * STAGE_BYTES;
+        mbar_arrive_expect_tx(&full_bar[s], (uint32_t)(A_BYTES + NB * B_OP_BYTES));
+        const int row = b0 + kt * BK;
+        tma_load_2d(st, &tmP, &full_bar[s], m0, row);
+        tma_load_2d(st + CHUNK, &tmP, &full_bar[s], m0 + 64, row);
+#pragma unroll
+        for (int b = 0; b < NB; ++b)
+#pragma unroll
+          for (int c = 0; c < BNB / 64; ++c)
+            tma_load_2d(st + A_BYTES + b * B_OP_BYTES + c * CHUNK, b ? &tmQ1 : &tmQ0,
+                        &full_bar[s], n0 + 64 * c, row);
+      }
+    }
+    return;
+  }
+
+  regs_alloc<232>();
+  const int cw = wg - 1, tc = threadIdx.x - 128;  // consumer thread 0..255
+  float acc[NB][BNB / 2];
+#pragma unroll
+  for (int b = 0; b < NB; ++b)
+#pragma unroll
+    for (int i = 0; i < BNB / 2; ++i) acc[b][i] = 0.f;
+
+  for (int kt = 0; kt < ktiles; ++kt) {
+    const int s = kt % STAGES;
+    mbar_wait(&full_bar[s], (uint32_t)(kt / STAGES) & 1u);
+    unsigned char* st = smem + s * STAGE_BYTES;
+    const int kv = K - kt * BK;
+    if (kv < BK) {  // last tile, partial: zero k rows [kv, BK) of every chunk
+      const int per = (BK - kv) * 8;  // 16-byte vectors per chunk
+      for (int i = tc; i < NCHUNK * per; i += CONSUMER_THREADS) {
+        const int ch = i / per, v = i % per;
+        *reinterpret_cast<uint4*>(st + ch * CHUNK + kv * 128 + v * 16) = make_uint4(0, 0, 0, 0);
+      }
+      fence_proxy_async_smem();
+      named_bar_sync(1, CONSUMER_THREADS);
+    }
+    const uint32_t sA = smem_u32(st) + cw * CHUNK;
+    const uint32_t sB = smem_u32(st) + A_BYTES;
+#pragma unroll
+    for (int b = 0; b < NB; ++b) fence_regs(acc[b]);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      const uint64_t da = desc_mnmajor(sA + kk * 2048);
+#pragma unroll
+      for (int b = 0; b < NB; ++b)
+        wgmma_tile<BNB, 1, 1>(acc[b], da, desc_mnmajor(sB + b * B_OP_BYTES + kk * 2048));
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int b = 0; b < NB; ++b) fence_regs(acc[b]);
+    wgmma_wait<1>();
+#pragma unroll
+    for (int b = 0; b < NB; ++b) fence_regs(acc[b]);
+    if (kt > 0) mbar_arrive(&empty_bar[(kt - 1) % STAGES]);
+  }
+  wgmma_wait<0>();
+#pragma unroll
+  for (int b = 0; b < NB; ++b) fence_regs(acc[b]);
+
+  float* out[2] = {dW0 + (size_t)e * M * N, NB == 2 ? dW1 + (size_t)e * M * N : nullptr};
+  const int t = threadIdx.x % 128, w = t / 32, l = t % 32;
+  const int rbase = cw * 64 + w * 16 + l / 4, cbase = 2 * (l % 4);
+#pragma unroll
+  for (int j = 0; j < BNB / 8; ++j) {
+    const int c = j * 8 + cbase;
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int r = rbase + hh * 8;
+      if (r < mv && c < nv) {
+        const size_t o = (size_t)(m0 + r) * N + n0 + c;
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+          float2* q = reinterpret_cast<float2*>(out[b] + o);
+          float2 x = *q;
+          x.x += acc[b][4 * j + 2 * hh];
+          x.y += acc[b][4 * j + 2 * hh + 1];
+          *q = x;
+        }
       }
     }
   }
@@ -304,13 +441,15 @@ CUtensorMap make_map(const bf16* ptr, int rank, const uint64_t* dims, const uint
   }
   return m;
 }
-// Rows operand [rows, K] (K contiguous): box 64 (K) x 128 (rows).
-CUtensorMap map_rows(const bf16* p, int rows, int K) {
-  const uint64_t dims[2] = {(uint64_t)K, (uint64_t)rows};
-  const uint64_t strides[1] = {(uint64_t)K * 2};
-  const uint32_t box[2] = {BK, BM};
+// Row-major [rows, cols] buffer, box box_c (cols) x box_r (rows).
+CUtensorMap map_2d(const bf16* p, int rows, int cols, int box_c, int box_r) {
+  const uint64_t dims[2] = {(uint64_t)cols, (uint64_t)rows};
+  const uint64_t strides[1] = {(uint64_t)cols * 2};
+  const uint32_t box[2] = {(uint32_t)box_c, (uint32_t)box_r};
   return make_map(p, 2, dims, strides, box);
 }
+// Rows operand [rows, K] (K contiguous) of the row-segment GEMMs: box 64 (K) x 128 (rows).
+CUtensorMap map_rows(const bf16* p, int rows, int K) { return map_2d(p, rows, K, BK, BM); }
 // Weights [E][K][N] used N-major: box 64 (n) x 64 (k) x 1.
 CUtensorMap map_w_nmajor(const bf16* p, int E, int K, int N) {
   const uint64_t dims[3] = {(uint64_t)N, (uint64_t)K, (uint64_t)E};
@@ -344,6 +483,29 @@ void launch(const CUtensorMap& a0, const CUtensorMap& a1, const CUtensorMap& b0,
   p.colfast = g.colfast;
   kernel<<<g.g, NTHREADS, SMEM_BYTES, stream>>>(a0, a1, b0, b1, p);
   cudaCheckLaunch();
+}
+
+template <int NB>
+void launch_wgrad(const CUtensorMap& P, const CUtensorMap& Q0, const CUtensorMap& Q1,
+                  float* dW0, float* dW1, const int32_t* bounds, int E, int M, int N,
+                  cudaStream_t stream) {
+  constexpr int BNB = NB == 2 ? 128 : 256;
+  auto kernel = wgmma_wgrad_kernel<NB>;
+  cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 SMEM_BYTES));
+  dim3 g(ceil_div(M, BM) * ceil_div(N, BNB), E);
+  kernel<<<g, NTHREADS, SMEM_BYTES, stream>>>(P, Q0, Q1, dW0, dW1, bounds, M, N);
+  cudaCheckLaunch();
+}
+
+// PX_EXPERT_WGRAD=sm80 keeps the weight gradients of the sm90 backward on the mma.sync
+// kernels (to isolate the wgmma weight-gradient kernel when testing).
+bool wgrad_on_sm80() {
+  static const bool v = [] {
+    const char* s = std::getenv("PX_EXPERT_WGRAD");
+    return s && std::strcmp(s, "sm80") == 0;
+  }();
+  return v;
 }
 
 void check_args(const char* what, int d, int h) {
@@ -407,9 +569,14 @@ void expert_ffn_backward_sm90(bf16* dX, float* dW1, float* dW3, float* dW2, cons
     if (swiglu) launch<1, false, false, EPI_DACT_SWIGLU>(a, a, b, b, p, rows_cap, stream);
     else launch<1, false, false, EPI_DACT_RELU2>(a, a, b, b, p, rows_cap, stream);
   }
-  // B2, B3: weight gradients on the mma.sync kernels.
-  expert_ffn_wgrad_sm80(dW1, swiglu ? dW3 : nullptr, dW2, dY, X, act, dA_scratch,
-                        swiglu ? dB_scratch : nullptr, bounds, E, d, h, kind, stream);
+  // B2, B3: weight gradients.
+  if (wgrad_on_sm80())
+    expert_ffn_wgrad_sm80(dW1, swiglu ? dW3 : nullptr, dW2, dY, X, act, dA_scratch,
+                          swiglu ? dB_scratch : nullptr, bounds, E, d, h, kind, stream);
+  else
+    expert_ffn_wgrad_sm90(dW1, swiglu ? dW3 : nullptr, dW2, dY, X, act, dA_scratch,
+                          swiglu ? dB_scratch : nullptr, bounds, rows_cap, E, d, h, kind,
+                          stream);
   // B4: dX = dA W1[e]^T (+ dB W3[e]^T); W1[e] [d, h] = [N, K], K = h, N = d.
   {
     CUtensorMap a0 = map_rows(dA_scratch, rows_cap, h);
@@ -421,6 +588,29 @@ void expert_ffn_backward_sm90(bf16* dX, float* dW1, float* dW3, float* dW2, cons
       launch<1, false, true, EPI_STORE>(a0, a1, b0, b1, p, rows_cap, stream);
     } else {
       launch<1, false, false, EPI_STORE>(a0, a0, b0, b0, p, rows_cap, stream);
+    }
+  }
+}
+
+void expert_ffn_wgrad_sm90(float* dW1, float* dW3, float* dW2, const bf16* dY, const bf16* X,
+                           const bf16* act, const bf16* dA, const bf16* dB,
+                           const int32_t* bounds, int rows_cap, int E, int d, int h,
+                           ExpertAct kind, cudaStream_t stream) {
+  if (rows_cap <= 0 || E <= 0 || (!dW1 && !dW2)) return;
+  check_args("expert_ffn_wgrad_sm90", d, h);
+  // B2: dW2[e] [h, d] += act^T dY (M = h, N = d)
+  if (dW2) {
+    CUtensorMap P = map_2d(act, rows_cap, h, 64, BK), Q = map_2d(dY, rows_cap, d, 64, BK);
+    launch_wgrad<1>(P, Q, Q, dW2, nullptr, bounds, E, h, d, stream);
+  }
+  // B3: dW1[e] (, dW3[e]) [d, h] += X^T dA (, X^T dB) (M = d, N = h)
+  if (dW1) {
+    CUtensorMap P = map_2d(X, rows_cap, d, 64, BK), Q0 = map_2d(dA, rows_cap, h, 64, BK);
+    if (kind == px::cpu::EXPERT_ACT_SWIGLU && dW3) {
+      CUtensorMap Q1 = map_2d(dB, rows_cap, h, 64, BK);
+      launch_wgrad<2>(P, Q0, Q1, dW1, dW3, bounds, E, d, h, stream);
+    } else {
+      launch_wgrad<1>(P, Q0, Q0, dW1, nullptr, bounds, E, d, h, stream);
     }
   }
 }

@@ -62,23 +62,41 @@ struct Params {
 };
 
 // Map row tile `tile` to (expert, first row, rows valid); false when the block has no tile.
+// Warp 0 scans the experts 32 at a time (parallel loads of bounds, prefix sum of the row
+// tiles per expert by shuffles), so the lookup costs E/32 dependent loads, not E.
 __device__ inline bool find_row_tile(const int32_t* bounds, int E, int tile, int& e_out,
                                      int& r0, int& mv) {
   __shared__ int s_e, s_r0, s_mv;
-  if (threadIdx.x == 0) {
-    int t = tile, e_found = -1;
-    for (int e = 0; e < E; ++e) {
-      int b0 = bounds[e], cnt = bounds[e + 1] - b0;
-      int nt = (cnt + BM - 1) / BM;
-      if (t < nt) {
-        e_found = e;
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    if (lane == 0) s_e = -1;
+    __syncwarp();
+    int before = 0;  // row tiles of the experts of earlier chunks
+    for (int e0 = 0; e0 < E; e0 += 32) {
+      const int e = e0 + lane;
+      int b0 = 0, cnt = 0;
+      if (e < E) {
+        b0 = bounds[e];
+        cnt = bounds[e + 1] - b0;
+      }
+      const int nt = (cnt + BM - 1) / BM;
+      int incl = nt;  // inclusive prefix sum over the lanes
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int v = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += v;
+      }
+      const int first = before + incl - nt;  // first row tile of expert e
+      const bool mine = nt > 0 && tile >= first && tile < first + nt;
+      if (mine) {  // at most one lane: the experts' tile ranges are disjoint
+        const int t = tile - first;
+        s_e = e;
         s_r0 = b0 + t * BM;
         s_mv = min(BM, cnt - t * BM);
-        break;
       }
-      t -= nt;
+      if (__ballot_sync(0xffffffffu, mine)) break;
+      before += __shfl_sync(0xffffffffu, incl, 31);
     }
-    s_e = e_found;
   }
   __syncthreads();
   e_out = s_e; r0 = s_r0; mv = s_mv;
@@ -131,7 +149,9 @@ __device__ __forceinline__ void epi_pair(const Params& p, size_t o, const float 
   }
 }
 
-extern __shared__ __align__(1024) unsigned char smem_raw[];
+// Declared 128-byte aligned only: the kernels round the address up to 1024 themselves
+// (SMEM_BYTES has the slack), so nothing depends on where the runtime puts dynamic smem.
+extern __shared__ __align__(128) unsigned char smem_raw[];
 
 // C[rows of the segment, N] = A_seg [*, K] op(W[e]) (+ A1_seg op(W'[e]) when DUAL), NB B
 // operands sharing the A tile (NB = 2: B0 = W1, B1 = W3, two outputs). BMN: B stored N-major

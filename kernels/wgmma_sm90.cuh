@@ -161,22 +161,33 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t by
 #endif
 }
 // Wait until the phase with parity `parity` has completed (a fresh barrier counts its
-// phase "parity 1" as completed, so producers start waiting on parity 1).
+// phase "parity 1" as completed, so producers start waiting on parity 1). A wait longer than
+// 2^35 clocks (~17 s: a broken pipeline, never a legitimate wait inside one GEMM) traps, so
+// a bug shows up as a launch failure instead of a hang (no printf: a call inside the wgmma
+// loop would make ptxas serialise the wgmmas).
+__device__ __forceinline__ uint32_t mbar_try_wait(uint32_t a, uint32_t parity) {
+  uint32_t done = 0;
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n"
+      "}\n"
+      : "=r"(done)
+      : "r"(a), "r"(parity)
+      : "memory");
+#endif
+  return done;
+}
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   const uint32_t a = smem_u32(bar);
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n"
-        "}\n"
-        : "=r"(done)
-        : "r"(a), "r"(parity)
-        : "memory");
-  } while (!done);
+  if (mbar_try_wait(a, parity)) return;
+  const long long t0 = clock64();
+  while (!mbar_try_wait(a, parity)) {
+    if (clock64() - t0 > (1ll << 35)) __trap();
+  }
 #endif
 }
 

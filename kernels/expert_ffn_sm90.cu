@@ -13,8 +13,11 @@
 // read the stage have completed). k tile kt uses stage kt % 4 with parity (kt / 4) & 1; the
 // producer waits on empty with the opposite parity (a fresh barrier passes parity 1). The
 // consumers keep one wgmma group in flight (wait_group 1) and release the previous stage.
-// Tiles map to (expert, row tile, column tile) from the device-side bounds like the mma.sync
-// kernels (one launch per phase, no host sync). Operand tiles come from TMA tensor maps:
+// Row-segment phases (forward up / down, dact, dX) are persistent: one block per SM walks the
+// tiles (expert, row tile, column tile) found from the device-side bounds (one launch per
+// phase, no host sync), the pipeline running on across tiles so that the next tile's loads
+// overlap the epilogue. The weight-gradient kernel has one block per (M, N) tile and expert.
+// Operand tiles come from TMA tensor maps:
 //   rows operand (X, act, dY, dA, dB) [rows_cap, K]: 2-D map, box 64 (K) x 128 (rows), at
 //     (k0, first row of the tile). Rows past the expert's segment belong to the next expert
 //     (or are zero past rows_cap): their outputs are computed and dropped by the epilogue.
@@ -58,49 +61,45 @@ struct Params {
   const bf16* In2;    // DACT_SWIGLU: Bm
   const int32_t* bounds;
   int E, N, K;        // output columns, reduction length (per segment when DUAL)
-  int colfast;        // blockIdx.x = column tile (else row tile)
+  int ncol_tiles;     // column tiles per row tile
+  int ntiles;         // row-tile bound x column tiles (tile t: row tile t / ncol_tiles)
 };
 
-// Map row tile `tile` to (expert, first row, rows valid); false when the block has no tile.
-// Warp 0 scans the experts 32 at a time (parallel loads of bounds, prefix sum of the row
-// tiles per expert by shuffles), so the lookup costs E/32 dependent loads, not E.
-__device__ inline bool find_row_tile(const int32_t* bounds, int E, int tile, int& e_out,
-                                     int& r0, int& mv) {
-  __shared__ int s_e, s_r0, s_mv;
-  if (threadIdx.x < 32) {
-    const int lane = threadIdx.x;
-    if (lane == 0) s_e = -1;
-    __syncwarp();
-    int before = 0;  // row tiles of the experts of earlier chunks
-    for (int e0 = 0; e0 < E; e0 += 32) {
-      const int e = e0 + lane;
-      int b0 = 0, cnt = 0;
-      if (e < E) {
-        b0 = bounds[e];
-        cnt = bounds[e + 1] - b0;
-      }
-      const int nt = (cnt + BM - 1) / BM;
-      int incl = nt;  // inclusive prefix sum over the lanes
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const int v = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += v;
-      }
-      const int first = before + incl - nt;  // first row tile of expert e
-      const bool mine = nt > 0 && tile >= first && tile < first + nt;
-      if (mine) {  // at most one lane: the experts' tile ranges are disjoint
-        const int t = tile - first;
-        s_e = e;
-        s_r0 = b0 + t * BM;
-        s_mv = min(BM, cnt - t * BM);
-      }
-      if (__ballot_sync(0xffffffffu, mine)) break;
-      before += __shfl_sync(0xffffffffu, incl, 31);
+// Map row tile `tile` to (expert, first row, rows valid); false when there is no such tile
+// (the tile count is a host-side bound). Called by a whole warp (converged; every lane gets
+// the result): the experts are scanned 32 at a time, parallel loads of bounds and a prefix
+// sum of the row tiles per expert by shuffles, so a lookup costs E/32 dependent loads.
+__device__ inline bool warp_find_row_tile(const int32_t* bounds, int E, int tile, int& e_out,
+                                          int& r0, int& mv) {
+  const int lane = threadIdx.x & 31;
+  int before = 0;  // row tiles of the experts of earlier chunks
+  for (int e0 = 0; e0 < E; e0 += 32) {
+    const int e = e0 + lane;
+    int b0 = 0, cnt = 0;
+    if (e < E) {
+      b0 = bounds[e];
+      cnt = bounds[e + 1] - b0;
     }
+    const int nt = (cnt + BM - 1) / BM;
+    int incl = nt;  // inclusive prefix sum over the lanes
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += v;
+    }
+    const int first = before + incl - nt;  // first row tile of expert e
+    // at most one lane: the experts' tile ranges are disjoint
+    const unsigned m = __ballot_sync(0xffffffffu, nt > 0 && tile >= first && tile < first + nt);
+    if (m) {
+      const int src = __ffs(m) - 1, t = tile - first;
+      e_out = __shfl_sync(0xffffffffu, e, src);
+      r0 = __shfl_sync(0xffffffffu, b0 + t * BM, src);
+      mv = __shfl_sync(0xffffffffu, min(BM, cnt - t * BM), src);
+      return true;
+    }
+    before += __shfl_sync(0xffffffffu, incl, 31);
   }
-  __syncthreads();
-  e_out = s_e; r0 = s_r0; mv = s_mv;
-  return e_out >= 0;
+  return false;
 }
 
 __device__ inline float sigmoidf_(float x) { return 1.f / (1.f + __expf(-x)); }
@@ -156,6 +155,11 @@ extern __shared__ __align__(128) unsigned char smem_raw[];
 // C[rows of the segment, N] = A_seg [*, K] op(W[e]) (+ A1_seg op(W'[e]) when DUAL), NB B
 // operands sharing the A tile (NB = 2: B0 = W1, B1 = W3, two outputs). BMN: B stored N-major
 // ([K, N] per expert), else K-major ([N, K]).
+// Persistent: block b handles tiles b, b + gridDim.x, ... (tile t = row tile t / ncol_tiles,
+// column tile t % ncol_tiles: the column tiles of a row tile run at the same time, so its rows
+// come from DRAM once). The stage / phase counter runs on across tiles, so the producer loads
+// the next tile while the consumers run the epilogue. gridDim.x = ntiles gives one tile per
+// block (PX_SM90_PERSISTENT=0).
 template <int NB, bool BMN, bool DUAL, int EPI>
 __global__ void __launch_bounds__(NTHREADS, 1)
     wgmma_rowseg_kernel(const __grid_constant__ CUtensorMap tmA0,
@@ -168,11 +172,6 @@ __global__ void __launch_bounds__(NTHREADS, 1)
   constexpr int B_OP_BYTES = BNB * BK * 2;        // one B operand's tile
   constexpr int TB = BMN ? 1 : 0;
   __shared__ __align__(8) uint64_t full_bar[STAGES], empty_bar[STAGES];
-
-  int e, r0, mv;
-  const int rt = p.colfast ? blockIdx.y : blockIdx.x, ct = p.colfast ? blockIdx.x : blockIdx.y;
-  if (!find_row_tile(p.bounds, p.E, rt, e, r0, mv)) return;
-  const int n0 = ct * BNB, nv = min(BNB, p.N - n0);
 
   // 1024-byte aligned stage buffers (the 128-byte swizzle pattern repeats every 1024 bytes;
   // descriptors assume base offset 0).
@@ -189,39 +188,48 @@ __global__ void __launch_bounds__(NTHREADS, 1)
   __syncthreads();
 
   const int kps = (p.K + BK - 1) / BK, ktiles = DUAL ? 2 * kps : kps;
-  const int wg = threadIdx.x / 128;
+  const int wg = threadIdx.x / 128, lane = threadIdx.x & 31;
 
   if (wg == 0) {
-    // ---- producer ----
+    // ---- producer: warp 0 looks the tiles up, its lane 0 issues the TMA loads ----
     regs_dealloc<40>();
-    if (threadIdx.x == 0) {
+    if (threadIdx.x >= 32) return;
+    if (lane == 0) {
       tma_prefetch_desc(&tmA0);
       tma_prefetch_desc(&tmB0);
       if (DUAL || NB == 2) tma_prefetch_desc(&tmB1);
       if (DUAL) tma_prefetch_desc(&tmA1);
-      for (int kt = 0; kt < ktiles; ++kt) {
-        const int s = kt % STAGES;
-        const uint32_t ph = (uint32_t)(kt / STAGES) & 1u;
-        mbar_wait(&empty_bar[s], ph ^ 1u);
-        unsigned char* sA = smem + s * STAGE_BYTES;
-        unsigned char* sB = sA + A_BYTES;
-        mbar_arrive_expect_tx(&full_bar[s], (uint32_t)(A_BYTES + NB * B_OP_BYTES));
-        const bool seg1 = DUAL && kt >= kps;
-        const int k0 = (seg1 ? kt - kps : kt) * BK;
-        tma_load_2d(sA, seg1 ? &tmA1 : &tmA0, &full_bar[s], k0, r0);
+    }
+    uint32_t it = 0;  // k iterations issued by this block, over all its tiles
+    for (int tile = blockIdx.x; tile < p.ntiles; tile += gridDim.x) {
+      int e, r0, mv;
+      if (!warp_find_row_tile(p.bounds, p.E, tile / p.ncol_tiles, e, r0, mv)) continue;
+      const int n0 = (tile % p.ncol_tiles) * BNB;
+      if (lane == 0) {
+        for (int kt = 0; kt < ktiles; ++kt, ++it) {
+          const int s = (int)(it % STAGES);
+          mbar_wait(&empty_bar[s], ((it / STAGES) & 1u) ^ 1u);
+          unsigned char* sA = smem + s * STAGE_BYTES;
+          unsigned char* sB = sA + A_BYTES;
+          mbar_arrive_expect_tx(&full_bar[s], (uint32_t)(A_BYTES + NB * B_OP_BYTES));
+          const bool seg1 = DUAL && kt >= kps;
+          const int k0 = (seg1 ? kt - kps : kt) * BK;
+          tma_load_2d(sA, seg1 ? &tmA1 : &tmA0, &full_bar[s], k0, r0);
 #pragma unroll
-        for (int b = 0; b < NB; ++b) {
-          const CUtensorMap* tb = (b == 1 || seg1) ? &tmB1 : &tmB0;
-          unsigned char* dst = sB + b * B_OP_BYTES;
-          if constexpr (BMN) {
+          for (int b = 0; b < NB; ++b) {
+            const CUtensorMap* tb = (b == 1 || seg1) ? &tmB1 : &tmB0;
+            unsigned char* dst = sB + b * B_OP_BYTES;
+            if constexpr (BMN) {
 #pragma unroll
-            for (int c = 0; c < BNB / 64; ++c)
-              tma_load_3d(dst + c * 8192, tb, &full_bar[s], n0 + 64 * c, k0, e);
-          } else {
-            tma_load_3d(dst, tb, &full_bar[s], k0, n0, e);
+              for (int c = 0; c < BNB / 64; ++c)
+                tma_load_3d(dst + c * 8192, tb, &full_bar[s], n0 + 64 * c, k0, e);
+            } else {
+              tma_load_3d(dst, tb, &full_bar[s], k0, n0, e);
+            }
           }
         }
       }
+      __syncwarp();
     }
     return;
   }
@@ -229,59 +237,66 @@ __global__ void __launch_bounds__(NTHREADS, 1)
   // ---- consumers ----
   regs_alloc<232>();
   const int cw = wg - 1;  // rows [64 cw, 64 cw + 64) of the tile
-  float acc[NB][BNB / 2];
+  const int t = threadIdx.x % 128, w = t / 32;
+  const int rbase = cw * 64 + w * 16 + lane / 4, cbase = 2 * (lane % 4);
+  uint32_t it = 0;  // k iterations consumed, over all tiles (same sequence as the producer)
+  for (int tile = blockIdx.x; tile < p.ntiles; tile += gridDim.x) {
+    int e, r0, mv;
+    if (!warp_find_row_tile(p.bounds, p.E, tile / p.ncol_tiles, e, r0, mv)) continue;
+    const int n0 = (tile % p.ncol_tiles) * BNB, nv = min(BNB, p.N - n0);
+    float acc[NB][BNB / 2];
 #pragma unroll
-  for (int b = 0; b < NB; ++b)
+    for (int b = 0; b < NB; ++b)
 #pragma unroll
-    for (int i = 0; i < BNB / 2; ++i) acc[b][i] = 0.f;
+      for (int i = 0; i < BNB / 2; ++i) acc[b][i] = 0.f;
 
-  for (int kt = 0; kt < ktiles; ++kt) {
-    const int s = kt % STAGES;
-    mbar_wait(&full_bar[s], (uint32_t)(kt / STAGES) & 1u);
-    const uint32_t sA = smem_u32(smem + s * STAGE_BYTES) + cw * (64 * BK * 2);
-    const uint32_t sB = smem_u32(smem + s * STAGE_BYTES + A_BYTES);
+    for (int kt = 0; kt < ktiles; ++kt, ++it) {
+      const int s = (int)(it % STAGES);
+      mbar_wait(&full_bar[s], (it / STAGES) & 1u);
+      const uint32_t sA = smem_u32(smem + s * STAGE_BYTES) + cw * (64 * BK * 2);
+      const uint32_t sB = smem_u32(smem + s * STAGE_BYTES + A_BYTES);
 #pragma unroll
-    for (int b = 0; b < NB; ++b) fence_regs(acc[b]);
-    wgmma_fence();
+      for (int b = 0; b < NB; ++b) fence_regs(acc[b]);
+      wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < BK / 16; ++kk) {
-      const uint64_t da = desc_kmajor(sA + kk * 32);
-#pragma unroll
-      for (int b = 0; b < NB; ++b) {
-        const uint32_t bb = sB + b * B_OP_BYTES;
-        const uint64_t db = BMN ? desc_mnmajor(bb + kk * 2048) : desc_kmajor(bb + kk * 32);
-        wgmma_tile<BNB, 0, TB>(acc[b], da, db);
-      }
-    }
-    wgmma_commit();
-#pragma unroll
-    for (int b = 0; b < NB; ++b) fence_regs(acc[b]);
-    wgmma_wait<1>();  // the previous k tile's group is done: release its stage
-#pragma unroll
-    for (int b = 0; b < NB; ++b) fence_regs(acc[b]);
-    if (kt > 0) mbar_arrive(&empty_bar[(kt - 1) % STAGES]);
-  }
-  wgmma_wait<0>();
-#pragma unroll
-  for (int b = 0; b < NB; ++b) fence_regs(acc[b]);
-
-  // ---- epilogue: d[4j + 2h + q] is row 16 w + l/4 + 8 h, column 8 j + 2 (l%4) + q ----
-  const int t = threadIdx.x % 128, w = t / 32, l = t % 32;
-  const int rbase = cw * 64 + w * 16 + l / 4, cbase = 2 * (l % 4);
-#pragma unroll
-  for (int j = 0; j < BNB / 8; ++j) {
-    const int c = j * 8 + cbase;
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      const int r = rbase + hh * 8;
-      if (r < mv && c < nv) {
-        float v[NB][2];
+      for (int kk = 0; kk < BK / 16; ++kk) {
+        const uint64_t da = desc_kmajor(sA + kk * 32);
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
-          v[b][0] = acc[b][4 * j + 2 * hh];
-          v[b][1] = acc[b][4 * j + 2 * hh + 1];
+          const uint32_t bb = sB + b * B_OP_BYTES;
+          const uint64_t db = BMN ? desc_mnmajor(bb + kk * 2048) : desc_kmajor(bb + kk * 32);
+          wgmma_tile<BNB, 0, TB>(acc[b], da, db);
         }
-        epi_pair<NB, EPI>(p, (size_t)(r0 + r) * p.N + n0 + c, v);
+      }
+      wgmma_commit();
+#pragma unroll
+      for (int b = 0; b < NB; ++b) fence_regs(acc[b]);
+      wgmma_wait<1>();  // the previous k tile's group is done: release its stage
+#pragma unroll
+      for (int b = 0; b < NB; ++b) fence_regs(acc[b]);
+      if (kt > 0) mbar_arrive(&empty_bar[(it - 1) % STAGES]);
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int b = 0; b < NB; ++b) fence_regs(acc[b]);
+    mbar_arrive(&empty_bar[(it - 1) % STAGES]);  // this tile's last stage (ktiles >= 1)
+
+    // ---- epilogue: d[4j + 2h + q] is row 16 w + l/4 + 8 h, column 8 j + 2 (l%4) + q ----
+#pragma unroll
+    for (int j = 0; j < BNB / 8; ++j) {
+      const int c = j * 8 + cbase;
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int r = rbase + hh * 8;
+        if (r < mv && c < nv) {
+          float v[NB][2];
+#pragma unroll
+          for (int b = 0; b < NB; ++b) {
+            v[b][0] = acc[b][4 * j + 2 * hh];
+            v[b][1] = acc[b][4 * j + 2 * hh + 1];
+          }
+          epi_pair<NB, EPI>(p, (size_t)(r0 + r) * p.N + n0 + c, v);
+        }
       }
     }
   }
@@ -485,11 +500,16 @@ CUtensorMap map_w_kmajor(const bf16* p, int E, int N, int K) {
   return make_map(p, 3, dims, strides, box);
 }
 
-struct Grid { dim3 g; int colfast; };
-Grid row_grid(int rows_cap, int E, int ncols) {
-  const int nr = ceil_div(rows_cap, BM) + E;
-  if (nr > 65535) return {dim3(nr, ncols), 0};
-  return {dim3(ncols, nr), 1};
+// Persistent grid: one block per SM (PX_SM90_PERSISTENT=0: one block per tile).
+int persistent_blocks(int ntiles) {
+  static const bool off = [] {
+    const char* v = std::getenv("PX_SM90_PERSISTENT");
+    return v && std::atoi(v) == 0;
+  }();
+  int dev = 0, sms = 0;
+  cudaCheck(cudaGetDevice(&dev));
+  cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return off ? ntiles : (ntiles < sms ? ntiles : sms);
 }
 
 template <int NB, bool BMN, bool DUAL, int EPI>
@@ -499,9 +519,9 @@ void launch(const CUtensorMap& a0, const CUtensorMap& a1, const CUtensorMap& b0,
   auto kernel = wgmma_rowseg_kernel<NB, BMN, DUAL, EPI>;
   cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  SMEM_BYTES));
-  Grid g = row_grid(rows_cap, p.E, ceil_div(p.N, BNB));
-  p.colfast = g.colfast;
-  kernel<<<g.g, NTHREADS, SMEM_BYTES, stream>>>(a0, a1, b0, b1, p);
+  p.ncol_tiles = ceil_div(p.N, BNB);
+  p.ntiles = (ceil_div(rows_cap, BM) + p.E) * p.ncol_tiles;  // row tiles <= rows/BM + E
+  kernel<<<persistent_blocks(p.ntiles), NTHREADS, SMEM_BYTES, stream>>>(a0, a1, b0, b1, p);
   cudaCheckLaunch();
 }
 
@@ -559,7 +579,7 @@ void expert_ffn_forward_sm90(bf16* Y, bf16* A, bf16* Bm, bf16* act, const bf16* 
     CUtensorMap a = map_rows(X, rows_cap, d);
     CUtensorMap b0 = map_w_nmajor(W1, E, d, h);
     CUtensorMap b1 = swiglu ? map_w_nmajor(W3, E, d, h) : b0;
-    Params p{A, Bm, act, nullptr, nullptr, bounds, E, h, d, 0};
+    Params p{A, Bm, act, nullptr, nullptr, bounds, E, h, d, 0, 0};
     if (swiglu) launch<2, true, false, EPI_SWIGLU>(a, a, b0, b1, p, rows_cap, stream);
     else launch<1, true, false, EPI_RELU2>(a, a, b0, b1, p, rows_cap, stream);
   }
@@ -567,7 +587,7 @@ void expert_ffn_forward_sm90(bf16* Y, bf16* A, bf16* Bm, bf16* act, const bf16* 
   {
     CUtensorMap a = map_rows(act, rows_cap, h);
     CUtensorMap b = map_w_nmajor(W2, E, h, d);
-    Params p{Y, nullptr, nullptr, nullptr, nullptr, bounds, E, d, h, 0};
+    Params p{Y, nullptr, nullptr, nullptr, nullptr, bounds, E, d, h, 0, 0};
     launch<1, true, false, EPI_STORE>(a, a, b, b, p, rows_cap, stream);
   }
 }
@@ -585,7 +605,7 @@ void expert_ffn_backward_sm90(bf16* dX, float* dW1, float* dW3, float* dW2, cons
   {
     CUtensorMap a = map_rows(dY, rows_cap, d);
     CUtensorMap b = map_w_kmajor(W2, E, h, d);
-    Params p{dA_scratch, dB_scratch, nullptr, A, Bm, bounds, E, h, d, 0};
+    Params p{dA_scratch, dB_scratch, nullptr, A, Bm, bounds, E, h, d, 0, 0};
     if (swiglu) launch<1, false, false, EPI_DACT_SWIGLU>(a, a, b, b, p, rows_cap, stream);
     else launch<1, false, false, EPI_DACT_RELU2>(a, a, b, b, p, rows_cap, stream);
   }
@@ -601,7 +621,7 @@ void expert_ffn_backward_sm90(bf16* dX, float* dW1, float* dW3, float* dW2, cons
   {
     CUtensorMap a0 = map_rows(dA_scratch, rows_cap, h);
     CUtensorMap b0 = map_w_kmajor(W1, E, d, h);
-    Params p{dX, nullptr, nullptr, nullptr, nullptr, bounds, E, d, h, 0};
+    Params p{dX, nullptr, nullptr, nullptr, nullptr, bounds, E, d, h, 0, 0};
     if (swiglu) {
       CUtensorMap a1 = map_rows(dB_scratch, rows_cap, h);
       CUtensorMap b1 = map_w_kmajor(W3, E, d, h);

@@ -74,7 +74,9 @@ void ffn_case_sm90(ExpertAct kind, std::vector<int> counts, int d, int h, uint64
   auto fY = to_f32(gY.download());
   auto hA = head(fA, rows, h), hB = head(fB, rows, h), hact = head(fact, rows, h);
   EXPECT_LT(rel_err(hA, A), kTolBF16);
-  if (sw) EXPECT_LT(rel_err(hB, Bm), kTolBF16);
+  if (sw) {
+    EXPECT_LT(rel_err(hB, Bm), kTolBF16);
+  }
   EXPECT_LT(rel_err(hact, act), kTolBF16);
   EXPECT_LT(rel_err(head(fY, rows, d), Y), kTolBF16);
   EXPECT_TRUE(tail_untouched(fY, rows, d)) << "forward wrote rows past bounds[E]";
@@ -102,14 +104,18 @@ void ffn_case_sm90(ExpertAct kind, std::vector<int> counts, int d, int h, uint64
   EXPECT_TRUE(tail_untouched(fdX, rows, d)) << "dX past bounds[E]";
   // dact: dA (and dB) against the CPU's
   EXPECT_LT(rel_err(head(to_f32(gdA.download()), rows, h), s2), kTolBF16);
-  if (sw) EXPECT_LT(rel_err(head(to_f32(gdB.download()), rows, h), s3), kTolBF16);
+  if (sw) {
+    EXPECT_LT(rel_err(head(to_f32(gdB.download()), rows, h), s3), kTolBF16);
+  }
   if (!with_dw) {  // frozen: the weight gradients are untouched
     EXPECT_EQ(gdW1.download(), dW0);
     EXPECT_EQ(gdW2.download(), dW0);
     return;
   }
   EXPECT_LT(rel_err(gdW1.download(), dW1), kTolBF16);
-  if (sw) EXPECT_LT(rel_err(gdW3.download(), dW3), kTolBF16);
+  if (sw) {
+    EXPECT_LT(rel_err(gdW3.download(), dW3), kTolBF16);
+  }
   EXPECT_LT(rel_err(gdW2.download(), dW2), kTolBF16);
   // The part beyond the initial values (accumulated, +=) must be right too.
   auto g1 = gdW1.download();
@@ -198,8 +204,11 @@ TEST(CudaExpertFfnSm90, WeightGradients) {
     cudaCheck(cudaGetLastError());
     EXPECT_LT(rel_err(g1.download(), r1), kTolBF16) << "dW1, swiglu " << sw;
     EXPECT_LT(rel_err(g2.download(), r2), kTolBF16) << "dW2, swiglu " << sw;
-    if (sw) EXPECT_LT(rel_err(g3.download(), r3), kTolBF16);
-    else EXPECT_EQ(g3.download(), dW0);  // relu2: dW3 untouched
+    if (sw) {
+      EXPECT_LT(rel_err(g3.download(), r3), kTolBF16);
+    } else {
+      EXPECT_EQ(g3.download(), dW0);  // relu2: dW3 untouched
+    }
     // the increments alone
     auto h1 = g1.download();
     std::vector<double> inc_gpu(h1.size()), inc_ref(h1.size());

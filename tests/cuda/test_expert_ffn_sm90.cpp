@@ -4,6 +4,7 @@
 #include "test_util.hpp"
 
 #include "expert_ffn_sm90.cuh"  // defines: px::cuda::expert_ffn_{forward,backward}_sm90
+#include "moe_permute.cuh"      // defines: px::cuda::moe_permute_build, gather_rows, combine_rows
 #include "ops/cpu/cpu_ops.hpp"  // defines: px::cpu reference ops
 
 using namespace px::test;
@@ -214,5 +215,67 @@ TEST(CudaExpertFfnSm90, WeightGradients) {
     std::vector<double> inc_gpu(h1.size()), inc_ref(h1.size());
     for (size_t i = 0; i < h1.size(); ++i) { inc_gpu[i] = (double)h1[i] - dW0[i]; inc_ref[i] = r1[i] - dW0[i]; }
     EXPECT_LT(rel_err(inc_gpu, inc_ref), kTolBF16);
+  }
+}
+
+// Enough tiles that every block of the persistent kernels (one per SM) walks several tiles,
+// so the pipeline's stage / phase counters run on across tiles (~800 tiles in the up GEMM).
+TEST(CudaExpertFfnSm90, ManyTilesPerBlock) {
+  PX_SKIP_IF_NO_SM90();
+  std::vector<int> counts(16);
+  for (int e = 0; e < 16; ++e) counts[e] = 600 + 173 * e % 1400 + (e == 5 ? 1 : 0);
+  counts[9] = 0;
+  ffn_case_sm90(px::cpu::EXPERT_ACT_SWIGLU, counts, 256, 512, 7900, 3);
+}
+
+// Tile-aligned layout from the GPU permute (align 128: padding rows are zero), as in
+// CudaExpertFfn.AlignedSegmentsFromPermute: results on the real rows match the CPU.
+TEST(CudaExpertFfnSm90, AlignedSegmentsFromPermute) {
+  PX_SKIP_IF_NO_SM90();
+  const int N = 400, E = 8, k = 2, d = 128, h = 64, align = 128;
+  std::mt19937_64 g(8000);
+  std::vector<int32_t> idx((size_t)N * k);
+  for (int n = 0; n < N; ++n) {
+    int a = g() % E, b = (a + 1 + g() % (E - 1)) % E;
+    idx[(size_t)n * k] = a; idx[(size_t)n * k + 1] = b;
+  }
+  std::vector<int32_t> b(E + 1), p((size_t)N * k), r((size_t)N * k);
+  px::cpu::moe_permute_build(b.data(), p.data(), r.data(), idx.data(), N, E, k);
+  auto X = round_bf16(randn((size_t)N * d, 8001));
+  auto W1 = round_bf16(randn((size_t)E * d * h, 8002, 0.08f));
+  auto W3 = round_bf16(randn((size_t)E * d * h, 8003, 0.08f));
+  auto W2 = round_bf16(randn((size_t)E * h * d, 8004, 0.08f));
+  const int rows = N * k;
+  std::vector<float> Xp((size_t)rows * d);
+  px::cpu::gather_rows<float>(Xp.data(), X.data(), r.data(), rows, d);
+  std::vector<float> Y((size_t)rows * d), A((size_t)rows * h), Bm((size_t)rows * h),
+      act((size_t)rows * h);
+  px::cpu::expert_ffn_forward<float>(Y.data(), A.data(), Bm.data(), act.data(), Xp.data(),
+                                     W1.data(), W3.data(), W2.data(), b.data(), E, d, h,
+                                     px::cpu::EXPERT_ACT_SWIGLU);
+  std::vector<float> out((size_t)N * d, 0.f), gates((size_t)N * k, 0.5f);
+  px::cpu::combine_rows<float>(out.data(), Y.data(), gates.data(), p.data(), N, k, d);
+
+  const long cap = px::cuda::moe_permuted_capacity(N, E, k, align);
+  DBuf<int32_t> gidx(idx), gb(E + 1), gp((size_t)N * k), gr(cap);
+  DBuf<char> scratch(px::cuda::moe_permute_scratch_bytes(N, E, k));
+  px::cuda::moe_permute_build(gb.p, gp.p, gr.p, gidx.p, N, E, k, align, scratch.p);
+  DBuf<bf16> gX(to_bf16(X)), gXp(cap * d), gW1(to_bf16(W1)), gW3(to_bf16(W3)), gW2(to_bf16(W2));
+  DBuf<bf16> gY(cap * d), gA(cap * h), gB(cap * h), gact(cap * h);
+  gXp.poison(); gY.poison();
+  px::cuda::gather_rows<bf16>(gXp.p, gX.p, gr.p, (int)cap, d);
+  px::cuda::expert_ffn_forward_sm90(gY.p, gA.p, gB.p, gact.p, gXp.p, gW1.p, gW3.p, gW2.p, gb.p,
+                                    (int)cap, E, d, h, px::cpu::EXPERT_ACT_SWIGLU);
+  DBuf<float> gout((size_t)N * d), gg(gates);
+  cudaCheck(cudaMemset(gout.p, 0, gout.n * sizeof(float)));
+  px::cuda::combine_rows<float, bf16>(gout.p, gY.p, gg.p, gp.p, N, k, d);
+  cudaCheck(cudaGetLastError());
+  EXPECT_LT(rel_err(gout.download(), out), kTolBF16);
+  auto hb = gb.download();
+  auto hY = to_f32(gY.download());
+  auto hr = gr.download();
+  for (int i = 0; i < hb[E]; ++i) {
+    if (hr[i] >= 0) continue;
+    for (int c = 0; c < d; ++c) ASSERT_EQ(hY[(size_t)i * d + c], 0.f) << "padding row " << i;
   }
 }

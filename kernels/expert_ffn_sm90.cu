@@ -10,9 +10,11 @@
 // alignment slack), one block per SM.
 // Pipeline (per stage s): full[s] (count 1: the producer's arrive.expect_tx, completed by
 // the TMA bytes) and empty[s] (count 256: every consumer thread arrives once the wgmmas that
-// read the stage have completed). k tile kt uses stage kt % 4 with parity (kt / 4) & 1; the
-// producer waits on empty with the opposite parity (a fresh barrier passes parity 1). The
-// consumers keep one wgmma group in flight (wait_group 1) and release the previous stage.
+// read the stage have completed). The block's k iteration `it` (counted over all the tiles
+// it handles) uses stage it % 4 with parity (it / 4) & 1; the producer waits on empty with the
+// opposite parity (a fresh barrier passes parity 1). The consumers keep one wgmma group in
+// flight (wait_group 1), release the previous iteration's stage, and the tile's last stage
+// after wait_group 0 (before the epilogue).
 // Row-segment phases (forward up / down, dact, dX) are persistent: one block per SM walks the
 // tiles (expert, row tile, column tile) found from the device-side bounds (one launch per
 // phase, no host sync), the pipeline running on across tiles so that the next tile's loads

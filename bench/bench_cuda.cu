@@ -5,6 +5,7 @@
 //     same bytes (goal >= 0.6).
 // Timing: cudaEvents, warm-up, median of many repeats, random data.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "cuda_common.cuh"   // defines: cudaCheck, bf16
 #include "expert_ffn.cuh"    // defines: px::cuda::expert_ffn_forward/backward
+#include "expert_ffn_sm90.cuh"  // defines: px::cuda::expert_ffn_{forward,backward}_sm90
 #include "matmul_lt.cuh"     // defines: px::cuda::matmul
 #include "moe_permute.cuh"   // defines: px::cuda::moe_permute_build
 #if __has_include("sketch_pack.cuh")
@@ -176,6 +178,56 @@ void bench_expert_ffn(int N, int E, int k, int d, int h) {
   std::printf("  dense cuBLASLt bf16 GEMM %dx%dx%d (same FLOPs) %8.3f ms  %8.1f GFLOP/s\n", rows,
               d, 9 * h, td, g_d);
   std::printf("  RATIO grouped/dense = %.3f (goal >= 0.7)\n", g_fb / g_d);
+  // Hopper wgmma path (expert_ffn_sm90), same data; its Y and dX are checked against the
+  // mma.sync path's first (relative L2 difference).
+  if (px::cuda::expert_ffn_sm90_available()) {
+    auto rel_diff = [&](const bf16* a, const bf16* b, size_t n) {
+      std::vector<bf16> ha(n), hb(n);
+      cudaCheck(cudaMemcpy(ha.data(), a, n * 2, cudaMemcpyDeviceToHost));
+      cudaCheck(cudaMemcpy(hb.data(), b, n * 2, cudaMemcpyDeviceToHost));
+      double num = 0, den = 0;
+      for (size_t i = 0; i < n; ++i) {
+        double x = __bfloat162float(ha[i]), y = __bfloat162float(hb[i]);
+        num += (x - y) * (x - y);
+        den += y * y;
+      }
+      return std::sqrt(num / (den > 0 ? den : 1));
+    };
+    bf16* Y0 = dalloc<bf16>((size_t)rows * d);
+    bf16* dX0 = dalloc<bf16>((size_t)rows * d);
+    fwd();
+    bwd();
+    cudaCheck(cudaMemcpy(Y0, Y, (size_t)rows * d * 2, cudaMemcpyDeviceToDevice));
+    cudaCheck(cudaMemcpy(dX0, dX, (size_t)rows * d * 2, cudaMemcpyDeviceToDevice));
+    auto fwd90 = [&] {
+      px::cuda::expert_ffn_forward_sm90(Y, A, Bm, act, X, W1, W3, W2, bounds, rows, E, d, h,
+                                        kind);
+    };
+    auto bwd90 = [&] {
+      px::cuda::expert_ffn_backward_sm90(dX, dW1, dW3, dW2, dY, X, A, Bm, act, W1, W3, W2,
+                                         bounds, rows, E, d, h, kind, dA, dB);
+    };
+    fwd90();
+    bwd90();
+    cudaCheck(cudaDeviceSynchronize());
+    const double eY = rel_diff(Y, Y0, (size_t)rows * d), edX = rel_diff(dX, dX0, (size_t)rows * d);
+    float tf9 = median_ms(fwd90), tb9 = median_ms(bwd90);
+    float tb9_nodw = median_ms([&] {
+      px::cuda::expert_ffn_backward_sm90(dX, nullptr, nullptr, nullptr, dY, X, A, Bm, act, W1,
+                                         W3, W2, bounds, rows, E, d, h, kind, dA, dB);
+    });
+    double g_fb9 = (fl_f + fl_b) / (tf9 + tb9) / 1e6;
+    std::printf("  sm90 wgmma path (rel. diff vs mma.sync: Y %.2e, dX %.2e)\n", eY, edX);
+    std::printf("    forward   %8.3f ms  %8.1f GFLOP/s\n", tf9, fl_f / tf9 / 1e6);
+    std::printf("    backward  %8.3f ms  %8.1f GFLOP/s (dact+dX %8.3f ms  %8.1f GFLOP/s; dW on mma.sync)\n",
+                tb9, fl_b / tb9 / 1e6, tb9_nodw, 6.0 * rows * d * h / tb9_nodw / 1e6);
+    std::printf("    fwd+bwd   %8.3f ms  %8.1f GFLOP/s\n", tf9 + tb9, g_fb9);
+    std::printf("  RATIO sm90 grouped/dense = %.3f (goal >= 0.7)\n", g_fb9 / g_d);
+    cudaCheck(cudaFree(Y0));
+    cudaCheck(cudaFree(dX0));
+  } else {
+    std::printf("  sm90 wgmma path: skipped (device is not sm_90)\n");
+  }
   for (void* p : {(void*)didx, (void*)bounds, (void*)pos, (void*)rt, (void*)scratch, (void*)X,
                   (void*)dY, (void*)W1, (void*)W3, (void*)W2, (void*)Y, (void*)A, (void*)Bm,
                   (void*)act, (void*)dX, (void*)dA, (void*)dB, (void*)dW1, (void*)dW3,

@@ -1,9 +1,11 @@
 // defines: expert_ffn_forward, expert_ffn_backward (grouped GEMM, raw mma.sync m16n8k16 bf16,
 // ldmatrix from XOR-swizzled shared memory, multi-stage cp.async pipeline)
 #include "expert_ffn.cuh"
-#include "mma_sm80.cuh"  // defines: ldsm_x4, ldsm_x4_t, mma16816
+#include "expert_ffn_sm90.cuh"  // defines: expert_ffn_forward_sm90, expert_ffn_backward_sm90
+#include "mma_sm80.cuh"         // defines: ldsm_x4, ldsm_x4_t, mma16816
 
 #include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 namespace px::cuda {
@@ -481,22 +483,13 @@ void forward_impl(bf16* Y, bf16* A, bf16* Bm, bf16* act, const bf16* X, const bf
   cudaCheckLaunch();
 }
 
+// Weight gradients. B2: dW2[e] [h, d] += act^T dY; B3: dW1[e], dW3[e] [d, h] += X^T dA, X^T dB.
 template <int NT>
-void backward_impl(bf16* dX, float* dW1, float* dW3, float* dW2, const bf16* dY, const bf16* X,
-                   const bf16* A, const bf16* Bm, const bf16* act, const bf16* W1,
-                   const bf16* W3, const bf16* W2, const int32_t* bounds, int rows_cap, int E,
-                   int d, int h, ExpertAct kind, bf16* dA_scratch, bf16* dB_scratch,
-                   cudaStream_t stream) {
+void wgrad_impl(float* dW1, float* dW3, float* dW2, const bf16* dY, const bf16* X,
+                const bf16* act, const bf16* dA_scratch, const bf16* dB_scratch,
+                const int32_t* bounds, int E, int d, int h, ExpertAct kind, int st,
+                cudaStream_t stream) {
   const bool swiglu = kind == px::cpu::EXPERT_ACT_SWIGLU;
-  const int st = pick_stages<NT>();
-  // B1: dA, dB
-  {
-    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<1, NT>()));
-    size_t sm = set_smem<NT>(ffn_dact_kernel<NT>, st);
-    ffn_dact_kernel<NT><<<g1.g, NT, sm, stream>>>(dA_scratch, dB_scratch, dY, W2, A, Bm, bounds,
-                                                  E, d, h, (int)kind, st, g1.colfast);
-    cudaCheckLaunch();
-  }
   // B2: dW2[e] [h, d] += act^T dY
   if (dW2) {
     dim3 g(ceil_div(h, BM) * ceil_div(d, bn<1, NT>()), E);
@@ -519,6 +512,27 @@ void backward_impl(bf16* dX, float* dW1, float* dW3, float* dW2, const bf16* dY,
     }
     cudaCheckLaunch();
   }
+}
+
+template <int NT>
+void backward_impl(bf16* dX, float* dW1, float* dW3, float* dW2, const bf16* dY, const bf16* X,
+                   const bf16* A, const bf16* Bm, const bf16* act, const bf16* W1,
+                   const bf16* W3, const bf16* W2, const int32_t* bounds, int rows_cap, int E,
+                   int d, int h, ExpertAct kind, bf16* dA_scratch, bf16* dB_scratch,
+                   cudaStream_t stream) {
+  const bool swiglu = kind == px::cpu::EXPERT_ACT_SWIGLU;
+  const int st = pick_stages<NT>();
+  // B1: dA, dB
+  {
+    RowGrid g1 = row_grid(rows_cap, E, ceil_div(h, bn<1, NT>()));
+    size_t sm = set_smem<NT>(ffn_dact_kernel<NT>, st);
+    ffn_dact_kernel<NT><<<g1.g, NT, sm, stream>>>(dA_scratch, dB_scratch, dY, W2, A, Bm, bounds,
+                                                  E, d, h, (int)kind, st, g1.colfast);
+    cudaCheckLaunch();
+  }
+  // B2, B3: weight gradients
+  wgrad_impl<NT>(dW1, dW3, dW2, dY, X, act, dA_scratch, dB_scratch, bounds, E, d, h, kind, st,
+                 stream);
   // B4: dX = dA W1^T (+ dB W3^T); W1[e] is [d, h] = [N, K] with K = h.
   RowGrid g4 = row_grid(rows_cap, E, ceil_div(d, bn<1, NT>()));
   if (swiglu) {
@@ -533,13 +547,39 @@ void backward_impl(bf16* dX, float* dW1, float* dW3, float* dW2, const bf16* dY,
   cudaCheckLaunch();
 }
 
+// PX_EXPERT_GEMM=sm90 on a compute capability 9.0 device selects the wgmma path
+// (expert_ffn_sm90.cu); anything else runs the mma.sync kernels of this file.
+bool use_sm90() {
+  static const bool env = [] {
+    const char* v = std::getenv("PX_EXPERT_GEMM");
+    return v && std::strcmp(v, "sm90") == 0;
+  }();
+  return env && expert_ffn_sm90_available();
+}
+
 }  // namespace
+
+void expert_ffn_wgrad_sm80(float* dW1, float* dW3, float* dW2, const bf16* dY, const bf16* X,
+                           const bf16* act, const bf16* dA, const bf16* dB,
+                           const int32_t* bounds, int E, int d, int h, ExpertAct kind,
+                           cudaStream_t stream) {
+  if (E <= 0 || (!dW1 && !dW2)) return;
+  if (small_tiles())
+    wgrad_impl<128>(dW1, dW3, dW2, dY, X, act, dA, dB, bounds, E, d, h, kind,
+                    pick_stages<128>(), stream);
+  else
+    wgrad_impl<256>(dW1, dW3, dW2, dY, X, act, dA, dB, bounds, E, d, h, kind,
+                    pick_stages<256>(), stream);
+}
 
 void expert_ffn_forward(bf16* Y, bf16* A, bf16* Bm, bf16* act, const bf16* X, const bf16* W1,
                         const bf16* W3, const bf16* W2, const int32_t* bounds, int rows_cap,
                         int E, int d, int h, ExpertAct kind, cudaStream_t stream) {
   if (rows_cap <= 0 || E <= 0) return;
   if (d % 8 || h % 8) cuda_fail("expert_ffn_forward", "d and h must be multiples of 8", __FILE__, __LINE__);
+  if (use_sm90())
+    return expert_ffn_forward_sm90(Y, A, Bm, act, X, W1, W3, W2, bounds, rows_cap, E, d, h, kind,
+                                   stream);
   if (small_tiles())
     forward_impl<128>(Y, A, Bm, act, X, W1, W3, W2, bounds, rows_cap, E, d, h, kind, stream);
   else
@@ -553,6 +593,9 @@ void expert_ffn_backward(bf16* dX, float* dW1, float* dW3, float* dW2, const bf1
                          bf16* dB_scratch, cudaStream_t stream) {
   if (rows_cap <= 0 || E <= 0) return;
   if (d % 8 || h % 8) cuda_fail("expert_ffn_backward", "d and h must be multiples of 8", __FILE__, __LINE__);
+  if (use_sm90())
+    return expert_ffn_backward_sm90(dX, dW1, dW3, dW2, dY, X, A, Bm, act, W1, W3, W2, bounds,
+                                    rows_cap, E, d, h, kind, dA_scratch, dB_scratch, stream);
   if (small_tiles())
     backward_impl<128>(dX, dW1, dW3, dW2, dY, X, A, Bm, act, W1, W3, W2, bounds, rows_cap, E, d,
                        h, kind, dA_scratch, dB_scratch, stream);

@@ -15,6 +15,9 @@
 // null dW pointers to skip them (frozen views). d and h must be multiples of 8.
 // rows_cap: a host-side upper bound of bounds[E] (N*k, or moe_permuted_capacity when the
 // segments are tile-aligned); padding rows must hold zeros in X and dY.
+// PX_EXPERT_GEMM=sm90 on a compute capability 9.0 device routes both functions to the
+// wgmma/TMA kernels of expert_ffn_sm90.cuh (opt-in, not yet verified on a GPU); the default is
+// the mma.sync path above.
 #include "cuda_common.cuh"
 #include "ops/cpu/cpu_ops.hpp"  // defines: px::cpu::ExpertAct
 

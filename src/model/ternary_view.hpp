@@ -27,7 +27,7 @@
 //
 // Decoding checks everything and throws std::invalid_argument naming what is wrong and where:
 // a size other than the header implies (truncated or trailing bytes), bad magic / version /
-// reserved / act, in/out/d/h < 1 or too large, a trit byte > 242, a non-zero padding digit, a
+// reserved / act, in/out/d/h < 1, a trit byte > 242, a non-zero padding digit, a
 // non-finite or negative scale, a unit with scale 0 but non-zero codes (pack never writes one:
 // the wire form is canonical, so to_wire(from_wire(b)) == b for every accepted b), or an
 // expert's matrix whose shape disagrees with its d and h. No checksum: snapshots travel over

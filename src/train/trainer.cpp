@@ -404,12 +404,14 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     append_comm_rows(*metrics, comm);
     metrics->flush();
     res.comm_bytes = comm;
-    log->info("bytes sent per rank per token, by tier (mean over learners):");
+    log->info("bytes sent per token, by tier: mean over learners | all syncers and workers");
+    const double tok = (double)std::max<int64_t>(1, pg.tokens);
     for (int t = 0; t < kTierCount; ++t) {
-      int64_t s = 0;
+      int64_t s = 0, o = 0;
       for (int r = 0; r < NL; ++r) s += comm[t][r];
-      if (s > 0)
-        log->info("  {:<16} {:>12.2f}", tier_name((Tier)t), (double)s / NL / std::max<int64_t>(1, pg.tokens));
+      for (int r = NL; r < wsize; ++r) o += comm[t][r];
+      if (s > 0 || o > 0)
+        log->info("  {:<16} {:>12.2f} | {:>12.2f}", tier_name((Tier)t), (double)s / NL / tok, (double)o / tok);
     }
   }
   if (!res.evals.empty())

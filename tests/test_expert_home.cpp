@@ -1,0 +1,122 @@
+// The expert home of mode parallax on one rank (src/sync/expert_home.hpp): masters start from
+// the arena, snapshots carry exactly the ternary views of the masters and apply_snapshot writes
+// them into another arena, malformed snapshots are refused, initial views leave a rank's own
+// experts alone, and an update with only local gradients is one AdamW step of those gradients.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "config/config.hpp"              // defines: Config, load_config
+#include "model/moe_model.hpp"            // defines: MoeModel
+#include "model/ternary_view.hpp"         // defines: ternary_view_from_master
+#include "ops/cpu/cpu_ops.hpp"            // defines: adamw_update
+#include "parallel/expert_placement.hpp"  // defines: experts_homed_at
+#include "sync/expert_home.hpp"           // defines: ExpertHome, apply_snapshot
+
+using namespace px;
+
+namespace {
+
+Config tiny_parallax() {
+  return load_config(std::string(PX_SOURCE_DIR) + "/experiments/tiny.toml",
+                     {"train.mode=\"parallax\"", "topology.islands=2", "model.n_layers=3"});
+}
+
+size_t w1_off(const Config& c, const ParamLayout& L, int m, int e) {
+  return L.layers[c.model.dense_layers + m].expert_w1 + (size_t)e * c.model.d_model * c.model.expert_hidden;
+}
+
+}  // namespace
+
+TEST(ExpertHome, SnapshotCarriesTheTernaryViewsOfTheMasters) {
+  const Config cfg = tiny_parallax();
+  MoeModel<float> model(cfg.model, 1, 2);
+  model.init_params(7);
+  const Topology topo = Topology::make(2, 1, 0, 0, 1, 2);
+  auto mine = experts_homed_at(topo, 1, cfg.model.moe_layers(), cfg.model.n_experts);
+  ASSERT_EQ(mine.size(), (size_t)cfg.model.moe_layers() * cfg.model.n_experts / 2);
+  ExpertHome home(cfg, model.layout(), mine, model.params(Arena::EXPERTS));
+  const size_t n = model.layout().experts_size, wsz = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
+  std::vector<float> other(n, -99.f);
+  const std::vector<uint8_t> msg = home.snapshot();
+  apply_snapshot(msg.data(), msg.size(), cfg.model, model.layout(), other.data());
+  for (auto id : mine) {  // every homed expert became the dequantized view of its master
+    const float* m = model.params(Arena::EXPERTS);
+    const size_t o1 = w1_off(cfg, model.layout(), id.moe_layer, id.expert);
+    const auto& Lo = model.layout().layers[cfg.model.dense_layers + id.moe_layer];
+    const size_t o3 = Lo.expert_w3 + id.expert * wsz, o2 = Lo.expert_w2 + id.expert * wsz;
+    TernaryExpertView v = ternary_view_from_master(m + o1, m + o3, m + o2, cfg.model.d_model,
+                                                   cfg.model.expert_hidden, cpu::EXPERT_ACT_SWIGLU);
+    std::vector<float> W1(wsz), W3(wsz), W2(wsz);
+    v.dequantize(W1.data(), W3.data(), W2.data());
+    ASSERT_EQ(0, std::memcmp(W1.data(), other.data() + o1, wsz * 4));
+    ASSERT_EQ(0, std::memcmp(W3.data(), other.data() + o3, wsz * 4));
+    ASSERT_EQ(0, std::memcmp(W2.data(), other.data() + o2, wsz * 4));
+  }
+  // experts homed elsewhere are untouched
+  auto theirs = experts_homed_at(topo, 0, cfg.model.moe_layers(), cfg.model.n_experts);
+  EXPECT_EQ(other[w1_off(cfg, model.layout(), theirs[0].moe_layer, theirs[0].expert)], -99.f);
+  // malformed messages are refused with a reason
+  EXPECT_THROW(apply_snapshot(msg.data(), msg.size() - 1, cfg.model, model.layout(), other.data()),
+               std::invalid_argument);
+  auto extra = msg;
+  extra.push_back(0);
+  EXPECT_THROW(apply_snapshot(extra.data(), extra.size(), cfg.model, model.layout(), other.data()),
+               std::invalid_argument);
+  auto bad_id = msg;
+  const int32_t big = 1000;
+  std::memcpy(bad_id.data() + 4, &big, 4);
+  EXPECT_THROW(apply_snapshot(bad_id.data(), bad_id.size(), cfg.model, model.layout(), other.data()),
+               std::invalid_argument);
+}
+
+TEST(ExpertHome, InitialViewsSpareTheRanksOwnExperts) {
+  const Config cfg = tiny_parallax();
+  MoeModel<float> model(cfg.model, 1, 2);
+  model.init_params(7);
+  const std::vector<float> before(model.params(Arena::EXPERTS),
+                                  model.params(Arena::EXPERTS) + model.layout().experts_size);
+  const Topology topo = Topology::make(2, 1, 0, 0, 0, 2);
+  apply_initial_views(cfg, model.layout(), topo, model.params(Arena::EXPERTS));
+  for (int m = 0; m < cfg.model.moe_layers(); ++m)
+    for (int e = 0; e < cfg.model.n_experts; ++e) {
+      const size_t o = w1_off(cfg, model.layout(), m, e);
+      const bool mine = expert_home(topo, m, e, cfg.model.n_experts) == 0;
+      EXPECT_EQ(model.params(Arena::EXPERTS)[o] == before[o] && model.params(Arena::EXPERTS)[o + 1] == before[o + 1] &&
+                    model.params(Arena::EXPERTS)[o + 2] == before[o + 2],
+                mine)
+          << "expert (" << m << ", " << e << ")";
+    }
+}
+
+TEST(ExpertHome, UpdateIsOneAdamWStepOfTheMeanGradient) {
+  Config cfg = tiny_parallax();
+  cfg.train.grad_clip = 0;
+  MoeModel<float> model(cfg.model, 1, 2);
+  model.init_params(3);
+  const Topology topo = Topology::make(2, 1, 0, 0, 0, 2);
+  ExpertHome home(cfg, model.layout(), experts_homed_at(topo, 0, cfg.model.moe_layers(), cfg.model.n_experts),
+                  model.params(Arena::EXPERTS));
+  std::vector<float> g(model.layout().experts_size);
+  for (size_t i = 0; i < g.size(); ++i) g[i] = 0.01f * (float)((i * 7919) % 101) - 0.5f;
+  home.add_local_grads(g.data());
+  home.add_local_grads(g.data());  // two contributions, mean over divisor 2 = g
+  std::vector<float> p = home.masters(), want = p, mm(p.size()), vv(p.size()), gg(p.size());
+  // the packed gradient in the home's order: per expert W1 | W3 | W2
+  const size_t wsz = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
+  for (size_t i = 0; i < home.owned().size(); ++i) {
+    const auto& Lo = model.layout().layers[cfg.model.dense_layers + home.owned()[i].moe_layer];
+    const int e = home.owned()[i].expert;
+    std::memcpy(&gg[i * 3 * wsz], &g[Lo.expert_w1 + e * wsz], wsz * 4);
+    std::memcpy(&gg[i * 3 * wsz + wsz], &g[Lo.expert_w3 + e * wsz], wsz * 4);
+    std::memcpy(&gg[i * 3 * wsz + 2 * wsz], &g[Lo.expert_w2 + e * wsz], wsz * 4);
+  }
+  cpu::adamw_update(want.data(), gg.data(), mm.data(), vv.data(), want.size(), 1e-2f, 0.9f, 0.95f,
+                    1e-8f, (float)cfg.train.weight_decay, 1);
+  home.update(1e-2, 2.0);
+  EXPECT_EQ(home.masters(), want);
+  EXPECT_NE(home.masters(), p);
+  for (float x : home.grad_sum()) ASSERT_EQ(x, 0.f);
+  EXPECT_EQ(home.steps_taken(), 1);
+}

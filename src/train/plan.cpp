@@ -3,10 +3,16 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "model/moe_model.hpp"      // defines: MoeModel::activation_bytes
 #include "model/param_layout.hpp"   // defines: ParamLayout
 #include "parallel/comm.hpp"        // defines: Tier, tier_name, ring_allreduce_bytes
 #include "sync/codec.hpp"           // defines: encoded_bytes
+#include "model/ternary_view.hpp"   // defines: ternary_expert_wire_bytes
+#include "sketch/sketch_wire.hpp"   // defines: sketch_wire_bytes
+#include "sync/expert_tier.hpp"     // defines: SketchBundleHeader
 #include "sync/outer_sync.hpp"      // defines: PushHeader
 
 namespace px {
@@ -29,16 +35,23 @@ Plan make_plan(const Config& cfg) {
   const int B = cfg.train.batch_size, T = m.seq_len;
   p.tokens_per_step = (int64_t)B * T * NL;
   const bool sync = cfg.train.mode == TrainMode::SYNC;
-  const int64_t P = p.params_total;
+  const bool parallax = cfg.train.mode == TrainMode::PARALLAX;
+  // the parameters the backbone tier syncs: all of them, or the backbone alone in parallax
+  const int64_t P = parallax ? p.params_backbone : p.params_total;
   const double H = cfg.sync.backbone_every, K = cfg.sync.island_every;
 
   RolePlan lr;
   lr.role = "learner";
   lr.count = NL;
-  const double held = sync ? p.params_backbone + (double)p.params_experts / NL : (double)P;
+  const double held = sync ? p.params_backbone + (double)p.params_experts / NL : (double)p.params_total;
   lr.param_bytes = 4 * held;
   lr.grad_bytes = 4 * held;
   lr.optim_bytes = 8 * held;
+  // parallax: the arena holds every expert (views dequantized to fp32 in this build); the
+  // optimizer covers the backbone and, when W = 0, this rank's share of the expert masters
+  const int W = t.expert_workers;
+  const double homed_params = parallax && W == 0 ? (double)p.params_experts / NL : 0.0;
+  if (parallax) lr.optim_bytes = 8.0 * p.params_backbone + 12.0 * homed_params;
   lr.act_bytes = (double)MoeModel<float>::activation_bytes(m, B, T);
   lr.bytes_per_step.assign(kTierCount, 0.0);
   auto& bps = lr.bytes_per_step;
@@ -50,7 +63,8 @@ Plan make_plan(const Config& cfg) {
     bps[ep] = NL > 1 ? m.moe_layers() * 4.0 * rows_out * d * 4 : 0;
   } else {
     const double shard = (double)P / R;
-    lr.outer_bytes = 8.0 * P + (cfg.sync.outer_dtype != WireDtype::FP32 ? 4.0 * shard : 0);
+    // (the outer state keeps both arenas, also in parallax where only the backbone syncs)
+    lr.outer_bytes = 8.0 * p.params_total + (cfg.sync.outer_dtype != WireDtype::FP32 ? 4.0 * shard : 0);
     if (R > 1) bps[isl] = K > 1 ? ring_allreduce_bytes(4 * P, R) / K
                                 : (double)ring_allreduce_bytes(4 * P, R);
     if (R > 1) bps[isl] += 4.0 * shard * (R - 1) / H;  // shards all-gathered after each sync
@@ -65,7 +79,34 @@ Plan make_plan(const Config& cfg) {
       per_sync = enc * (I - 1);
     bps[bb] = per_sync / H;
   }
+  const int M = m.moe_layers();
+  const double view_msg = 12.0 + (double)ternary_expert_wire_bytes(
+      m.expert_act == ExpertActKind::SWIGLU ? cpu::EXPERT_ACT_SWIGLU : cpu::EXPERT_ACT_RELU2, (int)d, (int)h);
+  const double snap_every = cfg.experts.snapshot_every;
+  if (parallax) {
+    // sketches: every expert homed elsewhere that gets rows (uniform routing assumed:
+    // B T k / E rows each), at most [sketch] tokens rows, plus one bundle header per home
+    const double rows = std::min((double)B * T * m.top_k / E, (double)cfg.sketch.tokens);
+    const double sk = 4.0 + (double)sketch_wire_bytes((SketchElem)cfg.sketch.dtype, (int)std::ceil(rows), (int)d);
+    const double remote = W > 0 ? (double)M * E : (double)M * E * (NL - 1) / NL;
+    const double homes = W > 0 ? W : std::min<double>(NL, (double)M * E) - 1;
+    bps[(int)Tier::SKETCH] = (remote * sk) / cfg.experts.sketch_every + homes * sizeof(SketchBundleHeader);
+    if (W == 0)  // my experts' views to every other learner
+      bps[(int)Tier::SNAPSHOT] = (4.0 + (double)M * E / NL * view_msg) * (NL - 1) / snap_every;
+  }
   p.roles.push_back(lr);
+  if (parallax && W > 0) {
+    RolePlan wr;
+    wr.role = "expert worker";
+    wr.count = W;
+    const double mine = (double)p.params_experts / W;
+    wr.param_bytes = 4 * mine;
+    wr.grad_bytes = 4 * mine;
+    wr.optim_bytes = 8 * mine;
+    wr.bytes_per_step.assign(kTierCount, 0.0);
+    wr.bytes_per_step[(int)Tier::SNAPSHOT] = (4.0 + (double)M * E / W * view_msg) * NL / snap_every;
+    p.roles.push_back(wr);
+  }
   if (t.syncers > 0) {
     RolePlan sr;
     sr.role = "syncer";
@@ -97,9 +138,10 @@ std::string format_plan(const Config& cfg, const Plan& p) {
                    count(p.params_active));
   o += fmt::format("training FLOPs per token: {:.3g} (6 x active + causal attention)\n",
                    p.train_flops_per_token);
-  o += fmt::format("mode {}, {} islands x {} ranks + {} syncers; {} tokens per step\n",
+  o += fmt::format("mode {}, {} islands x {} ranks + {} syncers + {} expert workers; {} tokens per "
+                   "step\n",
                    to_string(cfg.train.mode), cfg.topology.islands, cfg.topology.ranks_per_island,
-                   cfg.topology.syncers, p.tokens_per_step);
+                   cfg.topology.syncers, cfg.topology.expert_workers, p.tokens_per_step);
   for (const RolePlan& r : p.roles) {
     o += fmt::format("\n{} ({} ranks): memory {}\n", r.role, r.count, human(r.total()));
     o += fmt::format("  parameters {} | gradients {} | AdamW {} | outer state {} | activations {}\n",

@@ -110,9 +110,6 @@ void check_supported(const Config& c) {
                        "supported yet; use 0 (frozen views)", x.adapter_rank));
     if (x.sparsity_2of8)
       fail("experts.sparsity_2of8 = true is not supported yet; use false");
-    if (!c.train.deterministic)
-      fail("train.deterministic = false is not supported with mode \"parallax\" yet: homes "
-           "wait for every learner's sketches of a step; use true");
     if (c.train.device != DeviceKind::CPU)
       fail("train.device = \"cuda\" is not supported with mode \"parallax\" yet; use \"cpu\"");
     if (x.private_layers > c.model.dense_layers)

@@ -10,7 +10,8 @@
 
 namespace px {
 
-ExpertTier::ExpertTier(const Config& cfg, const Topology& topo, Comm& p2p) : topo_(topo), p2p_(p2p) {
+ExpertTier::ExpertTier(const Config& cfg, const Topology& topo, Comm& p2p)
+    : topo_(topo), p2p_(p2p), bundles_from_(topo.world_size, 0), snapshots_from_(topo.world_size, 0) {
   for (int r = 0; r < topo.world_size; ++r)
     if (!experts_homed_at(topo, r, cfg.model.moe_layers(), cfg.model.n_experts).empty())
       homes_.push_back(r);
@@ -18,6 +19,10 @@ ExpertTier::ExpertTier(const Config& cfg, const Topology& topo, Comm& p2p) : top
 
 bool ExpertTier::is_home(int rank) const {
   return std::binary_search(homes_.begin(), homes_.end(), rank);
+}
+
+void ExpertTier::send(const std::shared_ptr<std::vector<uint8_t>>& buf, int dest, int tag, Tier t) {
+  sends_.push_back({p2p_.isend(buf->data(), (int)buf->size(), dest, tag, t), buf});
 }
 
 void ExpertTier::send_sketches(int64_t step, uint32_t flags,
@@ -31,22 +36,45 @@ void ExpertTier::send_sketches(int64_t step, uint32_t flags,
     hd.flags = flags;
     size_t bytes = sizeof hd;
     for (const auto& s : sk) bytes += 4 + s.size();
-    std::vector<uint8_t> buf(bytes);
-    std::memcpy(buf.data(), &hd, sizeof hd);
+    auto buf = std::make_shared<std::vector<uint8_t>>(bytes);
+    std::memcpy(buf->data(), &hd, sizeof hd);
     size_t o = sizeof hd;
     for (const auto& s : sk) {
       const uint32_t n = (uint32_t)s.size();
-      std::memcpy(buf.data() + o, &n, 4);
-      std::memcpy(buf.data() + o + 4, s.data(), n);
+      std::memcpy(buf->data() + o, &n, 4);
+      std::memcpy(buf->data() + o + 4, s.data(), n);
       o += 4 + n;
     }
-    reqs_.push_back(p2p_.isend(buf.data(), (int)buf.size(), h, TAG_SKETCH, Tier::SKETCH));
-    bufs_.push_back(std::move(buf));
+    send(buf, h, TAG_SKETCH, Tier::SKETCH);
+  }
+}
+
+void ExpertTier::take_bundle(const std::vector<uint8_t>& buf, int src, ExpertHome& home,
+                             int64_t home_step, Drained& d) {
+  SketchBundleHeader hd;
+  if (buf.size() < sizeof hd) throw std::runtime_error("sketch bundle shorter than its header");
+  std::memcpy(&hd, buf.data(), sizeof hd);
+  if (hd.magic != SketchBundleHeader{}.magic)
+    throw std::runtime_error("sketch bundle from rank " + std::to_string(src) + " has a bad magic");
+  d.flags |= hd.flags;
+  d.newest_step = std::max(d.newest_step, hd.step);
+  ++d.bundles;
+  ++bundles_from_[src];
+  if (hd.flags & EXPERT_FLAG_STOP) ++stops_[hd.step];
+  if (hd.flags & EXPERT_FLAG_CHECKPOINT) ++ckpts_[hd.step];
+  size_t o = sizeof hd;
+  for (uint32_t i = 0; i < hd.count; ++i) {
+    uint32_t n = 0;
+    if (o + 4 > buf.size()) throw std::runtime_error("sketch bundle truncated");
+    std::memcpy(&n, buf.data() + o, 4);
+    if (o + 4 + n > buf.size()) throw std::runtime_error("sketch bundle truncated");
+    home.receive(buf.data() + o + 4, n, home_step);  // a bad sketch is counted, not fatal
+    o += 4 + n;
   }
 }
 
 uint32_t ExpertTier::receive_sketches(int64_t step, ExpertHome& home) {
-  uint32_t flags = 0;
+  Drained d;
   std::vector<uint8_t> buf;
   for (int src = 0; src < topo_.learners(); ++src) {
     if (src == topo_.world_rank) continue;
@@ -54,30 +82,36 @@ uint32_t ExpertTier::receive_sketches(int64_t step, ExpertHome& home) {
     buf.resize(Comm::status_bytes(st));
     p2p_.recv(buf.data(), (int)buf.size(), src, TAG_SKETCH);
     SketchBundleHeader hd;
-    if (buf.size() < sizeof hd) throw std::runtime_error("sketch bundle shorter than its header");
-    std::memcpy(&hd, buf.data(), sizeof hd);
-    if (hd.magic != SketchBundleHeader{}.magic || hd.step != step)
+    if (buf.size() >= sizeof hd) std::memcpy(&hd, buf.data(), sizeof hd);
+    if (buf.size() < sizeof hd || hd.step != step)
       throw std::runtime_error("sketch bundle from rank " + std::to_string(src) + " for step " +
                                std::to_string(hd.step) + ", expected step " + std::to_string(step));
-    flags |= hd.flags;
-    size_t o = sizeof hd;
-    for (uint32_t i = 0; i < hd.count; ++i) {
-      uint32_t n = 0;
-      if (o + 4 > buf.size()) throw std::runtime_error("sketch bundle truncated");
-      std::memcpy(&n, buf.data() + o, 4);
-      if (o + 4 + n > buf.size()) throw std::runtime_error("sketch bundle truncated");
-      home.receive(buf.data() + o + 4, n, step);  // a bad sketch is counted, not fatal
-      o += 4 + n;
-    }
+    take_bundle(buf, src, home, step, d);
   }
-  return flags;
+  return d.flags;
+}
+
+ExpertTier::Drained ExpertTier::drain_sketches(ExpertHome& home, int64_t home_step, bool one) {
+  Drained d;
+  std::vector<uint8_t> buf;
+  for (;;) {
+    std::optional<MPI_Status> st;
+    if (one) st = p2p_.probe(MPI_ANY_SOURCE, TAG_SKETCH);
+    else st = p2p_.iprobe(MPI_ANY_SOURCE, TAG_SKETCH);
+    if (!st) break;
+    const int src = st->MPI_SOURCE;
+    buf.resize(Comm::status_bytes(*st));
+    p2p_.recv(buf.data(), (int)buf.size(), src, TAG_SKETCH);
+    take_bundle(buf, src, home, home_step, d);
+    if (one) break;
+  }
+  return d;
 }
 
 void ExpertTier::send_snapshot(std::vector<uint8_t> msg) {
-  std::vector<uint8_t>& buf = bufs_.emplace_back(std::move(msg));
+  auto buf = std::make_shared<std::vector<uint8_t>>(std::move(msg));
   for (int r = 0; r < topo_.learners(); ++r)
-    if (r != topo_.world_rank)
-      reqs_.push_back(p2p_.isend(buf.data(), (int)buf.size(), r, TAG_SNAPSHOT, Tier::SNAPSHOT));
+    if (r != topo_.world_rank) send(buf, r, TAG_SNAPSHOT, Tier::SNAPSHOT);
 }
 
 void ExpertTier::receive_snapshots(const ModelConfig& mc, const ParamLayout& layout,
@@ -89,13 +123,54 @@ void ExpertTier::receive_snapshots(const ModelConfig& mc, const ParamLayout& lay
     buf.resize(Comm::status_bytes(st));
     p2p_.recv(buf.data(), (int)buf.size(), h, TAG_SNAPSHOT);
     apply_snapshot(buf.data(), buf.size(), mc, layout, experts_arena);
+    ++snapshots_from_[h];
   }
 }
 
+void ExpertTier::drain_snapshots(const ModelConfig& mc, const ParamLayout& layout,
+                                 float* experts_arena) {
+  std::vector<uint8_t> buf;
+  while (auto st = p2p_.iprobe(MPI_ANY_SOURCE, TAG_SNAPSHOT)) {
+    const int h = st->MPI_SOURCE;
+    buf.resize(Comm::status_bytes(*st));
+    p2p_.recv(buf.data(), (int)buf.size(), h, TAG_SNAPSHOT);
+    apply_snapshot(buf.data(), buf.size(), mc, layout, experts_arena);
+    ++snapshots_from_[h];
+  }
+}
+
+void ExpertTier::finish_learner(ExpertHome* home, int64_t home_step, int64_t steps,
+                                int64_t snapshots, const ModelConfig& mc,
+                                const ParamLayout& layout, float* experts_arena) {
+  std::vector<uint8_t> buf;
+  if (home) {
+    Drained d;
+    for (int src = 0; src < topo_.learners(); ++src)
+      while (src != topo_.world_rank && bundles_from_[src] < steps) {
+        MPI_Status st = p2p_.probe(src, TAG_SKETCH);
+        buf.resize(Comm::status_bytes(st));
+        p2p_.recv(buf.data(), (int)buf.size(), src, TAG_SKETCH);
+        take_bundle(buf, src, *home, home_step, d);
+      }
+  }
+  for (int h : homes_)
+    while (h != topo_.world_rank && snapshots_from_[h] < snapshots) {
+      MPI_Status st = p2p_.probe(h, TAG_SNAPSHOT);
+      buf.resize(Comm::status_bytes(st));
+      p2p_.recv(buf.data(), (int)buf.size(), h, TAG_SNAPSHOT);
+      apply_snapshot(buf.data(), buf.size(), mc, layout, experts_arena);
+      ++snapshots_from_[h];
+    }
+  wait_sends();
+}
+
 void ExpertTier::wait_sends() {
-  Comm::wait_all(reqs_);
-  reqs_.clear();
-  bufs_.clear();
+  for (auto& p : sends_) Comm::wait(p.req);
+  sends_.clear();
+}
+
+void ExpertTier::progress() {
+  std::erase_if(sends_, [](Pending& p) { return Comm::test(p.req); });
 }
 
 }  // namespace px

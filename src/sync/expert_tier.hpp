@@ -9,8 +9,15 @@
 //     itself the ternary views of its experts (ExpertHome::snapshot); learners write them,
 //     dequantized, into their experts arena.
 // Homes: learners when W = 0 (those homing at least one expert), the W expert workers otherwise.
+//
+// train.deterministic = true: every home takes exactly one bundle per learner and step
+// (receive_sketches) and every learner one snapshot per home and snapshot step
+// (receive_snapshots), blocking. false: nobody waits; homes and learners take what has arrived
+// (drain_*), and at the end of a run finish_learner() takes the rest, whose counts are known
+// because every learner runs the same steps.
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "config/config.hpp"        // defines: Config
@@ -52,13 +59,42 @@ class ExpertTier {
   void receive_snapshots(const ModelConfig& mc, const ParamLayout& layout, float* experts_arena);
   // Completes this rank's outstanding sends (their buffers are then released).
   void wait_sends();
+  // Releases the buffers of sends that have completed (non-blocking).
+  void progress();
+
+  // ---- non-deterministic variant -------------------------------------------------------
+  struct Drained {
+    uint32_t flags = 0;        // OR of the bundles' flags
+    int64_t newest_step = -1;  // newest bundle step seen
+    int bundles = 0;
+  };
+  // Home: every bundle that has arrived (from any learner), sketches checked against
+  // home_step. With `one`, stops after one bundle and blocks until it comes (expert workers).
+  Drained drain_sketches(ExpertHome& home, int64_t home_step, bool one = false);
+  // Learner: applies every snapshot that has arrived.
+  void drain_snapshots(const ModelConfig& mc, const ParamLayout& layout, float* experts_arena);
+  // Learner at the end of a non-deterministic run of `steps` steps with `snapshots` snapshot
+  // steps: takes the bundles (home) and snapshots still in flight, then completes its sends.
+  void finish_learner(ExpertHome* home, int64_t home_step, int64_t steps, int64_t snapshots,
+                      const ModelConfig& mc, const ParamLayout& layout, float* experts_arena);
+  // Expert worker: bundles with the STOP / CHECKPOINT flag seen per step.
+  std::map<int64_t, int>& flagged(uint32_t flag) { return flag == EXPERT_FLAG_STOP ? stops_ : ckpts_; }
 
  private:
+  void take_bundle(const std::vector<uint8_t>& buf, int src, ExpertHome& home, int64_t home_step,
+                   Drained& d);
+  void send(const std::shared_ptr<std::vector<uint8_t>>& buf, int dest, int tag, Tier t);
+
   const Topology& topo_;
   Comm& p2p_;
   std::vector<int> homes_;
-  std::vector<MPI_Request> reqs_;
-  std::vector<std::vector<uint8_t>> bufs_;
+  struct Pending {
+    MPI_Request req;
+    std::shared_ptr<std::vector<uint8_t>> buf;  // shared by the sends of one snapshot
+  };
+  std::vector<Pending> sends_;
+  std::vector<int64_t> bundles_from_, snapshots_from_;  // received this run, by world rank
+  std::map<int64_t, int> stops_, ckpts_;
 };
 
 }  // namespace px

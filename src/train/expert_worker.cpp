@@ -1,6 +1,8 @@
 // defines: run_expert_worker
 #include "train/expert_worker.hpp"
 
+#include <algorithm>
+
 #include "optim/lr_schedule.hpp"          // defines: lr_at
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
 #include "sync/expert_home.hpp"           // defines: ExpertHome
@@ -23,20 +25,50 @@ void run_expert_worker(const Config& cfg, const Topology& topo, Comm& p2p, MPI_C
   const int64_t steps = cfg.train.steps;
   log.info("expert worker {}: homes {} experts, from step {}", topo.worker_index,
            home.owned().size(), step);
-  while (step < steps) {
-    const double lr =
-        lr_at((int)step, (int)steps, (int)cfg.train.warmup_steps, cfg.train.lr, cfg.train.min_lr);
-    ++step;
-    const uint32_t flags = tier.receive_sketches(step, home);
-    if (step % U == 0) home.update(lr, (double)topo.islands * U);
-    if (step % snap == 0) tier.send_snapshot(home.snapshot());
-    tier.wait_sends();
-    if (flags & EXPERT_FLAG_CHECKPOINT) {
-      ParallelCheckpointWriter w;
-      add_home_state(w, home, step);
-      commit_checkpoint(world, w, ckpt_dir, cfg, step, nullptr, cfg.checkpoint.keep);
+  auto lr_of = [&](int64_t s) {  // the learners' lr of step s (1-based)
+    return lr_at((int)(s - 1), (int)steps, (int)cfg.train.warmup_steps, cfg.train.lr, cfg.train.min_lr);
+  };
+  auto checkpoint = [&](int64_t s) {
+    ParallelCheckpointWriter w;
+    add_home_state(w, home, s);
+    commit_checkpoint(world, w, ckpt_dir, cfg, s, nullptr, cfg.checkpoint.keep);
+  };
+  if (cfg.train.deterministic) {
+    while (step < steps) {
+      ++step;
+      const uint32_t flags = tier.receive_sketches(step, home);
+      if (step % U == 0) home.update(lr_of(step), (double)topo.islands * U);
+      if (step % snap == 0) tier.send_snapshot(home.snapshot());
+      tier.wait_sends();
+      if (flags & EXPERT_FLAG_CHECKPOINT) checkpoint(step);
+      if (flags & EXPERT_FLAG_STOP) break;
     }
-    if (flags & EXPERT_FLAG_STOP) break;
+  } else {
+    // what has arrived: the worker's clock is the newest step any learner has reported; it
+    // updates and snapshots when the clock passes a multiple of the cadence, checkpoints when
+    // every learner's bundle of a checkpoint step is in, and stops when every learner has said
+    // so (each learner's STOP bundle is its last: MPI keeps the order of one sender's messages)
+    const int NL = topo.learners();
+    int64_t next_update = (step / U + 1) * U, next_snap = (step / snap + 1) * snap;
+    for (;;) {
+      const ExpertTier::Drained d = tier.drain_sketches(home, step, true);
+      step = std::max(step, d.newest_step);
+      for (; next_update <= step; next_update += U) home.update(lr_of(next_update), (double)topo.islands * U);
+      for (; next_snap <= step; next_snap += snap) tier.send_snapshot(home.snapshot());
+      tier.progress();
+      auto& ck = tier.flagged(EXPERT_FLAG_CHECKPOINT);
+      for (auto it = ck.begin(); it != ck.end();)
+        if (it->second == NL) {
+          checkpoint(it->first);
+          it = ck.erase(it);
+        } else {
+          ++it;
+        }
+      int stopped = 0;
+      for (auto& [s, n] : tier.flagged(EXPERT_FLAG_STOP)) stopped += n;
+      if (stopped == NL) break;
+    }
+    tier.wait_sends();
   }
   log.info("expert worker {}: {} updates, sketches {}", topo.worker_index, home.steps_taken(),
            home.tally().summary());

@@ -78,6 +78,8 @@ void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
     const uint64_t seed = splitmix64((uint64_t)cfg_.train.seed ^ 0x736b65746368ull) + (uint64_t)me_;
     sketch_sample_rows(sample, xp_[m] + od, dyp + od, n, d_, cfg_.sketch.tokens, seed, (int)step_,
                        m * E_ + e);
+    // a sketch every S = sketch_every steps stands for S steps of this source's signal
+    for (float& w : sample.weight) w *= (float)cfg_.experts.sketch_every;
     sketch_gather(sample, xp_[m] + od, dyp + od, d_, xs_, dys_);
     SketchMeta meta{sketch_handle(key_, m, e), step_, me_, (SketchElem)cfg_.sketch.dtype};
     auto& box = outbox_[home_of(m, e)];

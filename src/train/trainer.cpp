@@ -318,19 +318,25 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
       tier->send_sketches(pg.step,
                           (ckpt_due ? EXPERT_FLAG_CHECKPOINT : 0u) | (last ? EXPERT_FLAG_STOP : 0u),
                           L.parallax()->take_outbox());
+      const bool det = cfg.train.deterministic;
       if (home) {
         home->add_local_grads(L.model().grads(Arena::EXPERTS));
-        tier->receive_sketches(pg.step, *home);
+        if (det) tier->receive_sketches(pg.step, *home);
+        else tier->drain_sketches(*home, pg.step);
         if (pg.step % cfg.experts.expert_update_every == 0) {
           home->update(lr, (double)I * cfg.experts.expert_update_every);
           home->write_masters(experts);
         }
       }
-      if (pg.step % cfg.experts.snapshot_every == 0) {
-        if (home) tier->send_snapshot(home->snapshot());
-        tier->receive_snapshots(mc, L.model().layout(), experts);
+      const bool snap = pg.step % cfg.experts.snapshot_every == 0;
+      if (snap && home) tier->send_snapshot(home->snapshot());
+      if (det) {
+        if (snap) tier->receive_snapshots(mc, L.model().layout(), experts);
+        tier->wait_sends();
+      } else {
+        tier->drain_snapshots(mc, L.model().layout(), experts);
+        tier->progress();
       }
-      tier->wait_sends();
     }
 
     if (pg.step % cfg.log.every == 0 || last) {
@@ -392,6 +398,12 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     if (ckpt_due) do_checkpoint(pg.step);
     if (metrics) metrics->flush();
     if (last) break;
+  }
+  if (tier && !cfg.train.deterministic) {  // take what is still in flight
+    const int64_t se = cfg.experts.snapshot_every;
+    tier->finish_learner(home.get(), pg.step, pg.step - res.start_step,
+                         pg.step / se - res.start_step / se, mc, L.model().layout(),
+                         L.model().params(Arena::EXPERTS));
   }
   if (outer) outer->finish();
   if (home) log->info("expert home: {} experts, {} updates, sketches {}", home->owned().size(),

@@ -237,15 +237,18 @@ TEST(Config, CheckSupported) {
   EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.mode=parallax", "topology.islands=2"})));
   EXPECT_NO_THROW(px::check_supported(
       parse(kMinimal, {"train.mode=parallax", "topology.islands=2", "topology.expert_workers=1"})));
+  EXPECT_NO_THROW(px::check_supported(
+      parse(kMinimal, {"train.mode=parallax", "experts.signal=adapters", "experts.adapter_rank=8"})));
   expect_user_error([] {
-    px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.signal=adapters", "experts.adapter_rank=8"}));
-  }, {"experts.signal = \"adapters\"", "not supported yet"});
+    px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.signal=adapters",
+                                         "experts.adapter_rank=8", "topology.ranks_per_island=2"}));
+  }, {"experts.signal = \"adapters\"", "ranks_per_island = 2"});
   expect_user_error([] {
     px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.view=lowrank"}));
   }, {"experts.view = \"lowrank\"", "not supported yet"});
   expect_user_error([] {
     px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.adapter_rank=8"}));
-  }, {"experts.adapter_rank = 8", "frozen"});
+  }, {"experts.adapter_rank = 8", "frozen views"});
   EXPECT_NO_THROW(px::check_supported(
       parse(kMinimal, {"train.mode=parallax", "topology.islands=2", "train.deterministic=false"})));
   EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"topology.islands=2"})));

@@ -120,3 +120,49 @@ TEST(ExpertHome, UpdateIsOneAdamWStepOfTheMeanGradient) {
   for (float x : home.grad_sum()) ASSERT_EQ(x, 0.f);
   EXPECT_EQ(home.steps_taken(), 1);
 }
+
+// Adapter deltas: the home adds the token-weighted mean of the deltas A B it received.
+TEST(ExpertHome, FoldsTheTokenWeightedMeanOfAdapterDeltas) {
+  const Config cfg = tiny_parallax();
+  MoeModel<float> model(cfg.model, 1, 2);
+  model.init_params(5);
+  const Topology topo = Topology::make(2, 1, 0, 0, 0, 2);
+  ExpertHome home(cfg, model.layout(), experts_homed_at(topo, 0, cfg.model.moe_layers(), cfg.model.n_experts),
+                  model.params(Arena::EXPERTS));
+  const int d = cfg.model.d_model, h = cfg.model.expert_hidden;
+  const ExpertId id = home.owned()[1];
+  // rank-1 deltas: A = a * ones, B = ones, so every weight of the expert moves by a
+  auto message = [&](float a, int64_t tokens) {
+    std::vector<uint8_t> b(4);
+    const uint32_t one = 1;
+    std::memcpy(b.data(), &one, 4);
+    auto put = [&](const void* p, size_t n) {
+      const size_t o = b.size();
+      b.resize(o + n);
+      std::memcpy(b.data() + o, p, n);
+    };
+    const int32_t head[2] = {id.moe_layer, id.expert}, r = 1;
+    put(head, 8);
+    put(&tokens, 8);
+    put(&r, 4);
+    for (auto [in, out] : {std::pair{d, h}, {d, h}, {h, d}}) {
+      std::vector<float> A(in, a), B(out, 1.f);
+      put(A.data(), 4 * A.size());
+      put(B.data(), 4 * B.size());
+    }
+    return b;
+  };
+  const std::vector<float> before = home.masters();
+  auto m1 = message(0.1f, 1), m2 = message(0.5f, 3);
+  home.fold_deltas(m1.data(), m1.size());
+  home.fold_deltas(m2.data(), m2.size());
+  home.apply_deltas();
+  const size_t per = home.per_expert();
+  for (size_t i = 0; i < home.masters().size(); ++i) {
+    const bool moved = i / per == 1;  // owned()[1] only
+    EXPECT_NEAR(home.masters()[i] - before[i], moved ? 0.4f : 0.f, 1e-6f) << i;
+  }
+  auto truncated = message(0.1f, 1);
+  truncated.pop_back();
+  EXPECT_THROW(home.fold_deltas(truncated.data(), truncated.size()), std::invalid_argument);
+}

@@ -241,3 +241,24 @@ TEST(GradOps, AdamwStep) {
   EXPECT_NEAR(p[0], 1.0 - 0.1 * (1.0 + 0.1 * 1.0), 1e-7);
   EXPECT_NEAR(p[1], -2.0 - 0.1 * (-1.0 + 0.1 * -2.0), 1e-7);
 }
+
+// Low-rank adapter: loss(A, B) = sum G * W + 0.5 sum W^2 with W = base + A B (dW = G + W).
+TEST(GradOps, LowrankAdapter) {
+  std::mt19937_64 rng(91);
+  const int in = 7, r = 3, out = 5;
+  auto base = px::test::randn((size_t)in * out, rng), G = px::test::randn((size_t)in * out, rng);
+  auto A = px::test::randn((size_t)in * r, rng), B = px::test::randn((size_t)r * out, rng);
+  std::vector<double> W((size_t)in * out);
+  auto loss = [&] {
+    px::cpu::adapter_merge(W.data(), base.data(), A.data(), B.data(), in, r, out);
+    double l = 0;
+    for (size_t i = 0; i < W.size(); ++i) l += G[i] * W[i] + 0.5 * W[i] * W[i];
+    return l;
+  };
+  loss();
+  std::vector<double> dW(W.size()), dA(A.size(), 0.0), dB(B.size(), 0.0);
+  for (size_t i = 0; i < W.size(); ++i) dW[i] = G[i] + W[i];
+  px::cpu::adapter_backward(dA.data(), dB.data(), dW.data(), A.data(), B.data(), in, r, out);
+  EXPECT_LT(px::test::fd_rel_error(A.data(), A.size(), dA, loss), 1e-7);
+  EXPECT_LT(px::test::fd_rel_error(B.data(), B.size(), dB, loss), 1e-7);
+}

@@ -101,13 +101,24 @@ void check_supported(const Config& c) {
   const auto& y = c.sync;
   if (c.train.mode == TrainMode::PARALLAX) {
     const auto& x = c.experts;
-    if (x.signal != ExpertSignalKind::SKETCHES)
-      fail("experts.signal = \"adapters\" is not supported yet; use \"sketches\"");
+    if (x.signal == ExpertSignalKind::ADAPTERS) {
+      if (t.ranks_per_island != 1)
+        fail(fmt::format("experts.signal = \"adapters\" with topology.ranks_per_island = {} is "
+                         "not supported yet (an island's ranks would share adapters); use 1",
+                         t.ranks_per_island));
+      if (!c.train.deterministic)
+        fail("experts.signal = \"adapters\" with train.deterministic = false is not supported "
+             "yet; use true");
+      if (x.adapter_rank > x.update_rank)
+        fail(fmt::format("experts.adapter_rank = {}: deltas are sent at full adapter rank, which "
+                         "must be at most experts.update_rank ({})", x.adapter_rank, x.update_rank));
+    }
     if (x.view != ViewKind::TERNARY)
       fail("experts.view = \"lowrank\" is not supported yet; use \"ternary\"");
-    if (x.adapter_rank != 0)
-      fail(fmt::format("experts.adapter_rank = {}: trainable adapters on views are not "
-                       "supported yet; use 0 (frozen views)", x.adapter_rank));
+    if (x.adapter_rank != 0 && x.signal == ExpertSignalKind::SKETCHES)
+      fail(fmt::format("experts.adapter_rank = {} with experts.signal = \"sketches\": adapters "
+                       "are trained only under the adapter signal; use 0 (frozen views)",
+                       x.adapter_rank));
     if (x.sparsity_2of8)
       fail("experts.sparsity_2of8 = true is not supported yet; use false");
     if (c.train.device != DeviceKind::CPU)

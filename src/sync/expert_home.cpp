@@ -1,6 +1,7 @@
 // defines: ExpertHome, apply_snapshot, run_sketch_key
 #include "sync/expert_home.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -94,8 +95,11 @@ void ExpertHome::add_local_grads(const float* grads_arena) {
 
 void ExpertHome::update(double lr, double divisor) {
   sketches_.accumulate();
+  const bool any = std::any_of(grads_.begin(), grads_.end(), [](float g) { return g != 0.f; });
+  // no gradient arrived (e.g. a worker under the adapter signal): no step, so weight decay
+  // does not shrink masters that nothing trains
+  if (!any || owned_.empty()) return;
   ++steps_;
-  if (owned_.empty()) return;
   const float inv = (float)(1.0 / divisor);
   double ss = 0;
   for (float& g : grads_) {
@@ -121,6 +125,56 @@ void ExpertHome::update(double lr, double divisor) {
                         steps_);
   }
   std::fill(grads_.begin(), grads_.end(), 0.f);
+}
+
+void ExpertHome::fold_deltas(const uint8_t* bytes, size_t size) {
+  if (delta_sum_.empty()) {
+    delta_sum_.assign(masters_.size(), 0.0);
+    delta_tok_.assign(owned_.size(), 0);
+  }
+  const uint8_t *p = bytes, *end = bytes + size;
+  const uint32_t n = take<uint32_t>(p, end, "the delta count");
+  const size_t wsz = (size_t)d_ * h_;
+  std::vector<float> A, B, D(wsz);
+  for (uint32_t c = 0; c < n; ++c) {
+    const int32_t m = take<int32_t>(p, end, "an expert id"), e = take<int32_t>(p, end, "an expert id");
+    const int64_t tok = take<int64_t>(p, end, "a token count");
+    const int32_t r = take<int32_t>(p, end, "a rank");
+    size_t i = 0;
+    while (i < owned_.size() && !(owned_[i].moe_layer == m && owned_[i].expert == e)) ++i;
+    if (i == owned_.size() || r < 1 || tok < 0)
+      throw std::invalid_argument("adapter delta for expert (" + std::to_string(m) + ", " +
+                                  std::to_string(e) + ") that is not homed here, or a bad rank");
+    const int parts = swiglu_ ? 3 : 2;
+    for (int k = 0; k < parts; ++k) {
+      const bool down = k == parts - 1;  // W2 [h, d]
+      const int in = down ? h_ : d_, out = down ? d_ : h_;
+      A.resize((size_t)in * r);
+      B.resize((size_t)r * out);
+      if ((size_t)(end - p) < 4 * (A.size() + B.size()))
+        throw std::invalid_argument("adapter delta message truncated");
+      std::memcpy(A.data(), p, 4 * A.size());
+      std::memcpy(B.data(), p + 4 * A.size(), 4 * B.size());
+      p += 4 * (A.size() + B.size());
+      cpu::matmul(D.data(), A.data(), B.data(), in, r, out, false, false, false);
+      double* dst = delta_sum_.data() + i * per_ + (size_t)k * wsz;
+      for (size_t j = 0; j < wsz; ++j) dst[j] += (double)tok * D[j];
+    }
+    delta_tok_[i] += tok;
+  }
+  if (p != end) throw std::invalid_argument("adapter delta message has trailing bytes");
+}
+
+void ExpertHome::apply_deltas() {
+  if (delta_sum_.empty()) return;
+  for (size_t i = 0; i < owned_.size(); ++i) {
+    if (delta_tok_[i] > 0) {
+      const double inv = 1.0 / (double)delta_tok_[i];
+      for (size_t j = 0; j < per_; ++j) masters_[i * per_ + j] += (float)(delta_sum_[i * per_ + j] * inv);
+    }
+    delta_tok_[i] = 0;
+  }
+  std::fill(delta_sum_.begin(), delta_sum_.end(), 0.0);
 }
 
 void ExpertHome::write_masters(float* experts_arena) const {

@@ -47,7 +47,14 @@ class ExpertHome {
     return sketches_.receive(bytes, size, home_step);
   }
   // Runs the queued sketches, then one optimizer step on the mean gradient; clears the sum.
+  // With an all-zero gradient (nothing arrived: e.g. a worker under the adapter signal) it
+  // takes no step.
   void update(double lr, double divisor);
+  // Adapter signal: folds one delta message (ExpertAdapters::take_deltas) into the pending sum
+  // (token-weighted); throws std::invalid_argument on a malformed message or a foreign expert.
+  void fold_deltas(const uint8_t* bytes, size_t size);
+  // masters += (sum_s tokens_s delta_s) / (sum_s tokens_s), per expert; clears the sums.
+  void apply_deltas();
   // Copies the masters into their slots of an experts arena.
   void write_masters(float* experts_arena) const;
   // The ternary views of every owned expert, as one message:
@@ -76,6 +83,8 @@ class ExpertHome {
   bool swiglu_;
   size_t per_;
   std::vector<float> masters_, grads_, m_, v_;
+  std::vector<double> delta_sum_;   // adapter signal: sum of tokens x delta, packed like masters
+  std::vector<int64_t> delta_tok_;  // per expert
   int steps_ = 0;
   SketchHome sketches_;
 };

@@ -45,7 +45,7 @@ void ExpertTier::send_sketches(int64_t step, uint32_t flags,
       std::memcpy(buf->data() + o + 4, s.data(), n);
       o += 4 + n;
     }
-    send(buf, h, TAG_SKETCH, Tier::SKETCH);
+    send(buf, h, TAG_SKETCH, sk.empty() ? Tier::CONTROL : Tier::SKETCH);
   }
 }
 
@@ -162,6 +162,26 @@ void ExpertTier::finish_learner(ExpertHome* home, int64_t home_step, int64_t ste
       ++snapshots_from_[h];
     }
   wait_sends();
+}
+
+void ExpertTier::send_deltas(std::map<int, std::vector<uint8_t>> by_home) {
+  for (int h : homes_) {
+    if (h == topo_.world_rank) continue;
+    auto buf = std::make_shared<std::vector<uint8_t>>(std::move(by_home[h]));
+    if (buf->empty()) buf->assign(4, 0);  // no expert of that home: an empty message
+    send(buf, h, TAG_ADAPTER, Tier::ADAPTER);
+  }
+}
+
+void ExpertTier::receive_deltas(ExpertHome& home) {
+  std::vector<uint8_t> buf;
+  for (int src = 0; src < topo_.learners(); ++src) {
+    if (src == topo_.world_rank) continue;
+    MPI_Status st = p2p_.probe(src, TAG_ADAPTER);
+    buf.resize(Comm::status_bytes(st));
+    p2p_.recv(buf.data(), (int)buf.size(), src, TAG_ADAPTER);
+    home.fold_deltas(buf.data(), buf.size());
+  }
 }
 
 void ExpertTier::wait_sends() {

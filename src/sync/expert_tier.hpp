@@ -28,7 +28,7 @@
 
 namespace px {
 
-enum ExpertTag : int { TAG_SKETCH = 60, TAG_SNAPSHOT = 61 };
+enum ExpertTag : int { TAG_SKETCH = 60, TAG_SNAPSHOT = 61, TAG_ADAPTER = 62 };
 enum ExpertFlag : uint32_t { EXPERT_FLAG_CHECKPOINT = 1, EXPERT_FLAG_STOP = 2 };
 
 struct SketchBundleHeader {
@@ -57,6 +57,10 @@ class ExpertTier {
   void send_snapshot(std::vector<uint8_t> msg);
   // Learner: receives one snapshot from every home except itself into the experts arena.
   void receive_snapshots(const ModelConfig& mc, const ParamLayout& layout, float* experts_arena);
+  // Adapter signal (deterministic): a learner sends its delta message to every home except
+  // itself (tier "adapter"); a home folds one message from every learner except itself.
+  void send_deltas(std::map<int, std::vector<uint8_t>> by_home);
+  void receive_deltas(ExpertHome& home);
   // Completes this rank's outstanding sends (their buffers are then released).
   void wait_sends();
   // Releases the buffers of sends that have completed (non-blocking).

@@ -38,6 +38,10 @@ void run_expert_worker(const Config& cfg, const Topology& topo, Comm& p2p, MPI_C
       ++step;
       const uint32_t flags = tier.receive_sketches(step, home);
       if (step % U == 0) home.update(lr_of(step), (double)topo.islands * U);
+      if (cfg.experts.signal == ExpertSignalKind::ADAPTERS && step % cfg.experts.adapter_every == 0) {
+        tier.receive_deltas(home);
+        home.apply_deltas();
+      }
       if (step % snap == 0) tier.send_snapshot(home.snapshot());
       tier.wait_sends();
       if (flags & EXPERT_FLAG_CHECKPOINT) checkpoint(step);

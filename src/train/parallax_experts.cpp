@@ -19,7 +19,8 @@ cpu::ExpertAct act_of(const ModelConfig& mc) {
 ParallaxExperts::ParallaxExperts(const Config& cfg, const Topology& topo, MoeModel<float>& model,
                                  int max_rows)
     : cfg_(cfg), model_(model), me_(topo.world_rank), E_(cfg.model.n_experts),
-      d_(cfg.model.d_model), h_(cfg.model.expert_hidden), key_(run_sketch_key(cfg)) {
+      d_(cfg.model.d_model), h_(cfg.model.expert_hidden),
+      adapters_(cfg.experts.signal == ExpertSignalKind::ADAPTERS), key_(run_sketch_key(cfg)) {
   const int M = cfg.model.moe_layers();
   for (int m = 0; m < M; ++m)
     for (int e = 0; e < E_; ++e) home_.push_back(expert_home(topo, m, e, E_));
@@ -63,12 +64,15 @@ void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
     const int r0 = bd[e], n = bd[e + 1] - r0;
     if (n == 0) continue;
     const bool mine = homed_here(m, e);
+    // weight gradients: of my masters, and with adapters the dense gradient of the view
+    // (ExpertAdapters turns it into the adapters' gradients)
+    const bool dense = mine || adapters_;
     const int32_t seg[2] = {0, n};
     const size_t od = (size_t)r0 * d_, oh = (size_t)r0 * h_;
     cpu::expert_ffn_backward<float>(
-        dxp + od, mine ? G + L.expert_w1 + e * wsz : nullptr,
-        mine && swiglu ? G + L.expert_w3 + e * wsz : nullptr,
-        mine ? G + L.expert_w2 + e * wsz : nullptr, dyp + od, xp_[m] + od, a_[m].data() + oh,
+        dxp + od, dense ? G + L.expert_w1 + e * wsz : nullptr,
+        dense && swiglu ? G + L.expert_w3 + e * wsz : nullptr,
+        dense ? G + L.expert_w2 + e * wsz : nullptr, dyp + od, xp_[m] + od, a_[m].data() + oh,
         swiglu ? b_[m].data() + oh : nullptr, act_[m].data() + oh, W + L.expert_w1 + e * wsz,
         swiglu ? W + L.expert_w3 + e * wsz : nullptr, W + L.expert_w2 + e * wsz, seg, 1, d_, h_,
         act_of(cfg_.model), s1_.data(), s2_.data(), s3_.data());

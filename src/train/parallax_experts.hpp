@@ -5,7 +5,8 @@
 // (apply_snapshot; at start, views of the shared initial weights). The backward computes input
 // gradients for every expert but weight gradients only for the homed ones (frozen views), and
 // for every expert homed elsewhere that received rows it packs a sketch of (X, dY) into the
-// outbox of that expert's home (on sketch steps).
+// outbox of that expert's home (on sketch steps). With the adapter signal it leaves the dense
+// weight gradient of every view in the gradient arena instead (ExpertAdapters uses it).
 #include <cstdint>
 #include <map>
 #include <vector>
@@ -41,6 +42,7 @@ class ParallaxExperts final : public RoutedExperts<float> {
   const Config& cfg_;
   MoeModel<float>& model_;
   int me_, E_, d_, h_;
+  bool adapters_;  // experts.signal = "adapters": dense weight gradients of the views too
   std::vector<int> home_;  // [moe_layers * E] world rank of each expert's home
   SketchKey key_;
   int64_t step_ = 0;

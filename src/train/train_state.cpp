@@ -66,6 +66,24 @@ int64_t load_home_state(const std::string& path, int rank, ExpertHome& h) {
   return st[0];
 }
 
+void add_adapter_state(ParallelCheckpointWriter& w, ExpertAdapters& a) {
+  w.add("adapters/views", sp(a.views()));
+  w.add("adapters/params", sp(a.params()));
+  w.add("adapters/m", sp(a.adam_m()));
+  w.add("adapters/v", sp(a.adam_v()));
+  w.add("adapters/tokens", sp(a.tokens()));
+  const std::vector<int64_t> st = {a.steps_in_cycle()};
+  w.add("adapters/steps_in_cycle", sp(st));
+}
+
+void load_adapter_state(const std::string& path, int rank, ExpertAdapters& a) {
+  for (auto [name, v] : {std::pair{"adapters/views", &a.views()}, {"adapters/params", &a.params()},
+                         {"adapters/m", &a.adam_m()}, {"adapters/v", &a.adam_v()}})
+    *v = read_rank_array<float>(path, rank, name, v->size());
+  a.tokens() = read_rank_array<int64_t>(path, rank, "adapters/tokens", a.tokens().size());
+  a.steps_in_cycle() = (int)read_rank_array<int64_t>(path, rank, "adapters/steps_in_cycle", 1)[0];
+}
+
 void add_syncer_state(ParallelCheckpointWriter& w, Syncer& s) {
   for (auto& [u, st] : s.state()) {
     w.add(fmt::format("syncer/unit_{}/theta", u), sp(st->theta));

@@ -12,6 +12,7 @@
 #include "io/checkpoint_parallel.hpp"      // defines: ParallelCheckpointWriter
 #include "sync/expert_home.hpp"            // defines: ExpertHome
 #include "sync/outer_sync.hpp"             // defines: OuterSync, Syncer
+#include "train/expert_adapters.hpp"       // defines: ExpertAdapters
 #include "train/learner.hpp"               // defines: Learner
 
 namespace px {
@@ -31,6 +32,10 @@ void add_syncer_state(ParallelCheckpointWriter& w, Syncer& s);
 // other state). load_home_state returns that step.
 void add_home_state(ParallelCheckpointWriter& w, ExpertHome& h, int64_t step);
 int64_t load_home_state(const std::string& path, int rank, ExpertHome& h);
+// Mode parallax, adapter signal: a learner's views under the adapters, the adapters, their
+// AdamW moments, token counts and step in the current cycle.
+void add_adapter_state(ParallelCheckpointWriter& w, ExpertAdapters& a);
+void load_adapter_state(const std::string& path, int rank, ExpertAdapters& a);
 // Collective over world. Rank 0 adds the tokenizer; writes DIR/step_XXXXXXXX.h5 and prunes.
 std::string commit_checkpoint(MPI_Comm world, ParallelCheckpointWriter& w, const std::string& dir,
                               const Config& cfg, int64_t step, const BpeTokenizer* tok, int keep);

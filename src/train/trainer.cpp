@@ -21,6 +21,7 @@
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
 #include "parallel/topology.hpp"    // defines: Topology, Communicators
 #include "sync/expert_tier.hpp"     // defines: ExpertTier, ExpertHome
+#include "train/expert_adapters.hpp"  // defines: ExpertAdapters
 #include "train/expert_worker.hpp"  // defines: run_expert_worker
 #include "train/train_state.hpp"    // defines: Progress, add_learner_state, commit_checkpoint
 #include "util/errors.hpp"          // defines: UserError
@@ -199,6 +200,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   // mode parallax: the expert tiers, and the experts this rank homes (if any)
   std::unique_ptr<ExpertTier> tier;
   std::unique_ptr<ExpertHome> home;
+  std::unique_ptr<ExpertAdapters> adapters;
   if (cfg.train.mode == TrainMode::PARALLAX) {
     tier = std::make_unique<ExpertTier>(cfg, topo, p2p);
     auto mine = experts_homed_at(topo, wrank, mc.moe_layers(), mc.n_experts);
@@ -207,6 +209,9 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
                                           L.model().params(Arena::EXPERTS));
     if (resume_from.empty())
       apply_initial_views(cfg, L.model().layout(), topo, L.model().params(Arena::EXPERTS));
+    if (cfg.experts.signal == ExpertSignalKind::ADAPTERS)
+      adapters = std::make_unique<ExpertAdapters>(cfg, L.model().layout(), topo,
+                                                  L.model().params(Arena::EXPERTS));
   }
   TokenLoader loader(*train_split, T);
   TokenLoader val_loader(*val_split, T);
@@ -216,6 +221,10 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     L.sync_to_device();
     if (outer) outer->restore(pg.step, pg.island_tokens);
     if (home) load_home_state(resume_from, wrank, *home);
+    if (adapters) {
+      load_adapter_state(resume_from, wrank, *adapters);
+      adapters->materialize(L.model().params(Arena::EXPERTS));
+    }
     loader.set_cursor(pg.data_cursor);
     log->info("resumed from {} (step {})", resume_from, pg.step);
   }
@@ -273,6 +282,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     L.sync_to_host();
     add_learner_state(w, L, outer.get(), pg);
     if (home) add_home_state(w, *home, step);
+    if (adapters) add_adapter_state(w, *adapters);
     const std::string p = commit_checkpoint(world, w, ckpt_dir, cfg, step, tok.get(),
                                             cfg.checkpoint.keep);
     log->info("checkpoint {}", p);
@@ -284,8 +294,10 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
         lr_at((int)pg.step, (int)steps, (int)cfg.train.warmup_steps, cfg.train.lr, cfg.train.min_lr);
     loader.next_batch(B, T, in.data(), tg.data());
     if (ParallaxExperts* px = L.parallax())
-      px->begin_step(pg.step + 1, (pg.step + 1) % cfg.experts.sketch_every == 0);
+      px->begin_step(pg.step + 1, cfg.experts.signal == ExpertSignalKind::SKETCHES &&
+                                      (pg.step + 1) % cfg.experts.sketch_every == 0);
     StepStats st = L.step(in.data(), tg.data(), lr);
+    if (adapters) adapters->step(L.model().grads(Arena::EXPERTS), st.counts, lr);
     ++pg.step;
     pg.tokens += step_tokens;
     pg.island_tokens += (int64_t)B * T * R;
@@ -328,15 +340,25 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
           home->write_masters(experts);
         }
       }
+      if (adapters && pg.step % cfg.experts.adapter_every == 0) {  // deltas home, adapters reset
+        tier->send_deltas(adapters->take_deltas(pg.step));
+        if (home) {
+          tier->receive_deltas(*home);
+          home->apply_deltas();
+          home->write_masters(experts);
+        }
+      }
       const bool snap = pg.step % cfg.experts.snapshot_every == 0;
       if (snap && home) tier->send_snapshot(home->snapshot());
+      float* views = adapters ? adapters->views().data() : experts;  // snapshots land here
       if (det) {
-        if (snap) tier->receive_snapshots(mc, L.model().layout(), experts);
+        if (snap) tier->receive_snapshots(mc, L.model().layout(), views);
         tier->wait_sends();
       } else {
-        tier->drain_snapshots(mc, L.model().layout(), experts);
+        tier->drain_snapshots(mc, L.model().layout(), views);
         tier->progress();
       }
+      if (adapters) adapters->materialize(experts);
     }
 
     if (pg.step % cfg.log.every == 0 || last) {

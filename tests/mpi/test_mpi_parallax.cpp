@@ -115,3 +115,39 @@ TEST(MpiParallax, NonDeterministicRunsLearnCheckpointAndResume) {
     EXPECT_GT(full.comm_bytes[(int)Tier::SNAPSHOT][workers ? 2 : 0], 0);
   }
 }
+
+// The adapter signal: islands train rank-r adapters on their views and send them home every
+// adapter_every steps; a learner's adapter bytes are exactly (adapter steps) x (its delta
+// messages: 4 + per expert 20 + 4 r (3 (d + h)) bytes for SwiGLU); with an expert worker the
+// run resumes bit-identically.
+TEST(MpiParallax, AdapterSignalLearnsCountsBytesAndResumes) {
+  const int steps = 20, every = 5, r = 4;
+  const Config cfg = tiny(parallax({"topology.islands=2", "train.steps=20", "data.eval_every=20",
+                                    "checkpoint.every=0", "experts.signal=\"adapters\"",
+                                    "experts.adapter_rank=4", "experts.adapter_every=5",
+                                    "experts.snapshot_every=5", "sync.backbone_every=1000"}));
+  const TrainResult a = run(2, cfg, shared_dir("px_adapters"));
+  Config wcfg = cfg;
+  wcfg.topology.expert_workers = 1;
+  wcfg.train.steps = 16;
+  wcfg.data.eval_every = 8;
+  const TrainResult full = run(3, wcfg, shared_dir("px_adapters_w_full"));
+  const std::string part = shared_dir("px_adapters_w_part");
+  const TrainResult first = run(3, wcfg, part, 7);
+  const TrainResult rest = run(3, wcfg, part, -1, true);
+  if (world_rank() != 0) return;
+  EXPECT_LT(a.evals.back().second, a.evals.front().second - 0.5);
+  const ModelConfig& mc = cfg.model;
+  const Topology topo = Topology::make(2, 1, 0, 0, 0, 2);
+  for (int me = 0; me < 2; ++me) {
+    const int64_t other = (int64_t)experts_homed_at(topo, 1 - me, mc.moe_layers(), mc.n_experts).size();
+    const int64_t msg = 4 + other * (20 + 4LL * r * 3 * (mc.d_model + mc.expert_hidden));
+    EXPECT_EQ(a.comm_bytes[(int)Tier::ADAPTER][me], (steps / every) * msg) << "rank " << me;
+    EXPECT_EQ(a.comm_bytes[(int)Tier::SKETCH][me], 0) << "rank " << me;
+  }
+  ASSERT_EQ(rest.losses.size(), 9u);
+  for (size_t i = 0; i < 9; ++i) EXPECT_EQ(rest.losses[i], full.losses[7 + i]) << "step " << 8 + i;
+  EXPECT_EQ(rest.evals.back().second, full.evals.back().second);
+  EXPECT_GT(full.comm_bytes[(int)Tier::ADAPTER][0], 0);
+  EXPECT_EQ(full.comm_bytes[(int)Tier::ADAPTER][2], 0);  // the worker only receives deltas
+}

@@ -103,6 +103,13 @@ void expert_ffn_backward(T* dX, T* dW1, T* dW3, T* dW2, const T* dY, const T* X,
                          const int32_t* bounds, int E, int d, int h, ExpertAct kind,
                          T* dact_scratch, T* dA_scratch, T* dB_scratch);
 
+// Low-rank adapter on a weight (DESIGN §6): W [in, out] = base + A B, A [in, r], B [r, out].
+template <class T>
+void adapter_merge(T* W, const T* base, const T* A, const T* B, int in, int r, int out);
+// From the gradient dW of W: dA += dW B^T, dB += A^T dW (accumulated).
+template <class T>
+void adapter_backward(T* dA, T* dB, const T* dW, const T* A, const T* B, int in, int r, int out);
+
 // Cross-entropy over logits [N, V] with targets [N]; returns the mean loss and writes
 // dlogits = (softmax - onehot) * dscale (dscale = 1/N for the mean) when dlogits != null.
 template <class T>

@@ -1,0 +1,115 @@
+// defines: ExpertAdapters
+#include "train/expert_adapters.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "ops/cpu/cpu_ops.hpp"  // defines: adapter_merge, adapter_backward, adamw_update
+#include "optim/adamw.hpp"      // defines: AdamWConfig
+#include "util/hash_rng.hpp"    // defines: splitmix64, uniform01
+
+namespace px {
+
+ExpertAdapters::ExpertAdapters(const Config& cfg, const ParamLayout& layout, const Topology& topo,
+                               const float* experts_arena)
+    : cfg_(cfg), r_(cfg.experts.adapter_rank),
+      views_(experts_arena, experts_arena + layout.experts_size) {
+  const ModelConfig& mc = cfg.model;
+  const int d = mc.d_model, h = mc.expert_hidden, E = mc.n_experts;
+  const bool swiglu = mc.expert_act == ExpertActKind::SWIGLU;
+  const size_t wsz = (size_t)d * h;
+  size_t off = 0;
+  for (int m = 0; m < mc.moe_layers(); ++m)
+    for (int e = 0; e < E; ++e) {
+      const int home = expert_home(topo, m, e, E);
+      if (home == topo.world_rank) continue;
+      const LayerOffsets& L = layout.layers[mc.dense_layers + m];
+      std::vector<Mat> ms;
+      auto add = [&](size_t base, int in, int out) {
+        ms.push_back({base + (size_t)e * wsz, in, out, off, off + (size_t)in * r_});
+        off += (size_t)r_ * (in + out);
+      };
+      add(L.expert_w1, d, h);
+      if (swiglu) add(L.expert_w3, d, h);
+      add(L.expert_w2, h, d);
+      ids_.push_back({m, e});
+      home_.push_back(home);
+      mats_.push_back(std::move(ms));
+    }
+  p_.assign(off, 0.f);
+  g_.assign(off, 0.f);
+  m_.assign(off, 0.f);
+  v_.assign(off, 0.f);
+  tokens_.assign(ids_.size(), 0);
+  reset(0);
+}
+
+void ExpertAdapters::reset(int64_t cycle_step) {
+  std::fill(p_.begin(), p_.end(), 0.f);
+  std::fill(m_.begin(), m_.end(), 0.f);
+  std::fill(v_.begin(), v_.end(), 0.f);
+  std::fill(tokens_.begin(), tokens_.end(), 0);
+  steps_ = 0;
+  // A ~ normal(0, 1/in) (Box-Muller on the counter RNG), B = 0: the adapter starts at zero
+  for (size_t i = 0; i < ids_.size(); ++i)
+    for (size_t k = 0; k < mats_[i].size(); ++k) {
+      const Mat& mt = mats_[i][k];
+      const uint64_t s = splitmix64((uint64_t)cfg_.train.seed ^ splitmix64(
+          ((uint64_t)cycle_step << 24) ^ ((uint64_t)ids_[i].moe_layer << 12) ^
+          ((uint64_t)ids_[i].expert << 2) ^ k));
+      const double sd = 1.0 / std::sqrt((double)mt.in);
+      const size_t n = (size_t)mt.in * r_;
+      for (size_t j = 0; j < n; ++j) {
+        const double u1 = uniform01(s, 2 * j), u2 = uniform01(s, 2 * j + 1);
+        p_[mt.a + j] = (float)(sd * std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+      }
+    }
+}
+
+void ExpertAdapters::materialize(float* experts_arena) const {
+  for (size_t i = 0; i < ids_.size(); ++i)
+    for (const Mat& mt : mats_[i])
+      cpu::adapter_merge(experts_arena + mt.arena, views_.data() + mt.arena, p_.data() + mt.a,
+                         p_.data() + mt.b, mt.in, r_, mt.out);
+}
+
+void ExpertAdapters::step(const float* grads_arena, const std::vector<int64_t>& counts, double lr) {
+  std::fill(g_.begin(), g_.end(), 0.f);
+  for (size_t i = 0; i < ids_.size(); ++i) {
+    for (const Mat& mt : mats_[i])
+      cpu::adapter_backward(g_.data() + mt.a, g_.data() + mt.b, grads_arena + mt.arena,
+                            p_.data() + mt.a, p_.data() + mt.b, mt.in, r_, mt.out);
+    tokens_[i] += counts[(size_t)ids_[i].moe_layer * cfg_.model.n_experts + ids_[i].expert];
+  }
+  ++steps_;
+  const AdamWConfig ac;
+  cpu::adamw_update(p_.data(), g_.data(), m_.data(), v_.data(), p_.size(), (float)lr,
+                    (float)ac.beta1, (float)ac.beta2, (float)ac.eps, 0.f, steps_);
+}
+
+std::map<int, std::vector<uint8_t>> ExpertAdapters::take_deltas(int64_t step) {
+  std::map<int, std::vector<uint8_t>> out;
+  auto put = [](std::vector<uint8_t>& b, const void* p, size_t n) {
+    const size_t o = b.size();
+    b.resize(o + n);
+    std::memcpy(b.data() + o, p, n);
+  };
+  for (size_t i = 0; i < ids_.size(); ++i) {
+    auto& b = out[home_[i]];
+    if (b.empty()) b.assign(4, 0);
+    uint32_t count;
+    std::memcpy(&count, b.data(), 4);
+    ++count;
+    std::memcpy(b.data(), &count, 4);
+    const int32_t head[2] = {ids_[i].moe_layer, ids_[i].expert};
+    put(b, head, 8);
+    put(b, &tokens_[i], 8);
+    const int32_t r = r_;
+    put(b, &r, 4);
+    for (const Mat& mt : mats_[i]) put(b, p_.data() + mt.a, 4 * (size_t)r_ * (mt.in + mt.out));
+  }
+  reset(step);
+  return out;
+}
+
+}  // namespace px

@@ -1,0 +1,67 @@
+#pragma once
+// The adapter signal of mode "parallax" on an island rank (DESIGN §5 item 3, §6;
+// experts.signal = "adapters"): every expert homed elsewhere runs as its view plus a trainable
+// rank-r adapter per weight, W = view + A B (A [in, r], B [r, out]; r = experts.adapter_rank),
+// trained with AdamW (no weight decay) from the dense weight gradient the expert backward
+// leaves in the gradient arena. Every adapter_every steps the adapters are sent to the
+// experts' homes as deltas A B (rank r <= update_rank) with the tokens they trained on, and
+// reset: B = 0, A redrawn, moments cleared. A home folds the token-weighted mean of the deltas
+// it received into its master (ExpertHome::fold_delta / apply_deltas).
+//
+// Delta message (one per home and adapter step; tier "adapter"):
+//   u32 count, then per expert: i32 moe_layer, i32 expert, i64 tokens, i32 rank, then for
+//   W1, W3 (SwiGLU only), W2 in order: A [in, r] and B [r, out] as fp32.
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "config/config.hpp"              // defines: Config
+#include "model/param_layout.hpp"         // defines: ParamLayout
+#include "parallel/expert_placement.hpp"  // defines: ExpertId
+#include "parallel/topology.hpp"          // defines: Topology
+
+namespace px {
+
+class ExpertAdapters {
+ public:
+  // experts_arena: this rank's arena with the initial views (copied as the adapters' base).
+  ExpertAdapters(const Config& cfg, const ParamLayout& layout, const Topology& topo,
+                 const float* experts_arena);
+
+  // The views under the adapters (an experts-arena-sized buffer; only adapted slots are used).
+  // Snapshots are applied here; then call materialize().
+  std::vector<float>& views() { return views_; }
+  // Writes view + A B into the arena slot of every adapted expert.
+  void materialize(float* experts_arena) const;
+  // After a backward that left dense weight gradients of the adapted experts in grads_arena:
+  // adapter gradients, one AdamW step at lr, token counts (counts: [moe_layers * E]).
+  void step(const float* grads_arena, const std::vector<int64_t>& counts, double lr);
+  // The delta messages by home world rank; resets every adapter (cycle `step` seeds A).
+  std::map<int, std::vector<uint8_t>> take_deltas(int64_t step);
+
+  // State for checkpoints.
+  std::vector<float>& params() { return p_; }
+  std::vector<float>& adam_m() { return m_; }
+  std::vector<float>& adam_v() { return v_; }
+  std::vector<int64_t>& tokens() { return tokens_; }
+  int& steps_in_cycle() { return steps_; }
+
+ private:
+  struct Mat {
+    size_t arena;     // offset of the weight in the experts arena
+    int in, out;
+    size_t a, b;      // offsets of A and B in p_
+  };
+  void reset(int64_t cycle_step);
+
+  const Config& cfg_;
+  int r_;
+  std::vector<ExpertId> ids_;    // the adapted experts (homed elsewhere)
+  std::vector<int> home_;        // their homes
+  std::vector<std::vector<Mat>> mats_;  // per adapted expert: W1, (W3), W2
+  std::vector<float> views_, p_, g_, m_, v_;
+  std::vector<int64_t> tokens_;
+  int steps_ = 0;
+};
+
+}  // namespace px

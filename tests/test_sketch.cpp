@@ -5,6 +5,8 @@
 // sampler's unbiasedness.
 #include <gtest/gtest.h>
 
+#include "random_data.hpp"  // defines: randn_vec
+
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -23,11 +25,7 @@ namespace {
 constexpr SketchElem kElems[] = {SKETCH_INT8, SKETCH_FP8, SKETCH_BF16};
 
 std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
+  return px::test::randn_vec<float>(n, seed, scale);
 }
 
 // The finite e4m3 values, by code (0x7F and 0xFF are NaN).

@@ -4,6 +4,8 @@
 // it on average (unbiased); rejected sketches are counted and change nothing.
 #include <gtest/gtest.h>
 
+#include "random_data.hpp"  // defines: randn_vec
+
 #include <cmath>
 #include <random>
 #include <vector>
@@ -17,11 +19,7 @@ using namespace px;
 namespace {
 
 std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
+  return px::test::randn_vec<float>(n, seed, scale);
 }
 
 struct Expert {

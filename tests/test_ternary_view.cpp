@@ -4,6 +4,8 @@
 // malformed buffers, and an expert FFN run through a dequantized view.
 #include <gtest/gtest.h>
 
+#include "random_data.hpp"  // defines: randn_vec
+
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -26,18 +28,10 @@ using px::cpu::EXPERT_ACT_SWIGLU;
 using px::cpu::ExpertAct;
 
 std::vector<float> randn_f(size_t n, uint32_t seed, float sd = 1.f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.f, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
+  return px::test::randn_vec<float>(n, seed, sd);
 }
 std::vector<double> randn_d(size_t n, uint32_t seed, double sd = 1.0) {
-  std::mt19937 g(seed);
-  std::normal_distribution<double> d(0.0, sd);
-  std::vector<double> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
+  return px::test::randn_vec<double>(n, seed, sd);
 }
 
 // The GPU kernels' rules, written out naively and independently of ops/cpu/ternary.cpp.

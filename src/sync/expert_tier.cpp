@@ -25,6 +25,14 @@ void ExpertTier::send(const std::shared_ptr<std::vector<uint8_t>>& buf, int dest
   sends_.push_back({p2p_.isend(buf->data(), (int)buf->size(), dest, tag, t), buf});
 }
 
+// Receives the next message of `tag` from `src` (or any source) into buf; returns its source.
+int ExpertTier::recv_into(std::vector<uint8_t>& buf, int src, int tag) {
+  MPI_Status st = p2p_.probe(src, tag);
+  buf.resize(Comm::status_bytes(st));
+  p2p_.recv(buf.data(), (int)buf.size(), st.MPI_SOURCE, tag);
+  return st.MPI_SOURCE;
+}
+
 void ExpertTier::send_sketches(int64_t step, uint32_t flags,
                                std::map<int, std::vector<std::vector<uint8_t>>> outbox) {
   for (int h : homes_) {
@@ -78,9 +86,7 @@ uint32_t ExpertTier::receive_sketches(int64_t step, ExpertHome& home) {
   std::vector<uint8_t> buf;
   for (int src = 0; src < topo_.learners(); ++src) {
     if (src == topo_.world_rank) continue;
-    MPI_Status st = p2p_.probe(src, TAG_SKETCH);
-    buf.resize(Comm::status_bytes(st));
-    p2p_.recv(buf.data(), (int)buf.size(), src, TAG_SKETCH);
+    recv_into(buf, src, TAG_SKETCH);
     SketchBundleHeader hd;
     if (buf.size() >= sizeof hd) std::memcpy(&hd, buf.data(), sizeof hd);
     if (buf.size() < sizeof hd || hd.step != step)
@@ -94,14 +100,8 @@ uint32_t ExpertTier::receive_sketches(int64_t step, ExpertHome& home) {
 ExpertTier::Drained ExpertTier::drain_sketches(ExpertHome& home, int64_t home_step, bool one) {
   Drained d;
   std::vector<uint8_t> buf;
-  for (;;) {
-    std::optional<MPI_Status> st;
-    if (one) st = p2p_.probe(MPI_ANY_SOURCE, TAG_SKETCH);
-    else st = p2p_.iprobe(MPI_ANY_SOURCE, TAG_SKETCH);
-    if (!st) break;
-    const int src = st->MPI_SOURCE;
-    buf.resize(Comm::status_bytes(*st));
-    p2p_.recv(buf.data(), (int)buf.size(), src, TAG_SKETCH);
+  while (one || p2p_.iprobe(MPI_ANY_SOURCE, TAG_SKETCH)) {
+    const int src = recv_into(buf, MPI_ANY_SOURCE, TAG_SKETCH);
     take_bundle(buf, src, home, home_step, d);
     if (one) break;
   }
@@ -114,29 +114,25 @@ void ExpertTier::send_snapshot(std::vector<uint8_t> msg) {
     if (r != topo_.world_rank) send(buf, r, TAG_SNAPSHOT, Tier::SNAPSHOT);
 }
 
+void ExpertTier::take_snapshot(std::vector<uint8_t>& buf, int src, const ModelConfig& mc,
+                               const ParamLayout& layout, float* experts_arena) {
+  const int h = recv_into(buf, src, TAG_SNAPSHOT);
+  apply_snapshot(buf.data(), buf.size(), mc, layout, experts_arena);
+  ++snapshots_from_[h];
+}
+
 void ExpertTier::receive_snapshots(const ModelConfig& mc, const ParamLayout& layout,
                                    float* experts_arena) {
   std::vector<uint8_t> buf;
-  for (int h : homes_) {
-    if (h == topo_.world_rank) continue;
-    MPI_Status st = p2p_.probe(h, TAG_SNAPSHOT);
-    buf.resize(Comm::status_bytes(st));
-    p2p_.recv(buf.data(), (int)buf.size(), h, TAG_SNAPSHOT);
-    apply_snapshot(buf.data(), buf.size(), mc, layout, experts_arena);
-    ++snapshots_from_[h];
-  }
+  for (int h : homes_)
+    if (h != topo_.world_rank) take_snapshot(buf, h, mc, layout, experts_arena);
 }
 
 void ExpertTier::drain_snapshots(const ModelConfig& mc, const ParamLayout& layout,
                                  float* experts_arena) {
   std::vector<uint8_t> buf;
-  while (auto st = p2p_.iprobe(MPI_ANY_SOURCE, TAG_SNAPSHOT)) {
-    const int h = st->MPI_SOURCE;
-    buf.resize(Comm::status_bytes(*st));
-    p2p_.recv(buf.data(), (int)buf.size(), h, TAG_SNAPSHOT);
-    apply_snapshot(buf.data(), buf.size(), mc, layout, experts_arena);
-    ++snapshots_from_[h];
-  }
+  while (p2p_.iprobe(MPI_ANY_SOURCE, TAG_SNAPSHOT))
+    take_snapshot(buf, MPI_ANY_SOURCE, mc, layout, experts_arena);
 }
 
 void ExpertTier::finish_learner(ExpertHome* home, int64_t home_step, int64_t steps,
@@ -147,20 +143,13 @@ void ExpertTier::finish_learner(ExpertHome* home, int64_t home_step, int64_t ste
     Drained d;
     for (int src = 0; src < topo_.learners(); ++src)
       while (src != topo_.world_rank && bundles_from_[src] < steps) {
-        MPI_Status st = p2p_.probe(src, TAG_SKETCH);
-        buf.resize(Comm::status_bytes(st));
-        p2p_.recv(buf.data(), (int)buf.size(), src, TAG_SKETCH);
+        recv_into(buf, src, TAG_SKETCH);
         take_bundle(buf, src, *home, home_step, d);
       }
   }
   for (int h : homes_)
-    while (h != topo_.world_rank && snapshots_from_[h] < snapshots) {
-      MPI_Status st = p2p_.probe(h, TAG_SNAPSHOT);
-      buf.resize(Comm::status_bytes(st));
-      p2p_.recv(buf.data(), (int)buf.size(), h, TAG_SNAPSHOT);
-      apply_snapshot(buf.data(), buf.size(), mc, layout, experts_arena);
-      ++snapshots_from_[h];
-    }
+    while (h != topo_.world_rank && snapshots_from_[h] < snapshots)
+      take_snapshot(buf, h, mc, layout, experts_arena);
   wait_sends();
 }
 
@@ -177,9 +166,7 @@ void ExpertTier::receive_deltas(ExpertHome& home) {
   std::vector<uint8_t> buf;
   for (int src = 0; src < topo_.learners(); ++src) {
     if (src == topo_.world_rank) continue;
-    MPI_Status st = p2p_.probe(src, TAG_ADAPTER);
-    buf.resize(Comm::status_bytes(st));
-    p2p_.recv(buf.data(), (int)buf.size(), src, TAG_ADAPTER);
+    recv_into(buf, src, TAG_ADAPTER);
     home.fold_deltas(buf.data(), buf.size());
   }
 }

@@ -88,6 +88,9 @@ class ExpertTier {
   void take_bundle(const std::vector<uint8_t>& buf, int src, ExpertHome& home, int64_t home_step,
                    Drained& d);
   void send(const std::shared_ptr<std::vector<uint8_t>>& buf, int dest, int tag, Tier t);
+  int recv_into(std::vector<uint8_t>& buf, int src, int tag);
+  void take_snapshot(std::vector<uint8_t>& buf, int src, const ModelConfig& mc,
+                     const ParamLayout& layout, float* experts_arena);
 
   const Topology& topo_;
   Comm& p2p_;

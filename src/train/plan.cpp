@@ -90,7 +90,14 @@ Plan make_plan(const Config& cfg) {
     const double sk = 4.0 + (double)sketch_wire_bytes((SketchElem)cfg.sketch.dtype, (int)std::ceil(rows), (int)d);
     const double remote = W > 0 ? (double)M * E : (double)M * E * (NL - 1) / NL;
     const double homes = W > 0 ? W : std::min<double>(NL, (double)M * E) - 1;
-    bps[(int)Tier::SKETCH] = (remote * sk) / cfg.experts.sketch_every + homes * sizeof(SketchBundleHeader);
+    if (cfg.experts.signal == ExpertSignalKind::SKETCHES) {
+      bps[(int)Tier::SKETCH] = (remote * sk) / cfg.experts.sketch_every + homes * sizeof(SketchBundleHeader);
+    } else {  // adapter deltas: A and B of every weight of every remote expert, fp32
+      const double r = cfg.experts.adapter_rank, mats = m.expert_act == ExpertActKind::SWIGLU ? 3 : 2;
+      bps[(int)Tier::ADAPTER] = (remote * (20.0 + 4.0 * r * mats * (d + h)) + 4.0 * homes) /
+                                cfg.experts.adapter_every;
+      bps[(int)Tier::CONTROL] += homes * sizeof(SketchBundleHeader);  // empty bundles: flags only
+    }
     if (W == 0)  // my experts' views to every other learner
       bps[(int)Tier::SNAPSHOT] = (4.0 + (double)M * E / NL * view_msg) * (NL - 1) / snap_every;
   }

@@ -236,6 +236,24 @@ TEST(LowrankFit, Deterministic) {
   EXPECT_LT(std::sqrt(diff) / frob(Da), 1e-2);
 }
 
+// A zero matrix (or a zero residual) fits to U = 0 with finite V: it can be sent and added.
+TEST(LowrankFit, ZeroMatrix) {
+  std::vector<float> Z(20 * 12, 0.f);
+  auto f = px::lowrank_fit(Z.data(), 20, 12, 4, 1);
+  for (float u : f.U) EXPECT_EQ(u, 0.f);
+  for (float v : f.V) EXPECT_TRUE(std::isfinite(v));
+  auto wire = px::lowrank_to_wire(f);
+  EXPECT_TRUE(same_bits(px::lowrank_from_wire(wire.data(), wire.size()), f));
+  auto W = to_f(randn(20 * 12, 51));
+  auto view = px::lowrank_fit(W.data(), 20, 12, 12, 1);  // full rank: residual ~ fp32 rounding
+  auto d = px::lowrank_delta(W.data(), view, 8, 2);
+  auto upd = view;
+  px::lowrank_add(upd, d);
+  EXPECT_LT(fit_err(W, upd) / frob(W), 1e-6);
+  px::lowrank_add(f, px::lowrank_delta(Z.data(), f, 2, 3));
+  EXPECT_EQ(fit_err(Z, f), 0.0);
+}
+
 TEST(LowrankFit, BadArgumentsThrow) {
   auto W = to_f(randn(12 * 10, 50));
   EXPECT_THROW(px::lowrank_fit(W.data(), 12, 10, 0, 1), std::invalid_argument);

@@ -1,9 +1,11 @@
 // The expert home of mode parallax on one rank (src/sync/expert_home.hpp): masters start from
-// the arena, snapshots carry exactly the ternary views of the masters and apply_snapshot writes
-// them into another arena, malformed snapshots are refused, initial views leave a rank's own
-// experts alone, and an update with only local gradients is one AdamW step of those gradients.
+// the arena, view messages carry exactly the ternary views of the masters (or low-rank deltas
+// that keep home and island surrogates bit-identical) and ExpertViews writes them into another
+// rank's arena, malformed messages are refused, initial views leave a rank's own experts alone,
+// an update with only local gradients is one AdamW step, adapter deltas fold token-weighted.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -12,7 +14,9 @@
 #include "model/ternary_view.hpp"         // defines: ternary_view_from_master
 #include "ops/cpu/cpu_ops.hpp"            // defines: adamw_update
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
-#include "sync/expert_home.hpp"           // defines: ExpertHome, apply_snapshot
+#include "sync/expert_home.hpp"           // defines: ExpertHome
+#include "model/expert_slices.hpp"        // defines: expert_offset
+#include "sync/expert_views.hpp"          // defines: ExpertViews
 
 using namespace px;
 
@@ -38,9 +42,13 @@ TEST(ExpertHome, SnapshotCarriesTheTernaryViewsOfTheMasters) {
   ASSERT_EQ(mine.size(), (size_t)cfg.model.moe_layers() * cfg.model.n_experts / 2);
   ExpertHome home(cfg, model.layout(), mine, model.params(Arena::EXPERTS));
   const size_t n = model.layout().experts_size, wsz = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
+  // rank 0's arena: -99 everywhere except its own experts (ExpertViews writes the others)
   std::vector<float> other(n, -99.f);
-  const std::vector<uint8_t> msg = home.snapshot();
-  apply_snapshot(msg.data(), msg.size(), cfg.model, model.layout(), other.data());
+  const Topology topo0 = Topology::make(2, 1, 0, 0, 0, 2);
+  ExpertViews views(cfg, model.layout(), topo0, other.data());
+  std::fill(other.begin(), other.end(), -99.f);
+  const std::vector<uint8_t> msg = home.view_message(1);
+  views.apply(msg.data(), msg.size(), other.data());
   for (auto id : mine) {  // every homed expert became the dequantized view of its master
     const float* m = model.params(Arena::EXPERTS);
     const size_t o1 = w1_off(cfg, model.layout(), id.moe_layer, id.expert);
@@ -58,17 +66,19 @@ TEST(ExpertHome, SnapshotCarriesTheTernaryViewsOfTheMasters) {
   auto theirs = experts_homed_at(topo, 0, cfg.model.moe_layers(), cfg.model.n_experts);
   EXPECT_EQ(other[w1_off(cfg, model.layout(), theirs[0].moe_layer, theirs[0].expert)], -99.f);
   // malformed messages are refused with a reason
-  EXPECT_THROW(apply_snapshot(msg.data(), msg.size() - 1, cfg.model, model.layout(), other.data()),
-               std::invalid_argument);
+  EXPECT_THROW(views.apply(msg.data(), msg.size() - 1, other.data()), std::invalid_argument);
   auto extra = msg;
   extra.push_back(0);
-  EXPECT_THROW(apply_snapshot(extra.data(), extra.size(), cfg.model, model.layout(), other.data()),
-               std::invalid_argument);
+  EXPECT_THROW(views.apply(extra.data(), extra.size(), other.data()), std::invalid_argument);
   auto bad_id = msg;
   const int32_t big = 1000;
   std::memcpy(bad_id.data() + 4, &big, 4);
-  EXPECT_THROW(apply_snapshot(bad_id.data(), bad_id.size(), cfg.model, model.layout(), other.data()),
-               std::invalid_argument);
+  EXPECT_THROW(views.apply(bad_id.data(), bad_id.size(), other.data()), std::invalid_argument);
+  // a message about rank 0's own experts is refused too
+  ExpertHome own(cfg, model.layout(), experts_homed_at(topo, 0, cfg.model.moe_layers(), cfg.model.n_experts),
+                 model.params(Arena::EXPERTS));
+  const auto wrong = own.view_message(1);
+  EXPECT_THROW(views.apply(wrong.data(), wrong.size(), other.data()), std::invalid_argument);
 }
 
 TEST(ExpertHome, InitialViewsSpareTheRanksOwnExperts) {
@@ -78,7 +88,7 @@ TEST(ExpertHome, InitialViewsSpareTheRanksOwnExperts) {
   const std::vector<float> before(model.params(Arena::EXPERTS),
                                   model.params(Arena::EXPERTS) + model.layout().experts_size);
   const Topology topo = Topology::make(2, 1, 0, 0, 0, 2);
-  apply_initial_views(cfg, model.layout(), topo, model.params(Arena::EXPERTS));
+  ExpertViews views(cfg, model.layout(), topo, model.params(Arena::EXPERTS));
   for (int m = 0; m < cfg.model.moe_layers(); ++m)
     for (int e = 0; e < cfg.model.n_experts; ++e) {
       const size_t o = w1_off(cfg, model.layout(), m, e);
@@ -165,4 +175,46 @@ TEST(ExpertHome, FoldsTheTokenWeightedMeanOfAdapterDeltas) {
   auto truncated = message(0.1f, 1);
   truncated.pop_back();
   EXPECT_THROW(home.fold_deltas(truncated.data(), truncated.size()), std::invalid_argument);
+}
+
+// View "lowrank": the home fits the same initial surrogates as the islands; each view message
+// carries deltas that the home and the islands add identically, so the islands' arena equals
+// the home's surrogates bit for bit, and the surrogate moves towards the changed masters.
+TEST(ExpertHome, LowrankDeltasKeepHomeAndIslandSurrogatesIdentical) {
+  Config cfg = tiny_parallax();
+  cfg.experts.view = ViewKind::LOWRANK;
+  cfg.experts.surrogate_rank = 8;
+  cfg.experts.update_rank = 4;
+  MoeModel<float> model(cfg.model, 1, 2);
+  model.init_params(11);
+  const Topology topo = Topology::make(2, 1, 0, 0, 1, 2), topo0 = Topology::make(2, 1, 0, 0, 0, 2);
+  ExpertHome home(cfg, model.layout(), experts_homed_at(topo, 1, cfg.model.moe_layers(), cfg.model.n_experts),
+                  model.params(Arena::EXPERTS));
+  std::vector<float> island(model.params(Arena::EXPERTS), model.params(Arena::EXPERTS) + model.layout().experts_size);
+  ExpertViews views(cfg, model.layout(), topo0, island.data());
+  ASSERT_EQ(views.factors().size(), home.surrogate_factors().size());
+  EXPECT_EQ(views.factors(), home.surrogate_factors()) << "the initial fits must agree";
+  // move the masters by a low-rank change, then two view messages
+  const size_t wsz = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
+  for (size_t i = 0; i < home.masters().size(); ++i)
+    home.masters()[i] += 0.05f * (float)((i % wsz) % cfg.model.expert_hidden) / cfg.model.expert_hidden;
+  auto err = [&] {  // relative distance of the island's view to the home's masters
+    double num = 0, den = 0;
+    std::vector<float> mine(island.size());
+    home.write_masters(mine.data());
+    for (auto id : home.owned())
+      for (int k = 0; k < 3; ++k) {
+        const size_t o = px::expert_offset(cfg.model, model.layout(), id.moe_layer, id.expert, k);
+        for (size_t j = 0; j < wsz; ++j)
+          num += std::pow(island[o + j] - mine[o + j], 2), den += std::pow(mine[o + j], 2);
+      }
+    return std::sqrt(num / den);
+  };
+  const double before = err();
+  for (int step = 1; step <= 2; ++step) {
+    const auto msg = home.view_message(step);
+    views.apply(msg.data(), msg.size(), island.data());
+    EXPECT_EQ(views.factors(), home.surrogate_factors()) << "step " << step;
+  }
+  EXPECT_LT(err(), 0.9 * before) << "before " << before;
 }

@@ -1,6 +1,7 @@
 // validate_config (table-driven ranges + cross-field rules) and check_supported.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "config/config.hpp"
@@ -113,8 +114,11 @@ void check_supported(const Config& c) {
         fail(fmt::format("experts.adapter_rank = {}: deltas are sent at full adapter rank, which "
                          "must be at most experts.update_rank ({})", x.adapter_rank, x.update_rank));
     }
-    if (x.view != ViewKind::TERNARY)
-      fail("experts.view = \"lowrank\" is not supported yet; use \"ternary\"");
+    if (x.view == ViewKind::LOWRANK &&
+        x.surrogate_rank > std::min(c.model.d_model, c.model.expert_hidden))
+      fail(fmt::format("experts.surrogate_rank = {}: must be at most min(model.d_model, "
+                       "model.expert_hidden) = {}", x.surrogate_rank,
+                       std::min(c.model.d_model, c.model.expert_hidden)));
     if (x.adapter_rank != 0 && x.signal == ExpertSignalKind::SKETCHES)
       fail(fmt::format("experts.adapter_rank = {} with experts.signal = \"sketches\": adapters "
                        "are trained only under the adapter signal; use 0 (frozen views)",

@@ -1,4 +1,4 @@
-// defines: ExpertHome, apply_snapshot, run_sketch_key
+// defines: ExpertHome, run_sketch_key
 #include "sync/expert_home.hpp"
 
 #include <algorithm>
@@ -7,7 +7,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "model/expert_slices.hpp"  // defines: expert_offset, expert_act_of
 #include "model/ternary_view.hpp"  // defines: ternary_view_from_master, ternary_expert_*_wire
+#include "sync/expert_views.hpp"   // defines: view_seed, lowrank_factors
 #include "ops/cpu/cpu_ops.hpp"     // defines: adamw_update
 #include "optim/adamw.hpp"         // defines: AdamWConfig (betas, eps)
 #include "util/hash_rng.hpp"       // defines: splitmix64
@@ -15,18 +17,6 @@
 namespace px {
 
 namespace {
-
-cpu::ExpertAct act_of(const ModelConfig& mc) {
-  return mc.expert_act == ExpertActKind::SWIGLU ? cpu::EXPERT_ACT_SWIGLU : cpu::EXPERT_ACT_RELU2;
-}
-
-// Offsets of routed expert e of MoE layer m: W1, W3, W2 (which = 0, 1, 2) in an experts arena.
-size_t expert_offset(const ModelConfig& mc, const ParamLayout& layout, int m, int e, int which) {
-  const LayerOffsets& L = layout.layers[mc.dense_layers + m];
-  const size_t wsz = (size_t)mc.d_model * mc.expert_hidden;
-  const size_t base = which == 0 ? L.expert_w1 : which == 1 ? L.expert_w3 : L.expert_w2;
-  return base + (size_t)e * wsz;
-}
 
 template <class T>
 T take(const uint8_t*& p, const uint8_t* end, const char* what) {
@@ -52,7 +42,7 @@ ExpertHome::ExpertHome(const Config& cfg, const ParamLayout& layout, std::vector
       per_((size_t)(swiglu_ ? 3 : 2) * d_ * h_), masters_(owned_.size() * per_),
       grads_(owned_.size() * per_, 0.f), m_(owned_.size() * per_, 0.f),
       v_(owned_.size() * per_, 0.f),
-      sketches_(d_, h_, act_of(cfg.model), run_sketch_key(cfg), cfg.sketch.tokens,
+      sketches_(d_, h_, expert_act_of(cfg.model), run_sketch_key(cfg), cfg.sketch.tokens,
                 cfg.sketch.max_staleness, make_slots()) {
   const size_t wsz = (size_t)d_ * h_;
   for (size_t i = 0; i < owned_.size(); ++i) {
@@ -60,6 +50,11 @@ ExpertHome::ExpertHome(const Config& cfg, const ParamLayout& layout, std::vector
     std::memcpy(dst, experts_arena + arena_off((int)i, 0), wsz * 4);
     if (swiglu_) std::memcpy(dst + wsz, experts_arena + arena_off((int)i, 1), wsz * 4);
     std::memcpy(dst + per_ - wsz, experts_arena + arena_off((int)i, 2), wsz * 4);
+    if (cfg.experts.view == ViewKind::LOWRANK)  // the islands fit the same surrogate at start
+      surrogates_.push_back(lowrank_view_from_master(
+          dst, swiglu_ ? dst + wsz : (const float*)nullptr, dst + per_ - wsz, d_, h_,
+          expert_act_of(cfg.model), cfg.experts.surrogate_rank,
+          view_seed(cfg, owned_[i].moe_layer, owned_[i].expert, 0)));
   }
 }
 
@@ -187,16 +182,26 @@ void ExpertHome::write_masters(float* experts_arena) const {
   }
 }
 
-std::vector<uint8_t> ExpertHome::snapshot() const {
+std::vector<uint8_t> ExpertHome::view_message(int64_t step) {
   std::vector<uint8_t> out(4);
   const uint32_t n = (uint32_t)owned_.size();
   std::memcpy(out.data(), &n, 4);
   const size_t wsz = (size_t)d_ * h_;
+  const bool lowrank = cfg_.experts.view == ViewKind::LOWRANK;
   for (size_t i = 0; i < owned_.size(); ++i) {
     const float* w = masters_.data() + i * per_;
-    TernaryExpertView v = ternary_view_from_master(w, swiglu_ ? w + wsz : (const float*)nullptr,
-                                                   w + per_ - wsz, d_, h_, act_of(cfg_.model));
-    std::vector<uint8_t> wire = ternary_expert_to_wire(v);
+    const float* w3 = swiglu_ ? w + wsz : nullptr;
+    std::vector<uint8_t> wire;
+    if (lowrank) {
+      const LowrankExpertView delta = lowrank_expert_delta(
+          w, w3, w + per_ - wsz, surrogates_[i], cfg_.experts.update_rank,
+          view_seed(cfg_, owned_[i].moe_layer, owned_[i].expert, step));
+      lowrank_expert_add(surrogates_[i], delta);
+      wire = lowrank_expert_to_wire(delta);
+    } else {
+      wire = ternary_expert_to_wire(
+          ternary_view_from_master(w, w3, w + per_ - wsz, d_, h_, expert_act_of(cfg_.model)));
+    }
     const int32_t head[2] = {owned_[i].moe_layer, owned_[i].expert};
     const uint32_t bytes = (uint32_t)wire.size();
     const size_t o = out.size();
@@ -208,45 +213,11 @@ std::vector<uint8_t> ExpertHome::snapshot() const {
   return out;
 }
 
-void apply_snapshot(const uint8_t* bytes, size_t size, const ModelConfig& mc,
-                    const ParamLayout& layout, float* experts_arena) {
-  const uint8_t *p = bytes, *end = bytes + size;
-  const uint32_t n = take<uint32_t>(p, end, "the expert count");
-  for (uint32_t i = 0; i < n; ++i) {
-    const int32_t m = take<int32_t>(p, end, "an expert id"), e = take<int32_t>(p, end, "an expert id");
-    const uint32_t len = take<uint32_t>(p, end, "an expert length");
-    if (m < 0 || m >= mc.moe_layers() || e < 0 || e >= mc.n_experts)
-      throw std::invalid_argument("snapshot message names expert (" + std::to_string(m) + ", " +
-                                  std::to_string(e) + ") outside the model");
-    if ((size_t)(end - p) < len) throw std::invalid_argument("snapshot message truncated in a view");
-    TernaryExpertView v = ternary_expert_from_wire(p, len);
-    if (v.d != mc.d_model || v.h != mc.expert_hidden || v.kind != act_of(mc))
-      throw std::invalid_argument("snapshot view of expert (" + std::to_string(m) + ", " +
-                                  std::to_string(e) + ") has another shape or activation");
-    float* W3 = v.kind == cpu::EXPERT_ACT_SWIGLU ? experts_arena + expert_offset(mc, layout, m, e, 1)
-                                                 : nullptr;
-    v.dequantize(experts_arena + expert_offset(mc, layout, m, e, 0), W3,
-                 experts_arena + expert_offset(mc, layout, m, e, 2));
-    p += len;
-  }
-  if (p != end) throw std::invalid_argument("snapshot message has trailing bytes");
+std::vector<float> ExpertHome::surrogate_factors() const { return lowrank_factors(surrogates_); }
+
+void ExpertHome::set_surrogate_factors(const std::vector<float>& f) {
+  set_lowrank_factors(surrogates_, f);
 }
 
 }  // namespace px
 
-namespace px {
-void apply_initial_views(const Config& cfg, const ParamLayout& layout, const Topology& topo,
-                         float* experts_arena) {
-  const ModelConfig& mc = cfg.model;
-  const bool swiglu = mc.expert_act == ExpertActKind::SWIGLU;
-  for (int m = 0; m < mc.moe_layers(); ++m)
-    for (int e = 0; e < mc.n_experts; ++e) {
-      if (expert_home(topo, m, e, mc.n_experts) == topo.world_rank) continue;
-      float* W1 = experts_arena + expert_offset(mc, layout, m, e, 0);
-      float* W3 = swiglu ? experts_arena + expert_offset(mc, layout, m, e, 1) : nullptr;
-      float* W2 = experts_arena + expert_offset(mc, layout, m, e, 2);
-      ternary_view_from_master(W1, (const float*)W3, W2, mc.d_model, mc.expert_hidden, act_of(mc))
-          .dequantize(W1, W3, W2);
-    }
-}
-}  // namespace px

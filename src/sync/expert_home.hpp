@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "config/config.hpp"               // defines: Config
+#include "model/lowrank_view.hpp"          // defines: LowrankExpertView
 #include "model/param_layout.hpp"          // defines: ParamLayout
 #include "parallel/expert_placement.hpp"   // defines: ExpertId
 #include "sketch/sketch_home.hpp"          // defines: SketchHome
@@ -57,9 +58,11 @@ class ExpertHome {
   void apply_deltas();
   // Copies the masters into their slots of an experts arena.
   void write_masters(float* experts_arena) const;
-  // The ternary views of every owned expert, as one message:
-  //   u32 count, then per expert: i32 moe_layer, i32 expert, u32 bytes, ternary expert wire.
-  std::vector<uint8_t> snapshot() const;
+  // The view message of step `step` for the islands (format in sync/expert_views.hpp):
+  // view "ternary": the ternary snapshot of every owned master; view "lowrank": the
+  // rank-update_rank delta of every owned expert's surrogate towards its master, which the
+  // home adds to its own copy of the surrogate exactly as the learners will.
+  std::vector<uint8_t> view_message(int64_t step);
 
   const SketchTally& tally() const { return sketches_.tally(); }
 
@@ -68,6 +71,9 @@ class ExpertHome {
   std::vector<float>& grad_sum() { return grads_; }
   std::vector<float>& adam_m() { return m_; }
   std::vector<float>& adam_v() { return v_; }
+  // view "lowrank": the islands' surrogates of my experts, as flat factors (checkpoints)
+  std::vector<float> surrogate_factors() const;
+  void set_surrogate_factors(const std::vector<float>& f);
   int steps_taken() const { return steps_; }
   void set_steps_taken(int s) { steps_ = s; }
 
@@ -83,23 +89,12 @@ class ExpertHome {
   bool swiglu_;
   size_t per_;
   std::vector<float> masters_, grads_, m_, v_;
+  std::vector<LowrankExpertView> surrogates_;  // view "lowrank": what the islands hold
   std::vector<double> delta_sum_;   // adapter signal: sum of tokens x delta, packed like masters
   std::vector<int64_t> delta_tok_;  // per expert
   int steps_ = 0;
   SketchHome sketches_;
 };
 
-// Applies a snapshot message (ExpertHome::snapshot) to an experts arena: dequantized views.
-// Throws std::invalid_argument on a malformed message (naming what is wrong).
-void apply_snapshot(const uint8_t* bytes, size_t size, const ModelConfig& mc,
-                    const ParamLayout& layout, float* experts_arena);
-
 }  // namespace px
 
-namespace px {
-// At the start of a parallax run (not on resume): every expert not homed at topo.world_rank
-// becomes, in this rank's experts arena, the dequantized ternary view of its initial weights
-// (every rank starts from the same initial weights, so this needs no message).
-void apply_initial_views(const Config& cfg, const ParamLayout& layout, const Topology& topo,
-                         float* experts_arena);
-}  // namespace px

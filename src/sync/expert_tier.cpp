@@ -108,36 +108,33 @@ ExpertTier::Drained ExpertTier::drain_sketches(ExpertHome& home, int64_t home_st
   return d;
 }
 
-void ExpertTier::send_snapshot(std::vector<uint8_t> msg) {
+void ExpertTier::send_snapshot(std::vector<uint8_t> msg, Tier t) {
   auto buf = std::make_shared<std::vector<uint8_t>>(std::move(msg));
   for (int r = 0; r < topo_.learners(); ++r)
-    if (r != topo_.world_rank) send(buf, r, TAG_SNAPSHOT, Tier::SNAPSHOT);
+    if (r != topo_.world_rank) send(buf, r, TAG_SNAPSHOT, t);
 }
 
-void ExpertTier::take_snapshot(std::vector<uint8_t>& buf, int src, const ModelConfig& mc,
-                               const ParamLayout& layout, float* experts_arena) {
+void ExpertTier::take_snapshot(std::vector<uint8_t>& buf, int src, ExpertViews& views,
+                               float* experts_arena) {
   const int h = recv_into(buf, src, TAG_SNAPSHOT);
-  apply_snapshot(buf.data(), buf.size(), mc, layout, experts_arena);
+  views.apply(buf.data(), buf.size(), experts_arena);
   ++snapshots_from_[h];
 }
 
-void ExpertTier::receive_snapshots(const ModelConfig& mc, const ParamLayout& layout,
-                                   float* experts_arena) {
+void ExpertTier::receive_snapshots(ExpertViews& views, float* experts_arena) {
   std::vector<uint8_t> buf;
   for (int h : homes_)
-    if (h != topo_.world_rank) take_snapshot(buf, h, mc, layout, experts_arena);
+    if (h != topo_.world_rank) take_snapshot(buf, h, views, experts_arena);
 }
 
-void ExpertTier::drain_snapshots(const ModelConfig& mc, const ParamLayout& layout,
-                                 float* experts_arena) {
+void ExpertTier::drain_snapshots(ExpertViews& views, float* experts_arena) {
   std::vector<uint8_t> buf;
   while (p2p_.iprobe(MPI_ANY_SOURCE, TAG_SNAPSHOT))
-    take_snapshot(buf, MPI_ANY_SOURCE, mc, layout, experts_arena);
+    take_snapshot(buf, MPI_ANY_SOURCE, views, experts_arena);
 }
 
 void ExpertTier::finish_learner(ExpertHome* home, int64_t home_step, int64_t steps,
-                                int64_t snapshots, const ModelConfig& mc,
-                                const ParamLayout& layout, float* experts_arena) {
+                                int64_t snapshots, ExpertViews& views, float* experts_arena) {
   std::vector<uint8_t> buf;
   if (home) {
     Drained d;
@@ -149,7 +146,7 @@ void ExpertTier::finish_learner(ExpertHome* home, int64_t home_step, int64_t ste
   }
   for (int h : homes_)
     while (h != topo_.world_rank && snapshots_from_[h] < snapshots)
-      take_snapshot(buf, h, mc, layout, experts_arena);
+      take_snapshot(buf, h, views, experts_arena);
   wait_sends();
 }
 

@@ -25,6 +25,7 @@
 #include "parallel/comm.hpp"        // defines: Comm
 #include "parallel/topology.hpp"    // defines: Topology
 #include "sync/expert_home.hpp"     // defines: ExpertHome
+#include "sync/expert_views.hpp"    // defines: ExpertViews
 
 namespace px {
 
@@ -53,10 +54,11 @@ class ExpertTier {
   // Home: receives one bundle of `step` from every learner except itself and hands the sketches
   // to `home`. Returns the OR of the bundles' flags.
   uint32_t receive_sketches(int64_t step, ExpertHome& home);
-  // Home: sends `msg` (ExpertHome::snapshot) to every learner except itself.
-  void send_snapshot(std::vector<uint8_t> msg);
-  // Learner: receives one snapshot from every home except itself into the experts arena.
-  void receive_snapshots(const ModelConfig& mc, const ParamLayout& layout, float* experts_arena);
+  // Home: sends `msg` (ExpertHome::view_message) to every learner except itself, counted in
+  // tier t (snapshot or surrogate).
+  void send_snapshot(std::vector<uint8_t> msg, Tier t);
+  // Learner: receives one view message from every home except itself and applies it.
+  void receive_snapshots(ExpertViews& views, float* experts_arena);
   // Adapter signal (deterministic): a learner sends its delta message to every home except
   // itself (tier "adapter"); a home folds one message from every learner except itself.
   void send_deltas(std::map<int, std::vector<uint8_t>> by_home);
@@ -76,11 +78,11 @@ class ExpertTier {
   // home_step. With `one`, stops after one bundle and blocks until it comes (expert workers).
   Drained drain_sketches(ExpertHome& home, int64_t home_step, bool one = false);
   // Learner: applies every snapshot that has arrived.
-  void drain_snapshots(const ModelConfig& mc, const ParamLayout& layout, float* experts_arena);
+  void drain_snapshots(ExpertViews& views, float* experts_arena);
   // Learner at the end of a non-deterministic run of `steps` steps with `snapshots` snapshot
   // steps: takes the bundles (home) and snapshots still in flight, then completes its sends.
   void finish_learner(ExpertHome* home, int64_t home_step, int64_t steps, int64_t snapshots,
-                      const ModelConfig& mc, const ParamLayout& layout, float* experts_arena);
+                      ExpertViews& views, float* experts_arena);
   // Expert worker: bundles with the STOP / CHECKPOINT flag seen per step.
   std::map<int64_t, int>& flagged(uint32_t flag) { return flag == EXPERT_FLAG_STOP ? stops_ : ckpts_; }
 
@@ -89,8 +91,7 @@ class ExpertTier {
                    Drained& d);
   void send(const std::shared_ptr<std::vector<uint8_t>>& buf, int dest, int tag, Tier t);
   int recv_into(std::vector<uint8_t>& buf, int src, int tag);
-  void take_snapshot(std::vector<uint8_t>& buf, int src, const ModelConfig& mc,
-                     const ParamLayout& layout, float* experts_arena);
+  void take_snapshot(std::vector<uint8_t>& buf, int src, ExpertViews& views, float* experts_arena);
 
   const Topology& topo_;
   Comm& p2p_;

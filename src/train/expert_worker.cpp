@@ -21,7 +21,10 @@ void run_expert_worker(const Config& cfg, const Topology& topo, Comm& p2p, MPI_C
                   init.params(Arena::EXPERTS));
   ExpertTier tier(cfg, topo, p2p);
   int64_t step = resume_from.empty() ? 0 : load_home_state(resume_from, topo.world_rank, home);
-  const int U = cfg.experts.expert_update_every, snap = cfg.experts.snapshot_every;
+  const bool lowrank = cfg.experts.view == ViewKind::LOWRANK;
+  const int U = cfg.experts.expert_update_every,
+            snap = lowrank ? cfg.experts.surrogate_every : cfg.experts.snapshot_every;
+  const Tier view_tier = lowrank ? Tier::SURROGATE : Tier::SNAPSHOT;
   const int64_t steps = cfg.train.steps;
   log.info("expert worker {}: homes {} experts, from step {}", topo.worker_index,
            home.owned().size(), step);
@@ -42,7 +45,7 @@ void run_expert_worker(const Config& cfg, const Topology& topo, Comm& p2p, MPI_C
         tier.receive_deltas(home);
         home.apply_deltas();
       }
-      if (step % snap == 0) tier.send_snapshot(home.snapshot());
+      if (step % snap == 0) tier.send_snapshot(home.view_message(step), view_tier);
       tier.wait_sends();
       if (flags & EXPERT_FLAG_CHECKPOINT) checkpoint(step);
       if (flags & EXPERT_FLAG_STOP) break;
@@ -58,7 +61,8 @@ void run_expert_worker(const Config& cfg, const Topology& topo, Comm& p2p, MPI_C
       const ExpertTier::Drained d = tier.drain_sketches(home, step, true);
       step = std::max(step, d.newest_step);
       for (; next_update <= step; next_update += U) home.update(lr_of(next_update), (double)topo.islands * U);
-      for (; next_snap <= step; next_snap += snap) tier.send_snapshot(home.snapshot());
+      for (; next_snap <= step; next_snap += snap)
+        tier.send_snapshot(home.view_message(next_snap), view_tier);
       tier.progress();
       auto& ck = tier.flagged(EXPERT_FLAG_CHECKPOINT);
       for (auto it = ck.begin(); it != ck.end();)

@@ -1,6 +1,7 @@
 // defines: ParallaxExperts
 #include "train/parallax_experts.hpp"
 
+#include "model/expert_slices.hpp"          // defines: expert_act_of
 #include "ops/cpu/cpu_ops.hpp"              // defines: expert_ffn_forward, expert_ffn_backward
 #include "parallel/expert_placement.hpp"    // defines: expert_home
 #include "sketch/sketch_sample.hpp"         // defines: sketch_sample_rows, sketch_gather
@@ -10,11 +11,6 @@
 
 namespace px {
 
-namespace {
-cpu::ExpertAct act_of(const ModelConfig& mc) {
-  return mc.expert_act == ExpertActKind::SWIGLU ? cpu::EXPERT_ACT_SWIGLU : cpu::EXPERT_ACT_RELU2;
-}
-}  // namespace
 
 ParallaxExperts::ParallaxExperts(const Config& cfg, const Topology& topo, MoeModel<float>& model,
                                  int max_rows)
@@ -28,7 +24,7 @@ ParallaxExperts::ParallaxExperts(const Config& cfg, const Topology& topo, MoeMod
   bounds_.assign(M, std::vector<int32_t>(E_ + 1, 0));
   const size_t rh = (size_t)max_rows * h_;
   a_.assign(M, std::vector<float>(rh));
-  b_.assign(M, std::vector<float>(act_of(cfg.model) == cpu::EXPERT_ACT_SWIGLU ? rh : 0));
+  b_.assign(M, std::vector<float>(expert_act_of(cfg.model) == cpu::EXPERT_ACT_SWIGLU ? rh : 0));
   act_.assign(M, std::vector<float>(rh));
   s1_.resize(rh);
   s2_.resize(rh);
@@ -46,18 +42,18 @@ void ParallaxExperts::forward(int m, const float* xp, const int32_t* bounds, flo
   const float* W = model_.params(Arena::EXPERTS);
   xp_[m] = xp;
   std::copy(bounds, bounds + E_ + 1, bounds_[m].begin());
-  const bool swiglu = act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
+  const bool swiglu = expert_act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
   cpu::expert_ffn_forward<float>(yp, a_[m].data(), swiglu ? b_[m].data() : nullptr,
                                  act_[m].data(), xp, W + L.expert_w1,
                                  swiglu ? W + L.expert_w3 : nullptr, W + L.expert_w2, bounds, E_,
-                                 d_, h_, act_of(cfg_.model));
+                                 d_, h_, expert_act_of(cfg_.model));
 }
 
 void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
   const auto& L = model_.layout().layers[cfg_.model.dense_layers + m];
   const float* W = model_.params(Arena::EXPERTS);
   float* G = model_.grads(Arena::EXPERTS);
-  const bool swiglu = act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
+  const bool swiglu = expert_act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
   const size_t wsz = (size_t)d_ * h_;
   const auto& bd = bounds_[m];
   for (int e = 0; e < E_; ++e) {
@@ -75,7 +71,7 @@ void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
         dense ? G + L.expert_w2 + e * wsz : nullptr, dyp + od, xp_[m] + od, a_[m].data() + oh,
         swiglu ? b_[m].data() + oh : nullptr, act_[m].data() + oh, W + L.expert_w1 + e * wsz,
         swiglu ? W + L.expert_w3 + e * wsz : nullptr, W + L.expert_w2 + e * wsz, seg, 1, d_, h_,
-        act_of(cfg_.model), s1_.data(), s2_.data(), s3_.data());
+        expert_act_of(cfg_.model), s1_.data(), s2_.data(), s3_.data());
     if (mine || !sketch_) continue;
     // a sketch of this expert's rows for its home (DESIGN §7)
     SketchSample sample;

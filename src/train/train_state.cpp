@@ -48,6 +48,7 @@ void add_home_state(ParallelCheckpointWriter& w, ExpertHome& h, int64_t step) {
   w.add("home/grad_sum", sp(h.grad_sum()));
   w.add("home/m", sp(h.adam_m()));
   w.add("home/v", sp(h.adam_v()));
+  if (!h.surrogate_factors().empty()) w.add("home/surrogates", sp(h.surrogate_factors()));
   const std::vector<int64_t> st = {step, h.steps_taken(), (int64_t)h.owned().size()};
   w.add("home/step_updates_experts", sp(st));
 }
@@ -63,7 +64,18 @@ int64_t load_home_state(const std::string& path, int rank, ExpertHome& h) {
     std::copy(x.begin(), x.end(), v->begin());  // in place: the sketch home points into them
   }
   h.set_steps_taken((int)st[1]);
+  const size_t nf = h.surrogate_factors().size();
+  if (nf) h.set_surrogate_factors(read_rank_array<float>(path, rank, "home/surrogates", nf));
   return st[0];
+}
+
+void add_view_state(ParallelCheckpointWriter& w, ExpertViews& v) {
+  if (v.lowrank()) w.add("views/lowrank_factors", sp(v.factors()));
+}
+
+void load_view_state(const std::string& path, int rank, ExpertViews& v) {
+  if (v.lowrank())
+    v.set_factors(read_rank_array<float>(path, rank, "views/lowrank_factors", v.factors().size()));
 }
 
 void add_adapter_state(ParallelCheckpointWriter& w, ExpertAdapters& a) {

@@ -11,6 +11,7 @@
 #include "data/bpe_tokenizer.hpp"          // defines: BpeTokenizer
 #include "io/checkpoint_parallel.hpp"      // defines: ParallelCheckpointWriter
 #include "sync/expert_home.hpp"            // defines: ExpertHome
+#include "sync/expert_views.hpp"           // defines: ExpertViews
 #include "sync/outer_sync.hpp"             // defines: OuterSync, Syncer
 #include "train/expert_adapters.hpp"       // defines: ExpertAdapters
 #include "train/learner.hpp"               // defines: Learner
@@ -35,6 +36,9 @@ int64_t load_home_state(const std::string& path, int rank, ExpertHome& h);
 // Mode parallax, adapter signal: a learner's views under the adapters, the adapters, their
 // AdamW moments, token counts and step in the current cycle.
 void add_adapter_state(ParallelCheckpointWriter& w, ExpertAdapters& a);
+// Mode parallax, view "lowrank": a learner's surrogates of the experts homed elsewhere.
+void add_view_state(ParallelCheckpointWriter& w, ExpertViews& v);
+void load_view_state(const std::string& path, int rank, ExpertViews& v);
 void load_adapter_state(const std::string& path, int rank, ExpertAdapters& a);
 // Collective over world. Rank 0 adds the tokenizer; writes DIR/step_XXXXXXXX.h5 and prunes.
 std::string commit_checkpoint(MPI_Comm world, ParallelCheckpointWriter& w, const std::string& dir,

@@ -20,7 +20,7 @@
 #include "optim/lr_schedule.hpp"    // defines: lr_at
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
 #include "parallel/topology.hpp"    // defines: Topology, Communicators
-#include "sync/expert_tier.hpp"     // defines: ExpertTier, ExpertHome
+#include "sync/expert_tier.hpp"     // defines: ExpertTier, ExpertHome, ExpertViews
 #include "train/expert_adapters.hpp"  // defines: ExpertAdapters
 #include "train/expert_worker.hpp"  // defines: run_expert_worker
 #include "train/train_state.hpp"    // defines: Progress, add_learner_state, commit_checkpoint
@@ -201,14 +201,16 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   std::unique_ptr<ExpertTier> tier;
   std::unique_ptr<ExpertHome> home;
   std::unique_ptr<ExpertAdapters> adapters;
+  std::unique_ptr<ExpertViews> views;
   if (cfg.train.mode == TrainMode::PARALLAX) {
     tier = std::make_unique<ExpertTier>(cfg, topo, p2p);
     auto mine = experts_homed_at(topo, wrank, mc.moe_layers(), mc.n_experts);
     if (!mine.empty())
       home = std::make_unique<ExpertHome>(cfg, L.model().layout(), std::move(mine),
                                           L.model().params(Arena::EXPERTS));
-    if (resume_from.empty())
-      apply_initial_views(cfg, L.model().layout(), topo, L.model().params(Arena::EXPERTS));
+    // every expert homed elsewhere becomes its view (on resume the checkpoint overwrites them)
+    views = std::make_unique<ExpertViews>(cfg, L.model().layout(), topo,
+                                          L.model().params(Arena::EXPERTS));
     if (cfg.experts.signal == ExpertSignalKind::ADAPTERS)
       adapters = std::make_unique<ExpertAdapters>(cfg, L.model().layout(), topo,
                                                   L.model().params(Arena::EXPERTS));
@@ -221,6 +223,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     L.sync_to_device();
     if (outer) outer->restore(pg.step, pg.island_tokens);
     if (home) load_home_state(resume_from, wrank, *home);
+    if (views) load_view_state(resume_from, wrank, *views);
     if (adapters) {
       load_adapter_state(resume_from, wrank, *adapters);
       adapters->materialize(L.model().params(Arena::EXPERTS));
@@ -283,6 +286,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     add_learner_state(w, L, outer.get(), pg);
     if (home) add_home_state(w, *home, step);
     if (adapters) add_adapter_state(w, *adapters);
+    if (views) add_view_state(w, *views);
     const std::string p = commit_checkpoint(world, w, ckpt_dir, cfg, step, tok.get(),
                                             cfg.checkpoint.keep);
     log->info("checkpoint {}", p);
@@ -348,14 +352,15 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
           home->write_masters(experts);
         }
       }
-      const bool snap = pg.step % cfg.experts.snapshot_every == 0;
-      if (snap && home) tier->send_snapshot(home->snapshot());
-      float* views = adapters ? adapters->views().data() : experts;  // snapshots land here
+      const bool snap = pg.step % views->every() == 0;
+      if (snap && home)
+        tier->send_snapshot(home->view_message(pg.step), views->lowrank() ? Tier::SURROGATE : Tier::SNAPSHOT);
+      float* base = adapters ? adapters->views().data() : experts;  // view messages land here
       if (det) {
-        if (snap) tier->receive_snapshots(mc, L.model().layout(), views);
+        if (snap) tier->receive_snapshots(*views, base);
         tier->wait_sends();
       } else {
-        tier->drain_snapshots(mc, L.model().layout(), views);
+        tier->drain_snapshots(*views, base);
         tier->progress();
       }
       if (adapters) adapters->materialize(experts);
@@ -422,10 +427,11 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     if (last) break;
   }
   if (tier && !cfg.train.deterministic) {  // take what is still in flight
-    const int64_t se = cfg.experts.snapshot_every;
+    const int64_t se = views->every();
     tier->finish_learner(home.get(), pg.step, pg.step - res.start_step,
-                         pg.step / se - res.start_step / se, mc, L.model().layout(),
-                         L.model().params(Arena::EXPERTS));
+                         pg.step / se - res.start_step / se, *views,
+                         adapters ? adapters->views().data() : L.model().params(Arena::EXPERTS));
+    if (adapters) adapters->materialize(L.model().params(Arena::EXPERTS));
   }
   if (outer) outer->finish();
   if (home) log->info("expert home: {} experts, {} updates, sketches {}", home->owned().size(),

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include "model/lowrank_view.hpp"         // defines: lowrank_expert_wire_bytes
 #include "model/ternary_view.hpp"         // defines: ternary_expert_wire_bytes
 #include "parallel/comm.hpp"              // defines: Tier
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
@@ -150,4 +151,39 @@ TEST(MpiParallax, AdapterSignalLearnsCountsBytesAndResumes) {
   EXPECT_EQ(rest.evals.back().second, full.evals.back().second);
   EXPECT_GT(full.comm_bytes[(int)Tier::ADAPTER][0], 0);
   EXPECT_EQ(full.comm_bytes[(int)Tier::ADAPTER][2], 0);  // the worker only receives deltas
+}
+
+// View "lowrank": the homes send rank-update_rank surrogate deltas every surrogate_every steps
+// (tier "surrogate", exactly (updates) x (other learners) x (4 + experts x (12 + delta wire))
+// bytes per home); with an expert worker the run resumes bit-identically.
+TEST(MpiParallax, LowrankViewsCountBytesAndResume) {
+  const int steps = 20, every = 5, u = 4;
+  const Config cfg = tiny(parallax({"topology.islands=2", "train.steps=20", "data.eval_every=20",
+                                    "checkpoint.every=0", "experts.view=\"lowrank\"",
+                                    "experts.surrogate_rank=16", "experts.update_rank=4",
+                                    "experts.surrogate_every=5", "sync.backbone_every=1000"}));
+  const TrainResult a = run(2, cfg, shared_dir("px_lowrank"));
+  Config wcfg = cfg;
+  wcfg.topology.expert_workers = 1;
+  wcfg.train.steps = 16;
+  wcfg.data.eval_every = 8;
+  const TrainResult full = run(3, wcfg, shared_dir("px_lowrank_w_full"));
+  const std::string part = shared_dir("px_lowrank_w_part");
+  const TrainResult first = run(3, wcfg, part, 7);
+  const TrainResult rest = run(3, wcfg, part, -1, true);
+  if (world_rank() != 0) return;
+  EXPECT_LT(a.evals.back().second, a.evals.front().second - 0.5);
+  const ModelConfig& mc = cfg.model;
+  const Topology topo = Topology::make(2, 1, 0, 0, 0, 2);
+  const int64_t delta = (int64_t)lowrank_expert_wire_bytes(cpu::EXPERT_ACT_SWIGLU, mc.d_model, mc.expert_hidden, u);
+  for (int me = 0; me < 2; ++me) {
+    const int64_t mine = (int64_t)experts_homed_at(topo, me, mc.moe_layers(), mc.n_experts).size();
+    EXPECT_EQ(a.comm_bytes[(int)Tier::SURROGATE][me], (steps / every) * (4 + mine * (12 + delta)))
+        << "rank " << me;
+    EXPECT_EQ(a.comm_bytes[(int)Tier::SNAPSHOT][me], 0);
+  }
+  ASSERT_EQ(rest.losses.size(), 9u);
+  for (size_t i = 0; i < 9; ++i) EXPECT_EQ(rest.losses[i], full.losses[7 + i]) << "step " << 8 + i;
+  EXPECT_EQ(rest.evals.back().second, full.evals.back().second);
+  EXPECT_GT(full.comm_bytes[(int)Tier::SURROGATE][2], 0);
 }

@@ -32,5 +32,6 @@ run parallax-H50-int8 4 train.mode=parallax sync.backbone_every=50 sync.outer_dt
 run parallax-H50-int8-fp8sk 4 train.mode=parallax sync.backbone_every=50 sync.outer_dtype=int8 sketch.dtype=fp8 sketch.tokens=16 "$@"
 run parallax-worker-H50 5 train.mode=parallax topology.expert_workers=1 sync.backbone_every=50 sync.outer_dtype=int8 "$@"
 run parallax-adapters-r4 4 train.mode=parallax sync.backbone_every=50 sync.outer_dtype=int8 experts.signal=adapters experts.adapter_rank=4 experts.adapter_every=10 experts.snapshot_every=10 "$@"
+run parallax-lowrank16 4 train.mode=parallax sync.backbone_every=50 sync.outer_dtype=int8 experts.view=lowrank experts.surrogate_rank=16 experts.surrogate_every=10 "$@"
 run parallax-nondet 4 train.mode=parallax sync.backbone_every=50 sync.outer_dtype=int8 train.deterministic=false "$@"
 echo "logs and metrics: $OUT"

@@ -10,6 +10,7 @@
 #include "model/param_layout.hpp"   // defines: ParamLayout
 #include "parallel/comm.hpp"        // defines: Tier, tier_name, ring_allreduce_bytes
 #include "sync/codec.hpp"           // defines: encoded_bytes
+#include "model/lowrank_view.hpp"   // defines: lowrank_expert_wire_bytes
 #include "model/ternary_view.hpp"   // defines: ternary_expert_wire_bytes
 #include "sketch/sketch_wire.hpp"   // defines: sketch_wire_bytes
 #include "sync/expert_tier.hpp"     // defines: SketchBundleHeader
@@ -80,9 +81,13 @@ Plan make_plan(const Config& cfg) {
     bps[bb] = per_sync / H;
   }
   const int M = m.moe_layers();
-  const double view_msg = 12.0 + (double)ternary_expert_wire_bytes(
-      m.expert_act == ExpertActKind::SWIGLU ? cpu::EXPERT_ACT_SWIGLU : cpu::EXPERT_ACT_RELU2, (int)d, (int)h);
-  const double snap_every = cfg.experts.snapshot_every;
+  const auto act = m.expert_act == ExpertActKind::SWIGLU ? cpu::EXPERT_ACT_SWIGLU : cpu::EXPERT_ACT_RELU2;
+  const bool lowrank = cfg.experts.view == ViewKind::LOWRANK;
+  // a view message per expert: a ternary snapshot, or a low-rank delta at update_rank
+  const double view_msg = 12.0 + (double)(lowrank ? lowrank_expert_wire_bytes(act, (int)d, (int)h, cfg.experts.update_rank)
+                                                  : ternary_expert_wire_bytes(act, (int)d, (int)h));
+  const double snap_every = lowrank ? cfg.experts.surrogate_every : cfg.experts.snapshot_every;
+  const int view_tier = (int)(lowrank ? Tier::SURROGATE : Tier::SNAPSHOT);
   if (parallax) {
     // sketches: every expert homed elsewhere that gets rows (uniform routing assumed:
     // B T k / E rows each), at most [sketch] tokens rows, plus one bundle header per home
@@ -99,7 +104,7 @@ Plan make_plan(const Config& cfg) {
       bps[(int)Tier::CONTROL] += homes * sizeof(SketchBundleHeader);  // empty bundles: flags only
     }
     if (W == 0)  // my experts' views to every other learner
-      bps[(int)Tier::SNAPSHOT] = (4.0 + (double)M * E / NL * view_msg) * (NL - 1) / snap_every;
+      bps[view_tier] = (4.0 + (double)M * E / NL * view_msg) * (NL - 1) / snap_every;
   }
   p.roles.push_back(lr);
   if (parallax && W > 0) {
@@ -111,7 +116,7 @@ Plan make_plan(const Config& cfg) {
     wr.grad_bytes = 4 * mine;
     wr.optim_bytes = 8 * mine;
     wr.bytes_per_step.assign(kTierCount, 0.0);
-    wr.bytes_per_step[(int)Tier::SNAPSHOT] = (4.0 + (double)M * E / W * view_msg) * NL / snap_every;
+    wr.bytes_per_step[view_tier] = (4.0 + (double)M * E / W * view_msg) * NL / snap_every;
     p.roles.push_back(wr);
   }
   if (t.syncers > 0) {

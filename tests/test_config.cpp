@@ -245,6 +245,10 @@ TEST(Config, CheckSupported) {
   }, {"experts.signal = \"adapters\"", "ranks_per_island = 2"});
   EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.view=lowrank"})));
   expect_user_error([] {
+    px::check_supported(parse(kMinimal, {"train.mode=parallax", "model.n_layers=2", "model.dense_layers=1",
+                                         "model.n_experts=4", "model.top_k=2", "topology.expert_workers=5"}));
+  }, {"topology.expert_workers = 5", "more workers than routed experts"});
+  expect_user_error([] {
     px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.adapter_rank=8"}));
   }, {"experts.adapter_rank = 8", "frozen views"});
   EXPECT_NO_THROW(px::check_supported(

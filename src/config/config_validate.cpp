@@ -127,6 +127,10 @@ void check_supported(const Config& c) {
       fail("experts.sparsity_2of8 = true is not supported yet; use false");
     if (c.train.device != DeviceKind::CPU)
       fail("train.device = \"cuda\" is not supported with mode \"parallax\" yet; use \"cpu\"");
+    if (t.expert_workers > c.model.moe_layers() * c.model.n_experts)
+      fail(fmt::format("topology.expert_workers = {}: more workers than routed experts ({} MoE "
+                       "layers x {} experts); every worker must home at least one",
+                       t.expert_workers, c.model.moe_layers(), c.model.n_experts));
     if (x.private_layers > c.model.dense_layers)
       fail(fmt::format("experts.private_layers = {}: private layers are the leading dense "
                        "layers; must be at most model.dense_layers ({})",

@@ -88,6 +88,22 @@ ExpertViews::ExpertViews(const Config& cfg, const ParamLayout& layout, const Top
     }
 }
 
+void ExpertViews::rehome(const Topology& old, float* experts_arena) {
+  const ModelConfig& mc = cfg_.model;
+  for (int m = 0; m < mc.moe_layers(); ++m)
+    for (int e = 0; e < mc.n_experts; ++e) {
+      if (slot_[(size_t)m * mc.n_experts + e] < 0 || expert_home(old, m, e, mc.n_experts) != old.world_rank)
+        continue;
+      float* W1 = experts_arena + expert_offset(mc, layout_, m, e, 0);
+      float* W3 = mc.expert_act == ExpertActKind::SWIGLU ? experts_arena + expert_offset(mc, layout_, m, e, 1)
+                                                         : nullptr;
+      float* W2 = experts_arena + expert_offset(mc, layout_, m, e, 2);
+      ternary_view_from_master((const float*)W1, (const float*)W3, (const float*)W2, mc.d_model,
+                               mc.expert_hidden, expert_act_of(mc))
+          .dequantize(W1, W3, W2);
+    }
+}
+
 int ExpertViews::every() const {
   return lowrank_ ? cfg_.experts.surrogate_every : cfg_.experts.snapshot_every;
 }

@@ -38,6 +38,10 @@ class ExpertViews {
   // Applies a home's view message to this rank's views and writes them into experts_arena.
   // Throws std::invalid_argument on a malformed message, naming what is wrong.
   void apply(const uint8_t* bytes, size_t size, float* experts_arena);
+  // After resuming with another topology.expert_workers (view "ternary"): the experts this rank
+  // homed under `old` (old.world_rank = this rank) and no longer does hold their masters in the
+  // arena; they become their views.
+  void rehome(const Topology& old, float* experts_arena);
   // The tier and cadence of view messages.
   bool lowrank() const { return lowrank_; }
   int every() const;

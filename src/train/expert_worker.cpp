@@ -20,7 +20,10 @@ void run_expert_worker(const Config& cfg, const Topology& topo, Comm& p2p, MPI_C
                   experts_homed_at(topo, topo.world_rank, cfg.model.moe_layers(), cfg.model.n_experts),
                   init.params(Arena::EXPERTS));
   ExpertTier tier(cfg, topo, p2p);
-  int64_t step = resume_from.empty() ? 0 : load_home_state(resume_from, topo.world_rank, home);
+  int64_t step = 0;
+  if (!resume_from.empty())
+    step = rehoming(resume_from, cfg) ? load_home_state_rehomed(resume_from, home, cfg.model)
+                                      : load_home_state(resume_from, topo.world_rank, home);
   const bool lowrank = cfg.experts.view == ViewKind::LOWRANK;
   const int U = cfg.experts.expert_update_every,
             snap = lowrank ? cfg.experts.surrogate_every : cfg.experts.snapshot_every;

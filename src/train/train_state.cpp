@@ -3,6 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <map>
+
 #include "io/checkpoint_file.hpp"  // defines: checkpoint_path, prune_checkpoints
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
 #include "util/errors.hpp"         // defines: UserError
@@ -51,6 +54,63 @@ void add_home_state(ParallelCheckpointWriter& w, ExpertHome& h, int64_t step) {
   if (!h.surrogate_factors().empty()) w.add("home/surrogates", sp(h.surrogate_factors()));
   const std::vector<int64_t> st = {step, h.steps_taken(), (int64_t)h.owned().size()};
   w.add("home/step_updates_experts", sp(st));
+}
+
+bool rehoming(const std::string& path, const Config& cfg) {
+  const Config saved = checkpoint_config(path);
+  const TopologyConfig &s = saved.topology, &t = cfg.topology;
+  if (cfg.train.mode != TrainMode::PARALLAX || saved.train.mode != TrainMode::PARALLAX ||
+      s.expert_workers == t.expert_workers || s.islands != t.islands ||
+      s.ranks_per_island != t.ranks_per_island || s.syncers != t.syncers)
+    return false;
+  if (cfg.experts.view != ViewKind::TERNARY || cfg.experts.signal != ExpertSignalKind::SKETCHES)
+    throw UserError(fmt::format("{}: resuming with topology.expert_workers = {} (was {}) re-homes "
+                                "the experts; supported for experts.view = \"ternary\" and "
+                                "experts.signal = \"sketches\" only",
+                                path, cfg.topology.expert_workers, saved.topology.expert_workers));
+  return true;
+}
+
+Topology saved_topology(const std::string& path, int rank) {
+  const Config saved = checkpoint_config(path);
+  const TopologyConfig& t = saved.topology;
+  return Topology::make(t.islands, t.ranks_per_island, t.syncers, t.expert_workers, rank,
+                       (int)checkpoint_world_size(path));
+}
+
+int64_t load_home_state_rehomed(const std::string& path, ExpertHome& h, const ModelConfig& mc) {
+  const int64_t step = read_rank_array<int64_t>(path, 0, "state/step_cursor_tokens_island_optsteps", 5)[0];
+  const size_t per = h.per_expert();
+  struct Old {
+    std::vector<float> masters, grads, m, v;
+    std::vector<ExpertId> owned;
+  };
+  std::map<int, Old> olds;  // old home rank -> its arrays
+  int steps = 0;
+  const Topology old = saved_topology(path, 0);
+  for (size_t i = 0; i < h.owned().size(); ++i) {
+    const ExpertId id = h.owned()[i];
+    const int r = expert_home(old, id.moe_layer, id.expert, mc.n_experts);
+    auto it = olds.find(r);
+    if (it == olds.end()) {
+      Old o;
+      o.owned = experts_homed_at(saved_topology(path, r), r, mc.moe_layers(), mc.n_experts);
+      const size_t n = o.owned.size() * per;
+      o.masters = read_rank_array<float>(path, r, "home/masters", n);
+      o.grads = read_rank_array<float>(path, r, "home/grad_sum", n);
+      o.m = read_rank_array<float>(path, r, "home/m", n);
+      o.v = read_rank_array<float>(path, r, "home/v", n);
+      steps = std::max(steps, (int)read_rank_array<int64_t>(path, r, "home/step_updates_experts", 3)[1]);
+      it = olds.emplace(r, std::move(o)).first;
+    }
+    const Old& o = it->second;
+    const size_t j = (size_t)(std::find(o.owned.begin(), o.owned.end(), id) - o.owned.begin());
+    for (auto [src, dst] : {std::pair{&o.masters, &h.masters()}, {&o.grads, &h.grad_sum()},
+                            {&o.m, &h.adam_m()}, {&o.v, &h.adam_v()}})
+      std::copy(src->begin() + j * per, src->begin() + (j + 1) * per, dst->begin() + i * per);
+  }
+  h.set_steps_taken(steps);
+  return step;
 }
 
 int64_t load_home_state(const std::string& path, int rank, ExpertHome& h) {
@@ -122,8 +182,7 @@ std::string commit_checkpoint(MPI_Comm world, ParallelCheckpointWriter& w, const
   return path;
 }
 
-void load_learner_state(const std::string& path, int rank, const Config& cfg, Learner& L,
-                        OuterSync* outer, Progress& p) {
+void check_resume_compatible(const std::string& path, const Config& cfg) {
   const Config saved = checkpoint_config(path);
   {
     Config a = cfg;
@@ -134,14 +193,21 @@ void load_learner_state(const std::string& path, int rank, const Config& cfg, Le
                                   path));
     Config b = cfg;
     b.topology = saved.topology;
-    if (!(b == cfg) || checkpoint_world_size(path) != cfg.topology.islands *
-                                                         cfg.topology.ranks_per_island +
-                                                     cfg.topology.syncers +
-                                                     cfg.topology.expert_workers)
+    const bool same_world = checkpoint_world_size(path) == cfg.topology.islands *
+                                                               cfg.topology.ranks_per_island +
+                                                           cfg.topology.syncers +
+                                                           cfg.topology.expert_workers;
+    if ((!(b == cfg) || !same_world) && !rehoming(path, cfg))
       throw UserError(fmt::format("{}: written on another [topology]; resuming on a different "
-                                  "topology is not supported yet",
+                                  "topology is supported only for mode parallax with another "
+                                  "topology.expert_workers (experts are re-homed)",
                                   path));
   }
+}
+
+void load_learner_state(const std::string& path, int rank, const Config& cfg, Learner& L,
+                        OuterSync* outer, Progress& p) {
+  check_resume_compatible(path, cfg);
   MoeModel<float>& m = L.model();
   auto into = [&](const std::string& name, float* dst, size_t n) {
     const auto v = read_rank_array<float>(path, rank, name, n);

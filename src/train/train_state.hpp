@@ -33,6 +33,14 @@ void add_syncer_state(ParallelCheckpointWriter& w, Syncer& s);
 // other state). load_home_state returns that step.
 void add_home_state(ParallelCheckpointWriter& w, ExpertHome& h, int64_t step);
 int64_t load_home_state(const std::string& path, int rank, ExpertHome& h);
+// Resuming mode parallax with another topology.expert_workers (all else equal; view
+// "ternary", signal "sketches"): rehoming() says so (and throws UserError for the other view
+// and signal kinds); load_home_state_rehomed takes each of h's experts (masters, pending
+// gradient, AdamW moments) from its home in the checkpoint and returns the run's step;
+// saved_topology is the checkpoint's topology seen from `rank`.
+bool rehoming(const std::string& path, const Config& cfg);
+int64_t load_home_state_rehomed(const std::string& path, ExpertHome& h, const ModelConfig& mc);
+Topology saved_topology(const std::string& path, int rank);
 // Mode parallax, adapter signal: a learner's views under the adapters, the adapters, their
 // AdamW moments, token counts and step in the current cycle.
 void add_adapter_state(ParallelCheckpointWriter& w, ExpertAdapters& a);
@@ -44,8 +52,11 @@ void load_adapter_state(const std::string& path, int rank, ExpertAdapters& a);
 std::string commit_checkpoint(MPI_Comm world, ParallelCheckpointWriter& w, const std::string& dir,
                               const Config& cfg, int64_t step, const BpeTokenizer* tok, int keep);
 
-// Restores this rank's part; the checkpoint must come from the same model and topology
-// (anything else is a UserError naming the file and what differs).
+// Throws UserError (naming the file and what differs) unless the checkpoint was written for
+// the same [model] and [topology] (or a parallax run with another expert_workers: rehoming).
+// Every rank calls it before loading, so all of them agree.
+void check_resume_compatible(const std::string& path, const Config& cfg);
+// Restores this rank's part; the checkpoint must pass check_resume_compatible.
 void load_learner_state(const std::string& path, int rank, const Config& cfg, Learner& L,
                         OuterSync* outer, Progress& p);
 void load_syncer_state(const std::string& path, int rank, Syncer& s);

@@ -161,6 +161,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   MPI_Barrier(world);
   auto log = make_logger(run_dir, wrank, wrank == 0 && !opt.quiet);
   const std::string resume_from = opt.resume ? agreed_checkpoint(world, ckpt_dir, wrank) : "";
+  if (!resume_from.empty()) on_all_ranks(world, [&] { check_resume_compatible(resume_from, cfg); });
 
   Communicators comms = Communicators::split(topo, world);
   CommStats stats;
@@ -222,8 +223,18 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     load_learner_state(resume_from, wrank, cfg, L, outer.get(), pg);
     L.sync_to_device();
     if (outer) outer->restore(pg.step, pg.island_tokens);
-    if (home) load_home_state(resume_from, wrank, *home);
-    if (views) load_view_state(resume_from, wrank, *views);
+    if (tier && rehoming(resume_from, cfg)) {  // another expert_workers: experts move home
+      if (home) {
+        load_home_state_rehomed(resume_from, *home, mc);
+        home->write_masters(L.model().params(Arena::EXPERTS));
+      }
+      views->rehome(saved_topology(resume_from, wrank), L.model().params(Arena::EXPERTS));
+      log->info("re-homed the experts: topology.expert_workers {} -> {}",
+                checkpoint_config(resume_from).topology.expert_workers, tc.expert_workers);
+    } else {
+      if (home) load_home_state(resume_from, wrank, *home);
+      if (views) load_view_state(resume_from, wrank, *views);
+    }
     if (adapters) {
       load_adapter_state(resume_from, wrank, *adapters);
       adapters->materialize(L.model().params(Arena::EXPERTS));
@@ -233,6 +244,13 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   }
   std::unique_ptr<MetricsWriter> metrics;
   if (wrank == 0) {
+    if (tier && !resume_from.empty() && rehoming(resume_from, cfg) &&
+        fs::exists(run_dir + "/metrics.h5")) {
+      // its [rows, world] datasets have the old world size: keep the file, start a new one
+      const std::string aside = fmt::format("{}/metrics.before_step_{:08d}.h5", run_dir, pg.step);
+      fs::rename(run_dir + "/metrics.h5", aside);
+      log->info("metrics of the old topology moved to {}", aside);
+    }
     metrics = std::make_unique<MetricsWriter>(run_dir);
     metrics->truncate_after_step(pg.step);
   }

@@ -8,6 +8,7 @@
 #include "model/ternary_view.hpp"         // defines: ternary_expert_wire_bytes
 #include "parallel/comm.hpp"              // defines: Tier
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
+#include "train/train_state.hpp"          // defines: load_model_params
 
 #include "mpi_train_util.hpp"  // defines: world_rank, shared_dir, tiny, run, expect_close
 
@@ -186,4 +187,48 @@ TEST(MpiParallax, LowrankViewsCountBytesAndResume) {
   for (size_t i = 0; i < 9; ++i) EXPECT_EQ(rest.losses[i], full.losses[7 + i]) << "step " << 8 + i;
   EXPECT_EQ(rest.evals.back().second, full.evals.back().second);
   EXPECT_GT(full.comm_bytes[(int)Tier::SURROGATE][2], 0);
+}
+
+// Resuming with another topology.expert_workers re-homes the experts: from homes on the
+// learners to one expert worker and back. With no expert update after the resume, the masters
+// in the next checkpoint (read from their new homes) are bit-identical to those of the
+// checkpoint it resumed from (read from the old homes), and training goes on.
+TEST(MpiParallax, ResumeWithAnotherWorkerCountReHomesTheExperts) {
+  std::vector<std::string> ov = {"topology.islands=2", "train.steps=10", "checkpoint.every=10",
+                                 "data.eval_every=10", "sync.backbone_every=1000",
+                                 "experts.expert_update_every=5", "checkpoint.keep=0"};
+  const std::string dir = shared_dir("px_rehome");
+  const Config c0 = tiny(parallax(ov));
+  run(2, c0, dir);
+  Config c1 = c0;  // + one worker, 2 more steps, no expert update (U > steps)
+  c1.topology.expert_workers = 1;
+  c1.train.steps = 12;
+  c1.checkpoint.every = 12;
+  c1.data.eval_every = 12;
+  c1.experts.expert_update_every = 1000;
+  const TrainResult r1 = run(3, c1, dir, -1, true);
+  Config c2 = c1;  // back to homes on the learners
+  c2.topology.expert_workers = 0;
+  c2.train.steps = 20;
+  c2.checkpoint.every = 20;
+  c2.data.eval_every = 20;
+  c2.experts.expert_update_every = 5;
+  const TrainResult r2 = run(2, c2, dir, -1, true);
+  if (world_rank() != 0) return;
+  EXPECT_EQ(r1.start_step, 10);
+  EXPECT_EQ(r2.start_step, 12);
+  EXPECT_EQ(r2.end_step, 20);
+  auto masters = [&](int64_t step) {
+    MoeModel<float> m(c0.model, 1, 2);
+    load_model_params(dir + "/checkpoints/step_" + std::string(8 - std::to_string(step).size(), '0') +
+                          std::to_string(step) + ".h5", m);
+    return std::vector<float>(m.params(Arena::EXPERTS), m.params(Arena::EXPERTS) + m.layout().experts_size);
+  };
+  const auto a = masters(10), b = masters(12);
+  EXPECT_EQ(a, b) << "masters must move to their new homes unchanged";
+  MoeModel<float> init(c0.model, 1, 2);
+  init.init_params((uint64_t)c0.train.seed);
+  EXPECT_NE(a, std::vector<float>(init.params(Arena::EXPERTS), init.params(Arena::EXPERTS) + a.size()))
+      << "the experts trained before the move";
+  EXPECT_LT(r2.evals.back().second, 6.0);
 }

@@ -90,6 +90,10 @@ int main(int argc, char** argv) {
     rc = 2;
   } catch (const std::exception& e) {
     fmt::print(stderr, "parallax: internal error on rank {}: {}\n", rank, e.what());
+    // the other ranks may be waiting for this one in a collective: end the whole job
+    int size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
     rc = 1;
   }
   MPI_Finalize();

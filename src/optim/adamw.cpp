@@ -19,9 +19,10 @@ AdamW::AdamW(const ParamLayout& layout, const AdamWConfig& cfg, int expert_begin
                               s.decay});
     }
   }
-  for (int a = 0; a < 2; ++a) {
-    m_[a].assign(layout.size((Arena)a), 0.f);
-    v_[a].assign(layout.size((Arena)a), 0.f);
+  for (int a = 0; a < 2; ++a) {  // moments indexed like the arena; none for an arena not stepped
+    const size_t n = ranges_[a].empty() ? 0 : layout.size((Arena)a);
+    m_[a].assign(n, 0.f);
+    v_[a].assign(n, 0.f);
   }
 }
 

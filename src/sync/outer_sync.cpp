@@ -15,7 +15,8 @@ OuterSync::OuterSync(const Config& cfg, const Topology& topo, MoeModel<float>& m
       H_(cfg.sync.backbone_every), R_(topo.ranks_per_island), r_(topo.local_rank) {
   for (int a = 0; a < 2; ++a) {
     arenas_[a] = model.params((Arena)a);
-    const size_t n = model.layout().size((Arena)a);
+    // mode parallax syncs the backbone only: no outer state for the experts arena
+    const size_t n = (a == 1 && cfg.train.mode == TrainMode::PARALLAX) ? 0 : model.layout().size((Arena)a);
     theta_g_[a].assign(arenas_[a], arenas_[a] + n);
     mom_[a].assign(n, 0.f);
   }

@@ -64,8 +64,7 @@ Plan make_plan(const Config& cfg) {
     bps[ep] = NL > 1 ? m.moe_layers() * 4.0 * rows_out * d * 4 : 0;
   } else {
     const double shard = (double)P / R;
-    // (the outer state keeps both arenas, also in parallax where only the backbone syncs)
-    lr.outer_bytes = 8.0 * p.params_total + (cfg.sync.outer_dtype != WireDtype::FP32 ? 4.0 * shard : 0);
+    lr.outer_bytes = 8.0 * P + (cfg.sync.outer_dtype != WireDtype::FP32 ? 4.0 * shard : 0);
     if (R > 1) bps[isl] = K > 1 ? ring_allreduce_bytes(4 * P, R) / K
                                 : (double)ring_allreduce_bytes(4 * P, R);
     if (R > 1) bps[isl] += 4.0 * shard * (R - 1) / H;  // shards all-gathered after each sync

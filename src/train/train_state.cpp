@@ -26,9 +26,11 @@ void add_learner_state(ParallelCheckpointWriter& w, Learner& L, OuterSync* outer
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
     const size_t n = m.layout().size(a);
     w.add(std::string("params/") + an(a), std::span<const float>(m.params(a), n));
-    w.add(std::string("optim/m/") + an(a), sp(L.opt().m(a)));
-    w.add(std::string("optim/v/") + an(a), sp(L.opt().v(a)));
-    if (outer) {
+    if (!L.opt().m(a).empty()) {  // (mode parallax: no learner moments for the experts)
+      w.add(std::string("optim/m/") + an(a), sp(L.opt().m(a)));
+      w.add(std::string("optim/v/") + an(a), sp(L.opt().v(a)));
+    }
+    if (outer && !outer->theta_global(a).empty()) {
       w.add(std::string("outer/theta_global/") + an(a), sp(outer->theta_global(a)));
       w.add(std::string("outer/momentum/") + an(a), sp(outer->momentum(a)));
     }
@@ -216,9 +218,11 @@ void load_learner_state(const std::string& path, int rank, const Config& cfg, Le
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
     const size_t n = m.layout().size(a);
     into(std::string("params/") + an(a), m.params(a), n);
-    into(std::string("optim/m/") + an(a), L.opt().m(a).data(), n);
-    into(std::string("optim/v/") + an(a), L.opt().v(a).data(), n);
-    if (outer) {
+    if (!L.opt().m(a).empty()) {
+      into(std::string("optim/m/") + an(a), L.opt().m(a).data(), n);
+      into(std::string("optim/v/") + an(a), L.opt().v(a).data(), n);
+    }
+    if (outer && !outer->theta_global(a).empty()) {
       into(std::string("outer/theta_global/") + an(a), outer->theta_global(a).data(), n);
       into(std::string("outer/momentum/") + an(a), outer->momentum(a).data(), n);
     }

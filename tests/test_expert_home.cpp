@@ -110,8 +110,15 @@ TEST(ExpertHome, UpdateIsOneAdamWStepOfTheMeanGradient) {
                   model.params(Arena::EXPERTS));
   std::vector<float> g(model.layout().experts_size);
   for (size_t i = 0; i < g.size(); ++i) g[i] = 0.01f * (float)((i * 7919) % 101) - 0.5f;
-  home.add_local_grads(g.data());
-  home.add_local_grads(g.data());  // two contributions, mean over divisor 2 = g
+  const size_t wsz0 = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
+  for (int rep = 0; rep < 2; ++rep)  // two contributions, mean over divisor 2 = g
+    for (auto id : home.owned()) {
+      const auto& Lo = model.layout().layers[cfg.model.dense_layers + id.moe_layer];
+      home.add_expert_grad(id.moe_layer, id.expert, &g[Lo.expert_w1 + id.expert * wsz0],
+                           &g[Lo.expert_w3 + id.expert * wsz0], &g[Lo.expert_w2 + id.expert * wsz0]);
+    }
+  EXPECT_THROW(home.add_expert_grad(0, 1, g.data(), g.data(), g.data()), std::invalid_argument)
+      << "expert (0, 1) is homed at rank 1";
   std::vector<float> p = home.masters(), want = p, mm(p.size()), vv(p.size()), gg(p.size());
   // the packed gradient in the home's order: per expert W1 | W3 | W2
   const size_t wsz = (size_t)cfg.model.d_model * cfg.model.expert_hidden;

@@ -197,7 +197,7 @@ void MoeModel<T>::backward() {
   const T* bb = backbone_.data();
   const T* ex = experts_.data();
   T* gb = gbackbone_.data();
-  T* ge = gexperts_.data();
+  T* ge = gexperts_.empty() ? nullptr : gexperts_.data();
   const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim()};
   const MoeDims md = moe_dims(N);
   const bool glu = md.kind == EXPERT_ACT_SWIGLU, sh = cfg_.n_shared > 0;
@@ -219,7 +219,8 @@ void MoeModel<T>::backward() {
     } else {
       moe_backward(dffn_, gb + o.router, sh ? gb + o.shared_w1 : nullptr,
                    sh && glu ? gb + o.shared_w3 : nullptr, sh ? gb + o.shared_w2 : nullptr,
-                   ge + o.expert_w1, glu ? ge + o.expert_w3 : nullptr, ge + o.expert_w2, dcur,
+                   ge ? ge + o.expert_w1 : nullptr, ge && glu ? ge + o.expert_w3 : nullptr,
+                   ge ? ge + o.expert_w2 : nullptr, dcur,
                    la.moe, la.xn2, bb + o.router, sh ? bb + o.shared_w1 : nullptr,
                    sh && glu ? bb + o.shared_w3 : nullptr, sh ? bb + o.shared_w2 : nullptr,
                    ex + o.expert_w1, glu ? ex + o.expert_w3 : nullptr, ex + o.expert_w2, md,

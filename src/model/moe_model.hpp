@@ -40,7 +40,13 @@ class MoeModel {
   const T* logits() const { return logits_; }  // [B*Tn, V] of the last forward
 
   T* params(Arena a) { return a == Arena::BACKBONE ? backbone_.data() : experts_.data(); }
-  T* grads(Arena a) { return a == Arena::BACKBONE ? gbackbone_.data() : gexperts_.data(); }
+  // null for the experts after release_expert_grads()
+  T* grads(Arena a) {
+    return a == Arena::BACKBONE ? gbackbone_.data() : gexperts_.empty() ? nullptr : gexperts_.data();
+  }
+  // Frees the routed experts' gradient arena, for runs whose routed-expert executor
+  // (set_parallel) keeps expert gradients elsewhere (mode parallax: the expert homes).
+  void release_expert_grads() { std::vector<T>().swap(gexperts_); }
   const ParamLayout& layout() const { return layout_; }
   const ModelConfig& config() const { return cfg_; }
 

@@ -74,18 +74,23 @@ std::vector<HomeExpertSlot> ExpertHome::make_slots() {
   return slots;
 }
 
-void ExpertHome::add_local_grads(const float* grads_arena) {
+size_t ExpertHome::index_of(int moe_layer, int expert) const {
+  for (size_t i = 0; i < owned_.size(); ++i)
+    if (owned_[i].moe_layer == moe_layer && owned_[i].expert == expert) return i;
+  throw std::invalid_argument("expert (" + std::to_string(moe_layer) + ", " +
+                              std::to_string(expert) + ") is not homed here");
+}
+
+void ExpertHome::add_expert_grad(int moe_layer, int expert, const float* dW1, const float* dW3,
+                                 const float* dW2) {
   const size_t wsz = (size_t)d_ * h_;
-  for (size_t i = 0; i < owned_.size(); ++i) {
-    float* g = grads_.data() + i * per_;
-    const int parts = swiglu_ ? 3 : 2;
-    for (int k = 0; k < parts; ++k) {
-      const int which = k == parts - 1 ? 2 : k;
-      const float* src = grads_arena + arena_off((int)i, which);
-      float* dst = g + (size_t)k * wsz;
-      for (size_t j = 0; j < wsz; ++j) dst[j] += src[j];
-    }
-  }
+  float* g = grads_.data() + index_of(moe_layer, expert) * per_;
+  auto add = [wsz](float* dst, const float* src) {
+    for (size_t j = 0; j < wsz; ++j) dst[j] += src[j];
+  };
+  add(g, dW1);
+  if (swiglu_) add(g + wsz, dW3);
+  add(g + per_ - wsz, dW2);
 }
 
 void ExpertHome::update(double lr, double divisor) {
@@ -135,11 +140,11 @@ void ExpertHome::fold_deltas(const uint8_t* bytes, size_t size) {
     const int32_t m = take<int32_t>(p, end, "an expert id"), e = take<int32_t>(p, end, "an expert id");
     const int64_t tok = take<int64_t>(p, end, "a token count");
     const int32_t r = take<int32_t>(p, end, "a rank");
-    size_t i = 0;
-    while (i < owned_.size() && !(owned_[i].moe_layer == m && owned_[i].expert == e)) ++i;
-    if (i == owned_.size() || r < 1 || tok < 0)
+    const size_t i = index_of(m, e);
+    if (r < 1 || tok < 0)
       throw std::invalid_argument("adapter delta for expert (" + std::to_string(m) + ", " +
-                                  std::to_string(e) + ") that is not homed here, or a bad rank");
+                                  std::to_string(e) + ") with rank " + std::to_string(r) +
+                                  " and " + std::to_string(tok) + " tokens");
     const int parts = swiglu_ ? 3 : 2;
     for (int k = 0; k < parts; ++k) {
       const bool down = k == parts - 1;  // W2 [h, d]

@@ -7,7 +7,7 @@
 // Gradient contributions, all with the learners' own loss scaling (a learner's gradient is of
 // its island's mean loss, split over the island's ranks):
 //   - this rank's own tokens (a home learner runs its experts from the masters):
-//     add_local_grads(), exact;
+//     add_expert_grad(), exact;
 //   - every other learner's tokens: sketches (receive()), an unbiased estimate computed here.
 // update(lr, divisor) divides the sum by divisor = islands * expert_update_every (the mean over
 // islands and steps, as the backbone's island loss is a mean), clips it by its own norm
@@ -41,8 +41,10 @@ class ExpertHome {
   bool empty() const { return owned_.empty(); }
   size_t per_expert() const { return per_; }
 
-  // Adds this rank's exact gradients of its experts, read from a gradients experts arena.
-  void add_local_grads(const float* grads_arena);
+  // Adds this rank's exact gradient of its expert (m, e) (W3 null for relu2); throws
+  // std::invalid_argument for an expert not homed here.
+  void add_expert_grad(int moe_layer, int expert, const float* dW1, const float* dW3,
+                       const float* dW2);
   // A sketch from another learner (verified; rejected ones are counted and change nothing).
   SketchStatus receive(const uint8_t* bytes, size_t size, int64_t home_step) {
     return sketches_.receive(bytes, size, home_step);
@@ -81,6 +83,7 @@ class ExpertHome {
   // Element offsets of expert i's W1, W3, W2 in an experts arena.
   size_t arena_off(int i, int which) const;
   std::vector<HomeExpertSlot> make_slots();
+  size_t index_of(int moe_layer, int expert) const;
 
   const Config& cfg_;
   const ParamLayout& layout_;

@@ -107,7 +107,6 @@ class Syncer {
     std::map<int, int64_t> tokens;             // island -> tokens trained since its last push
     int64_t quorum_step = -1;                  // step of the push that completed the quorum
   };
-  std::vector<int64_t> island_step_;  // newest step each island has reported (push or tick)
   void on_push(const std::vector<uint8_t>& msg);
   void merge(Unit& un);
   void merge_due();  // units past their quorum whose grace window has closed
@@ -115,6 +114,7 @@ class Syncer {
   const Config& cfg_;
   const Topology& topo_;
   Comm& p2p_;
+  std::vector<int64_t> island_step_;  // newest step each island has reported (push or tick)
   std::unique_ptr<FragmentPlan> plan_;
   std::map<int, Unit> units_;
   struct OutMsg {

@@ -19,6 +19,7 @@ ExpertAdapters::ExpertAdapters(const Config& cfg, const ParamLayout& layout, con
   const bool swiglu = mc.expert_act == ExpertActKind::SWIGLU;
   const size_t wsz = (size_t)d * h;
   size_t off = 0;
+  index_.assign((size_t)mc.moe_layers() * E, -1);
   for (int m = 0; m < mc.moe_layers(); ++m)
     for (int e = 0; e < E; ++e) {
       const int home = expert_home(topo, m, e, E);
@@ -32,6 +33,7 @@ ExpertAdapters::ExpertAdapters(const Config& cfg, const ParamLayout& layout, con
       add(L.expert_w1, d, h);
       if (swiglu) add(L.expert_w3, d, h);
       add(L.expert_w2, h, d);
+      index_[(size_t)m * E + e] = (int)ids_.size();
       ids_.push_back({m, e});
       home_.push_back(home);
       mats_.push_back(std::move(ms));
@@ -73,18 +75,24 @@ void ExpertAdapters::materialize(float* experts_arena) const {
                          p_.data() + mt.b, mt.in, r_, mt.out);
 }
 
-void ExpertAdapters::step(const float* grads_arena, const std::vector<int64_t>& counts, double lr) {
-  std::fill(g_.begin(), g_.end(), 0.f);
-  for (size_t i = 0; i < ids_.size(); ++i) {
-    for (const Mat& mt : mats_[i])
-      cpu::adapter_backward(g_.data() + mt.a, g_.data() + mt.b, grads_arena + mt.arena,
-                            p_.data() + mt.a, p_.data() + mt.b, mt.in, r_, mt.out);
+void ExpertAdapters::add_weight_grad(int moe_layer, int expert, const float* dW1,
+                                     const float* dW3, const float* dW2) {
+  const int i = index_[(size_t)moe_layer * cfg_.model.n_experts + expert];
+  const std::vector<Mat>& ms = mats_[i];
+  const float* dW[3] = {dW1, ms.size() == 3 ? dW3 : dW2, dW2};
+  for (size_t k = 0; k < ms.size(); ++k)
+    cpu::adapter_backward(g_.data() + ms[k].a, g_.data() + ms[k].b, dW[k], p_.data() + ms[k].a,
+                          p_.data() + ms[k].b, ms[k].in, r_, ms[k].out);
+}
+
+void ExpertAdapters::step(const std::vector<int64_t>& counts, double lr) {
+  for (size_t i = 0; i < ids_.size(); ++i)
     tokens_[i] += counts[(size_t)ids_[i].moe_layer * cfg_.model.n_experts + ids_[i].expert];
-  }
   ++steps_;
   const AdamWConfig ac;
   cpu::adamw_update(p_.data(), g_.data(), m_.data(), v_.data(), p_.size(), (float)lr,
                     (float)ac.beta1, (float)ac.beta2, (float)ac.eps, 0.f, steps_);
+  std::fill(g_.begin(), g_.end(), 0.f);
 }
 
 std::map<int, std::vector<uint8_t>> ExpertAdapters::take_deltas(int64_t step) {

@@ -2,8 +2,8 @@
 // The adapter signal of mode "parallax" on an island rank (DESIGN §5 item 3, §6;
 // experts.signal = "adapters"): every expert homed elsewhere runs as its view plus a trainable
 // rank-r adapter per weight, W = view + A B (A [in, r], B [r, out]; r = experts.adapter_rank),
-// trained with AdamW (no weight decay) from the dense weight gradient the expert backward
-// leaves in the gradient arena. Every adapter_every steps the adapters are sent to the
+// trained with AdamW (no weight decay) from the dense weight gradient of the view that the
+// expert backward hands over (ParallaxExperts' grad sink). Every adapter_every steps the adapters are sent to the
 // experts' homes as deltas A B (rank r <= update_rank) with the tokens they trained on, and
 // reset: B = 0, A redrawn, moments cleared. A home folds the token-weighted mean of the deltas
 // it received into its master (ExpertHome::fold_delta / apply_deltas).
@@ -33,9 +33,12 @@ class ExpertAdapters {
   std::vector<float>& views() { return views_; }
   // Writes view + A B into the arena slot of every adapted expert.
   void materialize(float* experts_arena) const;
-  // After a backward that left dense weight gradients of the adapted experts in grads_arena:
-  // adapter gradients, one AdamW step at lr, token counts (counts: [moe_layers * E]).
-  void step(const float* grads_arena, const std::vector<int64_t>& counts, double lr);
+  // During a backward: the dense weight gradient of adapted expert (m, e) (W3 null for relu2)
+  // becomes the adapters' gradients (accumulated until step()).
+  void add_weight_grad(int moe_layer, int expert, const float* dW1, const float* dW3,
+                       const float* dW2);
+  // After the backward: one AdamW step at lr, token counts (counts: [moe_layers * E]).
+  void step(const std::vector<int64_t>& counts, double lr);
   // The delta messages by home world rank; resets every adapter (cycle `step` seeds A).
   std::map<int, std::vector<uint8_t>> take_deltas(int64_t step);
 
@@ -57,6 +60,7 @@ class ExpertAdapters {
   const Config& cfg_;
   int r_;
   std::vector<ExpertId> ids_;    // the adapted experts (homed elsewhere)
+  std::vector<int> index_;       // [moe_layers * E] -> index into ids_ (-1: homed here)
   std::vector<int> home_;        // their homes
   std::vector<std::vector<Mat>> mats_;  // per adapted expert: W1, (W3), W2
   std::vector<float> views_, p_, g_, m_, v_;

@@ -19,6 +19,7 @@ Learner::Learner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_ba
   if (cfg.train.mode == TrainMode::PARALLAX) {
     if (!topo) throw std::logic_error("Learner: mode parallax needs the topology");
     px_ = std::make_unique<ParallaxExperts>(cfg, *topo, model_, rows);
+    model_.release_expert_grads();  // expert gradients go to the homes / adapters (grad sink)
     opt_ = std::make_unique<AdamW>(model_.layout(), ac, 0, 0);  // the backbone only
   } else if (expert_parallel && dp.size() > 1) {
     ep_ = std::make_unique<ExpertParallel>(dp, model_, rows);

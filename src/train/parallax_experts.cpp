@@ -29,6 +29,7 @@ ParallaxExperts::ParallaxExperts(const Config& cfg, const Topology& topo, MoeMod
   s1_.resize(rh);
   s2_.resize(rh);
   s3_.resize(rh);
+  dw_.resize(3 * (size_t)d_ * h_);
 }
 
 std::map<int, std::vector<std::vector<uint8_t>>> ParallaxExperts::take_outbox() {
@@ -52,7 +53,6 @@ void ParallaxExperts::forward(int m, const float* xp, const int32_t* bounds, flo
 void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
   const auto& L = model_.layout().layers[cfg_.model.dense_layers + m];
   const float* W = model_.params(Arena::EXPERTS);
-  float* G = model_.grads(Arena::EXPERTS);
   const bool swiglu = expert_act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
   const size_t wsz = (size_t)d_ * h_;
   const auto& bd = bounds_[m];
@@ -62,16 +62,19 @@ void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
     const bool mine = homed_here(m, e);
     // weight gradients: of my masters, and with adapters the dense gradient of the view
     // (ExpertAdapters turns it into the adapters' gradients)
-    const bool dense = mine || adapters_;
+    const bool dense = (mine || adapters_) && sink_;
     const int32_t seg[2] = {0, n};
     const size_t od = (size_t)r0 * d_, oh = (size_t)r0 * h_;
+    if (dense) std::fill(dw_.begin(), dw_.end(), 0.f);
+    float* g1 = dw_.data();
+    float* g3 = dw_.data() + wsz;
+    float* g2 = dw_.data() + 2 * wsz;
     cpu::expert_ffn_backward<float>(
-        dxp + od, dense ? G + L.expert_w1 + e * wsz : nullptr,
-        dense && swiglu ? G + L.expert_w3 + e * wsz : nullptr,
-        dense ? G + L.expert_w2 + e * wsz : nullptr, dyp + od, xp_[m] + od, a_[m].data() + oh,
+        dxp + od, dense ? g1 : nullptr, dense && swiglu ? g3 : nullptr, dense ? g2 : nullptr, dyp + od, xp_[m] + od, a_[m].data() + oh,
         swiglu ? b_[m].data() + oh : nullptr, act_[m].data() + oh, W + L.expert_w1 + e * wsz,
         swiglu ? W + L.expert_w3 + e * wsz : nullptr, W + L.expert_w2 + e * wsz, seg, 1, d_, h_,
         expert_act_of(cfg_.model), s1_.data(), s2_.data(), s3_.data());
+    if (dense) sink_(m, e, g1, swiglu ? g3 : nullptr, g2);
     if (mine || !sketch_) continue;
     // a sketch of this expert's rows for its home (DESIGN §7)
     SketchSample sample;

@@ -5,9 +5,11 @@
 // (apply_snapshot; at start, views of the shared initial weights). The backward computes input
 // gradients for every expert but weight gradients only for the homed ones (frozen views), and
 // for every expert homed elsewhere that received rows it packs a sketch of (X, dY) into the
-// outbox of that expert's home (on sketch steps). With the adapter signal it leaves the dense
-// weight gradient of every view in the gradient arena instead (ExpertAdapters uses it).
+// outbox of that expert's home (on sketch steps). Weight gradients go to the grad sink (with
+// the adapter signal also the dense gradient of every view, which the adapters turn into
+// theirs).
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -29,6 +31,12 @@ class ParallaxExperts final : public RoutedExperts<float> {
     step_ = step;
     sketch_ = sketch;
   }
+  // Where the weight gradients of an expert go (the expert home for my experts, the adapters
+  // for views under the adapter signal): called once per expert and backward with its dW1,
+  // dW3 (null for relu2), dW2 of this backward alone. The model keeps no expert gradients.
+  using GradSink = std::function<void(int moe_layer, int e, const float* dW1, const float* dW3,
+                                      const float* dW2)>;
+  void set_grad_sink(GradSink sink) { sink_ = std::move(sink); }
   // Sketches packed since the last take, by home world rank (each a full sketch message).
   std::map<int, std::vector<std::vector<uint8_t>>> take_outbox();
 
@@ -51,7 +59,8 @@ class ParallaxExperts final : public RoutedExperts<float> {
   std::vector<const float*> xp_;
   std::vector<std::vector<int32_t>> bounds_;
   std::vector<std::vector<float>> a_, b_, act_;
-  std::vector<float> s1_, s2_, s3_, xs_, dys_;
+  std::vector<float> s1_, s2_, s3_, xs_, dys_, dw_;  // dw_: [3, d*h] one expert's gradient
+  GradSink sink_;
   std::map<int, std::vector<std::vector<uint8_t>>> outbox_;
 };
 

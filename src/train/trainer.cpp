@@ -215,6 +215,11 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     if (cfg.experts.signal == ExpertSignalKind::ADAPTERS)
       adapters = std::make_unique<ExpertAdapters>(cfg, L.model().layout(), topo,
                                                   L.model().params(Arena::EXPERTS));
+    // my experts' gradients to my home, the views' to the adapters
+    L.parallax()->set_grad_sink([&](int m, int e, const float* g1, const float* g3, const float* g2) {
+      if (L.parallax()->homed_here(m, e)) home->add_expert_grad(m, e, g1, g3, g2);
+      else if (adapters) adapters->add_weight_grad(m, e, g1, g3, g2);
+    });
   }
   TokenLoader loader(*train_split, T);
   TokenLoader val_loader(*val_split, T);
@@ -319,7 +324,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
       px->begin_step(pg.step + 1, cfg.experts.signal == ExpertSignalKind::SKETCHES &&
                                       (pg.step + 1) % cfg.experts.sketch_every == 0);
     StepStats st = L.step(in.data(), tg.data(), lr);
-    if (adapters) adapters->step(L.model().grads(Arena::EXPERTS), st.counts, lr);
+    if (adapters) adapters->step(st.counts, lr);
     ++pg.step;
     pg.tokens += step_tokens;
     pg.island_tokens += (int64_t)B * T * R;
@@ -354,7 +359,6 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
                           L.parallax()->take_outbox());
       const bool det = cfg.train.deterministic;
       if (home) {
-        home->add_local_grads(L.model().grads(Arena::EXPERTS));
         if (det) tier->receive_sketches(pg.step, *home);
         else tier->drain_sketches(*home, pg.step);
         if (pg.step % cfg.experts.expert_update_every == 0) {

@@ -52,7 +52,10 @@ Plan make_plan(const Config& cfg) {
   // optimizer covers the backbone and, when W = 0, this rank's share of the expert masters
   const int W = t.expert_workers;
   const double homed_params = parallax && W == 0 ? (double)p.params_experts / NL : 0.0;
-  if (parallax) lr.optim_bytes = 8.0 * p.params_backbone + 12.0 * homed_params;
+  if (parallax) {  // gradients: the backbone's, plus my experts' pending sum at the home
+    lr.grad_bytes = 4.0 * p.params_backbone;
+    lr.optim_bytes = 8.0 * p.params_backbone + 12.0 * homed_params;
+  }
   lr.act_bytes = (double)MoeModel<float>::activation_bytes(m, B, T);
   lr.bytes_per_step.assign(kTierCount, 0.0);
   auto& bps = lr.bytes_per_step;

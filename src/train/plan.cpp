@@ -53,7 +53,7 @@ Plan make_plan(const Config& cfg) {
   const int W = t.expert_workers;
   const double homed_params = parallax && W == 0 ? (double)p.params_experts / NL : 0.0;
   if (parallax) {  // gradients: the backbone's, plus my experts' pending sum at the home
-    lr.grad_bytes = 4.0 * p.params_backbone;
+    lr.grad_bytes = 4.0 * p.params_backbone + 4.0 * homed_params;
     lr.optim_bytes = 8.0 * p.params_backbone + 12.0 * homed_params;
   }
   lr.act_bytes = (double)MoeModel<float>::activation_bytes(m, B, T);

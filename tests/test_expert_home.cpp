@@ -41,63 +41,67 @@ TEST(ExpertHome, SnapshotCarriesTheTernaryViewsOfTheMasters) {
   auto mine = experts_homed_at(topo, 1, cfg.model.moe_layers(), cfg.model.n_experts);
   ASSERT_EQ(mine.size(), (size_t)cfg.model.moe_layers() * cfg.model.n_experts / 2);
   ExpertHome home(cfg, model.layout(), mine, model.params(Arena::EXPERTS));
-  const size_t n = model.layout().experts_size, wsz = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
-  // rank 0's arena: -99 everywhere except its own experts (ExpertViews writes the others)
-  std::vector<float> other(n, -99.f);
-  const Topology topo0 = Topology::make(2, 1, 0, 0, 0, 2);
-  ExpertViews views(cfg, model.layout(), topo0, other.data());
-  std::fill(other.begin(), other.end(), -99.f);
+  const size_t wsz = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
+  // rank 0's views start from other weights; the message must replace them
+  MoeModel<float> other(cfg.model, 1, 2);
+  other.init_params(8);
+  ExpertViews views(cfg, model.layout(), Topology::make(2, 1, 0, 0, 0, 2), other.params(Arena::EXPERTS));
+  for (float& w : home.masters()) w *= 1.5f;  // the masters have moved since the start
   const std::vector<uint8_t> msg = home.view_message(1);
-  views.apply(msg.data(), msg.size(), other.data());
-  for (auto id : mine) {  // every homed expert became the dequantized view of its master
-    const float* m = model.params(Arena::EXPERTS);
-    const size_t o1 = w1_off(cfg, model.layout(), id.moe_layer, id.expert);
-    const auto& Lo = model.layout().layers[cfg.model.dense_layers + id.moe_layer];
-    const size_t o3 = Lo.expert_w3 + id.expert * wsz, o2 = Lo.expert_w2 + id.expert * wsz;
-    TernaryExpertView v = ternary_view_from_master(m + o1, m + o3, m + o2, cfg.model.d_model,
-                                                   cfg.model.expert_hidden, cpu::EXPERT_ACT_SWIGLU);
-    std::vector<float> W1(wsz), W3(wsz), W2(wsz);
-    v.dequantize(W1.data(), W3.data(), W2.data());
-    ASSERT_EQ(0, std::memcmp(W1.data(), other.data() + o1, wsz * 4));
-    ASSERT_EQ(0, std::memcmp(W3.data(), other.data() + o3, wsz * 4));
-    ASSERT_EQ(0, std::memcmp(W2.data(), other.data() + o2, wsz * 4));
+  views.apply(msg.data(), msg.size());
+  std::vector<float> W1(wsz), W3(wsz), W2(wsz), V1(wsz), V3(wsz), V2(wsz);
+  for (auto id : mine) {  // every expert of the message is now the view of its master
+    const float *m1, *m3, *m2;
+    home.master(id.moe_layer, id.expert, &m1, &m3, &m2);
+    ternary_view_from_master(m1, m3, m2, cfg.model.d_model, cfg.model.expert_hidden,
+                             cpu::EXPERT_ACT_SWIGLU).dequantize(W1.data(), W3.data(), W2.data());
+    views.dequantize(id.moe_layer, id.expert, V1.data(), V3.data(), V2.data());
+    ASSERT_EQ(W1, V1);
+    ASSERT_EQ(W3, V3);
+    ASSERT_EQ(W2, V2);
   }
-  // experts homed elsewhere are untouched
-  auto theirs = experts_homed_at(topo, 0, cfg.model.moe_layers(), cfg.model.n_experts);
-  EXPECT_EQ(other[w1_off(cfg, model.layout(), theirs[0].moe_layer, theirs[0].expert)], -99.f);
   // malformed messages are refused with a reason
-  EXPECT_THROW(views.apply(msg.data(), msg.size() - 1, other.data()), std::invalid_argument);
+  EXPECT_THROW(views.apply(msg.data(), msg.size() - 1), std::invalid_argument);
   auto extra = msg;
   extra.push_back(0);
-  EXPECT_THROW(views.apply(extra.data(), extra.size(), other.data()), std::invalid_argument);
+  EXPECT_THROW(views.apply(extra.data(), extra.size()), std::invalid_argument);
   auto bad_id = msg;
   const int32_t big = 1000;
   std::memcpy(bad_id.data() + 4, &big, 4);
-  EXPECT_THROW(views.apply(bad_id.data(), bad_id.size(), other.data()), std::invalid_argument);
+  EXPECT_THROW(views.apply(bad_id.data(), bad_id.size()), std::invalid_argument);
   // a message about rank 0's own experts is refused too
   ExpertHome own(cfg, model.layout(), experts_homed_at(topo, 0, cfg.model.moe_layers(), cfg.model.n_experts),
                  model.params(Arena::EXPERTS));
   const auto wrong = own.view_message(1);
-  EXPECT_THROW(views.apply(wrong.data(), wrong.size(), other.data()), std::invalid_argument);
+  EXPECT_THROW(views.apply(wrong.data(), wrong.size()), std::invalid_argument);
+  // the views are compact: 2-bit codes and a scale per output unit, ~1/16 of fp32
+  EXPECT_LT(views.bytes(), (size_t)(model.layout().experts_size / 2 * 4) / 10);
 }
 
-TEST(ExpertHome, InitialViewsSpareTheRanksOwnExperts) {
+TEST(ExpertHome, InitialViewsCoverTheOtherRanksExperts) {
   const Config cfg = tiny_parallax();
   MoeModel<float> model(cfg.model, 1, 2);
   model.init_params(7);
-  const std::vector<float> before(model.params(Arena::EXPERTS),
-                                  model.params(Arena::EXPERTS) + model.layout().experts_size);
   const Topology topo = Topology::make(2, 1, 0, 0, 0, 2);
   ExpertViews views(cfg, model.layout(), topo, model.params(Arena::EXPERTS));
+  const size_t wsz = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
+  std::vector<float> W1(wsz), W3(wsz), W2(wsz), V1(wsz), V3(wsz), V2(wsz);
+  const float* a = model.params(Arena::EXPERTS);
   for (int m = 0; m < cfg.model.moe_layers(); ++m)
     for (int e = 0; e < cfg.model.n_experts; ++e) {
-      const size_t o = w1_off(cfg, model.layout(), m, e);
       const bool mine = expert_home(topo, m, e, cfg.model.n_experts) == 0;
-      EXPECT_EQ(model.params(Arena::EXPERTS)[o] == before[o] && model.params(Arena::EXPERTS)[o + 1] == before[o + 1] &&
-                    model.params(Arena::EXPERTS)[o + 2] == before[o + 2],
-                mine)
-          << "expert (" << m << ", " << e << ")";
+      ASSERT_EQ(views.remote(m, e), !mine) << "expert (" << m << ", " << e << ")";
+      if (mine) continue;
+      ternary_view_from_master(a + px::expert_offset(cfg.model, model.layout(), m, e, 0),
+                               a + px::expert_offset(cfg.model, model.layout(), m, e, 1),
+                               a + px::expert_offset(cfg.model, model.layout(), m, e, 2),
+                               cfg.model.d_model, cfg.model.expert_hidden, cpu::EXPERT_ACT_SWIGLU)
+          .dequantize(W1.data(), W3.data(), W2.data());
+      views.dequantize(m, e, V1.data(), V3.data(), V2.data());
+      ASSERT_EQ(W1, V1);
+      ASSERT_EQ(W2, V2);
     }
+  EXPECT_THROW(views.dequantize(0, 0, V1.data(), V3.data(), V2.data()), std::logic_error);
 }
 
 TEST(ExpertHome, UpdateIsOneAdamWStepOfTheMeanGradient) {
@@ -197,31 +201,40 @@ TEST(ExpertHome, LowrankDeltasKeepHomeAndIslandSurrogatesIdentical) {
   const Topology topo = Topology::make(2, 1, 0, 0, 1, 2), topo0 = Topology::make(2, 1, 0, 0, 0, 2);
   ExpertHome home(cfg, model.layout(), experts_homed_at(topo, 1, cfg.model.moe_layers(), cfg.model.n_experts),
                   model.params(Arena::EXPERTS));
-  std::vector<float> island(model.params(Arena::EXPERTS), model.params(Arena::EXPERTS) + model.layout().experts_size);
-  ExpertViews views(cfg, model.layout(), topo0, island.data());
-  ASSERT_EQ(views.factors().size(), home.surrogate_factors().size());
-  EXPECT_EQ(views.factors(), home.surrogate_factors()) << "the initial fits must agree";
-  // move the masters by a low-rank change, then two view messages
+  ExpertViews views(cfg, model.layout(), topo0, model.params(Arena::EXPERTS));
   const size_t wsz = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
+  std::vector<float> H1(wsz), H3(wsz), H2(wsz), V1(wsz), V3(wsz), V2(wsz);
+  // the island's views of the home's experts equal the home's surrogates bit for bit
+  auto same = [&] {
+    for (size_t i = 0; i < home.owned().size(); ++i) {
+      home.surrogates()[i].dequantize(H1.data(), H3.data(), H2.data());
+      views.dequantize(home.owned()[i].moe_layer, home.owned()[i].expert, V1.data(), V3.data(), V2.data());
+      if (H1 != V1 || H3 != V3 || H2 != V2) return false;
+    }
+    return true;
+  };
+  EXPECT_TRUE(same()) << "the initial fits must agree";
+  // move the masters by a structured change, then two view messages
   for (size_t i = 0; i < home.masters().size(); ++i)
     home.masters()[i] += 0.05f * (float)((i % wsz) % cfg.model.expert_hidden) / cfg.model.expert_hidden;
   auto err = [&] {  // relative distance of the island's view to the home's masters
     double num = 0, den = 0;
-    std::vector<float> mine(island.size());
-    home.write_masters(mine.data());
-    for (auto id : home.owned())
-      for (int k = 0; k < 3; ++k) {
-        const size_t o = px::expert_offset(cfg.model, model.layout(), id.moe_layer, id.expert, k);
+    for (auto id : home.owned()) {
+      const float* m[3];
+      home.master(id.moe_layer, id.expert, &m[0], &m[1], &m[2]);
+      views.dequantize(id.moe_layer, id.expert, V1.data(), V3.data(), V2.data());
+      const float* v[3] = {V1.data(), V3.data(), V2.data()};
+      for (int k = 0; k < 3; ++k)
         for (size_t j = 0; j < wsz; ++j)
-          num += std::pow(island[o + j] - mine[o + j], 2), den += std::pow(mine[o + j], 2);
-      }
+          num += std::pow(v[k][j] - m[k][j], 2), den += std::pow(m[k][j], 2);
+    }
     return std::sqrt(num / den);
   };
   const double before = err();
   for (int step = 1; step <= 2; ++step) {
     const auto msg = home.view_message(step);
-    views.apply(msg.data(), msg.size(), island.data());
-    EXPECT_EQ(views.factors(), home.surrogate_factors()) << "step " << step;
+    views.apply(msg.data(), msg.size());
+    EXPECT_TRUE(same()) << "step " << step;
   }
   EXPECT_LT(err(), 0.9 * before) << "before " << before;
 }

@@ -151,7 +151,7 @@ double MoeModel<T>::forward(const int32_t* inputs, const int32_t* targets, int B
   const int N = B * Tn, d = cfg_.d_model, V = cfg_.vocab, E = cfg_.n_experts;
   inputs_copy_.assign(inputs, inputs + N);
   const T* bb = backbone_.data();
-  const T* ex = experts_.data();
+  const T* ex = experts_.empty() ? nullptr : experts_.data();
   const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim()};
   const MoeDims md = moe_dims(N);
   // embedding
@@ -176,7 +176,8 @@ double MoeModel<T>::forward(const int32_t* inputs, const int32_t* targets, int B
                                                         : nullptr;
       moe_forward(next, la.moe, la.xn2, bb + o.router, sh ? bb + o.shared_w1 : nullptr,
                   sh && glu ? bb + o.shared_w3 : nullptr, sh ? bb + o.shared_w2 : nullptr,
-                  ex + o.expert_w1, glu ? ex + o.expert_w3 : nullptr, ex + o.expert_w2, bias, md,
+                  ex ? ex + o.expert_w1 : nullptr, ex && glu ? ex + o.expert_w3 : nullptr,
+                  ex ? ex + o.expert_w2 : nullptr, bias, md,
                   moe_context(moe_l), scratch_.nd[5]);
       last_aux_ += la.moe.aux_loss;
       ++moe_l;
@@ -195,7 +196,7 @@ template <class T>
 void MoeModel<T>::backward() {
   const int B = cur_B_, Tn = cur_T_, N = B * Tn, d = cfg_.d_model, V = cfg_.vocab;
   const T* bb = backbone_.data();
-  const T* ex = experts_.data();
+  const T* ex = experts_.empty() ? nullptr : experts_.data();
   T* gb = gbackbone_.data();
   T* ge = gexperts_.empty() ? nullptr : gexperts_.data();
   const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim()};
@@ -223,7 +224,8 @@ void MoeModel<T>::backward() {
                    ge ? ge + o.expert_w2 : nullptr, dcur,
                    la.moe, la.xn2, bb + o.router, sh ? bb + o.shared_w1 : nullptr,
                    sh && glu ? bb + o.shared_w3 : nullptr, sh ? bb + o.shared_w2 : nullptr,
-                   ex + o.expert_w1, glu ? ex + o.expert_w3 : nullptr, ex + o.expert_w2, md,
+                   ex ? ex + o.expert_w1 : nullptr, ex && glu ? ex + o.expert_w3 : nullptr,
+                   ex ? ex + o.expert_w2 : nullptr, md,
                    moe_context(--moe_l), scratch_);
     }
     rmsnorm_backward(dmid_, gb + o.ffn_g, dffn_, la.h, bb + o.ffn_g, la.rstd2, N, d);

@@ -39,7 +39,10 @@ class MoeModel {
   double last_aux() const { return last_aux_; }
   const T* logits() const { return logits_; }  // [B*Tn, V] of the last forward
 
-  T* params(Arena a) { return a == Arena::BACKBONE ? backbone_.data() : experts_.data(); }
+  // null for the experts after release_expert_params()
+  T* params(Arena a) {
+    return a == Arena::BACKBONE ? backbone_.data() : experts_.empty() ? nullptr : experts_.data();
+  }
   // null for the experts after release_expert_grads()
   T* grads(Arena a) {
     return a == Arena::BACKBONE ? gbackbone_.data() : gexperts_.empty() ? nullptr : gexperts_.data();
@@ -47,6 +50,9 @@ class MoeModel {
   // Frees the routed experts' gradient arena, for runs whose routed-expert executor
   // (set_parallel) keeps expert gradients elsewhere (mode parallax: the expert homes).
   void release_expert_grads() { std::vector<T>().swap(gexperts_); }
+  // Frees the routed experts' weights, for runs whose routed-expert executor holds them
+  // elsewhere (mode parallax: masters at the homes, compact views on the islands).
+  void release_expert_params() { std::vector<T>().swap(experts_); }
   const ParamLayout& layout() const { return layout_; }
   const ModelConfig& config() const { return cfg_; }
 

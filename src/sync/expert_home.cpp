@@ -177,6 +177,15 @@ void ExpertHome::apply_deltas() {
   std::fill(delta_sum_.begin(), delta_sum_.end(), 0.0);
 }
 
+void ExpertHome::master(int moe_layer, int expert, const float** W1, const float** W3,
+                        const float** W2) const {
+  const size_t wsz = (size_t)d_ * h_;
+  const float* w = masters_.data() + index_of(moe_layer, expert) * per_;
+  *W1 = w;
+  *W3 = swiglu_ ? w + wsz : nullptr;
+  *W2 = w + per_ - wsz;
+}
+
 void ExpertHome::write_masters(float* experts_arena) const {
   const size_t wsz = (size_t)d_ * h_;
   for (size_t i = 0; i < owned_.size(); ++i) {

@@ -58,6 +58,8 @@ class ExpertHome {
   void fold_deltas(const uint8_t* bytes, size_t size);
   // masters += (sum_s tokens_s delta_s) / (sum_s tokens_s), per expert; clears the sums.
   void apply_deltas();
+  // Points W1, W3 (null for relu2), W2 at the master of expert (m, e) homed here.
+  void master(int moe_layer, int expert, const float** W1, const float** W3, const float** W2) const;
   // Copies the masters into their slots of an experts arena.
   void write_masters(float* experts_arena) const;
   // The view message of step `step` for the islands (format in sync/expert_views.hpp):
@@ -75,6 +77,7 @@ class ExpertHome {
   std::vector<float>& adam_v() { return v_; }
   // view "lowrank": the islands' surrogates of my experts, as flat factors (checkpoints)
   std::vector<float> surrogate_factors() const;
+  const std::vector<LowrankExpertView>& surrogates() const { return surrogates_; }
   void set_surrogate_factors(const std::vector<float>& f);
   int steps_taken() const { return steps_; }
   void set_steps_taken(int s) { steps_ = s; }

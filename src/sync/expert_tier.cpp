@@ -114,27 +114,26 @@ void ExpertTier::send_snapshot(std::vector<uint8_t> msg, Tier t) {
     if (r != topo_.world_rank) send(buf, r, TAG_SNAPSHOT, t);
 }
 
-void ExpertTier::take_snapshot(std::vector<uint8_t>& buf, int src, ExpertViews& views,
-                               float* experts_arena) {
+void ExpertTier::take_snapshot(std::vector<uint8_t>& buf, int src, ExpertViews& views) {
   const int h = recv_into(buf, src, TAG_SNAPSHOT);
-  views.apply(buf.data(), buf.size(), experts_arena);
+  views.apply(buf.data(), buf.size());
   ++snapshots_from_[h];
 }
 
-void ExpertTier::receive_snapshots(ExpertViews& views, float* experts_arena) {
+void ExpertTier::receive_snapshots(ExpertViews& views) {
   std::vector<uint8_t> buf;
   for (int h : homes_)
-    if (h != topo_.world_rank) take_snapshot(buf, h, views, experts_arena);
+    if (h != topo_.world_rank) take_snapshot(buf, h, views);
 }
 
-void ExpertTier::drain_snapshots(ExpertViews& views, float* experts_arena) {
+void ExpertTier::drain_snapshots(ExpertViews& views) {
   std::vector<uint8_t> buf;
   while (p2p_.iprobe(MPI_ANY_SOURCE, TAG_SNAPSHOT))
-    take_snapshot(buf, MPI_ANY_SOURCE, views, experts_arena);
+    take_snapshot(buf, MPI_ANY_SOURCE, views);
 }
 
 void ExpertTier::finish_learner(ExpertHome* home, int64_t home_step, int64_t steps,
-                                int64_t snapshots, ExpertViews& views, float* experts_arena) {
+                                int64_t snapshots, ExpertViews& views) {
   std::vector<uint8_t> buf;
   if (home) {
     Drained d;
@@ -146,7 +145,7 @@ void ExpertTier::finish_learner(ExpertHome* home, int64_t home_step, int64_t ste
   }
   for (int h : homes_)
     while (h != topo_.world_rank && snapshots_from_[h] < snapshots)
-      take_snapshot(buf, h, views, experts_arena);
+      take_snapshot(buf, h, views);
   wait_sends();
 }
 

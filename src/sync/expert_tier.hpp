@@ -6,8 +6,8 @@
 //     a deterministic home waits for one bundle per learner and step). Bundles also carry the
 //     learners' checkpoint / stop decisions to expert workers, which see no other traffic.
 //   view tier (Tier::SNAPSHOT): every snapshot_every steps each home sends every learner except
-//     itself the ternary views of its experts (ExpertHome::snapshot); learners write them,
-//     dequantized, into their experts arena.
+//     itself the views of its experts (ExpertHome::view_message; tier "surrogate" for low-rank
+//     deltas every surrogate_every steps); learners apply them to their ExpertViews.
 // Homes: learners when W = 0 (those homing at least one expert), the W expert workers otherwise.
 //
 // train.deterministic = true: every home takes exactly one bundle per learner and step
@@ -58,7 +58,7 @@ class ExpertTier {
   // tier t (snapshot or surrogate).
   void send_snapshot(std::vector<uint8_t> msg, Tier t);
   // Learner: receives one view message from every home except itself and applies it.
-  void receive_snapshots(ExpertViews& views, float* experts_arena);
+  void receive_snapshots(ExpertViews& views);
   // Adapter signal (deterministic): a learner sends its delta message to every home except
   // itself (tier "adapter"); a home folds one message from every learner except itself.
   void send_deltas(std::map<int, std::vector<uint8_t>> by_home);
@@ -78,11 +78,11 @@ class ExpertTier {
   // home_step. With `one`, stops after one bundle and blocks until it comes (expert workers).
   Drained drain_sketches(ExpertHome& home, int64_t home_step, bool one = false);
   // Learner: applies every snapshot that has arrived.
-  void drain_snapshots(ExpertViews& views, float* experts_arena);
+  void drain_snapshots(ExpertViews& views);
   // Learner at the end of a non-deterministic run of `steps` steps with `snapshots` snapshot
   // steps: takes the bundles (home) and snapshots still in flight, then completes its sends.
   void finish_learner(ExpertHome* home, int64_t home_step, int64_t steps, int64_t snapshots,
-                      ExpertViews& views, float* experts_arena);
+                      ExpertViews& views);
   // Expert worker: bundles with the STOP / CHECKPOINT flag seen per step.
   std::map<int64_t, int>& flagged(uint32_t flag) { return flag == EXPERT_FLAG_STOP ? stops_ : ckpts_; }
 
@@ -91,7 +91,7 @@ class ExpertTier {
                    Drained& d);
   void send(const std::shared_ptr<std::vector<uint8_t>>& buf, int dest, int tag, Tier t);
   int recv_into(std::vector<uint8_t>& buf, int src, int tag);
-  void take_snapshot(std::vector<uint8_t>& buf, int src, ExpertViews& views, float* experts_arena);
+  void take_snapshot(std::vector<uint8_t>& buf, int src, ExpertViews& views);
 
   const Topology& topo_;
   Comm& p2p_;

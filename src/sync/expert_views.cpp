@@ -2,6 +2,8 @@
 #include "sync/expert_views.hpp"
 
 #include <cstring>
+
+#include <fmt/format.h>
 #include <stdexcept>
 #include <string>
 
@@ -61,85 +63,120 @@ void set_lowrank_factors(std::vector<LowrankExpertView>& views, const std::vecto
 }
 
 ExpertViews::ExpertViews(const Config& cfg, const ParamLayout& layout, const Topology& topo,
-                         float* experts_arena)
-    : cfg_(cfg), layout_(layout), lowrank_(cfg.experts.view == ViewKind::LOWRANK) {
+                         const float* experts_arena)
+    : cfg_(cfg), lowrank_(cfg.experts.view == ViewKind::LOWRANK) {
   const ModelConfig& mc = cfg.model;
   const int E = mc.n_experts;
+  const bool glu = mc.expert_act == ExpertActKind::SWIGLU;
   slot_.assign((size_t)mc.moe_layers() * E, -1);
   for (int m = 0; m < mc.moe_layers(); ++m)
     for (int e = 0; e < E; ++e) {
       if (expert_home(topo, m, e, E) == topo.world_rank) continue;
-      float* W1 = experts_arena + expert_offset(mc, layout, m, e, 0);
-      float* W3 = mc.expert_act == ExpertActKind::SWIGLU
-                      ? experts_arena + expert_offset(mc, layout, m, e, 1) : nullptr;
-      float* W2 = experts_arena + expert_offset(mc, layout, m, e, 2);
-      if (lowrank_) {
-        slot_[(size_t)m * E + e] = (int)lr_.size();
-        lr_.push_back(lowrank_view_from_master((const float*)W1, (const float*)W3, (const float*)W2,
-                                               mc.d_model, mc.expert_hidden, expert_act_of(mc),
-                                               cfg.experts.surrogate_rank, view_seed(cfg, m, e, 0)));
-        lr_.back().dequantize(W1, W3, W2);
-      } else {
-        slot_[(size_t)m * E + e] = 0;
-        ternary_view_from_master((const float*)W1, (const float*)W3, (const float*)W2, mc.d_model,
-                                 mc.expert_hidden, expert_act_of(mc))
-            .dequantize(W1, W3, W2);
-      }
+      const float* W1 = experts_arena + expert_offset(mc, layout, m, e, 0);
+      const float* W3 = glu ? experts_arena + expert_offset(mc, layout, m, e, 1) : nullptr;
+      const float* W2 = experts_arena + expert_offset(mc, layout, m, e, 2);
+      slot_[(size_t)m * E + e] = (int)ids_.size();
+      ids_.push_back({m, e});
+      if (lowrank_)
+        lr_.push_back(lowrank_view_from_master(W1, W3, W2, mc.d_model, mc.expert_hidden,
+                                               expert_act_of(mc), cfg.experts.surrogate_rank,
+                                               view_seed(cfg, m, e, 0)));
+      else
+        tv_.push_back(ternary_view_from_master(W1, W3, W2, mc.d_model, mc.expert_hidden,
+                                               expert_act_of(mc)));
     }
 }
 
-void ExpertViews::rehome(const Topology& old, float* experts_arena) {
-  const ModelConfig& mc = cfg_.model;
-  for (int m = 0; m < mc.moe_layers(); ++m)
-    for (int e = 0; e < mc.n_experts; ++e) {
-      if (slot_[(size_t)m * mc.n_experts + e] < 0 || expert_home(old, m, e, mc.n_experts) != old.world_rank)
-        continue;
-      float* W1 = experts_arena + expert_offset(mc, layout_, m, e, 0);
-      float* W3 = mc.expert_act == ExpertActKind::SWIGLU ? experts_arena + expert_offset(mc, layout_, m, e, 1)
-                                                         : nullptr;
-      float* W2 = experts_arena + expert_offset(mc, layout_, m, e, 2);
-      ternary_view_from_master((const float*)W1, (const float*)W3, (const float*)W2, mc.d_model,
-                               mc.expert_hidden, expert_act_of(mc))
-          .dequantize(W1, W3, W2);
-    }
+void ExpertViews::dequantize(int m, int e, float* W1, float* W3, float* W2) const {
+  const int s = slot(m, e);
+  if (s < 0) throw std::logic_error("ExpertViews::dequantize: expert homed here");
+  if (lowrank_) lr_[s].dequantize(W1, W3, W2);
+  else tv_[s].dequantize(W1, W3, W2);
+}
+
+void ExpertViews::set_from_master(int m, int e, const float* W1, const float* W3, const float* W2) {
+  const int s = slot(m, e);
+  if (s < 0 || lowrank_) throw std::logic_error("ExpertViews::set_from_master: not a ternary view");
+  tv_[s] = ternary_view_from_master(W1, W3, W2, cfg_.model.d_model, cfg_.model.expert_hidden,
+                                    expert_act_of(cfg_.model));
 }
 
 int ExpertViews::every() const {
   return lowrank_ ? cfg_.experts.surrogate_every : cfg_.experts.snapshot_every;
 }
 
-void ExpertViews::apply(const uint8_t* bytes, size_t size, float* experts_arena) {
+size_t ExpertViews::bytes() const {
+  size_t b = 0;
+  for (const auto& v : tv_)
+    for (const TernaryMatrix* m : {&v.w1, &v.w3, &v.w2}) b += 4 * (m->scale.size() + m->codes.size());
+  for (const auto& v : lr_)
+    for (const LowrankMatrix* m : {&v.w1, &v.w3, &v.w2}) b += 4 * (m->U.size() + m->V.size());
+  return b;
+}
+
+void ExpertViews::apply(const uint8_t* bytes, size_t size) {
   const ModelConfig& mc = cfg_.model;
   const uint8_t *p = bytes, *end = bytes + size;
   const uint32_t n = take<uint32_t>(p, end, "the expert count");
   for (uint32_t i = 0; i < n; ++i) {
     const int32_t m = take<int32_t>(p, end, "an expert id"), e = take<int32_t>(p, end, "an expert id");
     const uint32_t len = take<uint32_t>(p, end, "an expert length");
-    const std::string who = "(" + std::to_string(m) + ", " + std::to_string(e) + ")";
+    const std::string who = fmt::format("({}, {})", m, e);
     if (m < 0 || m >= mc.moe_layers() || e < 0 || e >= mc.n_experts)
       throw std::invalid_argument("view message names expert " + who + " outside the model");
-    const int slot = slot_[(size_t)m * mc.n_experts + e];
-    if (slot < 0) throw std::invalid_argument("view message for expert " + who + ", homed here");
+    const int s = slot(m, e);
+    if (s < 0) throw std::invalid_argument("view message for expert " + who + ", homed here");
     if ((size_t)(end - p) < len) throw std::invalid_argument("view message truncated in a view");
-    float* W1 = experts_arena + expert_offset(mc, layout_, m, e, 0);
-    float* W3 = mc.expert_act == ExpertActKind::SWIGLU ? experts_arena + expert_offset(mc, layout_, m, e, 1)
-                                                       : nullptr;
-    float* W2 = experts_arena + expert_offset(mc, layout_, m, e, 2);
     if (lowrank_) {
       LowrankExpertView delta = lowrank_expert_from_wire(p, len);
       if (delta.d != mc.d_model || delta.h != mc.expert_hidden || delta.kind != expert_act_of(mc))
         throw std::invalid_argument("view delta of expert " + who + " has another shape or activation");
-      lowrank_expert_add(lr_[slot], delta);
-      lr_[slot].dequantize(W1, W3, W2);
+      lowrank_expert_add(lr_[s], delta);
     } else {
       TernaryExpertView v = ternary_expert_from_wire(p, len);
       if (v.d != mc.d_model || v.h != mc.expert_hidden || v.kind != expert_act_of(mc))
         throw std::invalid_argument("view of expert " + who + " has another shape or activation");
-      v.dequantize(W1, W3, W2);
+      tv_[s] = std::move(v);
     }
     p += len;
   }
   if (p != end) throw std::invalid_argument("view message has trailing bytes");
+}
+
+std::vector<int32_t> ExpertViews::state() const {
+  std::vector<int32_t> w;
+  for (size_t s = 0; s < ids_.size(); ++s) {
+    const std::vector<uint8_t> wire = lowrank_ ? lowrank_expert_to_wire(lr_[s]) : ternary_expert_to_wire(tv_[s]);
+    w.push_back(ids_[s].moe_layer);
+    w.push_back(ids_[s].expert);
+    w.push_back((int32_t)wire.size());
+    const size_t o = w.size();
+    w.resize(o + (wire.size() + 3) / 4, 0);
+    std::memcpy(w.data() + o, wire.data(), wire.size());
+  }
+  return w;
+}
+
+int ExpertViews::set_state(const std::vector<int32_t>& w) {
+  int set = 0;
+  size_t i = 0;
+  while (i < w.size()) {
+    if (i + 3 > w.size()) throw std::invalid_argument("view state truncated");
+    const int m = w[i], e = w[i + 1];
+    const size_t len = (size_t)w[i + 2], words = (len + 3) / 4;
+    if (i + 3 + words > w.size() || m < 0 || m >= cfg_.model.moe_layers() || e < 0 ||
+        e >= cfg_.model.n_experts)
+      throw std::invalid_argument("view state malformed");
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data() + i + 3);
+    const int s = slot(m, e);
+    if (s >= 0) {  // (an expert homed here now, after re-homing, is skipped)
+      if (lowrank_) lr_[s] = lowrank_expert_from_wire(p, len);
+      else tv_[s] = ternary_expert_from_wire(p, len);
+      ++set;
+    }
+    i += 3 + words;
+  }
+  return set;
 }
 
 }  // namespace px

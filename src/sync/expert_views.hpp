@@ -1,12 +1,13 @@
 #pragma once
 // What a learner holds of the experts homed elsewhere in mode "parallax" (DESIGN §6), and how
 // the homes' view messages refresh it (experts.view):
-//   "ternary": the arena holds each such expert's dequantized ternary snapshot; a message
-//              replaces it (every snapshot_every steps, tier "snapshot").
-//   "lowrank": this object keeps the factors U V (rank surrogate_rank) of each such expert and
-//              the arena holds U V; a message carries rank-update_rank deltas that learner and
-//              home add with the same re-compressing rule (lowrank_expert_add), so both hold
-//              bit-identical surrogates (every surrogate_every steps, tier "surrogate").
+//   "ternary": the 2-bit codes and scales of each such expert's last ternary snapshot; a
+//              message replaces them (every snapshot_every steps, tier "snapshot").
+//   "lowrank": the factors U V (rank surrogate_rank) of each such expert; a message carries
+//              rank-update_rank deltas that learner and home add with the same re-compressing
+//              rule (lowrank_expert_add), so both hold bit-identical surrogates (every
+//              surrogate_every steps, tier "surrogate").
+// Views are kept compact; the island's expert executor dequantizes one expert at a time.
 // At start every rank builds the views from the same initial weights (no message).
 //
 // View message: u32 count, then per expert i32 moe_layer, i32 expert, u32 bytes and a ternary
@@ -17,6 +18,8 @@
 #include "config/config.hpp"          // defines: Config
 #include "model/lowrank_view.hpp"     // defines: LowrankExpertView
 #include "model/param_layout.hpp"     // defines: ParamLayout
+#include "model/ternary_view.hpp"     // defines: TernaryExpertView
+#include "parallel/expert_placement.hpp"  // defines: ExpertId
 #include "parallel/topology.hpp"      // defines: Topology
 
 namespace px {
@@ -31,30 +34,37 @@ void set_lowrank_factors(std::vector<LowrankExpertView>& views, const std::vecto
 
 class ExpertViews {
  public:
-  // Builds the view of every expert not homed at topo.world_rank from the arena's (initial)
-  // weights and writes it, dequantized, into the arena.
+  // Builds the view of every expert not homed at topo.world_rank from the (initial) weights in
+  // experts_arena (every rank has the same ones at start).
   ExpertViews(const Config& cfg, const ParamLayout& layout, const Topology& topo,
-              float* experts_arena);
-  // Applies a home's view message to this rank's views and writes them into experts_arena.
-  // Throws std::invalid_argument on a malformed message, naming what is wrong.
-  void apply(const uint8_t* bytes, size_t size, float* experts_arena);
-  // After resuming with another topology.expert_workers (view "ternary"): the experts this rank
-  // homed under `old` (old.world_rank = this rank) and no longer does hold their masters in the
-  // arena; they become their views.
-  void rehome(const Topology& old, float* experts_arena);
+              const float* experts_arena);
+  // Applies a home's view message. Throws std::invalid_argument on a malformed message, naming
+  // what is wrong (nothing is changed then for the experts after the bad one).
+  void apply(const uint8_t* bytes, size_t size);
+  bool remote(int moe_layer, int expert) const { return slot(moe_layer, expert) >= 0; }
+  // The dense weights of remote expert (m, e): W1, W3 [d, h] (W3 null for relu2), W2 [h, d].
+  void dequantize(int moe_layer, int expert, float* W1, float* W3, float* W2) const;
+  // View "ternary": remote expert (m, e) becomes the view of these master weights (re-homing).
+  void set_from_master(int moe_layer, int expert, const float* W1, const float* W3, const float* W2);
   // The tier and cadence of view messages.
   bool lowrank() const { return lowrank_; }
   int every() const;
+  size_t bytes() const;  // memory the views take (codes, scales, factors)
 
-  // State for checkpoints (view "lowrank": the surrogates' factors; empty for ternary).
-  std::vector<float> factors() const { return lowrank_factors(lr_); }
-  void set_factors(const std::vector<float>& f) { set_lowrank_factors(lr_, f); }
+  // State for checkpoints: per remote expert i32 moe_layer, i32 expert, i32 bytes, then its
+  // expert wire form (ternary or low-rank) padded to 4-byte words. set_state returns how many
+  // of this rank's remote experts it set (others keep their views).
+  std::vector<int32_t> state() const;
+  int set_state(const std::vector<int32_t>& words);
 
  private:
+  int slot(int m, int e) const { return slot_[(size_t)m * cfg_.model.n_experts + e]; }
+
   const Config& cfg_;
-  const ParamLayout& layout_;
   bool lowrank_;
-  std::vector<int> slot_;  // [moe_layers * E]: index into lr_ (lowrank), -1 for my own experts
+  std::vector<int> slot_;  // [moe_layers * E]: index into tv_ / lr_, -1 for my own experts
+  std::vector<ExpertId> ids_;  // the remote experts, by slot
+  std::vector<TernaryExpertView> tv_;
   std::vector<LowrankExpertView> lr_;
 };
 

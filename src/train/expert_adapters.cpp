@@ -10,29 +10,25 @@
 
 namespace px {
 
-ExpertAdapters::ExpertAdapters(const Config& cfg, const ParamLayout& layout, const Topology& topo,
-                               const float* experts_arena)
-    : cfg_(cfg), r_(cfg.experts.adapter_rank),
-      views_(experts_arena, experts_arena + layout.experts_size) {
+ExpertAdapters::ExpertAdapters(const Config& cfg, const Topology& topo)
+    : cfg_(cfg), r_(cfg.experts.adapter_rank) {
   const ModelConfig& mc = cfg.model;
   const int d = mc.d_model, h = mc.expert_hidden, E = mc.n_experts;
   const bool swiglu = mc.expert_act == ExpertActKind::SWIGLU;
-  const size_t wsz = (size_t)d * h;
   size_t off = 0;
   index_.assign((size_t)mc.moe_layers() * E, -1);
   for (int m = 0; m < mc.moe_layers(); ++m)
     for (int e = 0; e < E; ++e) {
       const int home = expert_home(topo, m, e, E);
       if (home == topo.world_rank) continue;
-      const LayerOffsets& L = layout.layers[mc.dense_layers + m];
       std::vector<Mat> ms;
-      auto add = [&](size_t base, int in, int out) {
-        ms.push_back({base + (size_t)e * wsz, in, out, off, off + (size_t)in * r_});
+      auto add = [&](int in, int out) {
+        ms.push_back({in, out, off, off + (size_t)in * r_});
         off += (size_t)r_ * (in + out);
       };
-      add(L.expert_w1, d, h);
-      if (swiglu) add(L.expert_w3, d, h);
-      add(L.expert_w2, h, d);
+      add(d, h);
+      if (swiglu) add(d, h);
+      add(h, d);
       index_[(size_t)m * E + e] = (int)ids_.size();
       ids_.push_back({m, e});
       home_.push_back(home);
@@ -68,11 +64,12 @@ void ExpertAdapters::reset(int64_t cycle_step) {
     }
 }
 
-void ExpertAdapters::materialize(float* experts_arena) const {
-  for (size_t i = 0; i < ids_.size(); ++i)
-    for (const Mat& mt : mats_[i])
-      cpu::adapter_merge(experts_arena + mt.arena, views_.data() + mt.arena, p_.data() + mt.a,
-                         p_.data() + mt.b, mt.in, r_, mt.out);
+void ExpertAdapters::add_to(int moe_layer, int expert, float* W1, float* W3, float* W2) const {
+  const std::vector<Mat>& ms = mats_[index_[(size_t)moe_layer * cfg_.model.n_experts + expert]];
+  float* W[3] = {W1, ms.size() == 3 ? W3 : W2, W2};
+  for (size_t k = 0; k < ms.size(); ++k)
+    cpu::matmul(W[k], p_.data() + ms[k].a, p_.data() + ms[k].b, ms[k].in, r_, ms[k].out, false,
+                false, true);
 }
 
 void ExpertAdapters::add_weight_grad(int moe_layer, int expert, const float* dW1,

@@ -16,7 +16,6 @@
 #include <vector>
 
 #include "config/config.hpp"              // defines: Config
-#include "model/param_layout.hpp"         // defines: ParamLayout
 #include "parallel/expert_placement.hpp"  // defines: ExpertId
 #include "parallel/topology.hpp"          // defines: Topology
 
@@ -24,15 +23,11 @@ namespace px {
 
 class ExpertAdapters {
  public:
-  // experts_arena: this rank's arena with the initial views (copied as the adapters' base).
-  ExpertAdapters(const Config& cfg, const ParamLayout& layout, const Topology& topo,
-                 const float* experts_arena);
+  ExpertAdapters(const Config& cfg, const Topology& topo);
 
-  // The views under the adapters (an experts-arena-sized buffer; only adapted slots are used).
-  // Snapshots are applied here; then call materialize().
-  std::vector<float>& views() { return views_; }
-  // Writes view + A B into the arena slot of every adapted expert.
-  void materialize(float* experts_arena) const;
+  // W += A B for each weight of adapted expert (m, e) (W3 null for relu2): the view under the
+  // adapters becomes the weights the island runs.
+  void add_to(int moe_layer, int expert, float* W1, float* W3, float* W2) const;
   // During a backward: the dense weight gradient of adapted expert (m, e) (W3 null for relu2)
   // becomes the adapters' gradients (accumulated until step()).
   void add_weight_grad(int moe_layer, int expert, const float* dW1, const float* dW3,
@@ -51,7 +46,6 @@ class ExpertAdapters {
 
  private:
   struct Mat {
-    size_t arena;     // offset of the weight in the experts arena
     int in, out;
     size_t a, b;      // offsets of A and B in p_
   };
@@ -63,7 +57,7 @@ class ExpertAdapters {
   std::vector<int> index_;       // [moe_layers * E] -> index into ids_ (-1: homed here)
   std::vector<int> home_;        // their homes
   std::vector<std::vector<Mat>> mats_;  // per adapted expert: W1, (W3), W2
-  std::vector<float> views_, p_, g_, m_, v_;
+  std::vector<float> p_, g_, m_, v_;
   std::vector<int64_t> tokens_;
   int steps_ = 0;
 };

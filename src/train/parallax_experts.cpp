@@ -30,6 +30,7 @@ ParallaxExperts::ParallaxExperts(const Config& cfg, const Topology& topo, MoeMod
   s2_.resize(rh);
   s3_.resize(rh);
   dw_.resize(3 * (size_t)d_ * h_);
+  w_.resize(3 * (size_t)d_ * h_);
 }
 
 std::map<int, std::vector<std::vector<uint8_t>>> ParallaxExperts::take_outbox() {
@@ -38,27 +39,48 @@ std::map<int, std::vector<std::vector<uint8_t>>> ParallaxExperts::take_outbox() 
   return out;
 }
 
+void ParallaxExperts::weights(int m, int e, const float** W1, const float** W3, const float** W2) {
+  if (homed_here(m, e)) {
+    home_src_->master(m, e, W1, W3, W2);
+    return;
+  }
+  const size_t wsz = (size_t)d_ * h_;
+  float *w1 = w_.data(), *w3 = expert_act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU ? w_.data() + wsz : nullptr,
+        *w2 = w_.data() + 2 * wsz;
+  views_->dequantize(m, e, w1, w3, w2);
+  if (adapters_src_) adapters_src_->add_to(m, e, w1, w3, w2);
+  *W1 = w1;
+  *W3 = w3;
+  *W2 = w2;
+}
+
 void ParallaxExperts::forward(int m, const float* xp, const int32_t* bounds, float* yp) {
-  const auto& L = model_.layout().layers[cfg_.model.dense_layers + m];
-  const float* W = model_.params(Arena::EXPERTS);
+  if (!views_) throw std::logic_error("ParallaxExperts: set_sources before the first forward");
   xp_[m] = xp;
   std::copy(bounds, bounds + E_ + 1, bounds_[m].begin());
   const bool swiglu = expert_act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
-  cpu::expert_ffn_forward<float>(yp, a_[m].data(), swiglu ? b_[m].data() : nullptr,
-                                 act_[m].data(), xp, W + L.expert_w1,
-                                 swiglu ? W + L.expert_w3 : nullptr, W + L.expert_w2, bounds, E_,
-                                 d_, h_, expert_act_of(cfg_.model));
+  for (int e = 0; e < E_; ++e) {
+    const int r0 = bounds[e], n = bounds[e + 1] - r0;
+    if (n == 0) continue;
+    const float *W1, *W3, *W2;
+    weights(m, e, &W1, &W3, &W2);
+    const int32_t seg[2] = {0, n};
+    const size_t od = (size_t)r0 * d_, oh = (size_t)r0 * h_;
+    cpu::expert_ffn_forward<float>(yp + od, a_[m].data() + oh, swiglu ? b_[m].data() + oh : nullptr,
+                                   act_[m].data() + oh, xp + od, W1, W3, W2, seg, 1, d_, h_,
+                                   expert_act_of(cfg_.model));
+  }
 }
 
 void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
-  const auto& L = model_.layout().layers[cfg_.model.dense_layers + m];
-  const float* W = model_.params(Arena::EXPERTS);
   const bool swiglu = expert_act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
   const size_t wsz = (size_t)d_ * h_;
   const auto& bd = bounds_[m];
   for (int e = 0; e < E_; ++e) {
     const int r0 = bd[e], n = bd[e + 1] - r0;
     if (n == 0) continue;
+    const float *W1, *W3, *W2;
+    weights(m, e, &W1, &W3, &W2);
     const bool mine = homed_here(m, e);
     // weight gradients: of my masters, and with adapters the dense gradient of the view
     // (ExpertAdapters turns it into the adapters' gradients)
@@ -71,8 +93,7 @@ void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
     float* g2 = dw_.data() + 2 * wsz;
     cpu::expert_ffn_backward<float>(
         dxp + od, dense ? g1 : nullptr, dense && swiglu ? g3 : nullptr, dense ? g2 : nullptr, dyp + od, xp_[m] + od, a_[m].data() + oh,
-        swiglu ? b_[m].data() + oh : nullptr, act_[m].data() + oh, W + L.expert_w1 + e * wsz,
-        swiglu ? W + L.expert_w3 + e * wsz : nullptr, W + L.expert_w2 + e * wsz, seg, 1, d_, h_,
+        swiglu ? b_[m].data() + oh : nullptr, act_[m].data() + oh, W1, W3, W2, seg, 1, d_, h_,
         expert_act_of(cfg_.model), s1_.data(), s2_.data(), s3_.data());
     if (dense) sink_(m, e, g1, swiglu ? g3 : nullptr, g2);
     if (mine || !sketch_) continue;

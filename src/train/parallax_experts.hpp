@@ -1,8 +1,9 @@
 #pragma once
 // The routed experts of an island rank in mode "parallax" (DESIGN §1, §6, §7). Every routed
-// expert runs HERE, from the model's experts arena, which holds the fp32 masters of the experts
-// this rank homes (ExpertHome::write_masters) and the dequantized ternary views of all others
-// (apply_snapshot; at start, views of the shared initial weights). The backward computes input
+// expert runs HERE, one expert at a time: the experts this rank homes from their fp32 masters
+// (ExpertHome), all others from their compact views (ExpertViews: ternary codes or low-rank
+// factors) dequantized into a scratch buffer, plus the adapters' A B under the adapter signal
+// (the model keeps no routed-expert weights or gradients). The backward computes input
 // gradients for every expert but weight gradients only for the homed ones (frozen views), and
 // for every expert homed elsewhere that received rows it packs a sketch of (X, dY) into the
 // outbox of that expert's home (on sketch steps). Weight gradients go to the grad sink (with
@@ -18,6 +19,9 @@
 #include "model/moe_model.hpp"            // defines: MoeModel
 #include "parallel/topology.hpp"          // defines: Topology
 #include "sketch/sketch_handle.hpp"       // defines: SketchKey
+#include "sync/expert_home.hpp"           // defines: ExpertHome
+#include "sync/expert_views.hpp"          // defines: ExpertViews
+#include "train/expert_adapters.hpp"      // defines: ExpertAdapters
 
 namespace px {
 
@@ -37,6 +41,13 @@ class ParallaxExperts final : public RoutedExperts<float> {
   using GradSink = std::function<void(int moe_layer, int e, const float* dW1, const float* dW3,
                                       const float* dW2)>;
   void set_grad_sink(GradSink sink) { sink_ = std::move(sink); }
+  // Where the weights come from (home may be null when this rank homes nothing; adapters null
+  // unless the adapter signal). Must be set before the first forward.
+  void set_sources(const ExpertHome* home, const ExpertViews* views, const ExpertAdapters* adapters) {
+    home_src_ = home;
+    views_ = views;
+    adapters_src_ = adapters;
+  }
   // Sketches packed since the last take, by home world rank (each a full sketch message).
   std::map<int, std::vector<std::vector<uint8_t>>> take_outbox();
 
@@ -60,7 +71,13 @@ class ParallaxExperts final : public RoutedExperts<float> {
   std::vector<std::vector<int32_t>> bounds_;
   std::vector<std::vector<float>> a_, b_, act_;
   std::vector<float> s1_, s2_, s3_, xs_, dys_, dw_;  // dw_: [3, d*h] one expert's gradient
+  std::vector<float> w_;  // [3, d*h]: one view's dequantized weights
   GradSink sink_;
+  const ExpertHome* home_src_ = nullptr;
+  const ExpertViews* views_ = nullptr;
+  const ExpertAdapters* adapters_src_ = nullptr;
+  // Points W1, W3, W2 at expert (m, e)'s weights (a master, or a view materialized in w_).
+  void weights(int m, int e, const float** W1, const float** W3, const float** W2);
   std::map<int, std::vector<std::vector<uint8_t>>> outbox_;
 };
 

@@ -52,7 +52,18 @@ Plan make_plan(const Config& cfg) {
   // optimizer covers the backbone and, when W = 0, this rank's share of the expert masters
   const int W = t.expert_workers;
   const double homed_params = parallax && W == 0 ? (double)p.params_experts / NL : 0.0;
-  if (parallax) {  // gradients: the backbone's, plus my experts' pending sum at the home
+  const int M_ALL = m.moe_layers();
+  if (parallax) {
+    // weights: the backbone, my experts' masters (W = 0) and the compact views of the others
+    // (ternary: 2-bit codes + an fp32 scale per output unit; lowrank: fp32 factors)
+    const double mats = m.expert_act == ExpertActKind::SWIGLU ? 3 : 2;
+    const double view_bytes =
+        cfg.experts.view == ViewKind::LOWRANK
+            ? 4.0 * cfg.experts.surrogate_rank * mats * (d + h)
+            : mats * ((double)d * h / 4.0 + 4.0 * (d + h) / 2.0);
+    const double remote = (double)M_ALL * E - (W == 0 ? (double)M_ALL * E / NL : 0.0);
+    lr.param_bytes = 4.0 * p.params_backbone + 4.0 * homed_params + remote * view_bytes;
+    // gradients: the backbone's, plus my experts' pending sum at the home
     lr.grad_bytes = 4.0 * p.params_backbone + 4.0 * homed_params;
     lr.optim_bytes = 8.0 * p.params_backbone + 12.0 * homed_params;
   }

@@ -25,7 +25,8 @@ void add_learner_state(ParallelCheckpointWriter& w, Learner& L, OuterSync* outer
   MoeModel<float>& m = L.model();
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
     const size_t n = m.layout().size(a);
-    w.add(std::string("params/") + an(a), std::span<const float>(m.params(a), n));
+    if (m.params(a))  // (mode parallax: the routed experts live at their homes and in views)
+      w.add(std::string("params/") + an(a), std::span<const float>(m.params(a), n));
     if (!L.opt().m(a).empty()) {  // (mode parallax: no learner moments for the experts)
       w.add(std::string("optim/m/") + an(a), sp(L.opt().m(a)));
       w.add(std::string("optim/v/") + an(a), sp(L.opt().v(a)));
@@ -132,16 +133,33 @@ int64_t load_home_state(const std::string& path, int rank, ExpertHome& h) {
 }
 
 void add_view_state(ParallelCheckpointWriter& w, ExpertViews& v) {
-  if (v.lowrank()) w.add("views/lowrank_factors", sp(v.factors()));
+  const std::vector<int32_t> st = v.state();
+  w.add("views/state", sp(st));
+  const std::vector<int64_t> n = {(int64_t)st.size()};
+  w.add("views/state_words", sp(n));
 }
 
-void load_view_state(const std::string& path, int rank, ExpertViews& v) {
-  if (v.lowrank())
-    v.set_factors(read_rank_array<float>(path, rank, "views/lowrank_factors", v.factors().size()));
+void load_view_state(const std::string& path, int rank, ExpertViews& v, bool rehome) {
+  const size_t n = (size_t)read_rank_array<int64_t>(path, rank, "views/state_words", 1)[0];
+  v.set_state(read_rank_array<int32_t>(path, rank, "views/state", n));
+  if (!rehome) return;
+  // experts this rank homed before and no longer does: their views from my old masters
+  const Config saved = checkpoint_config(path);
+  const ModelConfig& mc = saved.model;
+  const auto mine = experts_homed_at(saved_topology(path, rank), rank, mc.moe_layers(), mc.n_experts);
+  if (mine.empty()) return;
+  const size_t wsz = (size_t)mc.d_model * mc.expert_hidden;
+  const bool glu = mc.expert_act == ExpertActKind::SWIGLU;
+  const size_t per = (glu ? 3 : 2) * wsz;
+  const auto masters = read_rank_array<float>(path, rank, "home/masters", mine.size() * per);
+  for (size_t i = 0; i < mine.size(); ++i)
+    if (v.remote(mine[i].moe_layer, mine[i].expert)) {
+      const float* w = masters.data() + i * per;
+      v.set_from_master(mine[i].moe_layer, mine[i].expert, w, glu ? w + wsz : nullptr, w + per - wsz);
+    }
 }
 
 void add_adapter_state(ParallelCheckpointWriter& w, ExpertAdapters& a) {
-  w.add("adapters/views", sp(a.views()));
   w.add("adapters/params", sp(a.params()));
   w.add("adapters/m", sp(a.adam_m()));
   w.add("adapters/v", sp(a.adam_v()));
@@ -151,8 +169,8 @@ void add_adapter_state(ParallelCheckpointWriter& w, ExpertAdapters& a) {
 }
 
 void load_adapter_state(const std::string& path, int rank, ExpertAdapters& a) {
-  for (auto [name, v] : {std::pair{"adapters/views", &a.views()}, {"adapters/params", &a.params()},
-                         {"adapters/m", &a.adam_m()}, {"adapters/v", &a.adam_v()}})
+  for (auto [name, v] : {std::pair{"adapters/params", &a.params()}, {"adapters/m", &a.adam_m()},
+                         {"adapters/v", &a.adam_v()}})
     *v = read_rank_array<float>(path, rank, name, v->size());
   a.tokens() = read_rank_array<int64_t>(path, rank, "adapters/tokens", a.tokens().size());
   a.steps_in_cycle() = (int)read_rank_array<int64_t>(path, rank, "adapters/steps_in_cycle", 1)[0];
@@ -217,7 +235,7 @@ void load_learner_state(const std::string& path, int rank, const Config& cfg, Le
   };
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
     const size_t n = m.layout().size(a);
-    into(std::string("params/") + an(a), m.params(a), n);
+    if (m.params(a)) into(std::string("params/") + an(a), m.params(a), n);
     if (!L.opt().m(a).empty()) {
       into(std::string("optim/m/") + an(a), L.opt().m(a).data(), n);
       into(std::string("optim/v/") + an(a), L.opt().v(a).data(), n);

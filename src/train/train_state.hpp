@@ -41,12 +41,13 @@ int64_t load_home_state(const std::string& path, int rank, ExpertHome& h);
 bool rehoming(const std::string& path, const Config& cfg);
 int64_t load_home_state_rehomed(const std::string& path, ExpertHome& h, const ModelConfig& mc);
 Topology saved_topology(const std::string& path, int rank);
-// Mode parallax, adapter signal: a learner's views under the adapters, the adapters, their
-// AdamW moments, token counts and step in the current cycle.
+// Mode parallax, adapter signal: a learner's adapters, their AdamW moments, token counts and
+// step in the current cycle.
 void add_adapter_state(ParallelCheckpointWriter& w, ExpertAdapters& a);
-// Mode parallax, view "lowrank": a learner's surrogates of the experts homed elsewhere.
+// Mode parallax: a learner's compact views of the experts homed elsewhere. With `rehome`, the
+// experts this rank homed in the checkpoint and no longer does get views of those masters.
 void add_view_state(ParallelCheckpointWriter& w, ExpertViews& v);
-void load_view_state(const std::string& path, int rank, ExpertViews& v);
+void load_view_state(const std::string& path, int rank, ExpertViews& v, bool rehome);
 void load_adapter_state(const std::string& path, int rank, ExpertAdapters& a);
 // Collective over world. Rank 0 adds the tokenizer; writes DIR/step_XXXXXXXX.h5 and prunes.
 std::string commit_checkpoint(MPI_Comm world, ParallelCheckpointWriter& w, const std::string& dir,

@@ -209,17 +209,19 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     if (!mine.empty())
       home = std::make_unique<ExpertHome>(cfg, L.model().layout(), std::move(mine),
                                           L.model().params(Arena::EXPERTS));
-    // every expert homed elsewhere becomes its view (on resume the checkpoint overwrites them)
+    // every expert homed elsewhere becomes its compact view (a resume overwrites them)
     views = std::make_unique<ExpertViews>(cfg, L.model().layout(), topo,
                                           L.model().params(Arena::EXPERTS));
     if (cfg.experts.signal == ExpertSignalKind::ADAPTERS)
-      adapters = std::make_unique<ExpertAdapters>(cfg, L.model().layout(), topo,
-                                                  L.model().params(Arena::EXPERTS));
-    // my experts' gradients to my home, the views' to the adapters
+      adapters = std::make_unique<ExpertAdapters>(cfg, topo);
+    // the island runs my experts from the masters, the others from their views (+ adapters);
+    // my experts' gradients go to my home, the views' to the adapters
+    L.parallax()->set_sources(home.get(), views.get(), adapters.get());
     L.parallax()->set_grad_sink([&](int m, int e, const float* g1, const float* g3, const float* g2) {
       if (L.parallax()->homed_here(m, e)) home->add_expert_grad(m, e, g1, g3, g2);
       else if (adapters) adapters->add_weight_grad(m, e, g1, g3, g2);
     });
+    L.model().release_expert_params();  // the homes and views hold the routed experts now
   }
   TokenLoader loader(*train_split, T);
   TokenLoader val_loader(*val_split, T);
@@ -228,21 +230,15 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     load_learner_state(resume_from, wrank, cfg, L, outer.get(), pg);
     L.sync_to_device();
     if (outer) outer->restore(pg.step, pg.island_tokens);
-    if (tier && rehoming(resume_from, cfg)) {  // another expert_workers: experts move home
-      if (home) {
-        load_home_state_rehomed(resume_from, *home, mc);
-        home->write_masters(L.model().params(Arena::EXPERTS));
-      }
-      views->rehome(saved_topology(resume_from, wrank), L.model().params(Arena::EXPERTS));
-      log->info("re-homed the experts: topology.expert_workers {} -> {}",
-                checkpoint_config(resume_from).topology.expert_workers, tc.expert_workers);
-    } else {
-      if (home) load_home_state(resume_from, wrank, *home);
-      if (views) load_view_state(resume_from, wrank, *views);
-    }
-    if (adapters) {
-      load_adapter_state(resume_from, wrank, *adapters);
-      adapters->materialize(L.model().params(Arena::EXPERTS));
+    if (tier) {
+      const bool rehome = rehoming(resume_from, cfg);  // another expert_workers: experts move home
+      if (home && rehome) load_home_state_rehomed(resume_from, *home, mc);
+      else if (home) load_home_state(resume_from, wrank, *home);
+      load_view_state(resume_from, wrank, *views, rehome);
+      if (adapters) load_adapter_state(resume_from, wrank, *adapters);
+      if (rehome)
+        log->info("re-homed the experts: topology.expert_workers {} -> {}",
+                  checkpoint_config(resume_from).topology.expert_workers, tc.expert_workers);
     }
     loader.set_cursor(pg.data_cursor);
     log->info("resumed from {} (step {})", resume_from, pg.step);
@@ -353,7 +349,6 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     const bool last = pg.step == steps || pg.step == opt.stop_after || stop;
     const bool ckpt_due = (cfg.checkpoint.every > 0 && pg.step % cfg.checkpoint.every == 0) || last;
     if (tier) {  // mode parallax: sketches to the homes, expert updates, snapshots back
-      float* experts = L.model().params(Arena::EXPERTS);
       tier->send_sketches(pg.step,
                           (ckpt_due ? EXPERT_FLAG_CHECKPOINT : 0u) | (last ? EXPERT_FLAG_STOP : 0u),
                           L.parallax()->take_outbox());
@@ -361,31 +356,26 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
       if (home) {
         if (det) tier->receive_sketches(pg.step, *home);
         else tier->drain_sketches(*home, pg.step);
-        if (pg.step % cfg.experts.expert_update_every == 0) {
+        if (pg.step % cfg.experts.expert_update_every == 0)
           home->update(lr, (double)I * cfg.experts.expert_update_every);
-          home->write_masters(experts);
-        }
       }
       if (adapters && pg.step % cfg.experts.adapter_every == 0) {  // deltas home, adapters reset
         tier->send_deltas(adapters->take_deltas(pg.step));
         if (home) {
           tier->receive_deltas(*home);
           home->apply_deltas();
-          home->write_masters(experts);
         }
       }
       const bool snap = pg.step % views->every() == 0;
       if (snap && home)
         tier->send_snapshot(home->view_message(pg.step), views->lowrank() ? Tier::SURROGATE : Tier::SNAPSHOT);
-      float* base = adapters ? adapters->views().data() : experts;  // view messages land here
       if (det) {
-        if (snap) tier->receive_snapshots(*views, base);
+        if (snap) tier->receive_snapshots(*views);
         tier->wait_sends();
       } else {
-        tier->drain_snapshots(*views, base);
+        tier->drain_snapshots(*views);
         tier->progress();
       }
-      if (adapters) adapters->materialize(experts);
     }
 
     if (pg.step % cfg.log.every == 0 || last) {
@@ -451,9 +441,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   if (tier && !cfg.train.deterministic) {  // take what is still in flight
     const int64_t se = views->every();
     tier->finish_learner(home.get(), pg.step, pg.step - res.start_step,
-                         pg.step / se - res.start_step / se, *views,
-                         adapters ? adapters->views().data() : L.model().params(Arena::EXPERTS));
-    if (adapters) adapters->materialize(L.model().params(Arena::EXPERTS));
+                         pg.step / se - res.start_step / se, *views);
   }
   if (outer) outer->finish();
   if (home) log->info("expert home: {} experts, {} updates, sketches {}", home->owned().size(),

@@ -12,6 +12,7 @@
 #include "sync/expert_views.hpp"   // defines: view_seed, lowrank_factors
 #include "ops/cpu/cpu_ops.hpp"     // defines: adamw_update
 #include "optim/adamw.hpp"         // defines: AdamWConfig (betas, eps)
+#include "util/byte_reader.hpp"    // defines: take_field
 #include "util/hash_rng.hpp"       // defines: splitmix64
 
 namespace px {
@@ -20,12 +21,7 @@ namespace {
 
 template <class T>
 T take(const uint8_t*& p, const uint8_t* end, const char* what) {
-  if ((size_t)(end - p) < sizeof(T))
-    throw std::invalid_argument(std::string("snapshot message truncated in ") + what);
-  T v;
-  std::memcpy(&v, p, sizeof(T));
-  p += sizeof(T);
-  return v;
+  return take_field<T>(p, end, "adapter delta message", what);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "model/expert_slices.hpp"        // defines: expert_offset, expert_act_of
 #include "model/ternary_view.hpp"         // defines: ternary_view_from_master, ternary_expert_from_wire
 #include "parallel/expert_placement.hpp"  // defines: expert_home
+#include "util/byte_reader.hpp"    // defines: take_field
 #include "util/hash_rng.hpp"              // defines: splitmix64
 
 namespace px {
@@ -18,12 +19,7 @@ namespace {
 
 template <class T>
 T take(const uint8_t*& p, const uint8_t* end, const char* what) {
-  if ((size_t)(end - p) < sizeof(T))
-    throw std::invalid_argument(std::string("view message truncated in ") + what);
-  T v;
-  std::memcpy(&v, p, sizeof(T));
-  p += sizeof(T);
-  return v;
+  return take_field<T>(p, end, "view message", what);
 }
 
 template <class Fn>

@@ -107,9 +107,6 @@ void check_supported(const Config& c) {
         fail(fmt::format("experts.signal = \"adapters\" with topology.ranks_per_island = {} is "
                          "not supported yet (an island's ranks would share adapters); use 1",
                          t.ranks_per_island));
-      if (!c.train.deterministic)
-        fail("experts.signal = \"adapters\" with train.deterministic = false is not supported "
-             "yet; use true");
       if (x.adapter_rank > x.update_rank)
         fail(fmt::format("experts.adapter_rank = {}: deltas are sent at full adapter rank, which "
                          "must be at most experts.update_rank ({})", x.adapter_rank, x.update_rank));

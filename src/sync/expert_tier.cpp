@@ -11,7 +11,8 @@
 namespace px {
 
 ExpertTier::ExpertTier(const Config& cfg, const Topology& topo, Comm& p2p)
-    : topo_(topo), p2p_(p2p), bundles_from_(topo.world_size, 0), snapshots_from_(topo.world_size, 0) {
+    : topo_(topo), p2p_(p2p), bundles_from_(topo.world_size, 0), snapshots_from_(topo.world_size, 0),
+      deltas_from_(topo.world_size, 0) {
   for (int r = 0; r < topo.world_size; ++r)
     if (!experts_homed_at(topo, r, cfg.model.moe_layers(), cfg.model.n_experts).empty())
       homes_.push_back(r);
@@ -133,7 +134,7 @@ void ExpertTier::drain_snapshots(ExpertViews& views) {
 }
 
 void ExpertTier::finish_learner(ExpertHome* home, int64_t home_step, int64_t steps,
-                                int64_t snapshots, ExpertViews& views) {
+                                int64_t snapshots, int64_t deltas, ExpertViews& views) {
   std::vector<uint8_t> buf;
   if (home) {
     Drained d;
@@ -142,6 +143,8 @@ void ExpertTier::finish_learner(ExpertHome* home, int64_t home_step, int64_t ste
         recv_into(buf, src, TAG_SKETCH);
         take_bundle(buf, src, *home, home_step, d);
       }
+    for (int src = 0; src < topo_.learners(); ++src)
+      while (src != topo_.world_rank && deltas_from_[src] < deltas) take_delta(buf, src, *home);
   }
   for (int h : homes_)
     while (h != topo_.world_rank && snapshots_from_[h] < snapshots)
@@ -158,13 +161,47 @@ void ExpertTier::send_deltas(std::map<int, std::vector<uint8_t>> by_home) {
   }
 }
 
+void ExpertTier::take_delta(std::vector<uint8_t>& buf, int src, ExpertHome& home) {
+  const int from = recv_into(buf, src, TAG_ADAPTER);
+  home.fold_deltas(buf.data(), buf.size());
+  ++deltas_from_[from];
+}
+
 void ExpertTier::receive_deltas(ExpertHome& home) {
   std::vector<uint8_t> buf;
-  for (int src = 0; src < topo_.learners(); ++src) {
-    if (src == topo_.world_rank) continue;
-    recv_into(buf, src, TAG_ADAPTER);
-    home.fold_deltas(buf.data(), buf.size());
+  for (int src = 0; src < topo_.learners(); ++src)
+    if (src != topo_.world_rank) take_delta(buf, src, home);
+}
+
+int ExpertTier::drain_deltas(ExpertHome& home) {
+  std::vector<uint8_t> buf;
+  int n = 0;
+  for (; p2p_.iprobe(MPI_ANY_SOURCE, TAG_ADAPTER); ++n) take_delta(buf, MPI_ANY_SOURCE, home);
+  return n;
+}
+
+ExpertTier::Drained ExpertTier::take_next(ExpertHome& home, int64_t home_step) {
+  Drained d;
+  std::vector<uint8_t> buf;
+  const MPI_Status st = p2p_.probe(MPI_ANY_SOURCE, MPI_ANY_TAG);
+  if (st.MPI_TAG == TAG_ADAPTER) {
+    take_delta(buf, st.MPI_SOURCE, home);
+    ++d.deltas;
+  } else if (st.MPI_TAG == TAG_SKETCH) {
+    const int src = recv_into(buf, st.MPI_SOURCE, TAG_SKETCH);
+    take_bundle(buf, src, home, home_step, d);
+  } else {
+    throw std::runtime_error("expert worker: unexpected message tag " + std::to_string(st.MPI_TAG) +
+                             " from rank " + std::to_string(st.MPI_SOURCE));
   }
+  return d;
+}
+
+void ExpertTier::finish_worker(ExpertHome& home, int64_t deltas) {
+  std::vector<uint8_t> buf;
+  for (int src = 0; src < topo_.learners(); ++src)
+    while (deltas_from_[src] < deltas) take_delta(buf, src, home);
+  wait_sends();
 }
 
 void ExpertTier::wait_sends() {

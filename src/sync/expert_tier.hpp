@@ -59,10 +59,12 @@ class ExpertTier {
   void send_snapshot(std::vector<uint8_t> msg, Tier t);
   // Learner: receives one view message from every home except itself and applies it.
   void receive_snapshots(ExpertViews& views);
-  // Adapter signal (deterministic): a learner sends its delta message to every home except
-  // itself (tier "adapter"); a home folds one message from every learner except itself.
+  // Adapter signal: a learner sends its delta message to every home except itself (tier
+  // "adapter"); a deterministic home folds one message from every learner except itself,
+  // a non-deterministic one those that have arrived (drain_deltas).
   void send_deltas(std::map<int, std::vector<uint8_t>> by_home);
   void receive_deltas(ExpertHome& home);
+  int drain_deltas(ExpertHome& home);
   // Completes this rank's outstanding sends (their buffers are then released).
   void wait_sends();
   // Releases the buffers of sends that have completed (non-blocking).
@@ -73,16 +75,22 @@ class ExpertTier {
     uint32_t flags = 0;        // OR of the bundles' flags
     int64_t newest_step = -1;  // newest bundle step seen
     int bundles = 0;
+    int deltas = 0;            // adapter delta messages folded
   };
+  // Expert worker: blocks for the next bundle or delta message from any learner and takes it.
+  Drained take_next(ExpertHome& home, int64_t home_step);
+  // Expert worker at the end: takes the delta messages still in flight (`deltas` per learner).
+  void finish_worker(ExpertHome& home, int64_t deltas);
   // Home: every bundle that has arrived (from any learner), sketches checked against
   // home_step. With `one`, stops after one bundle and blocks until it comes (expert workers).
   Drained drain_sketches(ExpertHome& home, int64_t home_step, bool one = false);
   // Learner: applies every snapshot that has arrived.
   void drain_snapshots(ExpertViews& views);
-  // Learner at the end of a non-deterministic run of `steps` steps with `snapshots` snapshot
-  // steps: takes the bundles (home) and snapshots still in flight, then completes its sends.
+  // Learner at the end of a non-deterministic run of `steps` steps with `snapshots` view and
+  // `deltas` adapter steps: takes the bundles and deltas (home) and the view messages still in
+  // flight, then completes its sends.
   void finish_learner(ExpertHome* home, int64_t home_step, int64_t steps, int64_t snapshots,
-                      ExpertViews& views);
+                      int64_t deltas, ExpertViews& views);
   // Expert worker: bundles with the STOP / CHECKPOINT flag seen per step.
   std::map<int64_t, int>& flagged(uint32_t flag) { return flag == EXPERT_FLAG_STOP ? stops_ : ckpts_; }
 
@@ -101,7 +109,8 @@ class ExpertTier {
     std::shared_ptr<std::vector<uint8_t>> buf;  // shared by the sends of one snapshot
   };
   std::vector<Pending> sends_;
-  std::vector<int64_t> bundles_from_, snapshots_from_;  // received this run, by world rank
+  std::vector<int64_t> bundles_from_, snapshots_from_, deltas_from_;  // received, by world rank
+  void take_delta(std::vector<uint8_t>& buf, int src, ExpertHome& home);
   std::map<int64_t, int> stops_, ckpts_;
 };
 

@@ -59,11 +59,17 @@ void run_expert_worker(const Config& cfg, const Topology& topo, Comm& p2p, MPI_C
     // every learner's bundle of a checkpoint step is in, and stops when every learner has said
     // so (each learner's STOP bundle is its last: MPI keeps the order of one sender's messages)
     const int NL = topo.learners();
-    int64_t next_update = (step / U + 1) * U, next_snap = (step / snap + 1) * snap;
+    const bool adapt = cfg.experts.signal == ExpertSignalKind::ADAPTERS;
+    const int ae = cfg.experts.adapter_every;
+    const int64_t start = step;
+    int64_t next_update = (step / U + 1) * U, next_snap = (step / snap + 1) * snap,
+            next_fold = (step / ae + 1) * ae;
     for (;;) {
-      const ExpertTier::Drained d = tier.drain_sketches(home, step, true);
+      const ExpertTier::Drained d = tier.take_next(home, step);  // a bundle or a delta message
       step = std::max(step, d.newest_step);
       for (; next_update <= step; next_update += U) home.update(lr_of(next_update), (double)topo.islands * U);
+      if (adapt)
+        for (; next_fold <= step; next_fold += ae) home.apply_deltas();
       for (; next_snap <= step; next_snap += snap)
         tier.send_snapshot(home.view_message(next_snap), view_tier);
       tier.progress();
@@ -79,7 +85,9 @@ void run_expert_worker(const Config& cfg, const Topology& topo, Comm& p2p, MPI_C
       for (auto& [s, n] : tier.flagged(EXPERT_FLAG_STOP)) stopped += n;
       if (stopped == NL) break;
     }
-    tier.wait_sends();
+    // every learner's delta messages of the run (sent after its bundles), then fold them
+    tier.finish_worker(home, adapt ? step / ae - start / ae : 0);
+    if (adapt) home.apply_deltas();
   }
   log.info("expert worker {}: {} updates, sketches {}", topo.worker_index, home.steps_taken(),
            home.tally().summary());

@@ -362,7 +362,8 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
       if (adapters && pg.step % cfg.experts.adapter_every == 0) {  // deltas home, adapters reset
         tier->send_deltas(adapters->take_deltas(pg.step));
         if (home) {
-          tier->receive_deltas(*home);
+          if (det) tier->receive_deltas(*home);
+          else tier->drain_deltas(*home);  // what has arrived; the rest folds at a later one
           home->apply_deltas();
         }
       }
@@ -440,8 +441,10 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   }
   if (tier && !cfg.train.deterministic) {  // take what is still in flight
     const int64_t se = views->every();
+    const int64_t ae = cfg.experts.adapter_every;
     tier->finish_learner(home.get(), pg.step, pg.step - res.start_step,
-                         pg.step / se - res.start_step / se, *views);
+                         pg.step / se - res.start_step / se,
+                         adapters ? pg.step / ae - res.start_step / ae : 0, *views);
   }
   if (outer) outer->finish();
   if (home) log->info("expert home: {} experts, {} updates, sketches {}", home->owned().size(),

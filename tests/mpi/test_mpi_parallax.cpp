@@ -103,28 +103,34 @@ TEST(MpiParallax, ExpertWorkerLearnsAndResumesBitIdentically) {
 }
 
 // train.deterministic = false: homes take what has arrived and nobody waits. With homes on the
-// learners and with an expert worker, the runs learn, end without a message left in flight, and
-// a run stopped at a checkpoint resumes to the end (not bit-identically: arrival order varies).
+// learners and with an expert worker, under sketches and under adapters, the runs learn, end
+// without a message left in flight, and a run stopped at a checkpoint resumes to the end (not
+// bit-identically: arrival order varies).
 TEST(MpiParallax, NonDeterministicRunsLearnCheckpointAndResume) {
-  for (int workers : {0, 1}) {
-    const Config cfg = tiny(parallax({"topology.islands=2", "topology.expert_workers=" + std::to_string(workers),
-                                      "train.deterministic=false", "train.steps=30",
-                                      "data.eval_every=30", "checkpoint.every=10",
-                                      "experts.snapshot_every=5", "sync.backbone_every=1000"}));
+  for (int variant = 0; variant < 4; ++variant) {
+    const int workers = variant % 2;
+    const bool adapters = variant >= 2;
+    std::vector<std::string> ov = {"topology.islands=2", "topology.expert_workers=" + std::to_string(workers),
+                                   "train.deterministic=false", "train.steps=30",
+                                   "data.eval_every=30", "checkpoint.every=10",
+                                   "experts.snapshot_every=5", "sync.backbone_every=1000"};
+    if (adapters)
+      ov.insert(ov.end(), {"experts.signal=\"adapters\"", "experts.adapter_rank=4", "experts.adapter_every=4"});
+    const Config cfg = tiny(parallax(ov));
     // (no outer sync: with H = 10 this early in training the outer Nesterov step overshoots,
     // in mode diloco too: eval 7.9 after 30 steps against 5.35 without)
     const int np = 2 + workers;
-    const std::string tag = "px_nondet" + std::to_string(workers);
+    const std::string tag = "px_nondet" + std::to_string(variant);
     const TrainResult full = run(np, cfg, shared_dir(tag + "_full"));
     const std::string part = shared_dir(tag + "_part");
     const TrainResult first = run(np, cfg, part, 12);
     const TrainResult rest = run(np, cfg, part, -1, true);
     if (world_rank() != 0) continue;
-    EXPECT_LT(full.evals.back().second, full.evals.front().second - 0.5) << "workers " << workers;
+    EXPECT_LT(full.evals.back().second, full.evals.front().second - 0.5) << "variant " << variant;
     EXPECT_EQ(first.end_step, 12);
     EXPECT_EQ(rest.start_step, 12);
     EXPECT_EQ(rest.end_step, 30);
-    EXPECT_GT(full.comm_bytes[(int)Tier::SKETCH][0], 0);
+    EXPECT_GT(full.comm_bytes[(int)(adapters ? Tier::ADAPTER : Tier::SKETCH)][0], 0);
     EXPECT_GT(full.comm_bytes[(int)Tier::SNAPSHOT][workers ? 2 : 0], 0);
   }
 }

@@ -6,6 +6,7 @@
 #include "model/param_layout.hpp"
 #include "parallel/comm.hpp"
 #include "sync/outer_sync.hpp"
+#include "model/ternary_view.hpp"  // defines: ternary_expert_wire_bytes
 #include "train/plan.hpp"
 
 using namespace px;
@@ -38,4 +39,37 @@ TEST(Plan, DilocoSyncerAndSyncTraffic) {
   EXPECT_DOUBLE_EQ(q.roles[0].param_bytes, 4 * (L.backbone_size + L.experts_size / 4.0));
   EXPECT_GT(q.roles[0].act_bytes, 0);
   EXPECT_GT(q.train_flops_per_token, 6.0 * q.params_active);
+}
+
+// Mode parallax: the view and adapter traffic the plan predicts is the formula the MPI tests
+// measure exactly (MpiParallax.*CountsSnapshotsExactly / *CountsBytes*), the backbone syncs
+// without the experts, and a learner holds compact views instead of the experts arena.
+TEST(Plan, ParallaxTrafficAndMemory) {
+  const Config c = tiny({"train.mode=\"parallax\"", "topology.islands=2", "sync.backbone_every=5",
+                         "experts.snapshot_every=10"});
+  const Plan p = make_plan(c);
+  const ParamLayout L(c.model);
+  const ModelConfig& m = c.model;
+  const double ME = (double)m.moe_layers() * m.n_experts, NL = 2;
+  const double view = 12.0 + (double)ternary_expert_wire_bytes(cpu::EXPERT_ACT_SWIGLU, m.d_model, m.expert_hidden);
+  ASSERT_EQ(p.roles.size(), 1u);
+  EXPECT_DOUBLE_EQ(p.roles[0].bytes_per_step[(int)Tier::SNAPSHOT], (4.0 + ME / NL * view) * (NL - 1) / 10);
+  EXPECT_DOUBLE_EQ(p.roles[0].bytes_per_step[(int)Tier::BACKBONE], (double)ring_allreduce_bytes(4 * (int64_t)L.backbone_size, 2) / 5);
+  EXPECT_GT(p.roles[0].bytes_per_step[(int)Tier::SKETCH], 0);
+  // backbone + my half of the masters + 2-bit views (and a scale per output unit) of the rest
+  const double d = m.d_model, h = m.expert_hidden;
+  EXPECT_DOUBLE_EQ(p.roles[0].param_bytes, 4.0 * L.backbone_size + 4.0 * L.experts_size / NL +
+                                               ME / NL * (3 * d * h / 4 + 4 * (2 * h + d)));
+  EXPECT_LT(p.roles[0].param_bytes, 4.0 * (L.backbone_size + L.experts_size));
+  EXPECT_DOUBLE_EQ(p.roles[0].outer_bytes, 8.0 * L.backbone_size);
+
+  const Config a = tiny({"train.mode=\"parallax\"", "topology.islands=2", "topology.expert_workers=1",
+                         "experts.signal=\"adapters\"", "experts.adapter_rank=4", "experts.adapter_every=5"});
+  const Plan q = make_plan(a);
+  ASSERT_EQ(q.roles.size(), 2u);
+  EXPECT_EQ(q.roles[1].role, "expert worker");
+  EXPECT_DOUBLE_EQ(q.roles[0].bytes_per_step[(int)Tier::ADAPTER],
+                   (ME * (20.0 + 4.0 * 4 * 3 * (m.d_model + m.expert_hidden)) + 4.0) / 5);
+  EXPECT_EQ(q.roles[0].bytes_per_step[(int)Tier::SKETCH], 0);
+  EXPECT_DOUBLE_EQ(q.roles[1].param_bytes, 4.0 * L.experts_size);
 }

@@ -60,7 +60,7 @@ Plan make_plan(const Config& cfg) {
     const double view_bytes =
         cfg.experts.view == ViewKind::LOWRANK
             ? 4.0 * cfg.experts.surrogate_rank * mats * (d + h)
-            : mats * ((double)d * h / 4.0 + 4.0 * (d + h) / 2.0);
+            : mats * (double)d * h / 4.0 + 4.0 * ((mats - 1) * h + d);  // codes + scales
     const double remote = (double)M_ALL * E - (W == 0 ? (double)M_ALL * E / NL : 0.0);
     lr.param_bytes = 4.0 * p.params_backbone + 4.0 * homed_params + remote * view_bytes;
     // gradients: the backbone's, plus my experts' pending sum at the home

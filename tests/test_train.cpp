@@ -160,6 +160,12 @@ TEST(TrainCli, BadInputExitsWithTwo) {
                     " train.device=cuda"),
             ::getenv("PX_EXPECT_GPU") ? 0 : 2);
   if (!::getenv("PX_EXPECT_GPU")) EXPECT_FALSE(fs::exists(d + "/gpu"));
+  // parallax settings that are refused: a message, exit 2, nothing written
+  EXPECT_EQ(run_cli("train " + tiny + " --out " + d + "/px data.dir=" + corpus_dir() +
+                    " train.mode=parallax topology.expert_workers=100"), 2);  // > routed experts
+  EXPECT_EQ(run_cli("train " + tiny + " --out " + d + "/px data.dir=" + corpus_dir() +
+                    " train.mode=parallax experts.adapter_rank=4"), 2);  // adapters under sketches
+  EXPECT_FALSE(fs::exists(d + "/px"));
   EXPECT_EQ(run_cli("data prepare --input " + d + "/nothing.txt --out " + d + "/o"), 2);
   EXPECT_EQ(run_cli("data prepare --input " + tiny + " --out " + d + "/o --vocab 100"), 2);
   {

@@ -6,6 +6,7 @@
 // output element is summed by one thread in a fixed (ascending) order, so the bits do not depend
 // on the thread count; Eigen is used only for JacobiSVD of small square matrices (no GEMM).
 #include "model/lowrank_view.hpp"
+#include "model/expert_slices.hpp"  // defines: expert_offset, expert_act_of
 
 #include <Eigen/SVD>
 #include <algorithm>
@@ -491,13 +492,12 @@ LowrankExpertView lowrank_view_from_master(const ModelConfig& cfg, const ParamLa
                                            const T* experts, int layer, int e, int rank, uint64_t seed) {
   if (layer < 0 || layer >= cfg.n_layers || !cfg.is_moe(layer) || e < 0 || e >= cfg.n_experts)
     invalid("lowrank_view_from_master", "no routed expert " + std::to_string(e) + " in layer " + std::to_string(layer));
-  const int d = cfg.d_model, h = cfg.expert_hidden;
-  const size_t wsz = (size_t)d * h;
-  const LayerOffsets& o = layout.layers[layer];
+  const int m = layer - cfg.dense_layers;  // index among the MoE layers
   const bool glu = cfg.expert_act == ExpertActKind::SWIGLU;
-  return lowrank_view_from_master(experts + o.expert_w1 + e * wsz, glu ? experts + o.expert_w3 + e * wsz : nullptr,
-                                  experts + o.expert_w2 + e * wsz, d, h,
-                                  glu ? cpu::EXPERT_ACT_SWIGLU : cpu::EXPERT_ACT_RELU2, rank, seed);
+  return lowrank_view_from_master(experts + expert_offset(cfg, layout, m, e, 0),
+                                  glu ? experts + expert_offset(cfg, layout, m, e, 1) : nullptr,
+                                  experts + expert_offset(cfg, layout, m, e, 2), cfg.d_model,
+                                  cfg.expert_hidden, expert_act_of(cfg), rank, seed);
 }
 
 LowrankExpertView lowrank_expert_delta(const float* W1, const float* W3, const float* W2,

@@ -1,6 +1,7 @@
 // Ternary views of routed experts: packing from masters, the wire form, dequantization
 // (layout and rules in ternary_view.hpp).
 #include "model/ternary_view.hpp"
+#include "model/expert_slices.hpp"  // defines: expert_offset, expert_act_of
 
 #include <array>
 #include <bit>
@@ -224,14 +225,12 @@ TernaryExpertView ternary_view_from_master(const ModelConfig& cfg, const ParamLa
   if (layer < 0 || layer >= cfg.n_layers || !cfg.is_moe(layer) || e < 0 || e >= cfg.n_experts)
     throw std::invalid_argument("px::ternary_view_from_master: no routed expert " + std::to_string(e) +
                                 " in layer " + std::to_string(layer));
-  const int d = cfg.d_model, h = cfg.expert_hidden;
-  const size_t wsz = (size_t)d * h;
-  const LayerOffsets& o = layout.layers[layer];
+  const int m = layer - cfg.dense_layers;  // index among the MoE layers
   const bool glu = cfg.expert_act == ExpertActKind::SWIGLU;
-  return ternary_view_from_master(experts + o.expert_w1 + e * wsz,
-                                  glu ? experts + o.expert_w3 + e * wsz : nullptr,
-                                  experts + o.expert_w2 + e * wsz, d, h,
-                                  glu ? cpu::EXPERT_ACT_SWIGLU : cpu::EXPERT_ACT_RELU2);
+  return ternary_view_from_master(experts + expert_offset(cfg, layout, m, e, 0),
+                                  glu ? experts + expert_offset(cfg, layout, m, e, 1) : nullptr,
+                                  experts + expert_offset(cfg, layout, m, e, 2), cfg.d_model,
+                                  cfg.expert_hidden, expert_act_of(cfg));
 }
 
 std::vector<uint8_t> ternary_expert_to_wire(const TernaryExpertView& v) {

@@ -9,20 +9,13 @@ SketchHome::SketchHome(int d, int h, px::cpu::ExpertAct act, SketchKey key, int 
                        int max_staleness, std::vector<HomeExpertSlot> slots)
     : d_(d), h_(h), act_(act), max_rows_(max_rows), max_staleness_(max_staleness), table_(key),
       slots_(std::move(slots)), X_(slots_.size()), dY_(slots_.size()) {
-  for (const auto& s : slots_) {
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    const HomeExpertSlot& s = slots_[i];
     if (!s.W1 || !s.W2 || !s.dW1 || !s.dW2 ||
         (act_ == px::cpu::EXPERT_ACT_SWIGLU && (!s.W3 || !s.dW3)))
       throw std::invalid_argument("SketchHome: expert slot with a missing weight or gradient");
-    table_.add(s.moe_layer, s.expert);
+    slot_of_[table_.add(s.moe_layer, s.expert)] = (int)i;
   }
-}
-
-int SketchHome::slot_for(uint64_t handle) const {
-  auto id = table_.find(handle);
-  if (!id) return -1;
-  for (size_t i = 0; i < slots_.size(); ++i)
-    if (slots_[i].moe_layer == id->first && slots_[i].expert == id->second) return (int)i;
-  return -1;
 }
 
 SketchStatus SketchHome::receive(const uint8_t* bytes, size_t size, int64_t home_step) {
@@ -31,12 +24,12 @@ SketchStatus SketchHome::receive(const uint8_t* bytes, size_t size, int64_t home
   check.max_rows = max_rows_;
   check.home_step = home_step;
   check.max_staleness = max_staleness_;
-  check.known_handle = [this](uint64_t h) { return table_.find(h).has_value(); };
+  check.known_handle = [this](uint64_t h) { return slot_of_.count(h) > 0; };
   SketchView view;
   SketchStatus st = sketch_verify(bytes, size, check, &view);
   tally_.add(st);
   if (st != SketchStatus::OK) return st;
-  const int slot = slot_for(view.header.handle);
+  const int slot = slot_of_.at(view.header.handle);
   std::vector<float> X, dY;
   sketch_unpack(view, X, dY);
   X_[slot].insert(X_[slot].end(), X.begin(), X.end());

@@ -11,6 +11,7 @@
 // changes nothing. receive() queues accepted rows; accumulate() does the arithmetic for
 // everything queued (so a home can batch many sketches per expert into one product).
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include "ops/cpu/cpu_ops.hpp"          // defines: ExpertAct
@@ -53,14 +54,14 @@ class SketchHome {
   int d_, h_;
   px::cpu::ExpertAct act_;
   int max_rows_, max_staleness_;
-  SketchHandleTable table_;
+  SketchHandleTable table_;                   // handle -> (layer, expert), refuses collisions
+  std::unordered_map<uint64_t, int> slot_of_;  // handle -> index into slots_
   std::vector<HomeExpertSlot> slots_;
   std::vector<int> slot_of_expert_;  // (m, e) -> slot, dense over the registered ids
   std::vector<std::vector<float>> X_, dY_;  // queued rows per slot
   SketchTally tally_;
   // scratch for the expert FFN, grown on demand
   std::vector<float> Y_, A_, B_, act_buf_, dX_, dact_, dA_, dB_;
-  int slot_for(uint64_t handle) const;
 };
 
 }  // namespace px

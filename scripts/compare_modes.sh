@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 DATA=data/fortunes-512
 [ -f "$DATA/val.h5" ] || ./build/parallax data prepare --input /usr/share/games/fortunes --out "$DATA" --vocab 512
-OUT=runs/compare-$(date +%Y%m%d-%H%M%S)
+OUT=${COMPARE_OUT:-runs/compare-$(date +%Y%m%d-%H%M%S)}
 run() {  # name, ranks, overrides...
   local name=$1 np=$2; shift 2
   mpirun -np "$np" --oversubscribe ./build/parallax train experiments/tiny.toml --out "$OUT/$name" \

@@ -13,7 +13,7 @@
 #include "io/inspect.hpp"         // defines: inspect_h5
 #include "train/plan.hpp"         // defines: make_plan, format_plan
 #include "model/moe_model.hpp"    // defines: MoeModel
-#include "train/train_state.hpp"  // defines: checkpoint_config, checkpoint_tokenizer, load_checkpoint
+#include "checkpoint/resume.hpp"  // defines: checkpoint_config, checkpoint_tokenizer, load_model_params
 #include "train/trainer.hpp"      // defines: train
 #include "util/errors.hpp"        // defines: UserError
 

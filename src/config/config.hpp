@@ -16,7 +16,7 @@ namespace px {
 
 // ---- enums of the string-valued fields. Enumerators are in the order of EnumNames<E>::v.
 enum class TrainMode { SYNC, DILOCO, PARALLAX };
-enum class DeviceKind { CPU, CUDA };
+enum class DeviceKind { CPU, CUDA, STAGED };
 enum class OptimizerKind { ADAMW, SGD };
 enum class BackboneSyncKind { ALLREDUCE, SYNCER };
 enum class MergeKind { MEAN, RDA };
@@ -31,7 +31,7 @@ template <> struct EnumNames<ExpertActKind> { static constexpr std::array<std::s
 template <> struct EnumNames<BalanceKind> { static constexpr std::array<std::string_view, 2> v{"aux", "bias"}; };
 template <> struct EnumNames<TrainMode> { static constexpr std::array<std::string_view, 3> v{"sync", "diloco", "parallax"}; };
 template <> struct EnumNames<OptimizerKind> { static constexpr std::array<std::string_view, 2> v{"adamw", "sgd"}; };
-template <> struct EnumNames<DeviceKind> { static constexpr std::array<std::string_view, 2> v{"cpu", "cuda"}; };
+template <> struct EnumNames<DeviceKind> { static constexpr std::array<std::string_view, 3> v{"cpu", "cuda", "staged"}; };
 template <> struct EnumNames<BackboneSyncKind> { static constexpr std::array<std::string_view, 2> v{"allreduce", "syncer"}; };
 template <> struct EnumNames<MergeKind> { static constexpr std::array<std::string_view, 2> v{"mean", "rda"}; };
 template <> struct EnumNames<WireDtype> { static constexpr std::array<std::string_view, 5> v{"fp32", "bf16", "int8", "fp4", "ternary"}; };

@@ -99,7 +99,7 @@ std::vector<FieldDesc> build_table() {
       field("model", "bias_gamma", &C::model, &M::bias_gamma, ge(0), le(1), "bias step per update (balance = bias)"),
       // ---- [train]
       field("train", "mode", &C::train, &T::mode, none(), none(), "sync | diloco | parallax"),
-      field("train", "device", &C::train, &T::device, none(), none(), "cpu | cuda"),
+      field("train", "device", &C::train, &T::device, none(), none(), "cpu | cuda | staged (a test backend: CPU compute on a private copy of the state, copied to and from the host only at the declared sync points)"),
       field("train", "steps", &C::train, &T::steps, ge(1), le(big), "optimizer steps per island"),
       field("train", "batch_size", &C::train, &T::batch_size, ge(1), le(1 << 20), "sequences per step per island rank"),
       field("train", "lr", &C::train, &T::lr, gt(0), le(10), "peak learning rate (AdamW)"),

@@ -122,7 +122,7 @@ void check_supported(const Config& c) {
                        x.adapter_rank));
     if (x.sparsity_2of8)
       fail("experts.sparsity_2of8 = true is not supported yet; use false");
-    if (c.train.device != DeviceKind::CPU)
+    if (c.train.device == DeviceKind::CUDA)
       fail("train.device = \"cuda\" is not supported with mode \"parallax\" yet; use \"cpu\"");
     if (t.expert_workers > c.model.moe_layers() * c.model.n_experts)
       fail(fmt::format("topology.expert_workers = {}: more workers than routed experts ({} MoE "

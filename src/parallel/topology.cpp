@@ -11,11 +11,11 @@
 
 namespace px {
 
-const char* role_name(Role r) {
+const char* role_name(RoleKind r) {
   switch (r) {
-    case Role::LEARNER: return "learner";
-    case Role::SYNCER: return "syncer";
-    case Role::EXPERT_WORKER: return "expert_worker";
+    case RoleKind::LEARNER: return "learner";
+    case RoleKind::SYNCER: return "syncer";
+    case RoleKind::EXPERT_WORKER: return "expert_worker";
   }
   return "?";
 }
@@ -43,14 +43,14 @@ Topology Topology::make(int islands, int ranks_per_island, int syncers, int expe
   t.world_size = world_size;
   const int L = islands * ranks_per_island;
   if (world_rank < L) {
-    t.role = Role::LEARNER;
+    t.role = RoleKind::LEARNER;
     t.island = world_rank / ranks_per_island;
     t.local_rank = world_rank % ranks_per_island;
   } else if (world_rank < L + syncers) {
-    t.role = Role::SYNCER;
+    t.role = RoleKind::SYNCER;
     t.syncer_index = world_rank - L;
   } else {
-    t.role = Role::EXPERT_WORKER;
+    t.role = RoleKind::EXPERT_WORKER;
     t.worker_index = world_rank - L - syncers;
   }
   return t;

@@ -9,14 +9,14 @@
 
 namespace px {
 
-enum class Role { LEARNER, SYNCER, EXPERT_WORKER };
-const char* role_name(Role r);  // "learner", "syncer", "expert_worker"
+enum class RoleKind { LEARNER, SYNCER, EXPERT_WORKER };
+const char* role_name(RoleKind r);  // "learner", "syncer", "expert_worker"
 
 struct Topology {
   int islands = 1, ranks_per_island = 1, syncers = 0, expert_workers = 0;
   int world_rank = 0, world_size = 1;
 
-  Role role = Role::LEARNER;
+  RoleKind role = RoleKind::LEARNER;
   int island = -1;        // learners: island index; -1 on syncers and workers
   int local_rank = -1;    // learners: rank inside the island; -1 elsewhere
   int syncer_index = -1;  // syncers: index in [0, S); -1 elsewhere
@@ -30,7 +30,7 @@ struct Topology {
                        int world_size);
 
   int learners() const { return islands * ranks_per_island; }
-  bool is_learner() const { return role == Role::LEARNER; }
+  bool is_learner() const { return role == RoleKind::LEARNER; }
   // World rank of a participant.
   int learner_rank(int island_idx, int local) const { return island_idx * ranks_per_island + local; }
   int syncer_rank(int s) const { return learners() + s; }

@@ -7,12 +7,18 @@
 #include <stdexcept>
 #include <string>
 
+#include <fmt/format.h>
+
+#include <map>
+
+#include "checkpoint/resume.hpp"  // defines: saved_topology
 #include "model/expert_slices.hpp"  // defines: expert_offset, expert_act_of
 #include "model/ternary_view.hpp"  // defines: ternary_view_from_master, ternary_expert_*_wire
 #include "sync/expert_views.hpp"   // defines: view_seed, lowrank_factors
 #include "ops/cpu/cpu_ops.hpp"     // defines: adamw_update
 #include "optim/adamw.hpp"         // defines: AdamWConfig (betas, eps)
 #include "util/byte_reader.hpp"    // defines: take_field
+#include "util/errors.hpp"         // defines: UserError
 #include "util/hash_rng.hpp"       // defines: splitmix64
 
 namespace px {
@@ -223,11 +229,68 @@ std::vector<uint8_t> ExpertHome::view_message(int64_t step) {
   return out;
 }
 
-std::vector<float> ExpertHome::surrogate_factors() const { return lowrank_factors(surrogates_); }
+void ExpertHome::save(ParallelCheckpointWriter& w) {
+  w.add("home/masters", as_span(masters_));
+  w.add("home/grad_sum", as_span(grads_));
+  w.add("home/m", as_span(m_));
+  w.add("home/v", as_span(v_));
+  if (!surrogates_.empty()) w.add("home/surrogates", as_span(lowrank_factors(surrogates_)));
+  const std::vector<int64_t> st = {step_, steps_, (int64_t)owned_.size()};
+  w.add("home/step_updates_experts", as_span(st));
+}
 
-void ExpertHome::set_surrogate_factors(const std::vector<float>& f) {
-  set_lowrank_factors(surrogates_, f);
+void ExpertHome::load(const StateReader& r) {
+  if (r.rehoming()) load_rehomed(r);
+  else load_own(r);
+}
+
+void ExpertHome::load_own(const StateReader& r) {
+  const auto st = r.read<int64_t>("home/step_updates_experts", 3);
+  if (st[2] != (int64_t)owned_.size())
+    throw UserError(fmt::format("{}: rank {} homed {} experts there, {} now", r.path(), r.rank(),
+                                st[2], owned_.size()));
+  // in place: the sketch home points into them
+  for (auto [name, v] : {std::pair{"home/masters", &masters_}, {"home/grad_sum", &grads_},
+                         {"home/m", &m_}, {"home/v", &v_}})
+    r.read_into<float>(name, std::span<float>(*v));
+  step_ = st[0];
+  steps_ = (int)st[1];
+  const size_t factors = lowrank_factors(surrogates_).size();
+  if (factors) set_lowrank_factors(surrogates_, r.read<float>("home/surrogates", factors));
+}
+
+void ExpertHome::load_rehomed(const StateReader& r) {
+  const ModelConfig& mc = cfg_.model;
+  step_ = r.read_of<int64_t>(0, "state/step_cursor_tokens_island_optsteps", 5)[0];
+  struct OldHome {
+    std::vector<float> masters, grads, m, v;
+    std::vector<ExpertId> owned;
+  };
+  std::map<int, OldHome> olds;  // old home rank -> its arrays
+  int steps = 0;
+  const Topology old_topology = saved_topology(r.path(), 0);
+  for (size_t i = 0; i < owned_.size(); ++i) {
+    const ExpertId id = owned_[i];
+    const int rank = expert_home(old_topology, id.moe_layer, id.expert, mc.n_experts);
+    auto it = olds.find(rank);
+    if (it == olds.end()) {
+      OldHome o;
+      o.owned = experts_homed_at(saved_topology(r.path(), rank), rank, mc.moe_layers(), mc.n_experts);
+      const size_t n = o.owned.size() * per_;
+      o.masters = r.read_of<float>(rank, "home/masters", n);
+      o.grads = r.read_of<float>(rank, "home/grad_sum", n);
+      o.m = r.read_of<float>(rank, "home/m", n);
+      o.v = r.read_of<float>(rank, "home/v", n);
+      steps = std::max(steps, (int)r.read_of<int64_t>(rank, "home/step_updates_experts", 3)[1]);
+      it = olds.emplace(rank, std::move(o)).first;
+    }
+    const OldHome& o = it->second;
+    const size_t j = (size_t)(std::find(o.owned.begin(), o.owned.end(), id) - o.owned.begin());
+    for (auto [src, dst] : {std::pair{&o.masters, &masters_}, {&o.grads, &grads_}, {&o.m, &m_},
+                            {&o.v, &v_}})
+      std::copy(src->begin() + j * per_, src->begin() + (j + 1) * per_, dst->begin() + i * per_);
+  }
+  steps_ = steps;
 }
 
 }  // namespace px
-

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "checkpoint/stateful.hpp"         // defines: Stateful, StateReader
 #include "config/config.hpp"               // defines: Config
 #include "model/lowrank_view.hpp"          // defines: LowrankExpertView
 #include "model/param_layout.hpp"          // defines: ParamLayout
@@ -29,7 +30,7 @@ namespace px {
 // The run's handle key (DESIGN §7), from train.seed.
 SketchKey run_sketch_key(const Config& cfg);
 
-class ExpertHome {
+class ExpertHome final : public Stateful {
  public:
   // experts_arena: an experts arena of the run's initial model (masters start from it).
   ExpertHome(const Config& cfg, const ParamLayout& layout, std::vector<ExpertId> owned,
@@ -70,23 +71,29 @@ class ExpertHome {
 
   const SketchTally& tally() const { return sketches_.tally(); }
 
-  // State for checkpoints.
+  // The masters, packed per expert (tests and inspection).
   std::vector<float>& masters() { return masters_; }
-  std::vector<float>& grad_sum() { return grads_; }
-  std::vector<float>& adam_m() { return m_; }
-  std::vector<float>& adam_v() { return v_; }
-  // view "lowrank": the islands' surrogates of my experts, as flat factors (checkpoints)
-  std::vector<float> surrogate_factors() const;
+  const std::vector<float>& grad_sum() const { return grads_; }  // pending since the last update
   const std::vector<LowrankExpertView>& surrogates() const { return surrogates_; }
-  void set_surrogate_factors(const std::vector<float>& f);
   int steps_taken() const { return steps_; }
-  void set_steps_taken(int s) { steps_ = s; }
+  // The run step this home's state belongs to (the learners' step it has caught up with);
+  // checkpoints hold it (an expert worker keeps no other record of the run's progress).
+  int64_t step() const { return step_; }
+  void set_step(int64_t step) { step_ = step; }
+
+  // Checkpoint state: masters, pending gradient sum, AdamW moments, surrogates (view
+  // "lowrank"), step and update count. Resuming with another topology.expert_workers
+  // (r.rehoming()) takes each owned expert from its home in the checkpoint instead.
+  void save(ParallelCheckpointWriter& w) override;
+  void load(const StateReader& r) override;
 
  private:
   // Element offsets of expert i's W1, W3, W2 in an experts arena.
   size_t arena_off(int i, int which) const;
   std::vector<HomeExpertSlot> make_slots();
   size_t index_of(int moe_layer, int expert) const;
+  void load_own(const StateReader& r);
+  void load_rehomed(const StateReader& r);
 
   const Config& cfg_;
   const ParamLayout& layout_;
@@ -99,6 +106,7 @@ class ExpertHome {
   std::vector<double> delta_sum_;   // adapter signal: sum of tokens x delta, packed like masters
   std::vector<int64_t> delta_tok_;  // per expert
   int steps_ = 0;
+  int64_t step_ = 0;
   SketchHome sketches_;
 };
 

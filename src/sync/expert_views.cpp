@@ -1,6 +1,8 @@
 // defines: ExpertViews, view_seed, lowrank_factors, set_lowrank_factors
 #include "sync/expert_views.hpp"
 
+#include "checkpoint/resume.hpp"  // defines: saved_topology
+
 #include <cstring>
 
 #include <fmt/format.h>
@@ -74,11 +76,11 @@ ExpertViews::ExpertViews(const Config& cfg, const ParamLayout& layout, const Top
       slot_[(size_t)m * E + e] = (int)ids_.size();
       ids_.push_back({m, e});
       if (lowrank_)
-        lr_.push_back(lowrank_view_from_master(W1, W3, W2, mc.d_model, mc.expert_hidden,
+        lowrank_views_.push_back(lowrank_view_from_master(W1, W3, W2, mc.d_model, mc.expert_hidden,
                                                expert_act_of(mc), cfg.experts.surrogate_rank,
                                                view_seed(cfg, m, e, 0)));
       else
-        tv_.push_back(ternary_view_from_master(W1, W3, W2, mc.d_model, mc.expert_hidden,
+        ternary_views_.push_back(ternary_view_from_master(W1, W3, W2, mc.d_model, mc.expert_hidden,
                                                expert_act_of(mc)));
     }
 }
@@ -86,14 +88,14 @@ ExpertViews::ExpertViews(const Config& cfg, const ParamLayout& layout, const Top
 void ExpertViews::dequantize(int m, int e, float* W1, float* W3, float* W2) const {
   const int s = slot(m, e);
   if (s < 0) throw std::logic_error("ExpertViews::dequantize: expert homed here");
-  if (lowrank_) lr_[s].dequantize(W1, W3, W2);
-  else tv_[s].dequantize(W1, W3, W2);
+  if (lowrank_) lowrank_views_[s].dequantize(W1, W3, W2);
+  else ternary_views_[s].dequantize(W1, W3, W2);
 }
 
 void ExpertViews::set_from_master(int m, int e, const float* W1, const float* W3, const float* W2) {
   const int s = slot(m, e);
   if (s < 0 || lowrank_) throw std::logic_error("ExpertViews::set_from_master: not a ternary view");
-  tv_[s] = ternary_view_from_master(W1, W3, W2, cfg_.model.d_model, cfg_.model.expert_hidden,
+  ternary_views_[s] = ternary_view_from_master(W1, W3, W2, cfg_.model.d_model, cfg_.model.expert_hidden,
                                     expert_act_of(cfg_.model));
 }
 
@@ -103,9 +105,9 @@ int ExpertViews::every() const {
 
 size_t ExpertViews::bytes() const {
   size_t b = 0;
-  for (const auto& v : tv_)
+  for (const auto& v : ternary_views_)
     for (const TernaryMatrix* m : {&v.w1, &v.w3, &v.w2}) b += 4 * (m->scale.size() + m->codes.size());
-  for (const auto& v : lr_)
+  for (const auto& v : lowrank_views_)
     for (const LowrankMatrix* m : {&v.w1, &v.w3, &v.w2}) b += 4 * (m->U.size() + m->V.size());
   return b;
 }
@@ -127,12 +129,12 @@ void ExpertViews::apply(const uint8_t* bytes, size_t size) {
       LowrankExpertView delta = lowrank_expert_from_wire(p, len);
       if (delta.d != mc.d_model || delta.h != mc.expert_hidden || delta.kind != expert_act_of(mc))
         throw std::invalid_argument("view delta of expert " + who + " has another shape or activation");
-      lowrank_expert_add(lr_[s], delta);
+      lowrank_expert_add(lowrank_views_[s], delta);
     } else {
       TernaryExpertView v = ternary_expert_from_wire(p, len);
       if (v.d != mc.d_model || v.h != mc.expert_hidden || v.kind != expert_act_of(mc))
         throw std::invalid_argument("view of expert " + who + " has another shape or activation");
-      tv_[s] = std::move(v);
+      ternary_views_[s] = std::move(v);
     }
     p += len;
   }
@@ -142,7 +144,7 @@ void ExpertViews::apply(const uint8_t* bytes, size_t size) {
 std::vector<int32_t> ExpertViews::state() const {
   std::vector<int32_t> w;
   for (size_t s = 0; s < ids_.size(); ++s) {
-    const std::vector<uint8_t> wire = lowrank_ ? lowrank_expert_to_wire(lr_[s]) : ternary_expert_to_wire(tv_[s]);
+    const std::vector<uint8_t> wire = lowrank_ ? lowrank_expert_to_wire(lowrank_views_[s]) : ternary_expert_to_wire(ternary_views_[s]);
     w.push_back(ids_[s].moe_layer);
     w.push_back(ids_[s].expert);
     w.push_back((int32_t)wire.size());
@@ -166,13 +168,42 @@ int ExpertViews::set_state(const std::vector<int32_t>& w) {
     const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data() + i + 3);
     const int s = slot(m, e);
     if (s >= 0) {  // (an expert homed here now, after re-homing, is skipped)
-      if (lowrank_) lr_[s] = lowrank_expert_from_wire(p, len);
-      else tv_[s] = ternary_expert_from_wire(p, len);
+      if (lowrank_) lowrank_views_[s] = lowrank_expert_from_wire(p, len);
+      else ternary_views_[s] = ternary_expert_from_wire(p, len);
       ++set;
     }
     i += 3 + words;
   }
   return set;
+}
+
+void ExpertViews::save(ParallelCheckpointWriter& w) {
+  const std::vector<int32_t> st = state();
+  w.add("views/state", as_span(st));
+  const std::vector<int64_t> n = {(int64_t)st.size()};
+  w.add("views/state_words", as_span(n));
+}
+
+void ExpertViews::load(const StateReader& r) {
+  const size_t n = (size_t)r.read<int64_t>("views/state_words", 1)[0];
+  set_state(r.read<int32_t>("views/state", n));
+  if (r.rehoming()) views_of_old_masters(r);
+}
+
+void ExpertViews::views_of_old_masters(const StateReader& r) {
+  const ModelConfig& mc = r.saved_config().model;
+  const auto mine = experts_homed_at(saved_topology(r.path(), r.rank()), r.rank(),
+                                     mc.moe_layers(), mc.n_experts);
+  if (mine.empty()) return;
+  const size_t wsz = (size_t)mc.d_model * mc.expert_hidden;
+  const bool glu = mc.expert_act == ExpertActKind::SWIGLU;
+  const size_t per = (glu ? 3 : 2) * wsz;
+  const auto masters = r.read<float>("home/masters", mine.size() * per);
+  for (size_t i = 0; i < mine.size(); ++i)
+    if (remote(mine[i].moe_layer, mine[i].expert)) {
+      const float* w = masters.data() + i * per;
+      set_from_master(mine[i].moe_layer, mine[i].expert, w, glu ? w + wsz : nullptr, w + per - wsz);
+    }
 }
 
 }  // namespace px

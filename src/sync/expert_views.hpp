@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "checkpoint/stateful.hpp"        // defines: Stateful, StateReader
 #include "config/config.hpp"          // defines: Config
 #include "model/lowrank_view.hpp"     // defines: LowrankExpertView
 #include "model/param_layout.hpp"     // defines: ParamLayout
@@ -32,7 +33,7 @@ uint64_t view_seed(const Config& cfg, int moe_layer, int expert, int64_t step);
 std::vector<float> lowrank_factors(const std::vector<LowrankExpertView>& views);
 void set_lowrank_factors(std::vector<LowrankExpertView>& views, const std::vector<float>& f);
 
-class ExpertViews {
+class ExpertViews final : public Stateful {
  public:
   // Builds the view of every expert not homed at topo.world_rank from the (initial) weights in
   // experts_arena (every rank has the same ones at start).
@@ -51,21 +52,25 @@ class ExpertViews {
   int every() const;
   size_t bytes() const;  // memory the views take (codes, scales, factors)
 
-  // State for checkpoints: per remote expert i32 moe_layer, i32 expert, i32 bytes, then its
-  // expert wire form (ternary or low-rank) padded to 4-byte words. set_state returns how many
-  // of this rank's remote experts it set (others keep their views).
-  std::vector<int32_t> state() const;
-  int set_state(const std::vector<int32_t>& words);
+  // Checkpoint state: per remote expert i32 moe_layer, i32 expert, i32 bytes, then its
+  // expert wire form (ternary or low-rank) padded to 4-byte words. Re-homing
+  // (r.rehoming()): the experts this rank homed in the checkpoint and no longer does get
+  // views of those masters.
+  void save(ParallelCheckpointWriter& w) override;
+  void load(const StateReader& r) override;
 
  private:
+  std::vector<int32_t> state() const;
+  int set_state(const std::vector<int32_t>& words);  // how many remote experts it set
+  void views_of_old_masters(const StateReader& r);
   int slot(int m, int e) const { return slot_[(size_t)m * cfg_.model.n_experts + e]; }
 
   const Config& cfg_;
   bool lowrank_;
-  std::vector<int> slot_;  // [moe_layers * E]: index into tv_ / lr_, -1 for my own experts
+  std::vector<int> slot_;  // [moe_layers * E]: index into ternary_views_ / lowrank_views_, -1 for my own experts
   std::vector<ExpertId> ids_;  // the remote experts, by slot
-  std::vector<TernaryExpertView> tv_;
-  std::vector<LowrankExpertView> lr_;
+  std::vector<TernaryExpertView> ternary_views_;
+  std::vector<LowrankExpertView> lowrank_views_;
 };
 
 }  // namespace px

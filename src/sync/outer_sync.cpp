@@ -1,6 +1,8 @@
 // DiLoCo outer syncs on a learner (all-reduce and syncer variants).
 #include "sync/outer_sync.hpp"
 
+#include <fmt/format.h>
+
 #include <cstring>
 
 #include "sync/codec.hpp"         // defines: encoded_bytes, decode
@@ -8,24 +10,25 @@
 
 namespace px {
 
-OuterSync::OuterSync(const Config& cfg, const Topology& topo, MoeModel<float>& model, Comm& peers,
+OuterSync::OuterSync(const Config& cfg, const Topology& topo, LearnerModel& model, Comm& peers,
                      Comm& island, Comm& p2p)
     : cfg_(cfg), topo_(topo), model_(model), peers_(peers), island_(island), p2p_(p2p),
-      plan_(model.layout(), cfg.sync.fragments, cfg.train.mode != TrainMode::PARALLAX), F_(cfg.sync.fragments),
-      H_(cfg.sync.backbone_every), R_(topo.ranks_per_island), r_(topo.local_rank) {
+      plan_(model.host().layout(), cfg.sync.fragments, cfg.train.mode != TrainMode::PARALLAX), fragments_(cfg.sync.fragments),
+      every_(cfg.sync.backbone_every), island_ranks_(topo.ranks_per_island), local_rank_(topo.local_rank) {
   for (int a = 0; a < 2; ++a) {
-    arenas_[a] = model.params((Arena)a);
-    // mode parallax syncs the backbone only: no outer state for the experts arena
-    const size_t n = (a == 1 && cfg.train.mode == TrainMode::PARALLAX) ? 0 : model.layout().size((Arena)a);
-    theta_g_[a].assign(arenas_[a], arenas_[a] + n);
-    mom_[a].assign(n, 0.f);
+    // mode parallax syncs the backbone only: no routed-expert arena, no outer state for it
+    const bool skip = a == 1 && cfg.train.mode == TrainMode::PARALLAX;
+    arenas_[a] = skip ? nullptr : model.host().params((Arena)a);
+    const size_t n = skip ? 0 : model.host().layout().size((Arena)a);
+    theta_global_[a].assign(arenas_[a], arenas_[a] + n);
+    momentum_[a].assign(n, 0.f);
   }
-  for (int f = 0; f < F_; ++f) {
+  for (int f = 0; f < fragments_; ++f) {
     const size_t n = plan_.size(f);
-    ef_.emplace_back(FragmentPlan::shard_begin(n, r_ + 1, R_) - FragmentPlan::shard_begin(n, r_, R_));
+    ef_.emplace_back(FragmentPlan::shard_begin(n, local_rank_ + 1, island_ranks_) - FragmentPlan::shard_begin(n, local_rank_, island_ranks_));
   }
-  pending_.resize(F_);
-  last_tokens_.assign(F_, 0);
+  pending_.resize(fragments_);
+  last_tokens_.assign(fragments_, 0);
 }
 
 namespace {
@@ -43,8 +46,8 @@ void OuterSync::after_step(int64_t step, int64_t tokens) {
   const bool syncer = cfg_.sync.backbone_sync == BackboneSyncKind::SYNCER;
   if (syncer && !cfg_.train.deterministic) poll_replies(false);
   tick(step);
-  for (int f = 0; f < F_; ++f) {
-    if (!FragmentPlan::due(f, step, H_, F_)) continue;
+  for (int f = 0; f < fragments_; ++f) {
+    if (!FragmentPlan::due(f, step, every_, fragments_)) continue;
     ++syncs_;
     if (!syncer) {
       sync_allreduce(f);
@@ -55,11 +58,22 @@ void OuterSync::after_step(int64_t step, int64_t tokens) {
   }
 }
 
+void OuterSync::params_to_host() {
+  model_.to_host(Arena::BACKBONE);
+  if (arenas_[1]) model_.to_host(Arena::EXPERTS);
+}
+
+void OuterSync::params_to_device() {
+  model_.to_device(Arena::BACKBONE);
+  if (arenas_[1]) model_.to_device(Arena::EXPERTS);
+}
+
 void OuterSync::sync_allreduce(int f) {
-  const Shard s = shard_of(plan_, f, r_, R_);
+  params_to_host();
+  const Shard s = shard_of(plan_, f, local_rank_, island_ranks_);
   const size_t m = s.m();
-  float* const tg[2] = {theta_g_[0].data(), theta_g_[1].data()};
-  float* const mo[2] = {mom_[0].data(), mom_[1].data()};
+  float* const tg[2] = {theta_global_[0].data(), theta_global_[1].data()};
+  float* const mo[2] = {momentum_[0].data(), momentum_[1].data()};
   std::vector<float> x(m), g(m), mom(m), merged(m);
   plan_.gather(f, s.lo, s.hi, arenas_, x.data());
   plan_.gather(f, s.lo, s.hi, tg, g.data());
@@ -89,50 +103,53 @@ void OuterSync::sync_allreduce(int f) {
   outer_nesterov(g.data(), mom.data(), merged.data(), m, cfg_.sync.outer_lr,
                  cfg_.sync.outer_momentum);
   plan_.scatter(f, s.lo, s.hi, mom.data(), mo);
-  apply_reply(f, g.data());
+  apply_reply(f, g.data(), true);
 }
 
-void OuterSync::apply_reply(int f, const float* global) {
-  const Shard s = shard_of(plan_, f, r_, R_);
+void OuterSync::apply_reply(int f, const float* global, bool host_current) {
+  if (!host_current) params_to_host();
+  const Shard s = shard_of(plan_, f, local_rank_, island_ranks_);
   const size_t m = s.m();
   const double alpha = cfg_.sync.backbone_sync == BackboneSyncKind::SYNCER ? cfg_.sync.mix_alpha : 1.0;
-  float* const tg[2] = {theta_g_[0].data(), theta_g_[1].data()};
+  float* const tg[2] = {theta_global_[0].data(), theta_global_[1].data()};
   std::vector<float> x(m);
   plan_.gather(f, s.lo, s.hi, arenas_, x.data());
   for (size_t i = 0; i < m; ++i) x[i] = (float)(alpha * global[i] + (1.0 - alpha) * x[i]);
   plan_.scatter(f, s.lo, s.hi, x.data(), arenas_);
   plan_.scatter(f, s.lo, s.hi, global, tg);
-  if (R_ == 1) return;
+  if (island_ranks_ == 1) return params_to_device();
   // every island rank gets the whole fragment (the shards of the other local ranks)
   const size_t n = plan_.size(f);
-  std::vector<int> bytes(R_);
-  for (int r = 0; r < R_; ++r) bytes[r] = (int)(shard_of(plan_, f, r, R_).m() * sizeof(float));
+  std::vector<int> bytes(island_ranks_);
+  for (int r = 0; r < island_ranks_; ++r) bytes[r] = (int)(shard_of(plan_, f, r, island_ranks_).m() * sizeof(float));
   std::vector<float> full(n);
   island_.allgatherv(x.data(), (int)(m * sizeof(float)), full.data(), bytes, Tier::ISLAND);
   plan_.scatter(f, 0, n, full.data(), arenas_);
   if (alpha != 1.0)
     island_.allgatherv(global, (int)(m * sizeof(float)), full.data(), bytes, Tier::ISLAND);
   plan_.scatter(f, 0, n, full.data(), tg);
+  params_to_device();
 }
 
 void OuterSync::push(int f, int64_t step, int64_t tokens) {
   Pending& p = pending_[f];
   if (p.active) poll_replies(true);  // at most one outstanding push per fragment
-  const Shard s = shard_of(plan_, f, r_, R_);
+  params_to_host();
+  const Shard s = shard_of(plan_, f, local_rank_, island_ranks_);
   const size_t m = s.m();
-  float* const tg[2] = {theta_g_[0].data(), theta_g_[1].data()};
+  float* const tg[2] = {theta_global_[0].data(), theta_global_[1].data()};
   std::vector<float> x(m), delta(m);
   plan_.gather(f, s.lo, s.hi, arenas_, x.data());
   plan_.gather(f, s.lo, s.hi, tg, delta.data());
   for (size_t i = 0; i < m; ++i) delta[i] -= x[i];
   const WireDtype dt = cfg_.sync.outer_dtype;
   const size_t nb = encoded_bytes(dt, m);
-  PushHeader h{step, tokens - last_tokens_[f], (int64_t)m, topo_.island, f, r_, (int32_t)dt};
+  PushHeader h{step, tokens - last_tokens_[f], (int64_t)m, topo_.island, f, local_rank_, (int32_t)dt};
   last_tokens_[f] = tokens;
   p.send.resize(sizeof(h) + nb);
   std::memcpy(p.send.data(), &h, sizeof(h));
   ef_[f].encode(dt, delta.data(), p.send.data() + sizeof(h));
-  const int unit = f * R_ + r_;
+  const int unit = f * island_ranks_ + local_rank_;
   const int dest = topo_.syncer_rank(unit % topo_.syncers);
   p.sreq = p2p_.isend(p.send.data(), (int)p.send.size(), dest, TAG_PUSH, Tier::BACKBONE);
   p.reply.resize(m);
@@ -142,8 +159,8 @@ void OuterSync::push(int f, int64_t step, int64_t tokens) {
 
 void OuterSync::poll_replies(bool wait) {
   // the island applies a fragment's reply together (its all-gather is collective)
-  std::vector<int64_t> arrived(F_, 0);
-  for (int f = 0; f < F_; ++f) {
+  std::vector<int64_t> arrived(fragments_, 0);
+  for (int f = 0; f < fragments_; ++f) {
     Pending& p = pending_[f];
     if (!p.active) continue;
     if (wait) {
@@ -154,29 +171,29 @@ void OuterSync::poll_replies(bool wait) {
       if (arrived[f]) p.rreq = MPI_REQUEST_NULL;
     }
   }
-  if (R_ > 1 && !wait) island_.allreduce_sum(arrived.data(), F_, Tier::CONTROL);
-  for (int f = 0; f < F_; ++f) {
+  if (island_ranks_ > 1 && !wait) island_.allreduce_sum(arrived.data(), fragments_, Tier::CONTROL);
+  for (int f = 0; f < fragments_; ++f) {
     Pending& p = pending_[f];
-    if (!p.active || arrived[f] < (wait ? 1 : R_)) continue;
+    if (!p.active || arrived[f] < (wait ? 1 : island_ranks_)) continue;
     if (p.rreq != MPI_REQUEST_NULL) Comm::wait(p.rreq);
     Comm::wait(p.sreq);
-    apply_reply(f, p.reply.data());
+    apply_reply(f, p.reply.data(), false);
     p.active = false;
   }
 }
 
 void OuterSync::restore(int64_t step, int64_t tokens) {
   if (step <= 0) return;
-  for (int f = 0; f < F_; ++f) {
+  for (int f = 0; f < fragments_; ++f) {
     int64_t last = step;
-    while (last > 0 && !FragmentPlan::due(f, last, H_, F_)) --last;
+    while (last > 0 && !FragmentPlan::due(f, last, every_, fragments_)) --last;
     last_tokens_[f] = tokens / step * last;
   }
 }
 
 void OuterSync::tick(int64_t step) {
   if (cfg_.sync.backbone_sync != BackboneSyncKind::SYNCER || cfg_.sync.grace_steps == 0 ||
-      r_ != 0)
+      local_rank_ != 0)
     return;
   const int64_t msg[2] = {step, topo_.island};
   for (int s = 0; s < topo_.syncers; ++s) {
@@ -192,6 +209,32 @@ void OuterSync::finish() {
     MPI_Request rq = p2p_.isend(nullptr, 0, topo_.syncer_rank(s), TAG_DONE, Tier::CONTROL);
     Comm::wait(rq);
   }
+}
+
+namespace {
+const char* arena_name(Arena a) { return a == Arena::BACKBONE ? "backbone" : "experts"; }
+}  // namespace
+
+void OuterSync::save(ParallelCheckpointWriter& w) {
+  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
+    if (theta_global_[(int)a].empty()) continue;  // (mode parallax: the backbone only)
+    w.add(std::string("outer/theta_global/") + arena_name(a), as_span(theta_global_[(int)a]));
+    w.add(std::string("outer/momentum/") + arena_name(a), as_span(momentum_[(int)a]));
+  }
+  for (size_t f = 0; f < ef_.size(); ++f)
+    w.add(fmt::format("outer/ef/{}", f), as_span(ef_[f].residual()));
+}
+
+void OuterSync::load(const StateReader& r) {
+  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
+    auto& theta = theta_global_[(int)a];
+    if (theta.empty()) continue;
+    r.read_into<float>(std::string("outer/theta_global/") + arena_name(a), std::span<float>(theta));
+    r.read_into<float>(std::string("outer/momentum/") + arena_name(a),
+                       std::span<float>(momentum_[(int)a]));
+  }
+  for (size_t f = 0; f < ef_.size(); ++f)
+    r.read_into<float>(fmt::format("outer/ef/{}", f), std::span<float>(ef_[f].residual()));
 }
 
 }  // namespace px

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "config/config.hpp"        // defines: Config
+#include "backend/learner_model.hpp"  // defines: LearnerModel
+#include "checkpoint/stateful.hpp"    // defines: StateReader
 #include "model/moe_model.hpp"      // defines: MoeModel
 #include "parallel/comm.hpp"        // defines: Comm
 #include "parallel/topology.hpp"    // defines: Topology
@@ -33,9 +35,11 @@ static_assert(sizeof(PushHeader) == 40);
 
 enum SyncTag : int { TAG_DONE = 90, TAG_CKPT = 91, TAG_TICK = 92, TAG_PUSH = 100, TAG_REPLY = 1000 };
 
-class OuterSync {
+class OuterSync {  // (its state is checkpointed through save/load, by the backbone tier)
  public:
-  OuterSync(const Config& cfg, const Topology& topo, MoeModel<float>& model, Comm& peers,
+  // Reads and writes model's host copy, at its sync points (to_host before reading the
+  // parameters, to_device after writing them).
+  OuterSync(const Config& cfg, const Topology& topo, LearnerModel& model, Comm& peers,
             Comm& island, Comm& p2p);
   // After inner step `step` (steps completed), with `tokens` trained by this island since the
   // start: runs the fragments that are due and mixes in replies that have arrived.
@@ -48,27 +52,31 @@ class OuterSync {
   // Syncer variant: wait for outstanding replies, then tell the syncers this rank is done.
   void finish();
 
-  // State for checkpoints.
-  std::vector<float>& theta_global(Arena a) { return theta_g_[(int)a]; }
-  std::vector<float>& momentum(Arena a) { return mom_[(int)a]; }
-  std::vector<ErrorFeedback>& error_feedback() { return ef_; }
+  // Checkpoint state: global backbone and outer momentum of both arenas, error-feedback
+  // residuals of my shard of every fragment.
+  void save(ParallelCheckpointWriter& w);
+  void load(const StateReader& r);
   int64_t syncs() const { return syncs_; }
 
  private:
   void sync_allreduce(int f);
   void push(int f, int64_t step, int64_t tokens);
-  void apply_reply(int f, const float* global);  // mix into my shard, then island all-gather
+  // Mixes `global` into my shard, then the island all-gathers the fragment; host_current:
+  // the host copy was brought up to date in this sync already.
+  void apply_reply(int f, const float* global, bool host_current);
+  void params_to_host();
+  void params_to_device();
   void poll_replies(bool wait);
   float* const* params() { return arenas_; }
 
   const Config& cfg_;
   const Topology& topo_;
-  MoeModel<float>& model_;
+  LearnerModel& model_;
   Comm &peers_, &island_, &p2p_;
   FragmentPlan plan_;
-  int F_, H_, R_, r_;
+  int fragments_, every_, island_ranks_, local_rank_;
   float* arenas_[2];
-  std::vector<float> theta_g_[2], mom_[2];
+  std::vector<float> theta_global_[2], momentum_[2];
   std::vector<ErrorFeedback> ef_;  // per fragment, my shard
   struct Pending {
     bool active = false;
@@ -85,20 +93,21 @@ class OuterSync {
 // it owns (unit u = fragment * R + shard, owned by syncer u mod S), merges pushes once a
 // quorum of islands has pushed (all islands when train.deterministic), token-weighted, by
 // mean or RDA, takes the outer step and replies to every island.
-class Syncer {
+class Syncer final : public Stateful {
  public:
   Syncer(const Config& cfg, const Topology& topo, Comm& p2p);
   // Serves until every learner has sent TAG_DONE. On TAG_CKPT (payload: int64 step) calls
   // on_checkpoint(step), which must join the learners' collective checkpoint write.
   void run(const std::function<void(int64_t)>& on_checkpoint);
-  // Checkpoint state: unit id -> (theta, momentum) of its shard.
-  struct UnitState {
-    std::vector<float> theta, mom;
-  };
-  std::map<int, UnitState*> state();
+  // Checkpoint state: the global shard and outer momentum of every unit it owns.
+  void save(ParallelCheckpointWriter& w) override;
+  void load(const StateReader& r) override;
   int64_t merges() const { return merges_; }
 
  private:
+  struct UnitState {
+    std::vector<float> theta, mom;
+  };
   struct Unit {
     int f = 0, shard = 0;
     size_t lo = 0, hi = 0;

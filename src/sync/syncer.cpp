@@ -1,4 +1,6 @@
 // The syncer role: merges pushed outer gradients per (fragment, shard) unit and replies.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -30,10 +32,18 @@ Syncer::Syncer(const Config& cfg, const Topology& topo, Comm& p2p)
     }
 }
 
-std::map<int, Syncer::UnitState*> Syncer::state() {
-  std::map<int, UnitState*> m;
-  for (auto& [u, un] : units_) m[u] = &un.st;
-  return m;
+void Syncer::save(ParallelCheckpointWriter& w) {
+  for (auto& [u, un] : units_) {
+    w.add(fmt::format("syncer/unit_{}/theta", u), as_span(un.st.theta));
+    w.add(fmt::format("syncer/unit_{}/momentum", u), as_span(un.st.mom));
+  }
+}
+
+void Syncer::load(const StateReader& r) {
+  for (auto& [u, un] : units_) {
+    un.st.theta = r.read<float>(fmt::format("syncer/unit_{}/theta", u), un.st.theta.size());
+    un.st.mom = r.read<float>(fmt::format("syncer/unit_{}/momentum", u), un.st.mom.size());
+  }
 }
 
 void Syncer::on_push(const std::vector<uint8_t>& msg) {

@@ -11,7 +11,7 @@
 namespace px {
 
 ExpertAdapters::ExpertAdapters(const Config& cfg, const Topology& topo)
-    : cfg_(cfg), r_(cfg.experts.adapter_rank) {
+    : cfg_(cfg), rank_(cfg.experts.adapter_rank) {
   const ModelConfig& mc = cfg.model;
   const int d = mc.d_model, h = mc.expert_hidden, E = mc.n_experts;
   const bool swiglu = mc.expert_act == ExpertActKind::SWIGLU;
@@ -23,8 +23,8 @@ ExpertAdapters::ExpertAdapters(const Config& cfg, const Topology& topo)
       if (home == topo.world_rank) continue;
       std::vector<Mat> ms;
       auto add = [&](int in, int out) {
-        ms.push_back({in, out, off, off + (size_t)in * r_});
-        off += (size_t)r_ * (in + out);
+        ms.push_back({in, out, off, off + (size_t)in * rank_});
+        off += (size_t)rank_ * (in + out);
       };
       add(d, h);
       if (swiglu) add(d, h);
@@ -34,8 +34,8 @@ ExpertAdapters::ExpertAdapters(const Config& cfg, const Topology& topo)
       home_.push_back(home);
       mats_.push_back(std::move(ms));
     }
-  p_.assign(off, 0.f);
-  g_.assign(off, 0.f);
+  params_.assign(off, 0.f);
+  grads_.assign(off, 0.f);
   m_.assign(off, 0.f);
   v_.assign(off, 0.f);
   tokens_.assign(ids_.size(), 0);
@@ -43,7 +43,7 @@ ExpertAdapters::ExpertAdapters(const Config& cfg, const Topology& topo)
 }
 
 void ExpertAdapters::reset(int64_t cycle_step) {
-  std::fill(p_.begin(), p_.end(), 0.f);
+  std::fill(params_.begin(), params_.end(), 0.f);
   std::fill(m_.begin(), m_.end(), 0.f);
   std::fill(v_.begin(), v_.end(), 0.f);
   std::fill(tokens_.begin(), tokens_.end(), 0);
@@ -56,10 +56,10 @@ void ExpertAdapters::reset(int64_t cycle_step) {
           ((uint64_t)cycle_step << 24) ^ ((uint64_t)ids_[i].moe_layer << 12) ^
           ((uint64_t)ids_[i].expert << 2) ^ k));
       const double sd = 1.0 / std::sqrt((double)mt.in);
-      const size_t n = (size_t)mt.in * r_;
+      const size_t n = (size_t)mt.in * rank_;
       for (size_t j = 0; j < n; ++j) {
         const double u1 = uniform01(s, 2 * j), u2 = uniform01(s, 2 * j + 1);
-        p_[mt.a + j] = (float)(sd * std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+        params_[mt.a + j] = (float)(sd * std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
       }
     }
 }
@@ -68,7 +68,7 @@ void ExpertAdapters::add_to(int moe_layer, int expert, float* W1, float* W3, flo
   const std::vector<Mat>& ms = mats_[index_[(size_t)moe_layer * cfg_.model.n_experts + expert]];
   float* W[3] = {W1, ms.size() == 3 ? W3 : W2, W2};
   for (size_t k = 0; k < ms.size(); ++k)
-    cpu::matmul(W[k], p_.data() + ms[k].a, p_.data() + ms[k].b, ms[k].in, r_, ms[k].out, false,
+    cpu::matmul(W[k], params_.data() + ms[k].a, params_.data() + ms[k].b, ms[k].in, rank_, ms[k].out, false,
                 false, true);
 }
 
@@ -78,8 +78,8 @@ void ExpertAdapters::add_weight_grad(int moe_layer, int expert, const float* dW1
   const std::vector<Mat>& ms = mats_[i];
   const float* dW[3] = {dW1, ms.size() == 3 ? dW3 : dW2, dW2};
   for (size_t k = 0; k < ms.size(); ++k)
-    cpu::adapter_backward(g_.data() + ms[k].a, g_.data() + ms[k].b, dW[k], p_.data() + ms[k].a,
-                          p_.data() + ms[k].b, ms[k].in, r_, ms[k].out);
+    cpu::adapter_backward(grads_.data() + ms[k].a, grads_.data() + ms[k].b, dW[k], params_.data() + ms[k].a,
+                          params_.data() + ms[k].b, ms[k].in, rank_, ms[k].out);
 }
 
 void ExpertAdapters::step(const std::vector<int64_t>& counts, double lr) {
@@ -87,9 +87,9 @@ void ExpertAdapters::step(const std::vector<int64_t>& counts, double lr) {
     tokens_[i] += counts[(size_t)ids_[i].moe_layer * cfg_.model.n_experts + ids_[i].expert];
   ++steps_;
   const AdamWConfig ac;
-  cpu::adamw_update(p_.data(), g_.data(), m_.data(), v_.data(), p_.size(), (float)lr,
+  cpu::adamw_update(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), (float)lr,
                     (float)ac.beta1, (float)ac.beta2, (float)ac.eps, 0.f, steps_);
-  std::fill(g_.begin(), g_.end(), 0.f);
+  std::fill(grads_.begin(), grads_.end(), 0.f);
 }
 
 std::map<int, std::vector<uint8_t>> ExpertAdapters::take_deltas(int64_t step) {
@@ -109,12 +109,29 @@ std::map<int, std::vector<uint8_t>> ExpertAdapters::take_deltas(int64_t step) {
     const int32_t head[2] = {ids_[i].moe_layer, ids_[i].expert};
     put(b, head, 8);
     put(b, &tokens_[i], 8);
-    const int32_t r = r_;
+    const int32_t r = rank_;
     put(b, &r, 4);
-    for (const Mat& mt : mats_[i]) put(b, p_.data() + mt.a, 4 * (size_t)r_ * (mt.in + mt.out));
+    for (const Mat& mt : mats_[i]) put(b, params_.data() + mt.a, 4 * (size_t)rank_ * (mt.in + mt.out));
   }
   reset(step);
   return out;
+}
+
+void ExpertAdapters::save(ParallelCheckpointWriter& w) {
+  w.add("adapters/params", as_span(params_));
+  w.add("adapters/m", as_span(m_));
+  w.add("adapters/v", as_span(v_));
+  w.add("adapters/tokens", as_span(tokens_));
+  const std::vector<int64_t> st = {steps_};
+  w.add("adapters/steps_in_cycle", as_span(st));
+}
+
+void ExpertAdapters::load(const StateReader& r) {
+  for (auto [name, v] : {std::pair{"adapters/params", &params_}, {"adapters/m", &m_},
+                         {"adapters/v", &v_}})
+    *v = r.read<float>(name, v->size());
+  tokens_ = r.read<int64_t>("adapters/tokens", tokens_.size());
+  steps_ = (int)r.read<int64_t>("adapters/steps_in_cycle", 1)[0];
 }
 
 }  // namespace px

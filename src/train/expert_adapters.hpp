@@ -15,13 +15,14 @@
 #include <map>
 #include <vector>
 
+#include "checkpoint/stateful.hpp"          // defines: Stateful, StateReader
 #include "config/config.hpp"              // defines: Config
 #include "parallel/expert_placement.hpp"  // defines: ExpertId
 #include "parallel/topology.hpp"          // defines: Topology
 
 namespace px {
 
-class ExpertAdapters {
+class ExpertAdapters final : public Stateful {
  public:
   ExpertAdapters(const Config& cfg, const Topology& topo);
 
@@ -37,12 +38,9 @@ class ExpertAdapters {
   // The delta messages by home world rank; resets every adapter (cycle `step` seeds A).
   std::map<int, std::vector<uint8_t>> take_deltas(int64_t step);
 
-  // State for checkpoints.
-  std::vector<float>& params() { return p_; }
-  std::vector<float>& adam_m() { return m_; }
-  std::vector<float>& adam_v() { return v_; }
-  std::vector<int64_t>& tokens() { return tokens_; }
-  int& steps_in_cycle() { return steps_; }
+  // Checkpoint state: adapters, their AdamW moments, token counts, steps in the cycle.
+  void save(ParallelCheckpointWriter& w) override;
+  void load(const StateReader& r) override;
 
  private:
   struct Mat {
@@ -52,12 +50,12 @@ class ExpertAdapters {
   void reset(int64_t cycle_step);
 
   const Config& cfg_;
-  int r_;
+  int rank_;  // experts.adapter_rank
   std::vector<ExpertId> ids_;    // the adapted experts (homed elsewhere)
   std::vector<int> index_;       // [moe_layers * E] -> index into ids_ (-1: homed here)
   std::vector<int> home_;        // their homes
   std::vector<std::vector<Mat>> mats_;  // per adapted expert: W1, (W3), W2
-  std::vector<float> p_, g_, m_, v_;
+  std::vector<float> params_, grads_, m_, v_;
   std::vector<int64_t> tokens_;
   int steps_ = 0;
 };

@@ -13,7 +13,7 @@
 #include "model/lowrank_view.hpp"   // defines: lowrank_expert_wire_bytes
 #include "model/ternary_view.hpp"   // defines: ternary_expert_wire_bytes
 #include "sketch/sketch_wire.hpp"   // defines: sketch_wire_bytes
-#include "sync/expert_tier.hpp"     // defines: SketchBundleHeader
+#include "tiers/expert_messages.hpp"  // defines: SketchBundleHeader
 #include "sync/outer_sync.hpp"      // defines: PushHeader
 
 namespace px {

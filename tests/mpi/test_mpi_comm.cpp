@@ -313,8 +313,8 @@ TEST(CommStatsTest, DupAndSplitShareStats) {
 
 TEST(Topology, RolesByRank) {
   // I=2, R=2, S=1, W=2: ranks 0-1 island 0, 2-3 island 1, 4 syncer, 5-6 workers
-  const Role want_role[] = {Role::LEARNER, Role::LEARNER, Role::LEARNER, Role::LEARNER, Role::SYNCER,
-                            Role::EXPERT_WORKER, Role::EXPERT_WORKER};
+  const RoleKind want_role[] = {RoleKind::LEARNER, RoleKind::LEARNER, RoleKind::LEARNER, RoleKind::LEARNER, RoleKind::SYNCER,
+                            RoleKind::EXPERT_WORKER, RoleKind::EXPERT_WORKER};
   const int want_island[] = {0, 0, 1, 1, -1, -1, -1}, want_local[] = {0, 1, 0, 1, -1, -1, -1};
   const int want_syncer[] = {-1, -1, -1, -1, 0, -1, -1}, want_worker[] = {-1, -1, -1, -1, -1, 0, 1};
   for (int rank = 0; rank < 7; ++rank) {
@@ -330,7 +330,7 @@ TEST(Topology, RolesByRank) {
   EXPECT_EQ(t.learner_rank(1, 1), 3);
   EXPECT_EQ(t.syncer_rank(0), 4);
   EXPECT_EQ(t.worker_rank(1), 6);
-  EXPECT_STREQ(role_name(Role::EXPERT_WORKER), "expert_worker");
+  EXPECT_STREQ(role_name(RoleKind::EXPERT_WORKER), "expert_worker");
 }
 
 TEST(Topology, MismatchIsUserErrorNamingTheNumbers) {
@@ -420,5 +420,5 @@ TEST(Communicators, Np5TwoIslandsOfTwoAndASyncer) {
   if (world_size() != 5) GTEST_SKIP() << "needs np 5";
   check_communicators(2, 2, 1, 0);
   const Topology t = Topology::make(2, 2, 1, 0, world_rank(), 5);
-  EXPECT_EQ(t.role, world_rank() == 4 ? Role::SYNCER : Role::LEARNER);
+  EXPECT_EQ(t.role, world_rank() == 4 ? RoleKind::SYNCER : RoleKind::LEARNER);
 }

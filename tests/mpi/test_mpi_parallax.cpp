@@ -8,7 +8,7 @@
 #include "model/ternary_view.hpp"         // defines: ternary_expert_wire_bytes
 #include "parallel/comm.hpp"              // defines: Tier
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
-#include "train/train_state.hpp"          // defines: load_model_params
+#include "checkpoint/resume.hpp"          // defines: load_model_params
 
 #include "mpi_train_util.hpp"  // defines: world_rank, shared_dir, tiny, run, expect_close
 

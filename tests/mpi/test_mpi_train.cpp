@@ -13,7 +13,7 @@
 #include "parallel/comm.hpp"
 #include "sync/codec.hpp"
 #include "sync/outer_sync.hpp"
-#include "train/learner.hpp"
+#include "backend/cpu_learner.hpp"
 #include "train/trainer.hpp"
 
 #include "mpi_train_util.hpp"  // defines: world_rank, shared_dir, tiny, run, expect_close, no_noise
@@ -31,8 +31,8 @@ TEST(MpiTrain, SyncOnFourRanksEqualsOneRankWithFourTimesTheBatch) {
     CommStats stats;
     Comm dp(c4, stats), self(MPI_COMM_SELF, stats);
     const int b = 2, T = cfg.model.seq_len, r = dp.rank();
-    Learner many(cfg, dp, true, b);
-    Learner one(cfg, self, true, 4 * b);
+    CpuLearner many(cfg, dp, true, b);
+    CpuLearner one(cfg, self, true, 4 * b);
     ASSERT_NE(many.expert_parallel(), nullptr);
     std::mt19937 rng(42);
     std::vector<int32_t> in(4 * b * T), tg(4 * b * T);

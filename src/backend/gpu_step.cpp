@@ -1,5 +1,5 @@
 // GpuStepper: CudaModel when CUDA is compiled in, a clear error otherwise.
-#include "train/gpu_step.hpp"
+#include "backend/gpu_step.hpp"
 
 #include "parallax_config.hpp"  // defines: PARALLAX_HAS_CUDA (when built)
 #include "util/errors.hpp"      // defines: UserError

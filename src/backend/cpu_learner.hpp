@@ -1,0 +1,51 @@
+#pragma once
+// The CPU learner model (DESIGN §4, §9): one learner rank's inner step in every mode:
+// forward and backward on its micro-batch, gradient all-reduce over its data-parallel group
+// (all learners in mode "sync", its island in "diloco" and "parallax"), global-norm clipping
+// and the inner optimizer. In mode "sync" with several learners the routed experts are
+// expert-parallel; in mode "parallax" they run from masters / views (ParallaxExperts), their
+// gradients are neither reduced nor stepped here (the ExpertHome does that) and clipping
+// sees the backbone only. The host copy is the live model: every sync point is a no-op.
+#include <functional>
+#include <memory>
+
+#include "backend/learner_model.hpp"      // defines: LearnerModel, StepStats
+#include "parallel/expert_parallel.hpp"   // defines: ExpertParallel
+#include "train/parallax_experts.hpp"     // defines: ParallaxExperts
+
+namespace px {
+
+class CpuLearner final : public LearnerModel {
+ public:
+  CpuLearner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_batch,
+             const Topology* topo = nullptr);
+
+  StepStats step(const int32_t* inputs, const int32_t* targets, double lr) override;
+  double eval_batch(const int32_t* inputs, const int32_t* targets) override;
+
+  MoeModel<float>& host() override { return model_; }
+  AdamW& optimizer() override { return *opt_; }
+  void to_host(Arena) override {}
+  void to_device(Arena) override {}
+  void state_to_host() override {}
+  void release_expert_params() override { model_.release_expert_params(); }
+  void state_to_device() override {}
+
+  ParallaxExperts* parallax() override { return parallax_.get(); }
+  const ExpertParallel* expert_parallel() const override { return expert_parallel_.get(); }
+
+ private:
+  // The model's parallel hooks: the routed-expert executor (expert parallel or parallax) and,
+  // for training with several data-parallel ranks, the group's token count and statistics.
+  void set_parallel(bool eval);
+
+  Comm& dp_;
+  int batch_, seq_;
+  MoeModel<float> model_;
+  std::unique_ptr<ExpertParallel> expert_parallel_;
+  std::unique_ptr<ParallaxExperts> parallax_;
+  std::unique_ptr<AdamW> opt_;
+  std::function<void(double*, int)> sum_stats_;
+};
+
+}  // namespace px

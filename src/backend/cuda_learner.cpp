@@ -1,0 +1,30 @@
+// defines: CudaLearner
+#include "backend/cuda_learner.hpp"
+
+namespace px {
+
+CudaLearner::CudaLearner(const Config& cfg, int micro_batch)
+    : cfg_(cfg), model_(cfg.model, micro_batch, cfg.model.seq_len) {
+  model_.init_params((uint64_t)cfg.train.seed);
+  AdamWConfig ac;
+  ac.weight_decay = cfg.train.weight_decay;
+  ac.grad_clip = cfg.train.grad_clip;
+  opt_ = std::make_unique<AdamW>(model_.layout(), ac);
+  gpu_ = std::make_unique<GpuStepper>(cfg.model, micro_batch, cfg.model.seq_len);
+  gpu_->upload(model_, *opt_);
+}
+
+StepStats CudaLearner::step(const int32_t* in, const int32_t* tg, double lr) {
+  GpuStepper::Result r = gpu_->step(in, tg, lr, cfg_.train.grad_clip, cfg_.train.weight_decay);
+  StepStats s;
+  s.ce = r.ce;
+  s.aux = r.aux;
+  s.loss = r.ce + r.aux;
+  s.grad_norm = r.grad_norm;
+  s.counts = std::move(r.counts);
+  return s;
+}
+
+double CudaLearner::eval_batch(const int32_t* in, const int32_t* tg) { return gpu_->eval(in, tg); }
+
+}  // namespace px

@@ -1,0 +1,67 @@
+#pragma once
+// The learner's model behind one seam (DESIGN §9): the only way roles and tiers touch a
+// learner's model, whatever device runs it.
+//   - step(): one inner step (forward, backward, gradient all-reduce over the data-parallel
+//     group, clipping, optimizer, router bias) on the device;
+//   - eval_batch(): mean CE of one batch;
+//   - host(): the host copy of the state the tiers and checkpoints read and write (parameter
+//     arenas, router bias, AdamW moments). It is current only at the declared sync points:
+//       to_host(a)     before host code reads arena a's parameters (outer syncs, averaging);
+//       to_device(a)   after host code wrote them;
+//       state_to_host() / state_to_device()   all of it (before a checkpoint / after a resume);
+//   - parallax(): the routed-experts hook of mode "parallax" (views, masters, sketches).
+// Implementations: CpuLearner (the host model is the live model; sync points are no-ops),
+// CudaLearner (train.device = "cuda": one GPU), StagedLearner (train.device = "staged", for
+// tests: CPU compute on a private copy, so that a missing sync point changes the numbers).
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "config/config.hpp"            // defines: Config
+#include "model/moe_model.hpp"          // defines: MoeModel, Arena
+#include "optim/adamw.hpp"              // defines: AdamW
+#include "parallel/comm.hpp"            // defines: Comm
+#include "parallel/topology.hpp"        // defines: Topology
+
+namespace px {
+
+class ExpertParallel;
+class ParallaxExperts;
+
+struct StepStats {
+  double loss = 0;  // mean CE over the data-parallel group's batch + aux loss
+  double ce = 0, aux = 0, grad_norm = 0;
+  std::vector<int64_t> counts;  // tokens per expert over the group's batch [moe_layers * E]
+};
+
+class LearnerModel {
+ public:
+  virtual ~LearnerModel() = default;
+
+  virtual StepStats step(const int32_t* inputs, const int32_t* targets, double lr) = 0;
+  // Mean CE of one evaluation batch (the same batch on every rank of the group).
+  virtual double eval_batch(const int32_t* inputs, const int32_t* targets) = 0;
+
+  // The host copy (see the sync points above).
+  virtual MoeModel<float>& host() = 0;
+  virtual AdamW& optimizer() = 0;
+  virtual void to_host(Arena a) = 0;
+  virtual void to_device(Arena a) = 0;
+  virtual void state_to_host() = 0;
+  virtual void state_to_device() = 0;
+  // Mode "parallax", once the homes and views have taken the initial routed experts from
+  // host(): the model keeps no routed-expert weights (on the host nor the device).
+  virtual void release_expert_params() = 0;
+
+  // Mode "parallax": the routed-experts hook (null otherwise). Mode "sync" with several
+  // learners: the expert-parallel executor (null otherwise).
+  virtual ParallaxExperts* parallax() = 0;
+  virtual const ExpertParallel* expert_parallel() const = 0;
+};
+
+// The learner model of cfg.train.device. dp: the data-parallel group (size 1 is fine).
+// expert_parallel: shard routed experts over dp (mode "sync"). topo: needed in mode "parallax".
+std::unique_ptr<LearnerModel> make_learner_model(const Config& cfg, Comm& dp, bool expert_parallel,
+                                                 int micro_batch, const Topology* topo);
+
+}  // namespace px

@@ -1,0 +1,22 @@
+// defines: make_learner_model
+#include "backend/cpu_learner.hpp"     // defines: CpuLearner
+#include "backend/cuda_learner.hpp"    // defines: CudaLearner
+#include "backend/learner_model.hpp"
+#include "backend/staged_learner.hpp"  // defines: StagedLearner
+
+namespace px {
+
+std::unique_ptr<LearnerModel> make_learner_model(const Config& cfg, Comm& dp, bool expert_parallel,
+                                                 int micro_batch, const Topology* topo) {
+  switch (cfg.train.device) {
+    case DeviceKind::CUDA:
+      return std::make_unique<CudaLearner>(cfg, micro_batch);
+    case DeviceKind::STAGED:
+      return std::make_unique<StagedLearner>(cfg, dp, expert_parallel, micro_batch, topo);
+    case DeviceKind::CPU:
+      break;
+  }
+  return std::make_unique<CpuLearner>(cfg, dp, expert_parallel, micro_batch, topo);
+}
+
+}  // namespace px

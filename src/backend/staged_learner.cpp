@@ -1,0 +1,49 @@
+// defines: StagedLearner
+#include "backend/staged_learner.hpp"
+
+#include <algorithm>
+
+namespace px {
+
+namespace {
+void copy_arena(MoeModel<float>& from, MoeModel<float>& to, Arena a) {
+  if (!from.params(a) || !to.params(a)) return;  // (mode parallax: no routed-expert arena)
+  std::copy_n(from.params(a), from.layout().size(a), to.params(a));
+}
+
+void copy_state(MoeModel<float>& from, AdamW& from_opt, MoeModel<float>& to, AdamW& to_opt) {
+  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
+    copy_arena(from, to, a);
+    to_opt.m(a) = from_opt.m(a);
+    to_opt.v(a) = from_opt.v(a);
+  }
+  to.router_bias() = from.router_bias();
+  to_opt.set_steps_taken(from_opt.steps_taken());
+}
+}  // namespace
+
+StagedLearner::StagedLearner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_batch,
+                             const Topology* topo)
+    : device_(cfg, dp, expert_parallel, micro_batch, topo),
+      host_(cfg.model, micro_batch, cfg.model.seq_len), host_opt_(device_.optimizer()) {
+  host_.init_params((uint64_t)cfg.train.seed);  // the same initial state as the device
+}
+
+void StagedLearner::to_host(Arena a) { copy_arena(device_.host(), host_, a); }
+
+void StagedLearner::to_device(Arena a) { copy_arena(host_, device_.host(), a); }
+
+void StagedLearner::state_to_host() {
+  copy_state(device_.host(), device_.optimizer(), host_, host_opt_);
+}
+
+void StagedLearner::state_to_device() {
+  copy_state(host_, host_opt_, device_.host(), device_.optimizer());
+}
+
+void StagedLearner::release_expert_params() {
+  device_.release_expert_params();
+  host_.release_expert_params();
+}
+
+}  // namespace px

@@ -1,0 +1,114 @@
+// defines: check_resume_compatible, rehoming, saved_topology, checkpoint_config,
+// checkpoint_tokenizer, load_model_params
+#include "checkpoint/resume.hpp"
+
+#include <fmt/format.h>
+
+#include "checkpoint/stateful.hpp"        // defines: StateReader
+#include "io/checkpoint_parallel.hpp"     // defines: read_rank_array, checkpoint_attr
+#include "parallel/expert_placement.hpp"  // defines: experts_homed_at
+#include "sync/expert_home.hpp"           // defines: ExpertHome
+#include "util/errors.hpp"                // defines: UserError
+
+namespace px {
+
+bool rehoming(const std::string& path, const Config& cfg) {
+  const Config saved = checkpoint_config(path);
+  const TopologyConfig &s = saved.topology, &t = cfg.topology;
+  if (cfg.train.mode != TrainMode::PARALLAX || saved.train.mode != TrainMode::PARALLAX ||
+      s.expert_workers == t.expert_workers || s.islands != t.islands ||
+      s.ranks_per_island != t.ranks_per_island || s.syncers != t.syncers)
+    return false;
+  if (cfg.experts.view != ViewKind::TERNARY || cfg.experts.signal != ExpertSignalKind::SKETCHES)
+    throw UserError(fmt::format("{}: resuming with topology.expert_workers = {} (was {}) re-homes "
+                                "the experts; supported for experts.view = \"ternary\" and "
+                                "experts.signal = \"sketches\" only",
+                                path, cfg.topology.expert_workers, saved.topology.expert_workers));
+  return true;
+}
+
+Topology saved_topology(const std::string& path, int rank) {
+  const Config saved = checkpoint_config(path);
+  const TopologyConfig& t = saved.topology;
+  return Topology::make(t.islands, t.ranks_per_island, t.syncers, t.expert_workers, rank,
+                       (int)checkpoint_world_size(path));
+}
+
+void check_resume_compatible(const std::string& path, const Config& cfg) {
+  const Config saved = checkpoint_config(path);
+  {
+    Config a = cfg;
+    a.model = saved.model;
+    if (!(a == cfg))
+      throw UserError(fmt::format("{}: written for another [model] section; resume with the "
+                                  "run's own config.toml",
+                                  path));
+    Config b = cfg;
+    b.topology = saved.topology;
+    const bool same_world = checkpoint_world_size(path) == cfg.topology.islands *
+                                                               cfg.topology.ranks_per_island +
+                                                           cfg.topology.syncers +
+                                                           cfg.topology.expert_workers;
+    if ((!(b == cfg) || !same_world) && !rehoming(path, cfg))
+      throw UserError(fmt::format("{}: written on another [topology]; resuming on a different "
+                                  "topology is supported only for mode parallax with another "
+                                  "topology.expert_workers (experts are re-homed)",
+                                  path));
+  }
+}
+
+Config checkpoint_config(const std::string& path) {
+  return parse_config(checkpoint_attr(path, "config"), path + " (attribute config)");
+}
+
+BpeTokenizer checkpoint_tokenizer(const std::string& path) {
+  const size_t m = (size_t)read_rank_array<int64_t>(path, 0, "tokenizer/count", 1)[0];
+  const auto flat = read_rank_array<int32_t>(path, 0, "tokenizer/merges", 2 * m);
+  std::vector<std::pair<int32_t, int32_t>> merges(m);
+  for (size_t i = 0; i < m; ++i) merges[i] = {flat[2 * i], flat[2 * i + 1]};
+  return BpeTokenizer::from_merges(std::move(merges), path);
+}
+
+void load_model_params(const std::string& path, MoeModel<float>& model) {
+  const ParamLayout& layout = model.layout();
+  const auto bb = read_rank_array<float>(path, 0, "params/backbone", layout.backbone_size);
+  std::copy(bb.begin(), bb.end(), model.params(Arena::BACKBONE));
+  const int world = (int)checkpoint_world_size(path);
+  for (int r = 0; r < world; ++r) {
+    if (!has_rank_array(path, r, "params/experts")) continue;
+    const auto ex = read_rank_array<float>(path, r, "params/experts", layout.experts_size);
+    int64_t e0 = 0, e1 = model.config().n_experts;
+    if (has_rank_array(path, r, "ep/expert_range")) {
+      const auto rg = read_rank_array<int64_t>(path, r, "ep/expert_range", 2);
+      e0 = rg[0];
+      e1 = rg[1];
+    }
+    for (const ParamSpec& s : layout.specs) {
+      if (s.arena != Arena::EXPERTS) continue;
+      const size_t per = s.size / (size_t)s.shape[0];
+      std::copy(ex.begin() + s.offset + per * e0, ex.begin() + s.offset + per * e1,
+                model.params(Arena::EXPERTS) + s.offset + per * e0);
+    }
+    if (e0 == 0 && e1 == model.config().n_experts) break;
+  }
+  // mode parallax: the learners' arenas hold views of the experts homed elsewhere; take every
+  // expert's master from its home
+  const Config saved = checkpoint_config(path);
+  if (saved.train.mode == TrainMode::PARALLAX) {
+    const TopologyConfig& tc = saved.topology;
+    for (int r = 0; r < world; ++r) {
+      if (!has_rank_array(path, r, "home/masters")) continue;
+      const Topology topo =
+          Topology::make(tc.islands, tc.ranks_per_island, tc.syncers, tc.expert_workers, r, world);
+      ExpertHome home(saved, layout,
+                      experts_homed_at(topo, r, saved.model.moe_layers(), saved.model.n_experts),
+                      model.params(Arena::EXPERTS));
+      home.load(StateReader(path, r, saved));
+      home.write_masters(model.params(Arena::EXPERTS));
+    }
+  }
+  const auto bias = read_rank_array<float>(path, 0, "model/router_bias", model.router_bias().size());
+  std::copy(bias.begin(), bias.end(), model.router_bias().begin());
+}
+
+}  // namespace px

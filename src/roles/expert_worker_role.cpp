@@ -1,0 +1,64 @@
+// defines: ExpertWorkerRole
+#include "roles/expert_worker_role.hpp"
+
+#include "checkpoint/checkpoint_registry.hpp"  // defines: CheckpointRegistry
+#include "model/moe_model.hpp"                 // defines: MoeModel
+#include "parallel/expert_placement.hpp"       // defines: experts_homed_at
+#include "sync/expert_home.hpp"                // defines: ExpertHome
+#include "tiers/delivery.hpp"                  // defines: make_delivery
+#include "tiers/home_cadence.hpp"              // defines: HomeCadence
+
+namespace px {
+
+TrainResult ExpertWorkerRole::run() {
+  const Config& cfg = ctx_.cfg;
+  const Topology& topo = ctx_.topo;
+  MoeModel<float> init(cfg.model, 1, 2);  // the run's common starting point
+  init.init_params((uint64_t)cfg.train.seed);
+  ExpertHome home(cfg, init.layout(),
+                  experts_homed_at(topo, topo.world_rank, cfg.model.moe_layers(), cfg.model.n_experts),
+                  init.params(Arena::EXPERTS));
+  CheckpointRegistry registry;
+  registry.add(&home);
+  if (!ctx_.resume_from.empty())
+    registry.load(StateReader(ctx_.resume_from, topo.world_rank, cfg));
+  ExpertMessages messages(cfg, topo, ctx_.p2p);
+  auto delivery = make_delivery(cfg, messages);
+  const int64_t start = home.step();
+  HomeCadence cadence(cfg, topo, home, messages, *delivery, start);
+  ctx_.log->info("expert worker {}: homes {} experts, from step {}", topo.worker_index,
+                 home.owned().size(), start);
+  auto& checkpoints = messages.flagged(EXPERT_FLAG_CHECKPOINT);
+  auto& stops = messages.flagged(EXPERT_FLAG_STOP);
+  const int learners = topo.learners();
+  for (int64_t clock = start;;) {
+    clock = delivery->next_clock(home, clock);
+    cadence.advance(clock);
+    delivery->end_of_step();
+    for (auto it = checkpoints.begin(); it != checkpoints.end();) {
+      if (it->second < learners) {
+        ++it;
+        continue;
+      }
+      home.set_step(it->first);  // the step the learners checkpoint
+      registry.save(ctx_.world, ctx_.ckpt_dir, cfg, it->first, nullptr);
+      home.set_step(clock);
+      it = checkpoints.erase(it);
+    }
+    int stopped = 0;
+    for (auto& [step, n] : stops) stopped += n;
+    if (stopped == learners) break;
+  }
+  // every learner's delta messages of the run (sent after its bundles), then fold them
+  const bool adapters = cfg.experts.signal == ExpertSignalKind::ADAPTERS;
+  const int fold_every = cfg.experts.adapter_every;
+  delivery->finish_home(home, 0, adapters ? home.step() / fold_every - start / fold_every : 0);
+  delivery->finish_sends();
+  if (adapters && !cfg.train.deterministic) home.apply_deltas();
+  ctx_.log->info("expert worker {}: {} updates, sketches {}", topo.worker_index, home.steps_taken(),
+                 home.tally().summary());
+  ctx_.stats.gather_to_root(ctx_.world);
+  return {};
+}
+
+}  // namespace px

@@ -1,0 +1,21 @@
+#pragma once
+// An expert worker rank (DESIGN §1, §3; mode "parallax" with topology.expert_workers > 0):
+// the home of its routed experts (ExpertHome), run on the home cadence the learners' homes use
+// (HomeCadence), its clock driven by the learners' bundles (Delivery::next_clock); it
+// checkpoints when every learner's bundle of a checkpoint step is in and stops when every
+// learner has said so (each learner's STOP bundle is its last: MPI keeps the order of one
+// sender's messages). It never sees the data.
+#include "roles/role.hpp"  // defines: Role
+
+namespace px {
+
+class ExpertWorkerRole final : public Role {
+ public:
+  explicit ExpertWorkerRole(RunContext& ctx) : ctx_(ctx) {}
+  TrainResult run() override;
+
+ private:
+  RunContext& ctx_;
+};
+
+}  // namespace px

@@ -1,0 +1,158 @@
+// defines: LearnerRole
+#include "roles/learner_role.hpp"
+
+#include "checkpoint/resume.hpp"   // defines: rehoming
+#include "optim/lr_schedule.hpp"  // defines: lr_at
+
+namespace px {
+
+namespace {
+
+LearnerComms learner_comms(RunContext& ctx) {
+  return {Comm(ctx.comms.learners, ctx.stats), Comm(ctx.comms.island, ctx.stats),
+          Comm(ctx.comms.peers, ctx.stats), Comm(MPI_COMM_SELF, ctx.stats)};
+}
+
+// The data-parallel group of the model's step: all learners in mode sync (expert parallel),
+// else the island, or the rank alone under the hierarchical island tier.
+Comm& data_parallel_group(const Config& cfg, LearnerComms& c) {
+  if (cfg.train.mode == TrainMode::SYNC) return c.learners;
+  return cfg.sync.island_every > 1 ? c.self : c.island;
+}
+
+double lr_of(const Config& cfg, int64_t step) {  // the lr of step `step` (1-based)
+  const auto& t = cfg.train;
+  return lr_at((int)(step - 1), (int)t.steps, (int)t.warmup_steps, t.lr, t.min_lr);
+}
+
+}  // namespace
+
+LearnerRole::LearnerRole(RunContext& ctx)
+    : ctx_(ctx), cfg_(ctx.cfg), comms_(learner_comms(ctx)),
+      model_(make_learner_model(cfg_, data_parallel_group(cfg_, comms_),
+                                cfg_.train.mode == TrainMode::SYNC, cfg_.train.batch_size, &ctx.topo)),
+      tiers_(make_learner_tiers(cfg_, ctx.topo, *model_, comms_, ctx.p2p)),
+      state_(*model_, progress_),
+      loader_(*ctx.train_split, cfg_.model.seq_len),
+      val_loader_(*ctx.val_split, cfg_.model.seq_len),
+      inputs_((size_t)cfg_.train.batch_size * cfg_.model.seq_len),
+      targets_(inputs_.size()) {
+  registry_.add(&state_);
+  for (auto& t : tiers_.tiers) registry_.add(t.get());
+}
+
+TrainResult LearnerRole::run() {
+  resume();
+  announce();
+  const int B = cfg_.train.batch_size, T = cfg_.model.seq_len;
+  const int64_t steps = cfg_.train.steps;
+  if (progress_.step == 0 && cfg_.data.eval_every > 0) evaluate(0);
+  while (progress_.step < steps) {
+    const int64_t step = progress_.step + 1;
+    const double lr = lr_of(cfg_, step);
+    loader_.next_batch(B, T, inputs_.data(), targets_.data());
+    for (auto& t : tiers_.tiers) t->before_step(step);
+    StepStats stats = model_->step(inputs_.data(), targets_.data(), lr);
+    progress_.step = step;
+    progress_.tokens += (int64_t)B * T * ctx_.topo.learners();
+    progress_.island_tokens += (int64_t)B * T * ctx_.topo.ranks_per_island;
+    const StepEvent e = end_step(stats, step, lr);
+    for (auto& t : tiers_.tiers) t->after_step(e);
+    metrics_->add_step(stats, (int64_t)B * T * ctx_.topo.learners());
+    if (step % cfg_.log.every == 0 || e.last) metrics_->write_interval(step, progress_.tokens, lr, e.last);
+    if (cfg_.data.eval_every > 0 && (step % cfg_.data.eval_every == 0 || e.last)) evaluate(step);
+    if (e.checkpoint_due) checkpoint(step);
+    metrics_->flush();
+    if (e.last) break;
+  }
+  for (auto& t : tiers_.tiers) t->finish(res_.start_step, progress_.step);
+  if (tiers_.home)
+    ctx_.log->info("expert home: {} experts, {} updates, sketches {}", tiers_.home->owned().size(),
+                   tiers_.home->steps_taken(), tiers_.home->tally().summary());
+  res_.end_step = progress_.step;
+  res_.tokens = progress_.tokens;
+  res_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx_.t0).count();
+  metrics_->close(progress_.tokens, res_);
+  return res_;
+}
+
+StepEvent LearnerRole::end_step(StepStats& stats, int64_t step, double lr) {
+  const int learners = ctx_.topo.learners();
+  if (cfg_.train.mode != TrainMode::SYNC && ctx_.topo.islands > 1) {  // islands differ: their mean
+    double v[2] = {stats.loss, stats.aux};
+    comms_.learners.allreduce_sum(v, 2, Tier::CONTROL);
+    stats.loss = v[0] / learners;
+    stats.aux = v[1] / learners;
+    stats.ce = stats.loss - stats.aux;
+  }
+  res_.losses.push_back(stats.loss);
+  int stop = stop_requested() ? 1 : 0;
+  if (learners > 1) {
+    int any = 0;
+    MPI_Allreduce(&stop, &any, 1, MPI_INT, MPI_MAX, comms_.learners.get());
+    stop = any;
+  }
+  StepEvent e;
+  e.step = step;
+  e.lr = lr;
+  e.stats = &stats;
+  e.island_tokens = progress_.island_tokens;
+  e.last = step == cfg_.train.steps || step == ctx_.opt.stop_after || stop;
+  e.checkpoint_due = (cfg_.checkpoint.every > 0 && step % cfg_.checkpoint.every == 0) || e.last;
+  return e;
+}
+
+void LearnerRole::evaluate(int64_t step) {
+  const int B = cfg_.train.batch_size, T = cfg_.model.seq_len;
+  double loss = 0;
+  for (int b = 0; b < cfg_.data.eval_batches; ++b) {
+    val_loader_.eval_batch(b, B, T, inputs_.data(), targets_.data());
+    loss += model_->eval_batch(inputs_.data(), targets_.data());
+  }
+  loss /= cfg_.data.eval_batches;
+  comms_.learners.allreduce_sum(&loss, 1, Tier::CONTROL);
+  loss /= ctx_.topo.learners();  // the mean over islands (ranks of an island agree)
+  metrics_->write_eval(step, loss);
+  res_.evals.emplace_back(step, loss);
+}
+
+void LearnerRole::checkpoint(int64_t step) {
+  for (auto& t : tiers_.tiers) t->before_checkpoint(step);
+  progress_.data_cursor = loader_.cursor();
+  const std::string path =
+      registry_.save(ctx_.world, ctx_.ckpt_dir, cfg_, step, ctx_.tokenizer.get());
+  ctx_.log->info("checkpoint {}", path);
+}
+
+void LearnerRole::resume() {
+  const bool rehome = !ctx_.resume_from.empty() && rehoming(ctx_.resume_from, cfg_);
+  if (!ctx_.resume_from.empty()) {
+    const StateReader reader(ctx_.resume_from, ctx_.world_rank, cfg_);
+    registry_.load(reader);
+    for (auto& t : tiers_.tiers) t->resumed(progress_.step, progress_.island_tokens);
+    if (rehome)
+      ctx_.log->info("re-homed the experts: topology.expert_workers {} -> {}",
+                     reader.saved_config().topology.expert_workers, cfg_.topology.expert_workers);
+    loader_.set_cursor(progress_.data_cursor);
+    ctx_.log->info("resumed from {} (step {})", ctx_.resume_from, progress_.step);
+  }
+  res_.start_step = progress_.step;
+  metrics_ = std::make_unique<LearnerMetrics>(ctx_, comms_.learners, progress_.step, rehome);
+}
+
+void LearnerRole::announce() const {
+  const auto& layout = model_->host().layout();
+  const ModelConfig& mc = cfg_.model;
+  const size_t backbone = layout.backbone_size, experts = layout.experts_size;
+  ctx_.log->info("mode {} | {} islands x {} ranks, {} syncers | model {:.2f} M parameters ({} "
+                 "backbone, {} experts), {} MoE layers x {} experts",
+                 to_string(cfg_.train.mode), ctx_.topo.islands, ctx_.topo.ranks_per_island,
+                 ctx_.topo.syncers, (backbone + experts) / 1e6, backbone, experts,
+                 mc.moe_layers(), mc.n_experts);
+  ctx_.log->info("data: {} train tokens in this rank's part, {} validation tokens; {} steps x {} "
+                 "tokens x {} ranks",
+                 ctx_.train_split->size(), ctx_.val_split->size(), cfg_.train.steps,
+                 cfg_.train.batch_size * mc.seq_len, ctx_.topo.learners());
+}
+
+}  // namespace px

@@ -1,0 +1,46 @@
+#pragma once
+// A learner rank (DESIGN §3-§5): trains on its island's part of the data. Each step: the next
+// batch, the model's step (LearnerModel), the agreed stop decision, every tier's after_step,
+// then the interval's metrics, evaluation and checkpoint when due.
+#include <memory>
+#include <vector>
+
+#include "backend/learner_model.hpp"           // defines: LearnerModel
+#include "checkpoint/checkpoint_registry.hpp"  // defines: CheckpointRegistry
+#include "checkpoint/learner_state.hpp"        // defines: LearnerState, Progress
+#include "data/token_shards.hpp"               // defines: TokenLoader
+#include "roles/learner_metrics.hpp"           // defines: LearnerMetrics
+#include "roles/learner_tiers.hpp"             // defines: LearnerTiers, LearnerComms
+#include "roles/role.hpp"                      // defines: Role
+
+namespace px {
+
+class LearnerRole final : public Role {
+ public:
+  explicit LearnerRole(RunContext& ctx);
+  TrainResult run() override;
+
+ private:
+  void resume();
+  void announce() const;
+  // After step `step`: the loss as the mean over islands, whether to stop (agreed by every
+  // learner), whether a checkpoint follows.
+  StepEvent end_step(StepStats& stats, int64_t step, double lr);
+  void evaluate(int64_t step);
+  void checkpoint(int64_t step);
+
+  RunContext& ctx_;
+  const Config& cfg_;
+  LearnerComms comms_;
+  std::unique_ptr<LearnerModel> model_;
+  LearnerTiers tiers_;
+  Progress progress_;
+  LearnerState state_;
+  CheckpointRegistry registry_;
+  TokenLoader loader_, val_loader_;
+  std::unique_ptr<LearnerMetrics> metrics_;
+  std::vector<int32_t> inputs_, targets_;
+  TrainResult res_;
+};
+
+}  // namespace px

@@ -1,0 +1,63 @@
+// defines: make_learner_tiers
+#include "roles/learner_tiers.hpp"
+
+#include "parallel/expert_placement.hpp"  // defines: experts_homed_at
+#include "tiers/backbone_tier.hpp"        // defines: BackboneTier
+#include "tiers/expert_tiers.hpp"         // defines: SketchSignal, AdapterSignal, HomeTier, ViewTier
+#include "tiers/island_tier.hpp"          // defines: IslandTier
+
+namespace px {
+
+namespace {
+
+// Mode parallax: the island runs my experts from the masters, the others from their views
+// (+ adapters); my experts' gradients go to my home, the views' to the adapters.
+void add_expert_tiers(const Config& cfg, const Topology& topo, LearnerModel& model, Comm& p2p,
+                      LearnerTiers& out) {
+  ParallaxExperts& experts = *model.parallax();
+  MoeModel<float>& host = model.host();
+  out.messages = std::make_unique<ExpertMessages>(cfg, topo, p2p);
+  out.delivery = make_delivery(cfg, *out.messages);
+  ExpertAdapters* adapters = nullptr;
+  if (cfg.experts.signal == ExpertSignalKind::ADAPTERS) {
+    auto signal = std::make_unique<AdapterSignal>(cfg, topo, experts, *out.messages);
+    adapters = &signal->adapters();
+    out.tiers.push_back(std::move(signal));
+  } else {
+    out.tiers.push_back(std::make_unique<SketchSignal>(experts, *out.messages, cfg.experts.sketch_every));
+  }
+  auto mine = experts_homed_at(topo, topo.world_rank, cfg.model.moe_layers(), cfg.model.n_experts);
+  if (!mine.empty()) {
+    auto home = std::make_unique<ExpertHome>(cfg, host.layout(), std::move(mine),
+                                             host.params(Arena::EXPERTS));
+    out.home = home.get();
+    out.tiers.push_back(std::make_unique<HomeTier>(cfg, topo, std::move(home), *out.messages, *out.delivery));
+  }
+  // every expert homed elsewhere becomes its compact view (a resume overwrites them)
+  auto views = std::make_unique<ExpertViews>(cfg, host.layout(), topo, host.params(Arena::EXPERTS));
+  experts.set_sources(out.home, views.get(), adapters);
+  ExpertHome* home = out.home;
+  experts.set_grad_sink([&experts, home, adapters](int m, int e, const float* g1, const float* g3,
+                                                   const float* g2) {
+    if (experts.homed_here(m, e)) home->add_expert_grad(m, e, g1, g3, g2);
+    else if (adapters) adapters->add_weight_grad(m, e, g1, g3, g2);
+  });
+  out.tiers.push_back(std::make_unique<ViewTier>(std::move(views), *out.delivery));
+  model.release_expert_params();  // the homes and views hold the routed experts now
+}
+
+}  // namespace
+
+LearnerTiers make_learner_tiers(const Config& cfg, const Topology& topo, LearnerModel& model,
+                                LearnerComms& comms, Comm& p2p) {
+  LearnerTiers out;
+  if (cfg.sync.island_every > 1 && topo.ranks_per_island > 1)
+    out.tiers.push_back(std::make_unique<IslandTier>(model, comms.island, cfg.sync.island_every));
+  if (cfg.train.mode != TrainMode::SYNC)
+    out.tiers.push_back(std::make_unique<BackboneTier>(cfg, topo, model, comms.learners,
+                                                       comms.peers, comms.island, p2p));
+  if (cfg.train.mode == TrainMode::PARALLAX) add_expert_tiers(cfg, topo, model, p2p, out);
+  return out;
+}
+
+}  // namespace px

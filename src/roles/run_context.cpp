@@ -1,0 +1,107 @@
+// defines: RunContext, open_run
+#include "roles/run_context.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+#include <filesystem>
+
+#include "backend/gpu_step.hpp"      // defines: GpuStepper::require
+#include "checkpoint/resume.hpp"     // defines: check_resume_compatible
+#include "io/checkpoint_file.hpp"    // defines: newest_checkpoint
+#include "roles/on_all_ranks.hpp"    // defines: on_all_ranks
+#include "util/errors.hpp"           // defines: UserError
+
+namespace px {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> make_logger(const std::string& run_dir, int rank, bool console) {
+  auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(
+      fmt::format("{}/logs/rank{}.log", run_dir, rank));
+  std::vector<spdlog::sink_ptr> sinks{file};
+  if (console) sinks.push_back(std::make_shared<spdlog::sinks::stdout_color_sink_mt>());
+  auto lg = std::make_shared<spdlog::logger>("train", sinks.begin(), sinks.end());
+  lg->set_pattern("[%H:%M:%S] %v");
+  lg->flush_on(spdlog::level::info);
+  return lg;
+}
+
+// The newest complete checkpoint, agreed by every rank (rank 0 looks, then broadcasts).
+std::string agreed_checkpoint(MPI_Comm world, const std::string& dir, int rank) {
+  std::string p;
+  if (rank == 0) p = newest_checkpoint(dir).value_or("");
+  int n = (int)p.size();
+  MPI_Bcast(&n, 1, MPI_INT, 0, world);
+  p.resize(n);
+  MPI_Bcast(p.data(), n, MPI_CHAR, 0, world);
+  return p;
+}
+
+int rank_of(MPI_Comm c) {
+  int r = 0;
+  MPI_Comm_rank(c, &r);
+  return r;
+}
+
+int size_of(MPI_Comm c) {
+  int n = 1;
+  MPI_Comm_size(c, &n);
+  return n;
+}
+
+// Data and run folder checks, on every rank, before anything is written.
+void check_inputs(RunContext& ctx) {
+  const Config& cfg = ctx.cfg;
+  if (cfg.train.device == DeviceKind::CUDA) GpuStepper::require();
+  if (ctx.topo.role == RoleKind::EXPERT_WORKER) return;  // workers never see the data (DESIGN §1)
+  const int part = ctx.topo.is_learner() ? ctx.topo.learner_rank(ctx.topo.island, ctx.topo.local_rank) : 0;
+  ctx.val_split = std::make_unique<TokenSplit>(cfg.data.dir, "val");
+  ctx.train_split = std::make_unique<TokenSplit>(cfg.data.dir, "train", part, ctx.topo.learners());
+  if (ctx.train_split->vocab_size() > cfg.model.vocab)
+    throw UserError(fmt::format("model.vocab = {}: the tokenizer in {} has {} tokens; set "
+                                "model.vocab >= {}",
+                                cfg.model.vocab, cfg.data.dir, ctx.train_split->vocab_size(),
+                                ctx.train_split->vocab_size()));
+  if (ctx.world_rank == 0)
+    ctx.tokenizer = std::make_unique<BpeTokenizer>(BpeTokenizer::load(cfg.data.dir + "/tokenizer.h5"));
+  if (!ctx.opt.resume && ctx.world_rank == 0 && newest_checkpoint(ctx.ckpt_dir))
+    throw UserError(fmt::format("{} already holds checkpoints: pass --resume to continue that "
+                                "run, or choose another --out",
+                                ctx.ckpt_dir));
+}
+
+void create_run_folder(const RunContext& ctx) {
+  if (ctx.world_rank == 0) {
+    fs::create_directories(ctx.run_dir + "/logs");
+    fs::create_directories(ctx.ckpt_dir);
+    save_config(ctx.cfg, ctx.run_dir + "/config.toml");
+  }
+  MPI_Barrier(ctx.world);
+}
+
+}  // namespace
+
+RunContext::RunContext(const Config& c, const TrainOptions& o)
+    : cfg(c), opt(o), world(o.world), world_rank(rank_of(o.world)), world_size(size_of(o.world)),
+      topo(Topology::make(c.topology.islands, c.topology.ranks_per_island, c.topology.syncers,
+                          c.topology.expert_workers, world_rank, world_size)),
+      run_dir(o.run_dir), ckpt_dir(o.run_dir + "/checkpoints"), p2p(MPI_COMM_NULL, stats) {}
+
+std::unique_ptr<RunContext> open_run(const Config& cfg, const TrainOptions& opt) {
+  auto ctx = std::make_unique<RunContext>(cfg, opt);
+  on_all_ranks(ctx->world, [&] { check_inputs(*ctx); });
+  create_run_folder(*ctx);
+  ctx->log = make_logger(ctx->run_dir, ctx->world_rank, ctx->world_rank == 0 && !opt.quiet);
+  if (opt.resume) ctx->resume_from = agreed_checkpoint(ctx->world, ctx->ckpt_dir, ctx->world_rank);
+  if (!ctx->resume_from.empty())
+    on_all_ranks(ctx->world, [&] { check_resume_compatible(ctx->resume_from, cfg); });
+  ctx->comms = Communicators::split(ctx->topo, ctx->world);
+  ctx->p2p = Comm(ctx->comms.p2p, ctx->stats);
+  return ctx;
+}
+
+}  // namespace px

@@ -25,11 +25,11 @@ for tree in "$OLD" "$NEW"; do
 done
 
 dump() {  # run folder -> the compared datasets as text
-  local h5=$1/metrics.h5
+  local h5=$1/metrics.h5 d
   [ -f "$h5" ] || return 0
-  for d in /train/loss /eval/loss $(h5ls -r "$h5" | awk '$1 ~ /^\/comm\/.*\/bytes$/ {print $1}'); do
+  for d in $(h5ls -r "$h5" | awk '$1 == "/train/loss" || $1 == "/eval/loss" || $1 ~ /^\/comm\/.*\/bytes$/ {print $1}'); do
     echo "== $d"
-    h5dump -m %.17g -d "$d" -y -w 0 "$h5" 2>/dev/null | sed -n '/DATA {/,/}/p'
+    h5dump -m %.17g -d "$d" -y -w 0 "$h5" | sed -n '/DATA {/,/}/p'
   done
 }
 

@@ -1,4 +1,4 @@
-// The expert home of mode parallax on one rank (src/sync/expert_home.hpp): masters start from
+// The expert home of mode parallax on one rank (src/experts/expert_home.hpp): masters start from
 // the arena, view messages carry exactly the ternary views of the masters (or low-rank deltas
 // that keep home and island surrogates bit-identical) and ExpertViews writes them into another
 // rank's arena, malformed messages are refused, initial views leave a rank's own experts alone,
@@ -14,9 +14,9 @@
 #include "model/ternary_view.hpp"         // defines: ternary_view_from_master
 #include "ops/cpu/cpu_ops.hpp"            // defines: adamw_update
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
-#include "sync/expert_home.hpp"           // defines: ExpertHome
+#include "experts/expert_home.hpp"           // defines: ExpertHome
 #include "model/expert_slices.hpp"        // defines: expert_offset
-#include "sync/expert_views.hpp"          // defines: ExpertViews
+#include "experts/expert_views.hpp"          // defines: ExpertViews
 
 using namespace px;
 

@@ -11,7 +11,7 @@
 
 #include "backend/learner_model.hpp"      // defines: LearnerModel, StepStats
 #include "parallel/expert_parallel.hpp"   // defines: ExpertParallel
-#include "train/parallax_experts.hpp"     // defines: ParallaxExperts
+#include "experts/parallax_experts.hpp"     // defines: ParallaxExperts
 
 namespace px {
 

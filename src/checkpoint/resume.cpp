@@ -7,7 +7,7 @@
 #include "checkpoint/stateful.hpp"        // defines: StateReader
 #include "io/checkpoint_parallel.hpp"     // defines: read_rank_array, checkpoint_attr
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
-#include "sync/expert_home.hpp"           // defines: ExpertHome
+#include "experts/expert_home.hpp"           // defines: ExpertHome
 #include "util/errors.hpp"                // defines: UserError
 
 namespace px {

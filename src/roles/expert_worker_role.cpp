@@ -4,7 +4,7 @@
 #include "checkpoint/checkpoint_registry.hpp"  // defines: CheckpointRegistry
 #include "model/moe_model.hpp"                 // defines: MoeModel
 #include "parallel/expert_placement.hpp"       // defines: experts_homed_at
-#include "sync/expert_home.hpp"                // defines: ExpertHome
+#include "experts/expert_home.hpp"                // defines: ExpertHome
 #include "tiers/delivery.hpp"                  // defines: make_delivery
 #include "tiers/home_cadence.hpp"              // defines: HomeCadence
 

@@ -21,8 +21,8 @@
 #include "config/config.hpp"        // defines: Config
 #include "parallel/comm.hpp"        // defines: Comm
 #include "parallel/topology.hpp"    // defines: Topology
-#include "sync/expert_home.hpp"     // defines: ExpertHome
-#include "sync/expert_views.hpp"    // defines: ExpertViews
+#include "experts/expert_home.hpp"     // defines: ExpertHome
+#include "experts/expert_views.hpp"    // defines: ExpertViews
 
 namespace px {
 

@@ -17,8 +17,8 @@
 #include "tiers/expert_messages.hpp"  // defines: ExpertMessages
 #include "tiers/home_cadence.hpp"     // defines: HomeCadence
 #include "tiers/sync_tier.hpp"        // defines: SyncTier
-#include "train/expert_adapters.hpp"  // defines: ExpertAdapters
-#include "train/parallax_experts.hpp" // defines: ParallaxExperts
+#include "experts/expert_adapters.hpp"  // defines: ExpertAdapters
+#include "experts/parallax_experts.hpp" // defines: ParallaxExperts
 
 namespace px {
 

@@ -7,7 +7,7 @@
 // A clock that jumps (an asynchronous worker) catches up every event it passed, in order.
 #include <cstdint>
 
-#include "sync/expert_home.hpp"       // defines: ExpertHome
+#include "experts/expert_home.hpp"       // defines: ExpertHome
 #include "tiers/delivery.hpp"         // defines: Delivery
 #include "tiers/expert_messages.hpp"  // defines: ExpertMessages
 

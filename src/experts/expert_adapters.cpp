@@ -1,5 +1,5 @@
 // defines: ExpertAdapters
-#include "train/expert_adapters.hpp"
+#include "experts/expert_adapters.hpp"
 
 #include <cmath>
 #include <cstring>

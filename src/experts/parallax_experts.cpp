@@ -1,12 +1,12 @@
 // defines: ParallaxExperts
-#include "train/parallax_experts.hpp"
+#include "experts/parallax_experts.hpp"
 
 #include "model/expert_slices.hpp"          // defines: expert_act_of
 #include "ops/cpu/cpu_ops.hpp"              // defines: expert_ffn_forward, expert_ffn_backward
 #include "parallel/expert_placement.hpp"    // defines: expert_home
 #include "sketch/sketch_sample.hpp"         // defines: sketch_sample_rows, sketch_gather
 #include "sketch/sketch_wire.hpp"           // defines: sketch_encode
-#include "sync/expert_home.hpp"             // defines: run_sketch_key
+#include "experts/expert_home.hpp"             // defines: run_sketch_key
 #include "util/hash_rng.hpp"                // defines: splitmix64
 
 namespace px {

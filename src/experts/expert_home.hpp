@@ -63,7 +63,7 @@ class ExpertHome final : public Stateful {
   void master(int moe_layer, int expert, const float** W1, const float** W3, const float** W2) const;
   // Copies the masters into their slots of an experts arena.
   void write_masters(float* experts_arena) const;
-  // The view message of step `step` for the islands (format in sync/expert_views.hpp):
+  // The view message of step `step` for the islands (format in experts/expert_views.hpp):
   // view "ternary": the ternary snapshot of every owned master; view "lowrank": the
   // rank-update_rank delta of every owned expert's surrogate towards its master, which the
   // home adds to its own copy of the surrogate exactly as the learners will.

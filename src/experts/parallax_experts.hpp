@@ -19,9 +19,9 @@
 #include "model/moe_model.hpp"            // defines: MoeModel
 #include "parallel/topology.hpp"          // defines: Topology
 #include "sketch/sketch_handle.hpp"       // defines: SketchKey
-#include "sync/expert_home.hpp"           // defines: ExpertHome
-#include "sync/expert_views.hpp"          // defines: ExpertViews
-#include "train/expert_adapters.hpp"      // defines: ExpertAdapters
+#include "experts/expert_home.hpp"           // defines: ExpertHome
+#include "experts/expert_views.hpp"          // defines: ExpertViews
+#include "experts/expert_adapters.hpp"      // defines: ExpertAdapters
 
 namespace px {
 

@@ -1,5 +1,5 @@
 // defines: ExpertHome, run_sketch_key
-#include "sync/expert_home.hpp"
+#include "experts/expert_home.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -14,7 +14,7 @@
 #include "checkpoint/resume.hpp"  // defines: saved_topology
 #include "model/expert_slices.hpp"  // defines: expert_offset, expert_act_of
 #include "model/ternary_view.hpp"  // defines: ternary_view_from_master, ternary_expert_*_wire
-#include "sync/expert_views.hpp"   // defines: view_seed, lowrank_factors
+#include "experts/expert_views.hpp"   // defines: view_seed, lowrank_factors
 #include "ops/cpu/cpu_ops.hpp"     // defines: adamw_update
 #include "optim/adamw.hpp"         // defines: AdamWConfig (betas, eps)
 #include "util/byte_reader.hpp"    // defines: take_field

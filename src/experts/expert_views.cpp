@@ -1,5 +1,5 @@
 // defines: ExpertViews, view_seed, lowrank_factors, set_lowrank_factors
-#include "sync/expert_views.hpp"
+#include "experts/expert_views.hpp"
 
 #include "checkpoint/resume.hpp"  // defines: saved_topology
 

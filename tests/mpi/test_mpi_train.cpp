@@ -174,9 +174,10 @@ TEST_P(MpiResume, BitIdenticalAfterResume) {
   EXPECT_EQ(rest.evals.back().second, full.evals.back().second);
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, MpiResume, ::testing::Values(0, 1, 2),
-                         [](const ::testing::TestParamInfo<int>& info) {
-                           const char* names[] = {"sync_expert_parallel", "diloco_fragments_int8",
-                                                  "diloco_syncer_rda"};
-                           return std::string(names[info.param]);
-                         });
+std::string resume_case_name(const ::testing::TestParamInfo<int>& info) {
+  static const char* const names[] = {"sync_expert_parallel", "diloco_fragments_int8",
+                                      "diloco_syncer_rda"};
+  return names[info.param];
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, MpiResume, ::testing::Values(0, 1, 2), resume_case_name);

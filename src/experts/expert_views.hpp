@@ -47,8 +47,7 @@ class ExpertViews final : public Stateful {
   void dequantize(int moe_layer, int expert, float* W1, float* W3, float* W2) const;
   // View "ternary": remote expert (m, e) becomes the view of these master weights (re-homing).
   void set_from_master(int moe_layer, int expert, const float* W1, const float* W3, const float* W2);
-  // The tier and cadence of view messages.
-  bool lowrank() const { return lowrank_; }
+  // The cadence of view messages (snapshot_every or surrogate_every).
   int every() const;
   size_t bytes() const;  // memory the views take (codes, scales, factors)
 

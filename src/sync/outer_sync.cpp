@@ -48,7 +48,6 @@ void OuterSync::after_step(int64_t step, int64_t tokens) {
   tick(step);
   for (int f = 0; f < fragments_; ++f) {
     if (!FragmentPlan::due(f, step, every_, fragments_)) continue;
-    ++syncs_;
     if (!syncer) {
       sync_allreduce(f);
     } else {

@@ -56,7 +56,6 @@ class OuterSync {  // (its state is checkpointed through save/load, by the backb
   // residuals of my shard of every fragment.
   void save(ParallelCheckpointWriter& w);
   void load(const StateReader& r);
-  int64_t syncs() const { return syncs_; }
 
  private:
   void sync_allreduce(int f);
@@ -86,7 +85,6 @@ class OuterSync {  // (its state is checkpointed through save/load, by the backb
   };
   std::vector<Pending> pending_;  // per fragment
   std::vector<int64_t> last_tokens_;  // per fragment: island tokens at its last push
-  int64_t syncs_ = 0;
 };
 
 // The syncer role (DESIGN §3, §5): holds the global backbone and outer momentum of the shards

@@ -19,7 +19,6 @@ class HomeCadence {
   HomeCadence(const Config& cfg, const Topology& topo, ExpertHome& home, ExpertMessages& messages,
               Delivery& delivery, int64_t start_step);
   void advance(int64_t step);
-  int view_every() const { return view_every_; }
 
  private:
   double lr_of(int64_t step) const;  // the learners' lr of step `step` (1-based)

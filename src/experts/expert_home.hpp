@@ -74,6 +74,7 @@ class ExpertHome final : public Stateful {
   // The masters, packed per expert (tests and inspection).
   std::vector<float>& masters() { return masters_; }
   const std::vector<float>& grad_sum() const { return grads_; }  // pending since the last update
+  const std::vector<LowrankExpertView>& surrogates() const { return surrogates_; }  // view "lowrank": the islands' copies
   int steps_taken() const { return steps_; }
   // The run step this home's state belongs to (the learners' step it has caught up with);
   // checkpoints hold it (an expert worker keeps no other record of the run's progress).

@@ -16,7 +16,7 @@
 
 #include "ops/cpu/cpu_ops.hpp"          // defines: ExpertAct
 #include "sketch/sketch_handle.hpp"     // defines: SketchHandleTable
-#include "sketch/sketch_wire.hpp"       // defines: SketchStatus, SketchTally
+#include "wire/sketch_wire.hpp"       // defines: SketchStatus, SketchTally
 
 namespace px {
 

@@ -3,7 +3,7 @@
 // sketch_unpack), determinism, and unbiasedness of the importance-sampled estimate.
 #include "test_util.hpp"
 
-#include "sketch/sketch_wire.hpp"  // defines: sketch_wrap, sketch_verify, sketch_unpack
+#include "wire/sketch_wire.hpp"  // defines: sketch_wrap, sketch_verify, sketch_unpack
 #include "sketch_pack.cuh"         // defines: px::cuda::sketch_pack, sketch_checksum_cpu
 
 using namespace px::test;

@@ -56,13 +56,6 @@ Topology Topology::make(int islands, int ranks_per_island, int syncers, int expe
   return t;
 }
 
-int syncer_of_fragment(int fragment, int syncers) {
-  if (syncers <= 0 || fragment < 0)
-    throw std::invalid_argument(fmt::format("syncer_of_fragment({}, {}): need fragment >= 0 and syncers > 0",
-                                            fragment, syncers));
-  return fragment % syncers;
-}
-
 // ---- Communicators ---------------------------------------------------------------------
 
 namespace {

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "parallel/comm.hpp"      // defines: Comm, CommStats, Tier, tier_name
-#include "parallel/topology.hpp"  // defines: Topology, Communicators, syncer_of_fragment
+#include "parallel/topology.hpp"  // defines: Topology, Communicators
 #include "util/errors.hpp"        // defines: UserError
 #include "wire/mpi_tags.hpp"      // defines: TAG_TEST_RING, TAG_TEST_PROBE
 
@@ -348,13 +348,6 @@ TEST(Topology, MismatchIsUserErrorNamingTheNumbers) {
   EXPECT_THROW(Topology::make(0, 2, 0, 0, 0, 0), UserError);
   EXPECT_THROW(Topology::make(1, 2, -1, 0, 0, 1), UserError);
   EXPECT_THROW(Topology::make(1, 2, 0, 0, 2, 2), UserError);
-}
-
-TEST(Topology, SyncerOfFragment) {
-  EXPECT_EQ(syncer_of_fragment(0, 1), 0);
-  EXPECT_EQ(syncer_of_fragment(7, 3), 1);
-  EXPECT_EQ(syncer_of_fragment(5, 5), 0);
-  EXPECT_THROW(syncer_of_fragment(1, 0), std::invalid_argument);
 }
 
 namespace {

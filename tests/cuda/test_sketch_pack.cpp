@@ -43,6 +43,11 @@ static std::vector<uint8_t> cpu_row_codes(const std::vector<float>& v, px::Sketc
   return q;
 }
 
+namespace px {
+// gtest would print the uint8_t enum as a character.
+void PrintTo(SketchElem t, std::ostream* os) { *os << (t == SKETCH_INT8 ? "int8" : t == SKETCH_FP8 ? "fp8" : "bf16"); }
+}  // namespace px
+
 class CudaSketchDtype : public ::testing::TestWithParam<px::SketchElem> {};
 
 TEST_P(CudaSketchDtype, PackMatchesCpuContract) {
@@ -142,7 +147,8 @@ TEST_P(CudaSketchDtype, PackMatchesCpuContract) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaSketchDtype,
-                         ::testing::Values(px::SKETCH_INT8, px::SKETCH_FP8, px::SKETCH_BF16));
+                         ::testing::Values(px::SKETCH_INT8, px::SKETCH_FP8, px::SKETCH_BF16),
+                         [](const auto& info) { return ::testing::PrintToString(info.param); });
 
 TEST(CudaSketch, ImportanceSampledEstimateIsUnbiased) {
   PX_SKIP_IF_NO_GPU();

@@ -92,8 +92,8 @@ px::ModelConfig moe_1b_l8() {  // the same layers, half as many: ~1.0B parameter
 }
 
 double total_params(const px::ModelConfig& c) {
-  px::ParamLayout l(c);
-  return (double)l.backbone_size + (double)l.experts_size;
+  px::ParamLayout layout(c);
+  return (double)layout.backbone_size + (double)layout.experts_size;
 }
 
 double active_params(const px::ModelConfig& c) {
@@ -123,10 +123,10 @@ double peak_flops(const std::string& name) {
 
 // Parameters with the init scales of MoeModel::init_params (uniform with the same std, from a
 // fast counter hash: normal sampling of 2B values on one host core takes minutes).
-void fast_init(const px::ParamLayout& l, std::vector<float>& bb, std::vector<float>& ex) {
-  bb.assign(l.backbone_size, 0.f);
-  ex.assign(l.experts_size, 0.f);
-  for (const px::ParamSpec& s : l.specs) {
+void fast_init(const px::ParamLayout& layout, std::vector<float>& bb, std::vector<float>& ex) {
+  bb.assign(layout.backbone_size, 0.f);
+  ex.assign(layout.experts_size, 0.f);
+  for (const px::ParamSpec& s : layout.specs) {
     float* p = (s.arena == px::Arena::BACKBONE ? bb.data() : ex.data()) + s.offset;
     const float a = (float)(s.init_std * 1.7320508);
     for (size_t i = 0; i < s.size; ++i) {

@@ -16,9 +16,8 @@
 // and, for hd 64, the fp32 CUDA-core kernel; TFLOP/s with the causal FLOP count
 // (forward 4 B H hd T(T+1)/2, backward 2.5x that).
 // Then (--kernels) the memory-bound kernels of a MoE layer at the moe-1b shape (N 32768,
-// d 2048, k 8, E 64, 32 heads x 64): the previous scalar versions (copied below as
-// old_*) and the current launchers, ms, bytes (each input read once, each output written
-// once) and GB/s, next to a device-to-device copy (read + write bytes).
+// d 2048, k 8, E 64, 32 heads x 64): the current launchers, ms, bytes (each input read once,
+// each output written once) and GB/s, next to a device-to-device copy (read + write bytes).
 // Then (--ffn) the dense FFN / shared expert at the moe-1b shapes: grouped kernel vs cuBLASLt.
 // Usage: bench_cuda_step [--plan] [--kernels] [--ffn] [--only SUBSTR] [--no-attn]
 //   --plan: print the configs and device bytes, no GPU needed; --only: configs whose name
@@ -93,8 +92,8 @@ px::ModelConfig moe_1b_l8() {  // the same layers, half as many: ~1.0B parameter
 }
 
 double total_params(const px::ModelConfig& c) {
-  px::ParamLayout l(c);
-  return (double)l.backbone_size + (double)l.experts_size;
+  px::ParamLayout layout(c);
+  return (double)layout.backbone_size + (double)layout.experts_size;
 }
 
 double active_params(const px::ModelConfig& c) {
@@ -124,10 +123,10 @@ double peak_flops(const std::string& name) {
 
 // Parameters with the init scales of MoeModel::init_params (uniform with the same std, from a
 // fast counter hash: normal sampling of 2B values on one host core takes minutes).
-void fast_init(const px::ParamLayout& l, std::vector<float>& bb, std::vector<float>& ex) {
-  bb.assign(l.backbone_size, 0.f);
-  ex.assign(l.experts_size, 0.f);
-  for (const px::ParamSpec& s : l.specs) {
+void fast_init(const px::ParamLayout& layout, std::vector<float>& bb, std::vector<float>& ex) {
+  bb.assign(layout.backbone_size, 0.f);
+  ex.assign(layout.experts_size, 0.f);
+  for (const px::ParamSpec& s : layout.specs) {
     float* p = (s.arena == px::Arena::BACKBONE ? bb.data() : ex.data()) + s.offset;
     const float a = (float)(s.init_std * 1.7320508);
     for (size_t i = 0; i < s.size; ++i) {
@@ -228,104 +227,6 @@ void bench_attention() {
 }
 
 
-// ---- previous (scalar) kernels, for the before/after table ------------------------------
-namespace old {
-using px::cuda::bf16;
-using px::cuda::from_float;
-using px::cuda::to_float;
-using px::cuda::block_sum;
-template <class T>
-__global__ void rope(T* out, const T* in, int Tn, int H, int hd, float sign, size_t pairs) {
-  size_t p = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (p >= pairs) return;
-  int half = hd / 2;
-  int i = (int)(p % half);
-  size_t hrow = p / half;
-  int t = (int)((hrow / H) % Tn);
-  double ang = (double)t * pow(10000.0, -2.0 * i / hd);
-  double s, c;
-  sincos(ang, &s, &c);
-  float cf = (float)c, sf = (float)(sign * s);
-  size_t base = hrow * hd;
-  float x0 = to_float(in[base + i]), x1 = to_float(in[base + i + half]);
-  out[base + i] = from_float<T>(x0 * cf - x1 * sf);
-  out[base + i + half] = from_float<T>(x0 * sf + x1 * cf);
-}
-__global__ void rmsnorm_cast(bf16* ob, float* of, float* rstd, const float* x, const float* g, int d) {
-  const float* xr = x + (size_t)blockIdx.x * d;
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) ss += xr[i] * xr[i];
-  ss = block_sum(ss);
-  float r = rsqrtf(ss / d + 1e-5f);
-  if (threadIdx.x == 0) rstd[blockIdx.x] = r;
-  size_t o = (size_t)blockIdx.x * d;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) {
-    float v = xr[i] * r * g[i];
-    ob[o + i] = __float2bfloat16(v);
-    if (of) of[o + i] = v;
-  }
-}
-__global__ void rms_dx(float* dx, const float* dout, const float* x, const float* g, const float* rstd, int d) {
-  size_t o = (size_t)blockIdx.x * d;
-  float r = rstd[blockIdx.x], dot = 0.f;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) dot += dout[o + i] * g[i] * x[o + i];
-  dot = block_sum(dot);
-  float c = r * r * r * dot / d;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) dx[o + i] = r * g[i] * dout[o + i] - c * x[o + i];
-}
-__global__ void rms_dg(float* dg, const float* dout, const float* x, const float* rstd, int N, int d) {
-  __shared__ float part[8][33];
-  int col = blockIdx.x * 32 + threadIdx.x;
-  float s = 0.f;
-  if (col < d)
-    for (int n = threadIdx.y; n < N; n += 8) s += dout[(size_t)n * d + col] * x[(size_t)n * d + col] * rstd[n];
-  part[threadIdx.y][threadIdx.x] = s;
-  __syncthreads();
-  if (threadIdx.y == 0 && col < d) {
-    float t = 0.f;
-    for (int j = 0; j < 8; ++j) t += part[j][threadIdx.x];
-    dg[col] += t;
-  }
-}
-__global__ void gather(bf16* Xp, const bf16* X, const int32_t* row_token, int d) {
-  int r = blockIdx.x, t = row_token[r];
-  for (int i = threadIdx.x; i < d; i += blockDim.x) Xp[(size_t)r * d + i] = X[(size_t)t * d + i];
-}
-__global__ void combine(float* out, const bf16* Yp, const float* gates, const int32_t* pos, int k, int d) {
-  int n = blockIdx.x;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) {
-    float s = out[(size_t)n * d + i];
-    for (int j = 0; j < k; ++j)
-      s += gates[(size_t)n * k + j] * to_float(Yp[(size_t)pos[(size_t)n * k + j] * d + i]);
-    out[(size_t)n * d + i] = s;
-  }
-}
-__global__ void combine_bwd(bf16* dYp, float* dgates, const float* dout, const bf16* Yp,
-                            const float* gates, const int32_t* pos, int k, int d) {
-  int n = blockIdx.x;
-  const float* g = dout + (size_t)n * d;
-  for (int j = 0; j < k; ++j) {
-    size_t r = (size_t)pos[(size_t)n * k + j];
-    float gate = gates[(size_t)n * k + j], dot = 0.f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-      float gv = g[i];
-      dot += gv * to_float(Yp[r * d + i]);
-      dYp[r * d + i] = __float2bfloat16(gate * gv);
-    }
-    dot = block_sum(dot);
-    if (threadIdx.x == 0) dgates[(size_t)n * k + j] = dot;
-  }
-}
-__global__ void scatter_add(float* dX, const bf16* dXp, const int32_t* pos, int k, int d) {
-  int n = blockIdx.x;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) {
-    float s = dX[(size_t)n * d + i];
-    for (int j = 0; j < k; ++j) s += to_float(dXp[(size_t)pos[(size_t)n * k + j] * d + i]);
-    dX[(size_t)n * d + i] = s;
-  }
-}
-}  // namespace old
-
 // Dense FFN / shared expert (SwiGLU) at the moe-1b shapes (N 32768, d 2048, f = 5632 dense,
 // 256 shared): the grouped expert kernel with one segment (the old CudaModel path) vs the
 // cuBLASLt path of CudaModel (interleaved [W1|W3] GEMM + elementwise SwiGLU; backward: dact
@@ -414,7 +315,7 @@ void bench_ffn() {
   }
 }
 
-// Memory-bound kernels of one MoE layer at the moe-1b shape, old vs new.
+// Memory-bound kernels of one MoE layer at the moe-1b shape (the current launchers).
 void bench_kernels() {
   using px::cuda::bf16;
   const int B = 32, T = 1024, N = B * T, d = 2048, k = 8, E = 64, H = 32, hd = 64;
@@ -461,60 +362,30 @@ void bench_kernels() {
   run("D2D copy 1074 MB (read + write)", 2.0 * Rd * 2, [&] {
     cudaCheck(cudaMemcpyAsync(Xp, Yp, Rd * 2, cudaMemcpyDeviceToDevice));
   });
-  const size_t pairs = Nd / 2;
-  run("rope q+k fwd, old (double angles, 2 launches)", 4.0 * Nd * 2, [&] {
-    old::rope<bf16><<<(unsigned)((pairs + 255) / 256), 256>>>(q, q, T, H, hd, 1.f, pairs);
-    old::rope<bf16><<<(unsigned)((pairs + 255) / 256), 256>>>(kk, kk, T, H, hd, 1.f, pairs);
-  });
-  run("rope q+k fwd, new (rope_forward2)", 4.0 * Nd * 2, [&] {
+  run("rope q+k fwd (rope_forward2)", 4.0 * Nd * 2, [&] {
     px::cuda::rope_forward2<bf16>(q, kk, B, T, H, hd);
   });
-  run("rmsnorm fwd fp32 -> bf16 + fp32, old", Nd * (4.0 + 2 + 4), [&] {
-    old::rmsnorm_cast<<<N, 512>>>(xb, xf, rstd, x, g, d);
-  });
-  run("rmsnorm fwd fp32 -> bf16 + fp32, new", Nd * (4.0 + 2 + 4), [&] {
+  run("rmsnorm fwd fp32 -> bf16 + fp32 (rmsnorm_forward_cast)", Nd * (4.0 + 2 + 4), [&] {
     px::cuda::rmsnorm_forward_cast(xb, xf, rstd, x, g, N, d);
   });
   // backward + residual add + bf16 copy (the model's sequence): min bytes of the fused pass
   const double bwd_bytes = Nd * (4.0 * 3 + 4 + 2);
-  run("rmsnorm bwd+dg+add+bf16 copy, old (4 kernels)", bwd_bytes, [&] {
-    old::rms_dx<<<N, 512>>>(dx, dout, x, g, rstd, d);
-    old::rms_dg<<<d / 32, dim3(32, 8)>>>(dg, dout, x, rstd, N, d);
-    px::cuda::add_inplace<float>(dx, res, Nd);
-    px::cuda::convert_f32_to_bf16(bs, dx, Nd);
-  });
-  run("  of which dg (old column kernel, 64 blocks)", Nd * 8.0, [&] {
-    old::rms_dg<<<d / 32, dim3(32, 8)>>>(dg, dout, x, rstd, N, d);
-  });
-  run("rmsnorm bwd+dg+add+bf16 copy, new (fused, 2 kernels)", bwd_bytes, [&] {
+  run("rmsnorm bwd+dg+add+bf16 copy (rmsnorm_backward_fused, 2 kernels)", bwd_bytes, [&] {
     px::cuda::rmsnorm_backward_fused<float>(dx, bs, dg, dout, x, g, rstd, res, N, d, scratch);
   });
-  run("gather xp, old (by row, scalar)", Rd * 2.0 * 2, [&] {
-    old::gather<<<(unsigned)R, 256>>>(Xp, xb, row_token, d);
-  });
-  run("gather xp, new gather_rows (16 B units)", Rd * 2.0 * 2, [&] {
+  run("gather xp (gather_rows, 16 B units)", Rd * 2.0 * 2, [&] {
     px::cuda::gather_rows<bf16>(Xp, xb, row_token, (int)R, d);
   });
-  run("permute xp, new permute_rows (by token)", Nd * 2.0 + Rd * 2, [&] {
+  run("permute xp (permute_rows, by token)", Nd * 2.0 + Rd * 2, [&] {
     px::cuda::permute_rows<bf16>(Xp, xb, pos, N, k, d);
   });
-  run("combine + shared add, old (2 kernels)", Rd * 2.0 + Nd * (4.0 * 2 + 4 + 2 + 4), [&] {
-    px::cuda::add<bf16>(dx, res, bs, Nd);
-    old::combine<<<N, 256>>>(dx, Yp, gates, pos, k, d);
-  });
-  run("combine + shared add, new combine_rows_add", Rd * 2.0 + Nd * (4.0 + 2 + 4), [&] {
+  run("combine + shared add (combine_rows_add)", Rd * 2.0 + Nd * (4.0 + 2 + 4), [&] {
     px::cuda::combine_rows_add(dx, res, bs, Yp, gates, pos, N, k, d);
   });
-  run("combine backward, old", Rd * 4.0 + Nd * 4, [&] {
-    old::combine_bwd<<<N, 256>>>(dYp, dgates, dout, Yp, gates, pos, k, d);
-  });
-  run("combine backward, new", Rd * 4.0 + Nd * 4, [&] {
+  run("combine backward (combine_rows_backward)", Rd * 4.0 + Nd * 4, [&] {
     px::cuda::combine_rows_backward<float, bf16>(dYp, dgates, dout, Yp, gates, pos, N, k, d);
   });
-  run("scatter-add dxp, old", Rd * 2.0 + Nd * 8, [&] {
-    old::scatter_add<<<N, 256>>>(dx, Yp, pos, k, d);
-  });
-  run("scatter-add dxp, new", Rd * 2.0 + Nd * 8, [&] {
+  run("scatter-add dxp (scatter_add_rows)", Rd * 2.0 + Nd * 8, [&] {
     px::cuda::scatter_add_rows<float, bf16>(dx, Yp, pos, N, k, d);
   });
   run("router fwd (softmax + top-8 of 64)", (double)N * E * 8 + R * 8, [&] {

@@ -44,7 +44,7 @@ constexpr int P_BB = 0, P_EX = 1;
 
 template <class P>
 void CudaModel::plan(P& p) {
-  const size_t N = N_, d = cfg_.d_model, E = cfg_.n_experts, k = cfg_.top_k,
+  const size_t N = tokens_, d = cfg_.d_model, E = cfg_.n_experts, k = cfg_.top_k,
                h = cfg_.expert_hidden, dh = cfg_.dense_hidden, S = cfg_.n_shared,
                V = cfg_.vocab, H = cfg_.n_heads;
   const bool glu = cfg_.expert_act == ExpertActKind::SWIGLU;
@@ -57,9 +57,9 @@ void CudaModel::plan(P& p) {
     v_[a] = p.template take<float>(n);
   }
   const size_t act_begin = p.used;
-  L_.assign(cfg_.n_layers, LayerBufs{});
+  layer_bufs_.assign(cfg_.n_layers, LayerBufs{});
   for (int l = 0; l < cfg_.n_layers; ++l) {
-    LayerBufs& b = L_[l];
+    LayerBufs& b = layer_bufs_[l];
     b.x = p.template take<float>(N * d);
     b.xn = p.template take<bf16>(N * d);
     b.rstd1 = p.template take<float>(N);
@@ -67,7 +67,7 @@ void CudaModel::plan(P& p) {
     b.k = p.template take<bf16>(N * d);
     b.v = p.template take<bf16>(N * d);
     b.y_bf = p.template take<bf16>(N * d);
-    b.lse = p.template take<float>((size_t)B_ * H * T_);
+    b.lse = p.template take<float>((size_t)batch_ * H * seq_);
     b.h = p.template take<float>(N * d);
     b.xn2 = p.template take<bf16>(N * d);
     b.rstd2 = p.template take<float>(N);
@@ -105,8 +105,8 @@ void CudaModel::plan(P& p) {
   loss_ = p.template take<float>(4);
   hyper_ = p.template take<float>(8);
   partials_ = p.template take<float>(2 * kSumSqBlocks);
-  perm_scratch_ = p.template take<char>(moe_permute_scratch_bytes(N_, (int)E, (int)k));
-  norm_scratch_ = p.template take<char>(rmsnorm_backward_scratch_bytes(N_, (int)d));
+  perm_scratch_ = p.template take<char>(moe_permute_scratch_bytes(tokens_, (int)E, (int)k));
+  norm_scratch_ = p.template take<char>(rmsnorm_backward_scratch_bytes(tokens_, (int)d));
   for (auto& r : dres_) r = p.template take<float>(N * d);
   dmid_ = p.template take<float>(N * d);
   dffn_ = p.template take<float>(N * d);
@@ -116,7 +116,7 @@ void CudaModel::plan(P& p) {
   dy_bf_ = p.template take<bf16>(N * d);
   dcur_bf_ = p.template take<bf16>(N * d);
   tmp_bf_ = p.template take<bf16>(N * d);
-  attn_scratch_ = p.template take<float>((size_t)B_ * H * T_);
+  attn_scratch_ = p.template take<float>((size_t)batch_ * H * seq_);
   const bool any_moe = cfg_.moe_layers() > 0;
   const size_t rows = any_moe ? N * k : 0;
   xp_ = p.template take<bf16>(rows * d);
@@ -136,7 +136,7 @@ void CudaModel::plan(P& p) {
 }
 
 CudaModel::CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate)
-    : cfg_(cfg), layout_(cfg), B_(batch), T_(seq), N_(batch * seq) {
+    : cfg_(cfg), layout_(cfg), batch_(batch), seq_(seq), tokens_(batch * seq) {
   auto need = [](bool ok, const char* what) {
     if (!ok) throw std::invalid_argument(std::string("CudaModel: ") + what);
   };
@@ -171,7 +171,7 @@ CudaModel::CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate)
                       &o.dense_w2, &o.router, &o.shared_w1, &o.shared_w3, &o.shared_w2})
       *f = to_dev(0, *f);
     for (size_t* f : {&o.expert_w1, &o.expert_w3, &o.expert_w2}) *f = to_dev(1, *f);
-    dl_.push_back(o);
+    dev_layers_.push_back(o);
   }
   d_embed_ = to_dev(0, layout_.embed);
   d_final_g_ = to_dev(0, layout_.final_g);
@@ -186,7 +186,7 @@ CudaModel::CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate)
   cudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   cudaCheck(cudaMallocHost(&loss_host_, 4 * sizeof(float)));
   cudaCheck(cudaMallocHost(&hyper_host_, 8 * sizeof(float)));
-  cudaCheck(cudaMallocHost(&tok_host_, 2 * (size_t)N_ * sizeof(int32_t)));
+  cudaCheck(cudaMallocHost(&tok_host_, 2 * (size_t)tokens_ * sizeof(int32_t)));
   // parameters, gradients, moments: zero; activations and scratch: NaN (0xFF) so that a
   // read of something no kernel wrote shows up in the loss.
   cudaCheck(cudaMemset(base_, 0, act_begin_));
@@ -255,21 +255,21 @@ void CudaModel::download_grads(float* backbone, float* experts) const {
 
 void CudaModel::upload_tokens(const int32_t* inputs, const int32_t* targets) {
   const int V = cfg_.vocab;
-  for (int n = 0; n < N_; ++n) {
+  for (int n = 0; n < tokens_; ++n) {
     if (inputs[n] < 0 || inputs[n] >= V || (targets && (targets[n] < 0 || targets[n] >= V)))
       throw std::invalid_argument("CudaModel: token id out of [0, vocab)");
   }
   // The previous step ended with a synchronisation, so the staging buffer is free.
-  std::copy(inputs, inputs + N_, tok_host_);
-  std::copy(targets, targets + N_, tok_host_ + N_);
-  cudaCheck(cudaMemcpyAsync(tok_, tok_host_, N_ * sizeof(int32_t), cudaMemcpyHostToDevice,
+  std::copy(inputs, inputs + tokens_, tok_host_);
+  std::copy(targets, targets + tokens_, tok_host_ + tokens_);
+  cudaCheck(cudaMemcpyAsync(tok_, tok_host_, tokens_ * sizeof(int32_t), cudaMemcpyHostToDevice,
                             stream_));
-  cudaCheck(cudaMemcpyAsync(tgt_, tok_host_ + N_, N_ * sizeof(int32_t), cudaMemcpyHostToDevice,
+  cudaCheck(cudaMemcpyAsync(tgt_, tok_host_ + tokens_, tokens_ * sizeof(int32_t), cudaMemcpyHostToDevice,
                             stream_));
 }
 
 void CudaModel::forward(bool need_grad) {
-  const int N = N_, d = cfg_.d_model, V = cfg_.vocab, E = cfg_.n_experts, k = cfg_.top_k,
+  const int N = tokens_, d = cfg_.d_model, V = cfg_.vocab, E = cfg_.n_experts, k = cfg_.top_k,
             H = cfg_.n_heads, hd = cfg_.head_dim(), S = cfg_.n_shared, h = cfg_.expert_hidden,
             dh = cfg_.dense_hidden;
   const size_t Nd = (size_t)N * d;
@@ -281,11 +281,11 @@ void CudaModel::forward(bool need_grad) {
   cudaStream_t st = stream_;
   mark(PROF_EMBED);
   cudaCheck(cudaMemsetAsync(loss_, 0, 2 * sizeof(float), st));
-  embedding_forward(L_[0].x, pb + d_embed_, tok_, N, d, st);
+  embedding_forward(layer_bufs_[0].x, pb + d_embed_, tok_, N, d, st);
   for (int l = 0; l < cfg_.n_layers; ++l) {
-    LayerBufs& b = L_[l];
-    const LayerOffsets& o = dl_[l];
-    float* next = l + 1 < cfg_.n_layers ? L_[l + 1].x : resid_out_;
+    LayerBufs& b = layer_bufs_[l];
+    const LayerOffsets& o = dev_layers_[l];
+    float* next = l + 1 < cfg_.n_layers ? layer_bufs_[l + 1].x : resid_out_;
     // h = x + Wo(attention(RoPE(xn Wq), RoPE(xn Wk), xn Wv)), xn = RMSNorm(x)
     mark(PROF_NORM);
     rmsnorm_forward_cast(b.xn, nullptr, b.rstd1, b.x, pb + o.attn_g, N, d, st);
@@ -294,8 +294,8 @@ void CudaModel::forward(bool need_grad) {
     matmul(b.k, b.xn, wb + o.wk, N, d, d, false, false, false, st);
     matmul(b.v, b.xn, wb + o.wv, N, d, d, false, false, false, st);
     mark(PROF_ATTENTION);
-    rope_forward2<bf16>(b.q, b.k, B_, T_, H, hd, st);
-    attention_forward_bf16(b.y_bf, b.lse, b.q, b.k, b.v, B_, T_, H, hd, st);
+    rope_forward2<bf16>(b.q, b.k, batch_, seq_, H, hd, st);
+    attention_forward_bf16(b.y_bf, b.lse, b.q, b.k, b.v, batch_, seq_, H, hd, st);
     mark(PROF_ELEMENTWISE);
     cudaCheck(cudaMemcpyAsync(b.h, b.x, Nd * sizeof(float), cudaMemcpyDeviceToDevice, st));
     mark(PROF_ATTN_GEMM);
@@ -351,7 +351,7 @@ void CudaModel::forward(bool need_grad) {
 }
 
 void CudaModel::backward() {
-  const int N = N_, d = cfg_.d_model, V = cfg_.vocab, E = cfg_.n_experts, k = cfg_.top_k,
+  const int N = tokens_, d = cfg_.d_model, V = cfg_.vocab, E = cfg_.n_experts, k = cfg_.top_k,
             H = cfg_.n_heads, hd = cfg_.head_dim(), S = cfg_.n_shared, h = cfg_.expert_hidden,
             dh = cfg_.dense_hidden;
   const size_t Nd = (size_t)N * d;
@@ -378,8 +378,8 @@ void CudaModel::backward() {
   rmsnorm_backward_fused<float>(dcur, dcur_bf_, gb + d_final_g_, dmid_, resid_out_,
                                 pb + d_final_g_, rstdf_, nullptr, N, d, norm_scratch_, st);
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
-    const LayerBufs& b = L_[l];
-    const LayerOffsets& o = dl_[l];
+    const LayerBufs& b = layer_bufs_[l];
+    const LayerOffsets& o = dev_layers_[l];
     // FFN branch: dffn = d(FFN output)/d(xn2) applied to dcur
     if (!cfg_.is_moe(l)) {
       mark(PROF_DENSE_FFN);
@@ -420,9 +420,9 @@ void CudaModel::backward() {
     matmul(gb + o.wo, b.y_bf, tmp_bf_, d, N, d, true, false, true, st);
     matmul(dy_bf_, tmp_bf_, wb + o.wo, N, d, d, false, true, false, st);
     mark(PROF_ATTENTION);
-    attention_backward_bf16<bf16>(dq_, dk_, dv_, dy_bf_, b.y_bf, b.q, b.k, b.v, b.lse, B_, T_,
+    attention_backward_bf16<bf16>(dq_, dk_, dv_, dy_bf_, b.y_bf, b.q, b.k, b.v, b.lse, batch_, seq_,
                                   H, hd, attn_scratch_, st);
-    rope_backward2<bf16>(dq_, dk_, B_, T_, H, hd, st);
+    rope_backward2<bf16>(dq_, dk_, batch_, seq_, H, hd, st);
     const bf16* dqkv[3] = {dq_, dk_, dv_};
     const size_t wqkv[3] = {o.wq, o.wk, o.wv};
     mark(PROF_ATTN_GEMM);
@@ -442,7 +442,7 @@ void CudaModel::backward() {
 
 void CudaModel::ffn_up(bf16* ab, bf16* act, const bf16* x, const bf16* w1, const bf16* w3,
                        int f, bool glu) {
-  const int N = N_, d = cfg_.d_model;
+  const int N = tokens_, d = cfg_.d_model;
   cudaStream_t st = stream_;
   if (glu) {
     interleave_cols(wcat_, w1, w3, d, f, st);
@@ -457,7 +457,7 @@ void CudaModel::ffn_down_backward(float* dx, bool dx_acc, float* gw1, float* gw3
                                   const bf16* dy, const bf16* x, const bf16* ab, const bf16* act,
                                   const bf16* w1, const bf16* w3, const bf16* w2, int f,
                                   bool glu) {
-  const int N = N_, d = cfg_.d_model;
+  const int N = tokens_, d = cfg_.d_model;
   cudaStream_t st = stream_;
   bf16* dact = dB_;  // [N, f]
   matmul(dact, dy, w2, N, d, f, false, true, false, st);          // dact = dy W2^T
@@ -539,7 +539,7 @@ std::vector<int64_t> CudaModel::expert_counts() const {
   std::vector<int32_t> h(E);
   cudaCheck(cudaStreamSynchronize(stream_));
   for (int l = cfg_.dense_layers; l < cfg_.n_layers; ++l) {
-    cudaCheck(cudaMemcpy(h.data(), L_[l].counts, E * sizeof(int32_t), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(h.data(), layer_bufs_[l].counts, E * sizeof(int32_t), cudaMemcpyDeviceToHost));
     c.insert(c.end(), h.begin(), h.end());
   }
   return c;

@@ -154,7 +154,7 @@ class CudaModel {
 
   ModelConfig cfg_;
   ParamLayout layout_;
-  int B_, T_, N_;
+  int batch_, seq_, tokens_;
   cudaStream_t stream_ = nullptr;
   char* base_ = nullptr;
   size_t bytes_ = 0;
@@ -179,12 +179,12 @@ class CudaModel {
   // operands). Identical to the host layout when d_model is a multiple of 128.
   std::vector<size_t> doff_;         // per spec: device offset in its arena
   size_t dsize_[2] = {0, 0};         // device arena sizes (elements)
-  std::vector<LayerOffsets> dl_;     // per layer, device offsets
+  std::vector<LayerOffsets> dev_layers_;  // per layer, device offsets
   size_t d_embed_ = 0, d_final_g_ = 0, d_head_ = 0;
   int step_ = 0;
 
   // activations
-  std::vector<LayerBufs> L_;
+  std::vector<LayerBufs> layer_bufs_;
   int32_t *tok_ = nullptr, *tgt_ = nullptr;  // [N]
   float* resid_out_ = nullptr;               // [N, d]
   bf16* xf_ = nullptr;                       // [N, d]

@@ -8,7 +8,7 @@
 //   3. gather the rows, code each row with its own scale (int8 / fp8 e4m3 / bf16, the rules
 //      of src/sketch/sketch_quant.hpp, shared with the CPU), and checksum the expert's payload.
 // The CPU side (an expert home) wraps expert e's slice with sketch_wrap and reads it with
-// sketch_verify / sketch_unpack (src/sketch/sketch_wire.hpp); sketch_checksum_cpu is the
+// sketch_verify / sketch_unpack (src/wire/sketch_wire.hpp); sketch_checksum_cpu is the
 // host twin of the device checksum below.
 #include <cmath>
 #include <cstdint>

@@ -8,6 +8,7 @@
 #include "model/bump_arena.hpp"
 #include "model/layers.hpp"
 #include "model/moe_model.hpp"
+#include "param_names.hpp"  // defines: PrintTo of config enums, test::name_of
 
 using namespace px;
 using px::test::dot;
@@ -110,7 +111,11 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(std::make_tuple(ExpertActKind::SWIGLU, BalanceKind::AUX, 1),
                       std::make_tuple(ExpertActKind::RELU2, BalanceKind::AUX, 1),
                       std::make_tuple(ExpertActKind::SWIGLU, BalanceKind::BIAS, 2),
-                      std::make_tuple(ExpertActKind::SWIGLU, BalanceKind::AUX, 0)));
+                      std::make_tuple(ExpertActKind::SWIGLU, BalanceKind::AUX, 0)),
+    [](const auto& info) {  // e.g. swiglu_aux_shared1
+      return test::name_of(std::get<0>(info.param)) + "_" + test::name_of(std::get<1>(info.param)) + "_shared" +
+             std::to_string(std::get<2>(info.param));
+    });
 
 TEST(GradModelBias, UpdateMovesTowardBalance) {
   ModelConfig c;

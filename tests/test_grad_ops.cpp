@@ -166,10 +166,14 @@ TEST(GradOps, PermuteCombine) {
   EXPECT_LT(fd_rel_error(x, dx, loss2), kTol);
 }
 
-class GradExpertFfn : public ::testing::TestWithParam<int> {};
+namespace px::cpu {
+void PrintTo(ExpertAct kind, std::ostream* os) { *os << (kind == EXPERT_ACT_SWIGLU ? "swiglu" : "relu2"); }
+}  // namespace px::cpu
+
+class GradExpertFfn : public ::testing::TestWithParam<ExpertAct> {};
 
 TEST_P(GradExpertFfn, GroupedSegments) {
-  const ExpertAct kind = (ExpertAct)GetParam();
+  const ExpertAct kind = GetParam();
   std::mt19937_64 rng(8 + GetParam());
   const int E = 3, d = 4, h = 5;
   std::vector<int32_t> bounds = {0, 3, 3, 7};  // expert 1 gets no tokens
@@ -195,7 +199,8 @@ TEST_P(GradExpertFfn, GroupedSegments) {
   for (int i = d * h; i < 2 * d * h; ++i) EXPECT_EQ(dW1[i], 0.0);  // idle expert: no gradient
 }
 INSTANTIATE_TEST_SUITE_P(GradActs, GradExpertFfn,
-                         ::testing::Values((int)EXPERT_ACT_SWIGLU, (int)EXPERT_ACT_RELU2));
+                         ::testing::Values(EXPERT_ACT_SWIGLU, EXPERT_ACT_RELU2),
+                         [](const auto& info) { return ::testing::PrintToString(info.param); });
 
 TEST(GradOps, CrossEntropy) {
   std::mt19937_64 rng(9);

@@ -22,8 +22,8 @@ TEST(Plan, DilocoSyncerAndSyncTraffic) {
   const Config c = tiny({"train.mode=\"diloco\"", "topology.islands=4", "topology.syncers=1",
                          "sync.backbone_sync=\"syncer\"", "sync.backbone_every=5"});
   const Plan p = make_plan(c);
-  const ParamLayout L(c.model);
-  const double P = (double)(L.backbone_size + L.experts_size);
+  const ParamLayout layout(c.model);
+  const double P = (double)(layout.backbone_size + layout.experts_size);
   EXPECT_EQ(p.params_total, (int64_t)P);
   ASSERT_EQ(p.roles.size(), 2u);
   EXPECT_DOUBLE_EQ(p.roles[0].bytes_per_step[(int)Tier::BACKBONE], (sizeof(PushHeader) + 4 * P) / 5);
@@ -33,10 +33,10 @@ TEST(Plan, DilocoSyncerAndSyncTraffic) {
   const Config s = tiny({"topology.islands=4"});
   const Plan q = make_plan(s);
   EXPECT_DOUBLE_EQ(q.roles[0].bytes_per_step[(int)Tier::ISLAND],
-                   (double)ring_allreduce_bytes(4 * (int64_t)L.backbone_size, 4));
+                   (double)ring_allreduce_bytes(4 * (int64_t)layout.backbone_size, 4));
   EXPECT_GT(q.roles[0].bytes_per_step[(int)Tier::EXPERT_PARALLEL], 0);
   // sync shards the experts: a rank holds a quarter of them
-  EXPECT_DOUBLE_EQ(q.roles[0].param_bytes, 4 * (L.backbone_size + L.experts_size / 4.0));
+  EXPECT_DOUBLE_EQ(q.roles[0].param_bytes, 4 * (layout.backbone_size + layout.experts_size / 4.0));
   EXPECT_GT(q.roles[0].act_bytes, 0);
   EXPECT_GT(q.train_flops_per_token, 6.0 * q.params_active);
 }
@@ -48,20 +48,20 @@ TEST(Plan, ParallaxTrafficAndMemory) {
   const Config c = tiny({"train.mode=\"parallax\"", "topology.islands=2", "sync.backbone_every=5",
                          "experts.snapshot_every=10"});
   const Plan p = make_plan(c);
-  const ParamLayout L(c.model);
+  const ParamLayout layout(c.model);
   const ModelConfig& m = c.model;
   const double ME = (double)m.moe_layers() * m.n_experts, NL = 2;
   const double view = 12.0 + (double)ternary_expert_wire_bytes(cpu::EXPERT_ACT_SWIGLU, m.d_model, m.expert_hidden);
   ASSERT_EQ(p.roles.size(), 1u);
   EXPECT_DOUBLE_EQ(p.roles[0].bytes_per_step[(int)Tier::SNAPSHOT], (4.0 + ME / NL * view) * (NL - 1) / 10);
-  EXPECT_DOUBLE_EQ(p.roles[0].bytes_per_step[(int)Tier::BACKBONE], (double)ring_allreduce_bytes(4 * (int64_t)L.backbone_size, 2) / 5);
+  EXPECT_DOUBLE_EQ(p.roles[0].bytes_per_step[(int)Tier::BACKBONE], (double)ring_allreduce_bytes(4 * (int64_t)layout.backbone_size, 2) / 5);
   EXPECT_GT(p.roles[0].bytes_per_step[(int)Tier::SKETCH], 0);
   // backbone + my half of the masters + 2-bit views (and a scale per output unit) of the rest
   const double d = m.d_model, h = m.expert_hidden;
-  EXPECT_DOUBLE_EQ(p.roles[0].param_bytes, 4.0 * L.backbone_size + 4.0 * L.experts_size / NL +
+  EXPECT_DOUBLE_EQ(p.roles[0].param_bytes, 4.0 * layout.backbone_size + 4.0 * layout.experts_size / NL +
                                                ME / NL * (3 * d * h / 4 + 4 * (2 * h + d)));
-  EXPECT_LT(p.roles[0].param_bytes, 4.0 * (L.backbone_size + L.experts_size));
-  EXPECT_DOUBLE_EQ(p.roles[0].outer_bytes, 8.0 * L.backbone_size);
+  EXPECT_LT(p.roles[0].param_bytes, 4.0 * (layout.backbone_size + layout.experts_size));
+  EXPECT_DOUBLE_EQ(p.roles[0].outer_bytes, 8.0 * layout.backbone_size);
 
   const Config a = tiny({"train.mode=\"parallax\"", "topology.islands=2", "topology.expert_workers=1",
                          "experts.signal=\"adapters\"", "experts.adapter_rank=4", "experts.adapter_every=5"});
@@ -71,5 +71,5 @@ TEST(Plan, ParallaxTrafficAndMemory) {
   EXPECT_DOUBLE_EQ(q.roles[0].bytes_per_step[(int)Tier::ADAPTER],
                    (ME * (20.0 + 4.0 * 4 * 3 * (m.d_model + m.expert_hidden)) + 4.0) / 5);
   EXPECT_EQ(q.roles[0].bytes_per_step[(int)Tier::SKETCH], 0);
-  EXPECT_DOUBLE_EQ(q.roles[1].param_bytes, 4.0 * L.experts_size);
+  EXPECT_DOUBLE_EQ(q.roles[1].param_bytes, 4.0 * layout.experts_size);
 }

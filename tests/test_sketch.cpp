@@ -16,7 +16,7 @@
 #include "sketch/sketch_handle.hpp"  // defines: siphash24, sketch_handle, SketchHandleTable
 #include "sketch/sketch_quant.hpp"   // defines: fp8_e4m3_encode/decode, bf16_encode_rne
 #include "sketch/sketch_sample.hpp"  // defines: sketch_sample_rows, sketch_gather
-#include "sketch/sketch_wire.hpp"    // defines: sketch_encode, sketch_verify, sketch_unpack
+#include "wire/sketch_wire.hpp"    // defines: sketch_encode, sketch_verify, sketch_unpack
 
 using namespace px;
 

@@ -5,7 +5,7 @@
 #include "ops/cpu/cpu_ops.hpp"              // defines: expert_ffn_forward, expert_ffn_backward
 #include "parallel/expert_placement.hpp"    // defines: expert_home
 #include "sketch/sketch_sample.hpp"         // defines: sketch_sample_rows, sketch_gather
-#include "sketch/sketch_wire.hpp"           // defines: sketch_encode
+#include "wire/sketch_wire.hpp"             // defines: sketch_encode
 #include "experts/expert_home.hpp"             // defines: run_sketch_key
 #include "util/hash_rng.hpp"                // defines: splitmix64
 

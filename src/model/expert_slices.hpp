@@ -17,8 +17,8 @@ inline cpu::ExpertAct expert_act_of(const ModelConfig& mc) {
 // experts arena: which = 0 (W1 [d, h]), 1 (W3 [d, h]), 2 (W2 [h, d]).
 inline size_t expert_offset(const ModelConfig& mc, const ParamLayout& layout, int m, int e,
                             int which) {
-  const LayerOffsets& L = layout.layers[mc.dense_layers + m];
-  const size_t base = which == 0 ? L.expert_w1 : which == 1 ? L.expert_w3 : L.expert_w2;
+  const LayerOffsets& offsets = layout.layers[mc.dense_layers + m];
+  const size_t base = which == 0 ? offsets.expert_w1 : which == 1 ? offsets.expert_w3 : offsets.expert_w2;
   return base + (size_t)e * mc.d_model * mc.expert_hidden;
 }
 

@@ -17,32 +17,21 @@
 #include <stdexcept>
 #include <string>
 
-#include "util/hash_rng.hpp"  // defines: splitmix64, uniform01
+#include "util/hash_rng.hpp"     // defines: splitmix64, uniform01
+#include "wire/expert_wire.hpp"  // defines: wire::expert_to_wire, wire::expert_from_wire, wire::for_each_matrix
 
 namespace px {
 
 namespace {
 
-static_assert(std::endian::native == std::endian::little, "the wire format is little-endian");
-
 using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic>;
 
 constexpr size_t kParallelWork = size_t{1} << 18;  // below this many multiply-adds: one thread
 
-[[noreturn]] void malformed(const std::string& what, const std::string& why) {
-  throw std::invalid_argument("px::" + what + ": malformed buffer: " + why);
-}
-[[noreturn]] void invalid(const std::string& what, const std::string& why) {
-  throw std::invalid_argument("px::" + what + ": " + why);
-}
-std::string shape_str(int in, int out) {
-  std::string s = "[";
-  return s.append(std::to_string(in)).append(", ").append(std::to_string(out)).append("]");
-}
-
-void check_shape(const char* what, int in, int out) {
-  if (in < 1 || out < 1) invalid(what, "shape " + shape_str(in, out) + " (in and out must be >= 1)");
-}
+using wire::check_shape;
+using wire::invalid;
+using wire::malformed;
+using wire::shape_str;
 
 template <class T>
 void check_finite(const char* what, const char* name, const T* W, int rows, int cols) {
@@ -264,20 +253,14 @@ std::vector<float> to_fp32(const double* W, size_t n) {
 // Decodes one matrix at data[0..size); with `used`, the buffer may go on (an expert's next
 // matrix) and *used gets this matrix's byte count. `what` names the caller for messages.
 LowrankMatrix decode_matrix(const uint8_t* data, size_t size, const std::string& what, size_t* used) {
-  LowrankWireHeader hd;
-  if (size < sizeof hd) malformed(what, std::to_string(size) + " bytes, shorter than the 16-byte header");
-  std::memcpy(&hd, data, sizeof hd);
-  if (hd.magic != kLowrankMagic) malformed(what, "bad magic (not a lowrank matrix)");
-  if (hd.version != kLowrankWireVersion)
-    malformed(what, "version " + std::to_string(hd.version) + " (expected " + std::to_string(kLowrankWireVersion) + ")");
-  if (hd.reserved != 0) malformed(what, "reserved field " + std::to_string(hd.reserved) + " (must be 0)");
-  if (hd.in < 1 || hd.out < 1) malformed(what, "shape " + shape_str(hd.in, hd.out) + " (in, out must be >= 1)");
+  const auto hd = wire::read_header<LowrankWireHeader>(data, size, what, "header", "lowrank matrix");
+  wire::check_reserved(what, hd.reserved);
+  wire::check_header_shape(what, hd.in, hd.out);
   if (hd.rank < 1 || hd.rank > std::min(hd.in, hd.out))
     malformed(what, "rank " + std::to_string(hd.rank) + " of " + shape_str(hd.in, hd.out) + " (must be 1..min(in, out))");
   const size_t need = lowrank_wire_bytes(hd.in, hd.out, hd.rank);
-  if (used == nullptr ? size != need : size < need)
-    malformed(what, "size " + std::to_string(size) + " bytes, expected " + std::to_string(need) + " for " +
-                        shape_str(hd.in, hd.out) + " at rank " + std::to_string(hd.rank));
+  wire::check_matrix_size(what, size, need, used == nullptr,
+                          shape_str(hd.in, hd.out) + " at rank " + std::to_string(hd.rank));
   LowrankMatrix m;
   m.in = hd.in;
   m.out = hd.out;
@@ -298,26 +281,6 @@ LowrankMatrix decode_matrix(const uint8_t* data, size_t size, const std::string&
   finite("V", m.V, m.out);
   if (used) *used = need;
   return m;
-}
-
-int n_matrices(cpu::ExpertAct kind) { return kind == cpu::EXPERT_ACT_SWIGLU ? 3 : 2; }
-
-void check_kind(const char* what, cpu::ExpertAct kind) {
-  if (kind != cpu::EXPERT_ACT_SWIGLU && kind != cpu::EXPERT_ACT_RELU2)
-    invalid(what, "unknown expert activation " + std::to_string((int)kind));
-}
-
-// The shapes of an expert's matrices agree with its d and h (W3 only for swiglu).
-void check_expert(const char* what, const LowrankExpertView& v) {
-  check_kind(what, v.kind);
-  check_shape(what, v.d, v.h);
-  auto shape_is = [&](const char* name, const LowrankMatrix& m, int in, int out) {
-    if (m.in != in || m.out != out)
-      invalid(what, std::string(name) + " is " + shape_str(m.in, m.out) + ", expected " + shape_str(in, out));
-  };
-  shape_is("W1", v.w1, v.d, v.h);
-  if (v.kind == cpu::EXPERT_ACT_SWIGLU) shape_is("W3", v.w3, v.d, v.h);
-  shape_is("W2", v.w2, v.h, v.d);
 }
 
 uint64_t matrix_seed(uint64_t seed, int m) { return splitmix64(seed + (uint64_t)m); }
@@ -450,10 +413,10 @@ LowrankMatrix lowrank_from_wire(const uint8_t* data, size_t size) {
 // ---- one expert -------------------------------------------------------------------------------
 
 size_t lowrank_expert_wire_bytes(cpu::ExpertAct kind, int d, int h, int rank) {
-  check_kind("lowrank_expert_wire_bytes", kind);
+  wire::check_act("lowrank_expert_wire_bytes", kind);
   check_shape("lowrank_expert_wire_bytes", d, h);
   const int r = std::min(rank, std::min(d, h));
-  return sizeof(LowrankExpertWireHeader) + (size_t)(n_matrices(kind) - 1) * lowrank_wire_bytes(d, h, r) +
+  return sizeof(LowrankExpertWireHeader) + (size_t)(wire::expert_matrix_count(kind) - 1) * lowrank_wire_bytes(d, h, r) +
          lowrank_wire_bytes(h, d, r);
 }
 
@@ -466,24 +429,25 @@ size_t LowrankExpertView::wire_bytes() const {
 
 template <class T>
 void LowrankExpertView::dequantize(T* W1, T* W3, T* W2) const {
-  lowrank_to_dense(W1, w1);
-  if (kind == cpu::EXPERT_ACT_SWIGLU) lowrank_to_dense(W3, w3);
-  lowrank_to_dense(W2, w2);
+  T* const dense[3] = {W1, W3, W2};
+  wire::for_each_matrix(*this, [&](int slot, const char*, const LowrankMatrix& m, int, int) {
+    lowrank_to_dense(dense[slot], m);
+  });
 }
 
 template <class T>
 LowrankExpertView lowrank_view_from_master(const T* W1, const T* W3, const T* W2, int d, int h,
                                            cpu::ExpertAct kind, int rank, uint64_t seed) {
-  check_kind("lowrank_view_from_master", kind);
-  if (kind == cpu::EXPERT_ACT_SWIGLU && W3 == nullptr)
-    invalid("lowrank_view_from_master", "a swiglu expert needs W3");
+  wire::check_act("lowrank_view_from_master", kind);
+  if (wire::has_w3(kind) && W3 == nullptr) invalid("lowrank_view_from_master", "a swiglu expert needs W3");
   LowrankExpertView v;
   v.kind = kind;
   v.d = d;
   v.h = h;
-  v.w1 = lowrank_fit(W1, d, h, rank, matrix_seed(seed, 0));
-  if (kind == cpu::EXPERT_ACT_SWIGLU) v.w3 = lowrank_fit(W3, d, h, rank, matrix_seed(seed, 1));
-  v.w2 = lowrank_fit(W2, h, d, rank, matrix_seed(seed, 2));
+  const T* const master[3] = {W1, W3, W2};
+  wire::for_each_matrix(v, [&](int slot, const char*, LowrankMatrix& m, int in, int out) {
+    m = lowrank_fit(master[slot], in, out, rank, matrix_seed(seed, slot));
+  });
   return v;
 }
 
@@ -502,84 +466,46 @@ LowrankExpertView lowrank_view_from_master(const ModelConfig& cfg, const ParamLa
 
 LowrankExpertView lowrank_expert_delta(const float* W1, const float* W3, const float* W2,
                                        const LowrankExpertView& current, int update_rank, uint64_t seed) {
-  check_expert("lowrank_expert_delta", current);
-  if (current.kind == cpu::EXPERT_ACT_SWIGLU && W3 == nullptr)
-    invalid("lowrank_expert_delta", "a swiglu expert needs W3");
+  wire::check_expert("lowrank_expert_delta", current);
+  if (wire::has_w3(current.kind) && W3 == nullptr) invalid("lowrank_expert_delta", "a swiglu expert needs W3");
   LowrankExpertView v;
   v.kind = current.kind;
   v.d = current.d;
   v.h = current.h;
-  v.w1 = lowrank_delta(W1, current.w1, update_rank, matrix_seed(seed, 0));
-  if (v.kind == cpu::EXPERT_ACT_SWIGLU) v.w3 = lowrank_delta(W3, current.w3, update_rank, matrix_seed(seed, 1));
-  v.w2 = lowrank_delta(W2, current.w2, update_rank, matrix_seed(seed, 2));
+  const float* const master[3] = {W1, W3, W2};
+  wire::for_each_matrix(v, [&](int slot, const char*, LowrankMatrix& m, int, int) {
+    m = lowrank_delta(master[slot], wire::matrix_at(current, slot), update_rank, matrix_seed(seed, slot));
+  });
   return v;
 }
 
 void lowrank_expert_add(LowrankExpertView& current, const LowrankExpertView& delta) {
-  check_expert("lowrank_expert_add", current);
-  check_expert("lowrank_expert_add", delta);
+  wire::check_expert("lowrank_expert_add", current);
+  wire::check_expert("lowrank_expert_add", delta);
   if (delta.kind != current.kind || delta.d != current.d || delta.h != current.h)
     invalid("lowrank_expert_add", "delta (act " + std::to_string((int)delta.kind) + ", d = " + std::to_string(delta.d) +
                                       ", h = " + std::to_string(delta.h) + ") does not match the view (act " +
                                       std::to_string((int)current.kind) + ", d = " + std::to_string(current.d) +
                                       ", h = " + std::to_string(current.h) + ")");
   // all checks before any change: a throwing add leaves `current` as it was
-  for (const LowrankExpertView* x : {(const LowrankExpertView*)&current, &delta}) {
-    check_matrix("lowrank_expert_add", x->w1);
-    if (x->kind == cpu::EXPERT_ACT_SWIGLU) check_matrix("lowrank_expert_add", x->w3);
-    check_matrix("lowrank_expert_add", x->w2);
-  }
-  lowrank_add(current.w1, delta.w1);
-  if (current.kind == cpu::EXPERT_ACT_SWIGLU) lowrank_add(current.w3, delta.w3);
-  lowrank_add(current.w2, delta.w2);
+  for (const LowrankExpertView* x : {(const LowrankExpertView*)&current, &delta})
+    wire::for_each_matrix(*x, [](int, const char*, const LowrankMatrix& m, int, int) {
+      check_matrix("lowrank_expert_add", m);
+    });
+  wire::for_each_matrix(current, [&](int slot, const char*, LowrankMatrix& m, int, int) {
+    lowrank_add(m, wire::matrix_at(delta, slot));
+  });
 }
 
 std::vector<uint8_t> lowrank_expert_to_wire(const LowrankExpertView& v) {
-  check_expert("lowrank_expert_to_wire", v);
-  std::vector<uint8_t> buf(sizeof(LowrankExpertWireHeader));
-  buf.reserve(v.wire_bytes());
-  LowrankExpertWireHeader hd;
-  hd.act = (uint8_t)v.kind;
-  hd.d = v.d;
-  hd.h = v.h;
-  std::memcpy(buf.data(), &hd, sizeof hd);
-  lowrank_append_wire(buf, v.w1);
-  if (v.kind == cpu::EXPERT_ACT_SWIGLU) lowrank_append_wire(buf, v.w3);
-  lowrank_append_wire(buf, v.w2);
-  return buf;
+  wire::check_expert("lowrank_expert_to_wire", v);
+  return wire::expert_to_wire<LowrankExpertWireHeader>(v, lowrank_append_wire);
 }
 
 LowrankExpertView lowrank_expert_from_wire(const uint8_t* data, size_t size) {
-  const std::string what = "lowrank_expert_from_wire";
-  LowrankExpertWireHeader hd;
-  if (size < sizeof hd) malformed(what, std::to_string(size) + " bytes, shorter than the 16-byte expert header");
-  std::memcpy(&hd, data, sizeof hd);
-  if (hd.magic != kLowrankExpertMagic) malformed(what, "bad magic (not a lowrank expert)");
-  if (hd.version != kLowrankExpertWireVersion)
-    malformed(what, "version " + std::to_string(hd.version) + " (expected " +
-                        std::to_string(kLowrankExpertWireVersion) + ")");
-  if (hd.act > 1) malformed(what, "activation kind " + std::to_string(hd.act) + " (0 swiglu, 1 relu2)");
-  if (hd.reserved != 0) malformed(what, "reserved field " + std::to_string(hd.reserved) + " (must be 0)");
-  if (hd.d < 1 || hd.h < 1)
-    malformed(what, "d = " + std::to_string(hd.d) + ", h = " + std::to_string(hd.h) + " (must be >= 1)");
-  LowrankExpertView v;
-  v.kind = (cpu::ExpertAct)hd.act;
-  v.d = hd.d;
-  v.h = hd.h;
-  size_t pos = sizeof hd;
-  auto next = [&](const char* name, int in, int out) {
-    size_t used = 0;
-    LowrankMatrix m = decode_matrix(data + pos, size - pos, what + ": " + name, &used);
-    if (m.in != in || m.out != out)
-      malformed(what, std::string(name) + " is " + shape_str(m.in, m.out) + ", expected " + shape_str(in, out));
-    pos += used;
-    return m;
-  };
-  v.w1 = next("W1", v.d, v.h);
-  if (v.kind == cpu::EXPERT_ACT_SWIGLU) v.w3 = next("W3", v.d, v.h);
-  v.w2 = next("W2", v.h, v.d);
-  if (pos != size) malformed(what, std::to_string(size - pos) + " trailing bytes");
-  return v;
+  // the matrices' ranks are in their own headers: the whole size is known only at the end
+  return wire::expert_from_wire<LowrankExpertWireHeader, LowrankExpertView>(
+      data, size, "lowrank_expert_from_wire", "lowrank expert", decode_matrix, [](const LowrankExpertView&) {});
 }
 
 template void lowrank_to_dense<float>(float*, const LowrankMatrix&);

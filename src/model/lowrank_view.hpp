@@ -57,7 +57,7 @@
 //     total = 16 + 4 r (in + out)
 //   (the header differs from the ternary one in its one-byte version: it also holds the rank)
 //
-//   one expert                                                lowrank_expert_wire_bytes(kind, d, h, r)
+//   one expert (framing: wire/expert_wire.hpp)                lowrank_expert_wire_bytes(kind, d, h, r)
 //     LowrankExpertWireHeader 16 bytes: magic "PXLE", version 1 (uint16), act (0 swiglu, 1 relu2),
 //                         reserved 0, d, h (int32 >= 1)
 //     W1 [d, h] matrix, then W3 [d, h] (swiglu only), then W2 [h, d], each as above, each with its
@@ -78,6 +78,7 @@
 #include "model/model_config.hpp"  // defines: ModelConfig
 #include "model/param_layout.hpp"  // defines: ParamLayout
 #include "ops/cpu/cpu_ops.hpp"     // defines: ExpertAct
+#include "wire/expert_wire.hpp"    // defines: ExpertWireHeader
 
 namespace px {
 
@@ -98,15 +99,8 @@ struct LowrankWireHeader {
 };
 static_assert(sizeof(LowrankWireHeader) == 16, "the lowrank matrix header is 16 bytes on the wire");
 
-struct LowrankExpertWireHeader {
-  uint32_t magic = kLowrankExpertMagic;
-  uint16_t version = kLowrankExpertWireVersion;
-  uint8_t act = 0;       // cpu::ExpertAct: 0 swiglu (W1, W3, W2), 1 relu2 (W1, W2)
-  uint8_t reserved = 0;  // must be 0
-  int32_t d = 0;         // model width
-  int32_t h = 0;         // expert hidden width
-};
-static_assert(sizeof(LowrankExpertWireHeader) == 16, "the lowrank expert header is 16 bytes on the wire");
+// magic "PXLE", version, act, reserved, d, h (wire/expert_wire.hpp, shared with the ternary views)
+using LowrankExpertWireHeader = ExpertWireHeader<kLowrankExpertMagic, kLowrankExpertWireVersion>;
 
 // One weight matrix W [in, out] as W ~ U V.
 struct LowrankMatrix {

@@ -161,28 +161,28 @@ double MoeModel<T>::forward(const int32_t* inputs, const int32_t* targets, int B
   last_aux_ = 0;
   int moe_l = 0;
   for (int l = 0; l < cfg_.n_layers; ++l) {
-    LayerActs<T>& la = layer_acts_[l];
-    const LayerOffsets& o = layout_.layers[l];
+    LayerActs<T>& acts = layer_acts_[l];
+    const LayerOffsets& offsets = layout_.layers[l];
     T* next = l + 1 < cfg_.n_layers ? layer_acts_[l + 1].x : resid_out_;
-    attention_block_forward(la.h, la.attn, la.x, bb + o.attn_g, bb + o.wq, bb + o.wk, bb + o.wv,
-                            bb + o.wo, ad);
-    rmsnorm_forward(la.xn2, la.rstd2, la.h, bb + o.ffn_g, N, d);
+    attention_block_forward(acts.h, acts.attn, acts.x, bb + offsets.attn_g, bb + offsets.wq,
+                            bb + offsets.wk, bb + offsets.wv, bb + offsets.wo, ad);
+    rmsnorm_forward(acts.xn2, acts.rstd2, acts.h, bb + offsets.ffn_g, N, d);
     if (!cfg_.is_moe(l)) {
-      ffn_forward(next, la.dense, la.xn2, bb + o.dense_w1, bb + o.dense_w3, bb + o.dense_w2, N, d,
-                  cfg_.dense_hidden, EXPERT_ACT_SWIGLU);
+      ffn_forward(next, acts.dense, acts.xn2, bb + offsets.dense_w1, bb + offsets.dense_w3,
+                  bb + offsets.dense_w2, N, d, cfg_.dense_hidden, EXPERT_ACT_SWIGLU);
     } else {
       const bool glu = md.kind == EXPERT_ACT_SWIGLU, sh = cfg_.n_shared > 0;
       const T* bias = cfg_.balance == BalanceKind::BIAS ? router_bias_.data() + (size_t)moe_l * E
                                                         : nullptr;
-      moe_forward(next, la.moe, la.xn2, bb + o.router, sh ? bb + o.shared_w1 : nullptr,
-                  sh && glu ? bb + o.shared_w3 : nullptr, sh ? bb + o.shared_w2 : nullptr,
-                  ex ? ex + o.expert_w1 : nullptr, ex && glu ? ex + o.expert_w3 : nullptr,
-                  ex ? ex + o.expert_w2 : nullptr, bias, md,
+      moe_forward(next, acts.moe, acts.xn2, bb + offsets.router, sh ? bb + offsets.shared_w1 : nullptr,
+                  sh && glu ? bb + offsets.shared_w3 : nullptr, sh ? bb + offsets.shared_w2 : nullptr,
+                  ex ? ex + offsets.expert_w1 : nullptr, ex && glu ? ex + offsets.expert_w3 : nullptr,
+                  ex ? ex + offsets.expert_w2 : nullptr, bias, md,
                   moe_context(moe_l), scratch_.nd[5]);
-      last_aux_ += la.moe.aux_loss;
+      last_aux_ += acts.moe.aux_loss;
       ++moe_l;
     }
-    for (size_t i = 0; i < (size_t)N * d; ++i) next[i] += la.h[i];
+    for (size_t i = 0; i < (size_t)N * d; ++i) next[i] += acts.h[i];
   }
   rmsnorm_forward(xf_, rstdf_, resid_out_, bb + layout_.final_g, N, d);
   matmul(logits_, xf_, bb + layout_.head, N, d, V, false, false, false);
@@ -211,28 +211,29 @@ void MoeModel<T>::backward() {
                    d);
   int moe_l = cfg_.moe_layers();
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
-    const LayerActs<T>& la = layer_acts_[l];
-    const LayerOffsets& o = layout_.layers[l];
+    const LayerActs<T>& acts = layer_acts_[l];
+    const LayerOffsets& offsets = layout_.layers[l];
     if (!cfg_.is_moe(l)) {
-      ffn_backward(dffn_, gb + o.dense_w1, gb + o.dense_w3, gb + o.dense_w2, dcur, la.dense, la.xn2,
-                   bb + o.dense_w1, bb + o.dense_w3, bb + o.dense_w2, N, d, cfg_.dense_hidden,
-                   EXPERT_ACT_SWIGLU, false, scratch_);
+      ffn_backward(dffn_, gb + offsets.dense_w1, gb + offsets.dense_w3, gb + offsets.dense_w2, dcur,
+                   acts.dense, acts.xn2, bb + offsets.dense_w1, bb + offsets.dense_w3,
+                   bb + offsets.dense_w2, N, d, cfg_.dense_hidden, EXPERT_ACT_SWIGLU, false, scratch_);
     } else {
-      moe_backward(dffn_, gb + o.router, sh ? gb + o.shared_w1 : nullptr,
-                   sh && glu ? gb + o.shared_w3 : nullptr, sh ? gb + o.shared_w2 : nullptr,
-                   ge ? ge + o.expert_w1 : nullptr, ge && glu ? ge + o.expert_w3 : nullptr,
-                   ge ? ge + o.expert_w2 : nullptr, dcur,
-                   la.moe, la.xn2, bb + o.router, sh ? bb + o.shared_w1 : nullptr,
-                   sh && glu ? bb + o.shared_w3 : nullptr, sh ? bb + o.shared_w2 : nullptr,
-                   ex ? ex + o.expert_w1 : nullptr, ex && glu ? ex + o.expert_w3 : nullptr,
-                   ex ? ex + o.expert_w2 : nullptr, md,
+      moe_backward(dffn_, gb + offsets.router, sh ? gb + offsets.shared_w1 : nullptr,
+                   sh && glu ? gb + offsets.shared_w3 : nullptr, sh ? gb + offsets.shared_w2 : nullptr,
+                   ge ? ge + offsets.expert_w1 : nullptr, ge && glu ? ge + offsets.expert_w3 : nullptr,
+                   ge ? ge + offsets.expert_w2 : nullptr, dcur,
+                   acts.moe, acts.xn2, bb + offsets.router, sh ? bb + offsets.shared_w1 : nullptr,
+                   sh && glu ? bb + offsets.shared_w3 : nullptr, sh ? bb + offsets.shared_w2 : nullptr,
+                   ex ? ex + offsets.expert_w1 : nullptr, ex && glu ? ex + offsets.expert_w3 : nullptr,
+                   ex ? ex + offsets.expert_w2 : nullptr, md,
                    moe_context(--moe_l), scratch_);
     }
-    rmsnorm_backward(dmid_, gb + o.ffn_g, dffn_, la.h, bb + o.ffn_g, la.rstd2, N, d);
+    rmsnorm_backward(dmid_, gb + offsets.ffn_g, dffn_, acts.h, bb + offsets.ffn_g, acts.rstd2, N, d);
     for (size_t i = 0; i < (size_t)N * d; ++i) dmid_[i] += dcur[i];
-    attention_block_backward(dnext, gb + o.attn_g, gb + o.wq, gb + o.wk, gb + o.wv, gb + o.wo,
-                             dmid_, la.attn, la.x, bb + o.attn_g, bb + o.wq, bb + o.wk, bb + o.wv,
-                             bb + o.wo, ad, scratch_);
+    attention_block_backward(dnext, gb + offsets.attn_g, gb + offsets.wq, gb + offsets.wk,
+                             gb + offsets.wv, gb + offsets.wo, dmid_, acts.attn, acts.x,
+                             bb + offsets.attn_g, bb + offsets.wq, bb + offsets.wk, bb + offsets.wv,
+                             bb + offsets.wo, ad, scratch_);
     std::swap(dcur, dnext);
   }
   T* gemb = gb + layout_.embed;

@@ -6,8 +6,8 @@
 // px::cuda::ternary_*; rules in ops/cpu/cpu_ops.hpp): one fp32 absmean scale per output unit and
 // 2-bit codes, output-unit major, 16 per uint32 (GPU-ready when in % 16 == 0).
 //
-// On the wire and at rest, codes take 5 trits per byte (1.6 bits/weight). Little-endian, parts
-// back to back, no padding, nothing aligned (read with memcpy):
+// On the wire and at rest, codes take 5 trits per byte (1.6 bits/weight; wire/trit_pack.hpp).
+// Little-endian, parts back to back, no padding, nothing aligned (read with memcpy):
 //
 //   one matrix W [in, out]                                    ternary_wire_bytes(in, out)
 //     TernaryWireHeader   16 bytes: magic "PXT3", version 1, reserved 0, in, out (int32 >= 1)
@@ -15,11 +15,11 @@
 //     trits               ceil(in * out / 5) bytes: trit k = j * in + i (output-unit major, the
 //                         order of the packed codes) is digit k % 5 of byte k / 5, little digit
 //                         first: byte = sum_{r<5} (q_{5g+r} + 1) * 3^r <= 242, q in {-1, 0, 1}
-//                         (the digit rule of the TERNARY outer-sync codec, sync/codec.hpp); the
-//                         last byte's unused digits are q = 0 (digit 1).
+//                         (wire/trit_pack.hpp, the digit rule of the TERNARY outer-sync codec,
+//                         sync/codec.hpp); the last byte's unused digits are q = 0 (digit 1).
 //     total = 16 + 4 * out + ceil(in * out / 5)
 //
-//   one expert                                                ternary_expert_wire_bytes(kind, d, h)
+//   one expert (framing: wire/expert_wire.hpp)                ternary_expert_wire_bytes(kind, d, h)
 //     TernaryExpertWireHeader 16 bytes: magic "PXTE", version 1, act (0 swiglu, 1 relu2),
 //                         reserved 0, d, h (int32 >= 1)
 //     W1 [d, h] matrix, then W3 [d, h] (swiglu only), then W2 [h, d], each as above
@@ -39,13 +39,13 @@
 #include "model/model_config.hpp"  // defines: ModelConfig
 #include "model/param_layout.hpp"  // defines: ParamLayout
 #include "ops/cpu/cpu_ops.hpp"     // defines: ExpertAct, ternary_words
+#include "wire/expert_wire.hpp"    // defines: ExpertWireHeader
 
 namespace px {
 
 inline constexpr uint32_t kTernaryMagic = 0x33545850u;        // "PXT3" in file order
 inline constexpr uint32_t kTernaryExpertMagic = 0x45545850u;  // "PXTE" in file order
 inline constexpr uint16_t kTernaryWireVersion = 1;
-inline constexpr size_t kTritsPerWireByte = 5;  // 3^5 = 243 <= 256
 
 struct TernaryWireHeader {
   uint32_t magic = kTernaryMagic;
@@ -56,15 +56,8 @@ struct TernaryWireHeader {
 };
 static_assert(sizeof(TernaryWireHeader) == 16, "the ternary matrix header is 16 bytes on the wire");
 
-struct TernaryExpertWireHeader {
-  uint32_t magic = kTernaryExpertMagic;
-  uint16_t version = kTernaryWireVersion;
-  uint8_t act = 0;       // cpu::ExpertAct: 0 swiglu (W1, W3, W2), 1 relu2 (W1, W2)
-  uint8_t reserved = 0;  // must be 0
-  int32_t d = 0;         // model width
-  int32_t h = 0;         // expert hidden width
-};
-static_assert(sizeof(TernaryExpertWireHeader) == 16, "the ternary expert header is 16 bytes on the wire");
+// magic "PXTE", version, act, reserved, d, h (wire/expert_wire.hpp, shared with the low-rank views)
+using TernaryExpertWireHeader = ExpertWireHeader<kTernaryExpertMagic, kTernaryWireVersion>;
 
 // One weight matrix W [in, out] as a ternary view.
 struct TernaryMatrix {

@@ -9,20 +9,20 @@ namespace px {
 
 AdamW::AdamW(const ParamLayout& layout, const AdamWConfig& cfg, int expert_begin, int expert_end)
     : layout_(layout), cfg_(cfg) {
-  for (const ParamSpec& s : layout.specs) {
-    if (s.arena == Arena::BACKBONE || expert_end < 0) {
-      ranges_[(int)s.arena].push_back({s.offset, s.size, s.decay});
+  for (const ParamSpec& spec : layout.specs) {
+    if (spec.arena == Arena::BACKBONE || expert_end < 0) {
+      ranges_[(int)spec.arena].push_back({spec.offset, spec.size, spec.decay});
     } else {
-      const size_t per = s.size / (size_t)s.shape[0];  // expert tensors are [E, ...]
+      const size_t per = spec.size / (size_t)spec.shape[0];  // expert tensors are [E, ...]
       if (expert_end > expert_begin)
-        ranges_[1].push_back({s.offset + per * expert_begin, per * (expert_end - expert_begin),
-                              s.decay});
+        ranges_[1].push_back({spec.offset + per * expert_begin, per * (expert_end - expert_begin),
+                              spec.decay});
     }
   }
   for (int a = 0; a < 2; ++a) {  // moments indexed like the arena; none for an arena not stepped
     const size_t n = ranges_[a].empty() ? 0 : layout.size((Arena)a);
-    m_[a].assign(n, 0.f);
-    v_[a].assign(n, 0.f);
+    first_moment_[a].assign(n, 0.f);
+    second_moment_[a].assign(n, 0.f);
   }
 }
 
@@ -51,8 +51,8 @@ void AdamW::step(float* const params[2], float* const grads[2], double lr, doubl
         for (size_t i = 0; i < r.size; ++i) p[i] -= (float)lr * (g[i] + wd * p[i]);
         continue;
       }
-      cpu::adamw_update(params[a] + r.offset, g, m_[a].data() + r.offset,
-                        v_[a].data() + r.offset, r.size, (float)lr, (float)cfg_.beta1,
+      cpu::adamw_update(params[a] + r.offset, g, first_moment_[a].data() + r.offset,
+                        second_moment_[a].data() + r.offset, r.size, (float)lr, (float)cfg_.beta1,
                         (float)cfg_.beta2, (float)cfg_.eps,
                         r.decay ? (float)cfg_.weight_decay : 0.f, step_);
     }

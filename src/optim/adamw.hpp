@@ -30,8 +30,8 @@ class AdamW {
 
   int steps_taken() const { return step_; }
   void set_steps_taken(int s) { step_ = s; }
-  std::vector<float>& m(Arena a) { return m_[(int)a]; }
-  std::vector<float>& v(Arena a) { return v_[(int)a]; }
+  std::vector<float>& m(Arena a) { return first_moment_[(int)a]; }
+  std::vector<float>& v(Arena a) { return second_moment_[(int)a]; }
 
  private:
   struct Range {
@@ -42,7 +42,7 @@ class AdamW {
   AdamWConfig cfg_;
   int step_ = 0;
   std::vector<Range> ranges_[2];
-  std::vector<float> m_[2], v_[2];
+  std::vector<float> first_moment_[2], second_moment_[2];
 };
 
 }  // namespace px

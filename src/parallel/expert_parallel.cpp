@@ -8,140 +8,140 @@
 namespace px {
 
 ExpertParallel::ExpertParallel(Comm& comm, MoeModel<float>& model, int max_local_rows)
-    : comm_(comm), model_(model), P_(comm.size()), me_(comm.rank()) {
-  const ModelConfig& c = model.config();
-  E_ = c.n_experts;
-  d_ = c.d_model;
-  h_ = c.expert_hidden;
-  e0_ = first_expert(me_, P_, E_);
-  e1_ = first_expert(me_ + 1, P_, E_);
-  max_rows_ = (size_t)max_local_rows * P_;  // dropless worst case: every row to my experts
-  const int L = c.moe_layers();
-  const bool glu = c.expert_act == ExpertActKind::SWIGLU;
-  plans_.resize(L);
-  xl_.resize(L);
-  a_.resize(L);
-  b_.resize(L);
-  act_.resize(L);
-  for (int l = 0; l < L; ++l) {
-    xl_[l].resize(max_rows_ * d_);
-    a_[l].resize(max_rows_ * h_);
-    if (glu) b_[l].resize(max_rows_ * h_);
-    act_[l].resize(max_rows_ * h_);
+    : comm_(comm), model_(model), ranks_(comm.size()), rank_(comm.rank()) {
+  const ModelConfig& cfg = model.config();
+  n_experts_ = cfg.n_experts;
+  d_model_ = cfg.d_model;
+  hidden_ = cfg.expert_hidden;
+  expert_begin_ = first_expert(rank_, ranks_, n_experts_);
+  expert_end_ = first_expert(rank_ + 1, ranks_, n_experts_);
+  max_rows_ = (size_t)max_local_rows * ranks_;  // dropless worst case: every row to my experts
+  const int moe_layers = cfg.moe_layers();
+  const bool glu = cfg.expert_act == ExpertActKind::SWIGLU;
+  plans_.resize(moe_layers);
+  grouped_x_.resize(moe_layers);
+  grouped_xw1_.resize(moe_layers);
+  grouped_xw3_.resize(moe_layers);
+  grouped_act_.resize(moe_layers);
+  for (int l = 0; l < moe_layers; ++l) {
+    grouped_x_[l].resize(max_rows_ * d_model_);
+    grouped_xw1_[l].resize(max_rows_ * hidden_);
+    if (glu) grouped_xw3_[l].resize(max_rows_ * hidden_);
+    grouped_act_[l].resize(max_rows_ * hidden_);
   }
-  recv_buf_.resize(max_rows_ * d_);
-  grouped_buf_.resize(max_rows_ * d_);
-  grouped_buf2_.resize(max_rows_ * d_);
-  s1_.resize(max_rows_ * h_);
-  s2_.resize(max_rows_ * h_);
-  s3_.resize(max_rows_ * h_);
+  recv_buf_.resize(max_rows_ * d_model_);
+  grouped_buf_.resize(max_rows_ * d_model_);
+  grouped_buf2_.resize(max_rows_ * d_model_);
+  scratch1_.resize(max_rows_ * hidden_);
+  scratch2_.resize(max_rows_ * hidden_);
+  scratch3_.resize(max_rows_ * hidden_);
 }
 
-size_t ExpertParallel::w_off(int moe_layer, int which) const {
-  const LayerOffsets& o = model_.layout().layers[model_.config().dense_layers + moe_layer];
-  const size_t base = which == 0 ? o.expert_w1 : which == 1 ? o.expert_w3 : o.expert_w2;
-  return base + (size_t)e0_ * d_ * h_;
+size_t ExpertParallel::weight_offset(int moe_layer, int which) const {
+  const LayerOffsets& offsets = model_.layout().layers[model_.config().dense_layers + moe_layer];
+  const size_t base = which == 0 ? offsets.expert_w1 : which == 1 ? offsets.expert_w3 : offsets.expert_w2;
+  return base + (size_t)expert_begin_ * d_model_ * hidden_;
 }
 
 void ExpertParallel::exchange_rows(const float* send, const std::vector<int>& s_rows,
                                    const std::vector<int>& s_off, float* recv,
                                    const std::vector<int>& r_rows, const std::vector<int>& r_off) {
-  std::vector<int> sb(P_), sd(P_), rb(P_), rd(P_);
-  const int row = d_ * (int)sizeof(float);
-  for (int p = 0; p < P_; ++p) {
-    sb[p] = s_rows[p] * row;
-    sd[p] = s_off[p] * row;
-    rb[p] = r_rows[p] * row;
-    rd[p] = r_off[p] * row;
+  std::vector<int> send_bytes(ranks_), send_displs(ranks_), recv_bytes(ranks_), recv_displs(ranks_);
+  const int row = d_model_ * (int)sizeof(float);
+  for (int p = 0; p < ranks_; ++p) {
+    send_bytes[p] = s_rows[p] * row;
+    send_displs[p] = s_off[p] * row;
+    recv_bytes[p] = r_rows[p] * row;
+    recv_displs[p] = r_off[p] * row;
   }
-  comm_.alltoallv(send, sb, sd, recv, rb, rd, Tier::EXPERT_PARALLEL);
+  comm_.alltoallv(send, send_bytes, send_displs, recv, recv_bytes, recv_displs, Tier::EXPERT_PARALLEL);
 }
 
 void ExpertParallel::forward(int l, const float* xp, const int32_t* bounds, float* yp) {
-  Plan& pl = plans_[l];
-  const int El = e1_ - e0_;
+  Plan& plan = plans_[l];
+  const int local_experts = expert_end_ - expert_begin_;
   // 1. how many rows of each of its experts every rank receives from me
-  std::vector<int32_t> cnt_send(E_), cnt_recv((size_t)P_ * El);
-  for (int e = 0; e < E_; ++e) cnt_send[e] = bounds[e + 1] - bounds[e];
-  std::vector<int> sb(P_), sd(P_), rb(P_), rd(P_);
-  for (int p = 0; p < P_; ++p) {
-    const int a = first_expert(p, P_, E_), b = first_expert(p + 1, P_, E_);
-    sb[p] = (b - a) * 4;
-    sd[p] = a * 4;
-    rb[p] = El * 4;
-    rd[p] = p * El * 4;
+  std::vector<int32_t> cnt_send(n_experts_), cnt_recv((size_t)ranks_ * local_experts);
+  for (int e = 0; e < n_experts_; ++e) cnt_send[e] = bounds[e + 1] - bounds[e];
+  std::vector<int> send_bytes(ranks_), send_displs(ranks_), recv_bytes(ranks_), recv_displs(ranks_);
+  for (int p = 0; p < ranks_; ++p) {
+    const int first = first_expert(p, ranks_, n_experts_), end = first_expert(p + 1, ranks_, n_experts_);
+    send_bytes[p] = (end - first) * 4;
+    send_displs[p] = first * 4;
+    recv_bytes[p] = local_experts * 4;
+    recv_displs[p] = p * local_experts * 4;
   }
-  comm_.alltoallv(cnt_send.data(), sb, sd, cnt_recv.data(), rb, rd, Tier::EXPERT_PARALLEL);
+  comm_.alltoallv(cnt_send.data(), send_bytes, send_displs, cnt_recv.data(), recv_bytes, recv_displs, Tier::EXPERT_PARALLEL);
   // 2. the row plan: my rows for rank p are the contiguous segment of p's experts
-  pl.send_rows.assign(P_, 0);
-  pl.send_off.assign(P_, 0);
-  pl.recv_rows.assign(P_, 0);
-  pl.recv_off.assign(P_, 0);
-  for (int p = 0; p < P_; ++p) {
-    const int a = first_expert(p, P_, E_), b = first_expert(p + 1, P_, E_);
-    pl.send_off[p] = bounds[a];
-    pl.send_rows[p] = bounds[b] - bounds[a];
-    for (int j = 0; j < El; ++j) pl.recv_rows[p] += cnt_recv[(size_t)p * El + j];
-    pl.recv_off[p] = p == 0 ? 0 : pl.recv_off[p - 1] + pl.recv_rows[p - 1];
+  plan.send_rows.assign(ranks_, 0);
+  plan.send_off.assign(ranks_, 0);
+  plan.recv_rows.assign(ranks_, 0);
+  plan.recv_off.assign(ranks_, 0);
+  for (int p = 0; p < ranks_; ++p) {
+    const int first = first_expert(p, ranks_, n_experts_), end = first_expert(p + 1, ranks_, n_experts_);
+    plan.send_off[p] = bounds[first];
+    plan.send_rows[p] = bounds[end] - bounds[first];
+    for (int j = 0; j < local_experts; ++j) plan.recv_rows[p] += cnt_recv[(size_t)p * local_experts + j];
+    plan.recv_off[p] = p == 0 ? 0 : plan.recv_off[p - 1] + plan.recv_rows[p - 1];
   }
-  pl.recv_total = pl.recv_off[P_ - 1] + pl.recv_rows[P_ - 1];
-  pl.local_bounds.assign(El + 1, 0);
-  for (int j = 0; j < El; ++j) {
+  plan.recv_total = plan.recv_off[ranks_ - 1] + plan.recv_rows[ranks_ - 1];
+  plan.local_bounds.assign(local_experts + 1, 0);
+  for (int j = 0; j < local_experts; ++j) {
     int n = 0;
-    for (int p = 0; p < P_; ++p) n += cnt_recv[(size_t)p * El + j];
-    pl.local_bounds[j + 1] = pl.local_bounds[j] + n;
+    for (int p = 0; p < ranks_; ++p) n += cnt_recv[(size_t)p * local_experts + j];
+    plan.local_bounds[j + 1] = plan.local_bounds[j] + n;
   }
-  pl.recv_to_grouped.resize(pl.recv_total);
+  plan.recv_to_grouped.resize(plan.recv_total);
   {
-    std::vector<int32_t> fill(pl.local_bounds.begin(), pl.local_bounds.end() - 1);
-    for (int p = 0; p < P_; ++p) {
-      int r = pl.recv_off[p];
-      for (int j = 0; j < El; ++j)
-        for (int i = 0; i < cnt_recv[(size_t)p * El + j]; ++i) pl.recv_to_grouped[r++] = fill[j]++;
+    std::vector<int32_t> fill(plan.local_bounds.begin(), plan.local_bounds.end() - 1);
+    for (int p = 0; p < ranks_; ++p) {
+      int r = plan.recv_off[p];
+      for (int j = 0; j < local_experts; ++j)
+        for (int i = 0; i < cnt_recv[(size_t)p * local_experts + j]; ++i) plan.recv_to_grouped[r++] = fill[j]++;
     }
   }
   // 3. dispatch, group by expert, run my experts
-  exchange_rows(xp, pl.send_rows, pl.send_off, recv_buf_.data(), pl.recv_rows, pl.recv_off);
-  float* xl = xl_[l].data();
-  for (int r = 0; r < pl.recv_total; ++r)
-    std::memcpy(xl + (size_t)pl.recv_to_grouped[r] * d_, recv_buf_.data() + (size_t)r * d_,
-                sizeof(float) * d_);
-  const float* W = model_.params(Arena::EXPERTS);
+  exchange_rows(xp, plan.send_rows, plan.send_off, recv_buf_.data(), plan.recv_rows, plan.recv_off);
+  float* grouped_x = grouped_x_[l].data();
+  for (int r = 0; r < plan.recv_total; ++r)
+    std::memcpy(grouped_x + (size_t)plan.recv_to_grouped[r] * d_model_, recv_buf_.data() + (size_t)r * d_model_,
+                sizeof(float) * d_model_);
+  const float* weights = model_.params(Arena::EXPERTS);
   const bool glu = model_.config().expert_act == ExpertActKind::SWIGLU;
   const auto kind = glu ? cpu::EXPERT_ACT_SWIGLU : cpu::EXPERT_ACT_RELU2;
-  float* yl = grouped_buf_.data();
-  cpu::expert_ffn_forward(yl, a_[l].data(), glu ? b_[l].data() : nullptr, act_[l].data(), xl,
-                          W + w_off(l, 0), glu ? W + w_off(l, 1) : nullptr, W + w_off(l, 2),
-                          pl.local_bounds.data(), El, d_, h_, kind);
+  float* grouped_y = grouped_buf_.data();
+  cpu::expert_ffn_forward(grouped_y, grouped_xw1_[l].data(), glu ? grouped_xw3_[l].data() : nullptr, grouped_act_[l].data(), grouped_x,
+                          weights + weight_offset(l, 0), glu ? weights + weight_offset(l, 1) : nullptr, weights + weight_offset(l, 2),
+                          plan.local_bounds.data(), local_experts, d_model_, hidden_, kind);
   // 4. back to the sources, in their row order
-  for (int r = 0; r < pl.recv_total; ++r)
-    std::memcpy(recv_buf_.data() + (size_t)r * d_, yl + (size_t)pl.recv_to_grouped[r] * d_,
-                sizeof(float) * d_);
-  exchange_rows(recv_buf_.data(), pl.recv_rows, pl.recv_off, yp, pl.send_rows, pl.send_off);
+  for (int r = 0; r < plan.recv_total; ++r)
+    std::memcpy(recv_buf_.data() + (size_t)r * d_model_, grouped_y + (size_t)plan.recv_to_grouped[r] * d_model_,
+                sizeof(float) * d_model_);
+  exchange_rows(recv_buf_.data(), plan.recv_rows, plan.recv_off, yp, plan.send_rows, plan.send_off);
 }
 
 void ExpertParallel::backward(int l, const float* dyp, float* dxp) {
-  const Plan& pl = plans_[l];
-  const int El = e1_ - e0_;
-  exchange_rows(dyp, pl.send_rows, pl.send_off, recv_buf_.data(), pl.recv_rows, pl.recv_off);
-  float* dyl = grouped_buf_.data();
-  for (int r = 0; r < pl.recv_total; ++r)
-    std::memcpy(dyl + (size_t)pl.recv_to_grouped[r] * d_, recv_buf_.data() + (size_t)r * d_,
-                sizeof(float) * d_);
-  const float* W = model_.params(Arena::EXPERTS);
-  float* G = model_.grads(Arena::EXPERTS);
+  const Plan& plan = plans_[l];
+  const int local_experts = expert_end_ - expert_begin_;
+  exchange_rows(dyp, plan.send_rows, plan.send_off, recv_buf_.data(), plan.recv_rows, plan.recv_off);
+  float* grouped_dy = grouped_buf_.data();
+  for (int r = 0; r < plan.recv_total; ++r)
+    std::memcpy(grouped_dy + (size_t)plan.recv_to_grouped[r] * d_model_, recv_buf_.data() + (size_t)r * d_model_,
+                sizeof(float) * d_model_);
+  const float* weights = model_.params(Arena::EXPERTS);
+  float* grads = model_.grads(Arena::EXPERTS);
   const bool glu = model_.config().expert_act == ExpertActKind::SWIGLU;
   const auto kind = glu ? cpu::EXPERT_ACT_SWIGLU : cpu::EXPERT_ACT_RELU2;
-  float* dxl = grouped_buf2_.data();
-  cpu::expert_ffn_backward(dxl, G + w_off(l, 0), glu ? G + w_off(l, 1) : nullptr, G + w_off(l, 2),
-                           dyl, xl_[l].data(), a_[l].data(), glu ? b_[l].data() : nullptr,
-                           act_[l].data(), W + w_off(l, 0), glu ? W + w_off(l, 1) : nullptr,
-                           W + w_off(l, 2), pl.local_bounds.data(), El, d_, h_, kind, s1_.data(),
-                           s2_.data(), s3_.data());
-  for (int r = 0; r < pl.recv_total; ++r)
-    std::memcpy(recv_buf_.data() + (size_t)r * d_, dxl + (size_t)pl.recv_to_grouped[r] * d_,
-                sizeof(float) * d_);
-  exchange_rows(recv_buf_.data(), pl.recv_rows, pl.recv_off, dxp, pl.send_rows, pl.send_off);
+  float* grouped_dx = grouped_buf2_.data();
+  cpu::expert_ffn_backward(grouped_dx, grads + weight_offset(l, 0), glu ? grads + weight_offset(l, 1) : nullptr, grads + weight_offset(l, 2),
+                           grouped_dy, grouped_x_[l].data(), grouped_xw1_[l].data(), glu ? grouped_xw3_[l].data() : nullptr,
+                           grouped_act_[l].data(), weights + weight_offset(l, 0), glu ? weights + weight_offset(l, 1) : nullptr,
+                           weights + weight_offset(l, 2), plan.local_bounds.data(), local_experts, d_model_, hidden_, kind, scratch1_.data(),
+                           scratch2_.data(), scratch3_.data());
+  for (int r = 0; r < plan.recv_total; ++r)
+    std::memcpy(recv_buf_.data() + (size_t)r * d_model_, grouped_dx + (size_t)plan.recv_to_grouped[r] * d_model_,
+                sizeof(float) * d_model_);
+  exchange_rows(recv_buf_.data(), plan.recv_rows, plan.recv_off, dxp, plan.send_rows, plan.send_off);
 }
 
 }  // namespace px

@@ -19,9 +19,9 @@ class ExpertParallel final : public RoutedExperts<float> {
   // comm: the ranks that share experts (all learners). max_local_rows: N*k of one rank.
   ExpertParallel(Comm& comm, MoeModel<float>& model, int max_local_rows);
 
-  static int first_expert(int rank, int ranks, int E) { return (int)((int64_t)rank * E / ranks); }
-  int expert_begin() const { return e0_; }
-  int expert_end() const { return e1_; }
+  static int first_expert(int rank, int ranks, int n_experts) { return (int)((int64_t)rank * n_experts / ranks); }
+  int expert_begin() const { return expert_begin_; }
+  int expert_end() const { return expert_end_; }
 
   void forward(int moe_layer, const float* xp, const int32_t* bounds, float* yp) override;
   void backward(int moe_layer, const float* dyp, float* dxp) override;
@@ -36,16 +36,16 @@ class ExpertParallel final : public RoutedExperts<float> {
   };
   void exchange_rows(const float* send, const std::vector<int>& s_rows, const std::vector<int>& s_off,
                      float* recv, const std::vector<int>& r_rows, const std::vector<int>& r_off);
-  size_t w_off(int moe_layer, int which) const;  // element offset of expert e0_'s weights
+  size_t weight_offset(int moe_layer, int which) const;  // element offset of expert expert_begin_'s W1/W3/W2
 
   Comm& comm_;
   MoeModel<float>& model_;
-  int P_, me_, E_, e0_, e1_, d_, h_;
+  int ranks_, rank_, n_experts_, expert_begin_, expert_end_, d_model_, hidden_;
   size_t max_rows_;
   std::vector<Plan> plans_;
-  // per layer: grouped inputs and activations of the local experts, [max_rows, d|h]
-  std::vector<std::vector<float>> xl_, a_, b_, act_;
-  std::vector<float> recv_buf_, grouped_buf_, grouped_buf2_, s1_, s2_, s3_;
+  // per layer: grouped inputs (x), x W1, x W3 and activations of the local experts, [max_rows, d|h]
+  std::vector<std::vector<float>> grouped_x_, grouped_xw1_, grouped_xw3_, grouped_act_;
+  std::vector<float> recv_buf_, grouped_buf_, grouped_buf2_, scratch1_, scratch2_, scratch3_;
 };
 
 }  // namespace px

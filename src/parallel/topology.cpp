@@ -41,26 +41,19 @@ Topology Topology::make(int islands, int ranks_per_island, int syncers, int expe
   t.expert_workers = expert_workers;
   t.world_rank = world_rank;
   t.world_size = world_size;
-  const int L = islands * ranks_per_island;
-  if (world_rank < L) {
+  const int learners = islands * ranks_per_island;
+  if (world_rank < learners) {
     t.role = RoleKind::LEARNER;
     t.island = world_rank / ranks_per_island;
     t.local_rank = world_rank % ranks_per_island;
-  } else if (world_rank < L + syncers) {
+  } else if (world_rank < learners + syncers) {
     t.role = RoleKind::SYNCER;
-    t.syncer_index = world_rank - L;
+    t.syncer_index = world_rank - learners;
   } else {
     t.role = RoleKind::EXPERT_WORKER;
-    t.worker_index = world_rank - L - syncers;
+    t.worker_index = world_rank - learners - syncers;
   }
   return t;
-}
-
-int syncer_of_fragment(int fragment, int syncers) {
-  if (syncers <= 0 || fragment < 0)
-    throw std::invalid_argument(fmt::format("syncer_of_fragment({}, {}): need fragment >= 0 and syncers > 0",
-                                            fragment, syncers));
-  return fragment % syncers;
 }
 
 // ---- Communicators ---------------------------------------------------------------------
@@ -86,11 +79,11 @@ Communicators Communicators::split(const Topology& topo, MPI_Comm world) {
                                        topo.world_rank, topo.world_size, rank, size));
   Communicators c;
   c.world = world;
-  const bool L = topo.is_learner();
+  const bool learner = topo.is_learner();
   // Every split is collective over world: non-members pass MPI_UNDEFINED and get NULL.
-  c.learners = split_or_null(world, L ? 0 : MPI_UNDEFINED, rank);
-  c.island = split_or_null(world, L ? topo.island : MPI_UNDEFINED, topo.local_rank);
-  c.peers = split_or_null(world, L ? topo.local_rank : MPI_UNDEFINED, topo.island);
+  c.learners = split_or_null(world, learner ? 0 : MPI_UNDEFINED, rank);
+  c.island = split_or_null(world, learner ? topo.island : MPI_UNDEFINED, topo.local_rank);
+  c.peers = split_or_null(world, learner ? topo.local_rank : MPI_UNDEFINED, topo.island);
   mpiCheck(MPI_Comm_dup(world, &c.p2p));
   mpiCheck(MPI_Comm_set_errhandler(c.p2p, MPI_ERRORS_RETURN));
   return c;

@@ -37,10 +37,6 @@ struct Topology {
   int worker_rank(int w) const { return learners() + syncers + w; }
 };
 
-// The syncer (index in [0, syncers)) that owns backbone fragment `fragment`: fragment % syncers.
-// Throws std::invalid_argument when syncers <= 0 or fragment < 0.
-int syncer_of_fragment(int fragment, int syncers);
-
 // Communicators split from `world` once, at start (collective over world). Freed by the
 // destructor, which must run before MPI_Finalize (it does nothing after it). MPI_COMM_NULL
 // where a rank is not a member. Wrap one in px::Comm (non-owning) to count its traffic.

@@ -7,62 +7,62 @@ namespace px {
 
 SketchHome::SketchHome(int d, int h, px::cpu::ExpertAct act, SketchKey key, int max_rows,
                        int max_staleness, std::vector<HomeExpertSlot> slots)
-    : d_(d), h_(h), act_(act), max_rows_(max_rows), max_staleness_(max_staleness), table_(key),
-      slots_(std::move(slots)), X_(slots_.size()), dY_(slots_.size()) {
+    : d_model_(d), hidden_(h), act_kind_(act), max_rows_(max_rows), max_staleness_(max_staleness), table_(key),
+      slots_(std::move(slots)), queued_x_(slots_.size()), queued_dy_(slots_.size()) {
   for (size_t i = 0; i < slots_.size(); ++i) {
-    const HomeExpertSlot& s = slots_[i];
-    if (!s.W1 || !s.W2 || !s.dW1 || !s.dW2 ||
-        (act_ == px::cpu::EXPERT_ACT_SWIGLU && (!s.W3 || !s.dW3)))
+    const HomeExpertSlot& slot = slots_[i];
+    if (!slot.W1 || !slot.W2 || !slot.dW1 || !slot.dW2 ||
+        (act_kind_ == px::cpu::EXPERT_ACT_SWIGLU && (!slot.W3 || !slot.dW3)))
       throw std::invalid_argument("SketchHome: expert slot with a missing weight or gradient");
-    slot_of_[table_.add(s.moe_layer, s.expert)] = (int)i;
+    slot_of_[table_.add(slot.moe_layer, slot.expert)] = (int)i;
   }
 }
 
 SketchStatus SketchHome::receive(const uint8_t* bytes, size_t size, int64_t home_step) {
   SketchCheck check;
-  check.d = d_;
+  check.d = d_model_;
   check.max_rows = max_rows_;
   check.home_step = home_step;
   check.max_staleness = max_staleness_;
   check.known_handle = [this](uint64_t h) { return slot_of_.count(h) > 0; };
   SketchView view;
-  SketchStatus st = sketch_verify(bytes, size, check, &view);
-  tally_.add(st);
-  if (st != SketchStatus::OK) return st;
+  SketchStatus status = sketch_verify(bytes, size, check, &view);
+  tally_.add(status);
+  if (status != SketchStatus::OK) return status;
   const int slot = slot_of_.at(view.header.handle);
   std::vector<float> X, dY;
   sketch_unpack(view, X, dY);
-  X_[slot].insert(X_[slot].end(), X.begin(), X.end());
-  dY_[slot].insert(dY_[slot].end(), dY.begin(), dY.end());
-  return st;
+  queued_x_[slot].insert(queued_x_[slot].end(), X.begin(), X.end());
+  queued_dy_[slot].insert(queued_dy_[slot].end(), dY.begin(), dY.end());
+  return status;
 }
 
 size_t SketchHome::queued_rows() const {
-  size_t r = 0;
-  for (const auto& x : X_) r += x.size() / d_;
-  return r;
+  size_t rows = 0;
+  for (const auto& x : queued_x_) rows += x.size() / d_model_;
+  return rows;
 }
 
 size_t SketchHome::accumulate() {
   size_t total = 0;
   for (size_t i = 0; i < slots_.size(); ++i) {
-    const int rows = (int)(X_[i].size() / d_);
+    const int rows = (int)(queued_x_[i].size() / d_model_);
     if (rows == 0) continue;
-    const HomeExpertSlot& s = slots_[i];
-    const size_t rd = (size_t)rows * d_, rh = (size_t)rows * h_;
-    Y_.resize(rd);
-    dX_.resize(rd);
-    for (auto* b : {&A_, &B_, &act_buf_, &dact_, &dA_, &dB_}) b->resize(rh);
+    const HomeExpertSlot& slot = slots_[i];
+    const size_t x_values = (size_t)rows * d_model_, h_values = (size_t)rows * hidden_;
+    ffn_y_.resize(x_values);
+    ffn_dx_.resize(x_values);
+    for (auto* b : {&ffn_a_, &ffn_b_, &ffn_act_, &dact_scratch_, &da_scratch_, &db_scratch_}) b->resize(h_values);
     const int32_t bounds[2] = {0, rows};
-    px::cpu::expert_ffn_forward<float>(Y_.data(), A_.data(), B_.data(), act_buf_.data(),
-                                       X_[i].data(), s.W1, s.W3, s.W2, bounds, 1, d_, h_, act_);
-    px::cpu::expert_ffn_backward<float>(dX_.data(), s.dW1, s.dW3, s.dW2, dY_[i].data(),
-                                        X_[i].data(), A_.data(), B_.data(), act_buf_.data(),
-                                        s.W1, s.W3, s.W2, bounds, 1, d_, h_, act_, dact_.data(),
-                                        dA_.data(), dB_.data());
+    px::cpu::expert_ffn_forward<float>(ffn_y_.data(), ffn_a_.data(), ffn_b_.data(), ffn_act_.data(),
+                                       queued_x_[i].data(), slot.W1, slot.W3, slot.W2, bounds, 1, d_model_, hidden_, act_kind_);
+    px::cpu::expert_ffn_backward<float>(ffn_dx_.data(), slot.dW1, slot.dW3, slot.dW2, queued_dy_[i].data(),
+                                        queued_x_[i].data(), ffn_a_.data(), ffn_b_.data(), ffn_act_.data(),
+                                        slot.W1, slot.W3, slot.W2, bounds, 1, d_model_, hidden_, act_kind_, dact_scratch_.data(),
+                                        da_scratch_.data(), db_scratch_.data());
     total += rows;
-    X_[i].clear();
-    dY_[i].clear();
+    queued_x_[i].clear();
+    queued_dy_[i].clear();
   }
   return total;
 }

@@ -16,7 +16,7 @@
 
 #include "ops/cpu/cpu_ops.hpp"          // defines: ExpertAct
 #include "sketch/sketch_handle.hpp"     // defines: SketchHandleTable
-#include "sketch/sketch_wire.hpp"       // defines: SketchStatus, SketchTally
+#include "wire/sketch_wire.hpp"       // defines: SketchStatus, SketchTally
 
 namespace px {
 
@@ -51,17 +51,17 @@ class SketchHome {
   const std::vector<HomeExpertSlot>& slots() const { return slots_; }
 
  private:
-  int d_, h_;
-  px::cpu::ExpertAct act_;
+  int d_model_, hidden_;
+  px::cpu::ExpertAct act_kind_;
   int max_rows_, max_staleness_;
   SketchHandleTable table_;                   // handle -> (layer, expert), refuses collisions
   std::unordered_map<uint64_t, int> slot_of_;  // handle -> index into slots_
   std::vector<HomeExpertSlot> slots_;
   std::vector<int> slot_of_expert_;  // (m, e) -> slot, dense over the registered ids
-  std::vector<std::vector<float>> X_, dY_;  // queued rows per slot
+  std::vector<std::vector<float>> queued_x_, queued_dy_;  // queued rows per slot
   SketchTally tally_;
   // scratch for the expert FFN, grown on demand
-  std::vector<float> Y_, A_, B_, act_buf_, dX_, dact_, dA_, dB_;
+  std::vector<float> ffn_y_, ffn_a_, ffn_b_, ffn_act_, ffn_dx_, dact_scratch_, da_scratch_, db_scratch_;
 };
 
 }  // namespace px

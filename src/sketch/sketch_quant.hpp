@@ -8,7 +8,7 @@
 //          scale s = absmax / 448, q = e4m3(v / s) rounded to nearest even and saturated to
 //          +-448 (what cuda_fp8.h calls __NV_SATFINITE), v' = e4m3_value(q) * s.
 //   bf16 : s = 1 (sent, and applied like the others); q = the upper 16 bits of v after
-//          round-to-nearest-even.
+//          round-to-nearest-even, NaN -> quiet NaN (wire/bf16.hpp: bf16_encode_rne).
 // A row of zeros has s = 0 and codes 0. The rounding uses only IEEE fp32 division (correctly
 // rounded on both backends: no fast-math in this project) and integer arithmetic.
 #include <cmath>
@@ -17,6 +17,7 @@
 
 #include "util/hash_rng.hpp"     // defines: splitmix64
 #include "util/host_device.hpp"  // defines: PX_HD
+#include "wire/bf16.hpp"         // defines: bf16_encode_rne, bf16_decode, f32_bits, bits_f32
 
 namespace px {
 
@@ -24,17 +25,6 @@ namespace px {
 enum SketchElem : uint8_t { SKETCH_INT8 = 0, SKETCH_FP8 = 1, SKETCH_BF16 = 2 };
 
 PX_HD inline int sketch_elem_bytes(SketchElem t) { return t == SKETCH_BF16 ? 2 : 1; }
-
-PX_HD inline uint32_t f32_bits(float v) {
-  uint32_t b;
-  memcpy(&b, &v, 4);
-  return b;
-}
-PX_HD inline float bits_f32(uint32_t b) {
-  float v;
-  memcpy(&v, &b, 4);
-  return v;
-}
 
 // ---- e4m3 ---------------------------------------------------------------------------------
 inline constexpr float kE4m3Max = 448.f;
@@ -71,15 +61,6 @@ PX_HD inline float fp8_e4m3_decode(uint8_t c) {
   else mag = bits_f32(((e + 120u) << 23) | (m << 20));
   return (c & 0x80) ? -mag : mag;
 }
-
-// ---- bf16 ---------------------------------------------------------------------------------
-PX_HD inline uint16_t bf16_encode_rne(float v) {
-  uint32_t b = f32_bits(v);
-  if ((b & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((b >> 16) | 0x40u);  // quiet NaN
-  b += 0x7FFFu + ((b >> 16) & 1u);
-  return (uint16_t)(b >> 16);
-}
-PX_HD inline float bf16_decode(uint16_t h) { return bits_f32((uint32_t)h << 16); }
 
 // ---- one row ------------------------------------------------------------------------------
 // The row scale from the row's absmax (1 for bf16, which is sent unscaled).

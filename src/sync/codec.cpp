@@ -11,6 +11,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "wire/bf16.hpp"       // defines: bf16_encode_saturate, bf16_decode
+#include "wire/trit_pack.hpp"  // defines: trit_byte, kTritTable, trit_bytes
+
 namespace px {
 
 namespace {
@@ -20,7 +23,7 @@ constexpr size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 // Payload bytes (after the 4-byte scale) of a block of r values.
 constexpr size_t int8_payload(size_t r) { return r; }
 constexpr size_t fp4_payload(size_t r) { return ceil_div(r, 2); }
-constexpr size_t ternary_payload(size_t r) { return ceil_div(r, kTritsPerByte); }
+constexpr size_t ternary_payload(size_t r) { return trit_bytes(r); }
 
 const char* dtype_name(WireDtype d) { return to_string(d).data(); }
 
@@ -66,15 +69,7 @@ float absmax(const float* v, size_t r) {
   return *std::max_element(m, m + 8);
 }
 
-// ---- BF16: round to nearest even, saturating at the largest finite bf16.
-uint16_t bf16_from_float(float x) {
-  uint32_t u = std::bit_cast<uint32_t>(x);
-  uint32_t rounded = u + 0x7FFFu + ((u >> 16) & 1u);
-  uint16_t h = static_cast<uint16_t>(rounded >> 16);
-  if ((h & 0x7FFFu) == 0x7F80u) h = static_cast<uint16_t>((h & 0x8000u) | 0x7F7Fu);  // finite -> inf: saturate
-  return h;
-}
-float bf16_to_float(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
+// ---- BF16: round to nearest even, saturating at the largest finite bf16 (wire/bf16.hpp).
 
 // ---- INT8: scale = absmax, q = round_half_even(v * 127 / scale).
 void int8_encode_block(const float* v, size_t r, BlockInt8& b) {
@@ -163,28 +158,16 @@ void ternary_encode_block(const float* v, size_t r, BlockTernary& b) {
   }
   const size_t groups = ternary_payload(r);
   for (size_t k = r; k < groups * kTritsPerByte; ++k) digit[k] = 1;
-  for (size_t g = 0; g < groups; ++g) {
-    const uint8_t* d = digit + g * kTritsPerByte;
-    b.q[g] = static_cast<uint8_t>(d[0] + 3 * d[1] + 9 * d[2] + 27 * d[3] + 81 * d[4]);
-  }
+  for (size_t g = 0; g < groups; ++g) b.q[g] = trit_byte(digit + g * kTritsPerByte);
 }
-// The five trits (q in {-1, 0, 1}) of each valid byte 0..242.
-constexpr auto kTernaryTable = [] {
-  std::array<std::array<int8_t, kTritsPerByte>, 243> t{};
-  for (int byte = 0; byte < 243; ++byte) {
-    int b = byte;
-    for (size_t j = 0; j < kTritsPerByte; ++j, b /= 3) t[byte][j] = static_cast<int8_t>(b % 3 - 1);
-  }
-  return t;
-}();
 template <class Sink>
 void ternary_decode_block(const BlockTernary& b, size_t r, size_t block, Sink&& sink) {
   const float s = read_scale(WireDtype::TERNARY, b.scale, block);
   const size_t groups = ternary_payload(r);
   for (size_t g = 0; g < groups; ++g) {
     uint8_t byte = b.q[g];
-    if (byte > 242) throw_malformed(WireDtype::TERNARY, block, "trit byte " + std::to_string(byte) + " > 242");
-    const auto& trits = kTernaryTable[byte];
+    if (byte > kMaxTritByte) throw_malformed(WireDtype::TERNARY, block, "trit byte " + std::to_string(byte) + " > 242");
+    const auto& trits = kTritTable[byte];
     for (size_t j = 0; j < kTritsPerByte; ++j) {
       size_t i = g * kTritsPerByte + j;
       if (i < r) sink(i, static_cast<float>(trits[j]) * s);
@@ -228,7 +211,7 @@ void decode_with(WireDtype d, const uint8_t* in, size_t n, Sink&& sink) {
       for (size_t i = 0; i < n; ++i) {
         uint16_t h;
         std::memcpy(&h, in + 2 * i, 2);
-        sink(i, bf16_to_float(h));
+        sink(i, bf16_decode(h));
       }
       return;
     case WireDtype::INT8:
@@ -277,7 +260,7 @@ void encode(WireDtype d, const float* x, size_t n, uint8_t* out) {
         const size_t r = std::min(kWireBlock, n - start);
         check_finite(d, x + start, r, start, x);
         for (size_t i = start; i < start + r; ++i) {
-          uint16_t h = bf16_from_float(x[i]);
+          uint16_t h = bf16_encode_saturate(x[i]);
           std::memcpy(out + 2 * i, &h, 2);
         }
       }

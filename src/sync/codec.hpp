@@ -27,7 +27,8 @@
 //
 // The codecs, for a block v[0..r) with A = max |v_i| (absmax) and M = sum |v_i| / r (absmean):
 //   BF16     the upper 16 bits of the fp32 pattern after round-to-nearest-even; a finite value
-//            that would round to infinity saturates to the largest finite bf16 (±0x7F7F).
+//            that would round to infinity saturates to the largest finite bf16 (±0x7F7F)
+//            (wire/bf16.hpp: bf16_encode_saturate).
 //            |error| <= 2^-8 |v| for normal values (half a bf16 ulp), <= 2^-134 for subnormals.
 //   INT8     scale s = A. q_i = round_half_even(v_i * 127 / s) in [-127, 127] (computed in double),
 //            decoded v_i = q_i * s / 127. |error| <= s / 254 (half a step), up to fp32 rounding
@@ -45,13 +46,15 @@
 //            fp32), q_i = sign(v_i) if |v_i| / s >= 1/2 else 0 (i.e.
 //            clamp(round_half_away(v_i / s), -1, 1), the BitNet b1.58 absmean rule), decoded
 //            v_i = q_i * s, exactly one of {-s, 0, +s}. Five trits per byte, little digit first:
-//            byte = sum_j (q_{5g+j} + 1) * 3^j (<= 242); a partial last group pads with q = 0.
+//            byte = sum_j (q_{5g+j} + 1) * 3^j (<= 242); a partial last group pads with q = 0
+//            (wire/trit_pack.hpp, shared with the ternary expert views).
 //            Bound: |error| <= max(s / 2, |v| - s).
 #include <bit>
 #include <cstddef>
 #include <cstdint>
 
-#include "config/config.hpp"  // defines: WireDtype
+#include "config/config.hpp"    // defines: WireDtype
+#include "wire/trit_pack.hpp"  // defines: kTritsPerByte (5 trits per byte, the packing rule)
 
 namespace px {
 
@@ -72,7 +75,6 @@ struct BlockFp4 {
 };
 static_assert(sizeof(BlockFp4) == 4 + kWireBlock / 2, "FP4 block: fp32 scale + 128 bytes");
 
-inline constexpr size_t kTritsPerByte = 5;  // 3^5 = 243 <= 256
 struct BlockTernary {
   float scale;                                                   // absmean of the block
   uint8_t q[(kWireBlock + kTritsPerByte - 1) / kTritsPerByte];   // 5 trits per byte

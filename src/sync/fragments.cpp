@@ -14,34 +14,34 @@ int layer_of(const std::string& name) {
 }
 }  // namespace
 
-FragmentPlan::FragmentPlan(const ParamLayout& layout, int F, bool with_experts)
-    : frags_(F), sizes_(F, 0) {
-  for (const ParamSpec& s : layout.specs) {
-    if (!with_experts && s.arena == Arena::EXPERTS) continue;
-    const int l = layer_of(s.name);
-    const int f = l >= 0 ? l % F : (s.name == "embed" ? 0 : F - 1);
-    frags_[f].push_back({s.arena, s.offset, s.size, sizes_[f], s.name == "embed"});
-    sizes_[f] += s.size;
+FragmentPlan::FragmentPlan(const ParamLayout& layout, int fragments, bool with_experts)
+    : frags_(fragments), sizes_(fragments, 0) {
+  for (const ParamSpec& spec : layout.specs) {
+    if (!with_experts && spec.arena == Arena::EXPERTS) continue;
+    const int layer = layer_of(spec.name);
+    const int f = layer >= 0 ? layer % fragments : (spec.name == "embed" ? 0 : fragments - 1);
+    frags_[f].push_back({spec.arena, spec.offset, spec.size, sizes_[f], spec.name == "embed"});
+    sizes_[f] += spec.size;
   }
 }
 
 void FragmentPlan::gather(int f, size_t lo, size_t hi, const float* const arenas[2],
                           float* out) const {
-  for (const FragmentPiece& p : frags_[f]) {
-    const size_t a = std::max(lo, p.flat), b = std::min(hi, p.flat + p.size);
-    if (a < b)
-      std::memcpy(out + (a - lo), arenas[(int)p.arena] + p.offset + (a - p.flat),
-                  sizeof(float) * (b - a));
+  for (const FragmentPiece& piece : frags_[f]) {
+    const size_t begin = std::max(lo, piece.flat), end = std::min(hi, piece.flat + piece.size);
+    if (begin < end)
+      std::memcpy(out + (begin - lo), arenas[(int)piece.arena] + piece.offset + (begin - piece.flat),
+                  sizeof(float) * (end - begin));
   }
 }
 
 void FragmentPlan::scatter(int f, size_t lo, size_t hi, const float* in,
                            float* const arenas[2]) const {
-  for (const FragmentPiece& p : frags_[f]) {
-    const size_t a = std::max(lo, p.flat), b = std::min(hi, p.flat + p.size);
-    if (a < b)
-      std::memcpy(arenas[(int)p.arena] + p.offset + (a - p.flat), in + (a - lo),
-                  sizeof(float) * (b - a));
+  for (const FragmentPiece& piece : frags_[f]) {
+    const size_t begin = std::max(lo, piece.flat), end = std::min(hi, piece.flat + piece.size);
+    if (begin < end)
+      std::memcpy(arenas[(int)piece.arena] + piece.offset + (begin - piece.flat), in + (begin - lo),
+                  sizeof(float) * (end - begin));
   }
 }
 

@@ -28,10 +28,12 @@ class FragmentPlan {
   int count() const { return (int)frags_.size(); }
   size_t size(int f) const { return sizes_[f]; }
   const std::vector<FragmentPiece>& pieces(int f) const { return frags_[f]; }
-  static bool due(int f, int64_t step, int H, int F) {
-    return step > 0 && step % H == ((int64_t)f * H / F) % H;
+  // Fragment `fragment` of `fragments` syncs after `step`, every `every` (sync.backbone_every, H) steps.
+  static bool due(int fragment, int64_t step, int every, int fragments) {
+    return step > 0 && step % every == ((int64_t)fragment * every / fragments) % every;
   }
-  static size_t shard_begin(size_t n, int r, int R) { return n * r / R; }
+  // First element of shard `shard` of `shards` of n elements.
+  static size_t shard_begin(size_t n, int shard, int shards) { return n * shard / shards; }
   // Copies fragment f's flat elements [lo, hi) out of / into the two arenas.
   void gather(int f, size_t lo, size_t hi, const float* const arenas[2], float* out) const;
   void scatter(int f, size_t lo, size_t hi, const float* in, float* const arenas[2]) const;
@@ -39,9 +41,9 @@ class FragmentPlan {
   // in fragment-flat coordinates (for per-tensor merge rules such as RDA).
   template <class Fn>
   void for_each_tensor(int f, size_t lo, size_t hi, Fn fn) const {
-    for (const FragmentPiece& p : frags_[f]) {
-      const size_t a = std::max(lo, p.flat), b = std::min(hi, p.flat + p.size);
-      if (a < b) fn(a, b, p.mean_only);
+    for (const FragmentPiece& piece : frags_[f]) {
+      const size_t begin = std::max(lo, piece.flat), end = std::min(hi, piece.flat + piece.size);
+      if (begin < end) fn(begin, end, piece.mean_only);
     }
   }
 

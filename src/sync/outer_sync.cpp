@@ -152,7 +152,7 @@ void OuterSync::push(int f, int64_t step, int64_t tokens) {
   const int dest = topo_.syncer_rank(unit % topo_.syncers);
   p.sreq = p2p_.isend(p.send.data(), (int)p.send.size(), dest, TAG_PUSH, Tier::BACKBONE);
   p.reply.resize(m);
-  p.rreq = p2p_.irecv(p.reply.data(), (int)(m * sizeof(float)), dest, TAG_REPLY + f);
+  p.rreq = p2p_.irecv(p.reply.data(), (int)(m * sizeof(float)), dest, reply_tag(f));
   p.active = true;
 }
 

@@ -23,17 +23,10 @@
 #include "parallel/topology.hpp"    // defines: Topology
 #include "sync/error_feedback.hpp"  // defines: ErrorFeedback
 #include "sync/fragments.hpp"       // defines: FragmentPlan
+#include "wire/mpi_tags.hpp"         // defines: TAG_PUSH, reply_tag, TAG_CKPT, ...
+#include "wire/push_header.hpp"      // defines: PushHeader
 
 namespace px {
-
-// Wire header of a push (learner -> syncer).
-struct PushHeader {
-  int64_t step, tokens, n;
-  int32_t island, fragment, shard, dtype;
-};
-static_assert(sizeof(PushHeader) == 40);
-
-enum SyncTag : int { TAG_DONE = 90, TAG_CKPT = 91, TAG_TICK = 92, TAG_PUSH = 100, TAG_REPLY = 1000 };
 
 class OuterSync {  // (its state is checkpointed through save/load, by the backbone tier)
  public:

@@ -94,7 +94,7 @@ void Syncer::merge(Unit& un) {
     auto o = std::make_unique<OutMsg>();
     o->data = un.st.theta;
     o->req = p2p_.isend(o->data.data(), (int)(m * sizeof(float)), topo_.learner_rank(i, un.shard),
-                        TAG_REPLY + un.f, Tier::BACKBONE);
+                        reply_tag(un.f), Tier::BACKBONE);
     out_.push_back(std::move(o));
   }
   std::erase_if(out_, [](std::unique_ptr<OutMsg>& o) { return Comm::test(o->req); });

@@ -21,22 +21,12 @@
 #include "config/config.hpp"        // defines: Config
 #include "parallel/comm.hpp"        // defines: Comm
 #include "parallel/topology.hpp"    // defines: Topology
+#include "wire/mpi_tags.hpp"         // defines: TAG_SKETCH, TAG_SNAPSHOT, TAG_ADAPTER
+#include "wire/sketch_bundle.hpp"    // defines: SketchBundleHeader, ExpertFlag
 #include "experts/expert_home.hpp"     // defines: ExpertHome
 #include "experts/expert_views.hpp"    // defines: ExpertViews
 
 namespace px {
-
-enum ExpertTag : int { TAG_SKETCH = 60, TAG_SNAPSHOT = 61, TAG_ADAPTER = 62 };
-enum ExpertFlag : uint32_t { EXPERT_FLAG_CHECKPOINT = 1, EXPERT_FLAG_STOP = 2 };
-
-struct SketchBundleHeader {
-  uint32_t magic = 0x42535850u;  // "PXSB"
-  uint32_t count = 0;            // sketches that follow, each as u32 bytes + a sketch message
-  int64_t step = 0;
-  uint32_t flags = 0;            // ExpertFlag bits
-  uint32_t reserved = 0;
-};
-static_assert(sizeof(SketchBundleHeader) == 24);
 
 class ExpertMessages {
  public:

@@ -12,9 +12,9 @@
 #include "sync/codec.hpp"           // defines: encoded_bytes
 #include "model/lowrank_view.hpp"   // defines: lowrank_expert_wire_bytes
 #include "model/ternary_view.hpp"   // defines: ternary_expert_wire_bytes
-#include "sketch/sketch_wire.hpp"   // defines: sketch_wire_bytes
-#include "tiers/expert_messages.hpp"  // defines: SketchBundleHeader
-#include "sync/outer_sync.hpp"      // defines: PushHeader
+#include "wire/sketch_wire.hpp"     // defines: sketch_wire_bytes
+#include "wire/sketch_bundle.hpp"   // defines: SketchBundleHeader
+#include "wire/push_header.hpp"     // defines: PushHeader
 
 namespace px {
 

@@ -29,7 +29,7 @@ TEST(CudaModelState, OptimizerRoundTripResumes) {
   const int B = 2, N = B * c.seq_len;
   px::MoeModel<float> host(c, B, c.seq_len);
   host.init_params(7);
-  const px::ParamLayout& L = host.layout();
+  const px::ParamLayout& layout = host.layout();
   std::mt19937 rng(11);
   std::vector<std::vector<int32_t>> toks(4, std::vector<int32_t>(2 * N));
   for (auto& t : toks)
@@ -38,7 +38,7 @@ TEST(CudaModelState, OptimizerRoundTripResumes) {
   px::cuda::CudaModel a(c, B, c.seq_len);
   a.upload_params(host.params(Arena::BACKBONE), host.params(Arena::EXPERTS));
   for (int s = 0; s < 2; ++s) a.step(toks[s].data(), toks[s].data() + N, 1e-3f, 1.f, 0.1f);
-  std::vector<float> pb(L.backbone_size), pe(L.experts_size), mb(pb.size()), me(pe.size()),
+  std::vector<float> pb(layout.backbone_size), pe(layout.experts_size), mb(pb.size()), me(pe.size()),
       vb(pb.size()), ve(pe.size());
   a.download_params(pb.data(), pe.data());
   a.download_optimizer(mb.data(), me.data(), vb.data(), ve.data());

@@ -3,7 +3,7 @@
 // sketch_unpack), determinism, and unbiasedness of the importance-sampled estimate.
 #include "test_util.hpp"
 
-#include "sketch/sketch_wire.hpp"  // defines: sketch_wrap, sketch_verify, sketch_unpack
+#include "wire/sketch_wire.hpp"  // defines: sketch_wrap, sketch_verify, sketch_unpack
 #include "sketch_pack.cuh"         // defines: px::cuda::sketch_pack, sketch_checksum_cpu
 
 using namespace px::test;
@@ -42,6 +42,11 @@ static std::vector<uint8_t> cpu_row_codes(const std::vector<float>& v, px::Sketc
   for (size_t i = 0; i < v.size(); ++i) px::sketch_encode_elem(v[i], *scale, t, q.data(), (int)i);
   return q;
 }
+
+namespace px {
+// gtest would print the uint8_t enum as a character.
+void PrintTo(SketchElem t, std::ostream* os) { *os << (t == SKETCH_INT8 ? "int8" : t == SKETCH_FP8 ? "fp8" : "bf16"); }
+}  // namespace px
 
 class CudaSketchDtype : public ::testing::TestWithParam<px::SketchElem> {};
 
@@ -142,7 +147,8 @@ TEST_P(CudaSketchDtype, PackMatchesCpuContract) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaSketchDtype,
-                         ::testing::Values(px::SKETCH_INT8, px::SKETCH_FP8, px::SKETCH_BF16));
+                         ::testing::Values(px::SKETCH_INT8, px::SKETCH_FP8, px::SKETCH_BF16),
+                         [](const auto& info) { return ::testing::PrintToString(info.param); });
 
 TEST(CudaSketch, ImportanceSampledEstimateIsUnbiased) {
   PX_SKIP_IF_NO_GPU();

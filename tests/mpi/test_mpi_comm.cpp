@@ -14,8 +14,9 @@
 #include <vector>
 
 #include "parallel/comm.hpp"      // defines: Comm, CommStats, Tier, tier_name
-#include "parallel/topology.hpp"  // defines: Topology, Communicators, syncer_of_fragment
+#include "parallel/topology.hpp"  // defines: Topology, Communicators
 #include "util/errors.hpp"        // defines: UserError
+#include "wire/mpi_tags.hpp"      // defines: TAG_TEST_RING, TAG_TEST_PROBE
 
 using namespace px;
 
@@ -200,8 +201,8 @@ TEST(CommP2P, IsendIrecvRingCountedAtPost) {
   const int to = (r + 1) % p, from = (r + p - 1) % p;
   std::vector<unsigned char> send(100 + r), recv(100 + from);
   for (size_t j = 0; j < send.size(); ++j) send[j] = static_cast<unsigned char>(r + j);
-  MPI_Request rr = p2p.irecv(recv.data(), static_cast<int>(recv.size()), from, 7);
-  MPI_Request sr = p2p.isend(send.data(), static_cast<int>(send.size()), to, 7, Tier::SKETCH);
+  MPI_Request rr = p2p.irecv(recv.data(), static_cast<int>(recv.size()), from, TAG_TEST_RING);
+  MPI_Request sr = p2p.isend(send.data(), static_cast<int>(send.size()), to, TAG_TEST_RING, Tier::SKETCH);
   expect_only(stats, Tier::SKETCH, 100 + r);  // counted when posted, before completion
   std::vector<MPI_Request> reqs = {rr, sr};
   Comm::wait_all(reqs);
@@ -215,14 +216,14 @@ TEST(CommP2P, ProbeIprobeRecv) {
   Comm p2p = Comm::dup(MPI_COMM_WORLD, stats);
   const int to = (r + 1) % p, from = (r + p - 1) % p;
   std::vector<unsigned char> send(10 * r + 3, static_cast<unsigned char>(r));
-  MPI_Request sr = p2p.isend(send.data(), static_cast<int>(send.size()), to, 40 + r, Tier::ADAPTER);
+  MPI_Request sr = p2p.isend(send.data(), static_cast<int>(send.size()), to, TAG_TEST_PROBE + r, Tier::ADAPTER);
   // iprobe until the message is here, then probe (it is still pending) and receive it
   std::optional<MPI_Status> st;
   while (!(st = p2p.iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG))) {
   }
   EXPECT_EQ(st->MPI_SOURCE, from);
-  EXPECT_EQ(st->MPI_TAG, 40 + from);
-  MPI_Status ps = p2p.probe(from, 40 + from);
+  EXPECT_EQ(st->MPI_TAG, TAG_TEST_PROBE + from);
+  MPI_Status ps = p2p.probe(from, TAG_TEST_PROBE + from);
   const int n = Comm::status_bytes(ps);
   EXPECT_EQ(n, 10 * from + 3);
   std::vector<unsigned char> recv(n);
@@ -347,13 +348,6 @@ TEST(Topology, MismatchIsUserErrorNamingTheNumbers) {
   EXPECT_THROW(Topology::make(0, 2, 0, 0, 0, 0), UserError);
   EXPECT_THROW(Topology::make(1, 2, -1, 0, 0, 1), UserError);
   EXPECT_THROW(Topology::make(1, 2, 0, 0, 2, 2), UserError);
-}
-
-TEST(Topology, SyncerOfFragment) {
-  EXPECT_EQ(syncer_of_fragment(0, 1), 0);
-  EXPECT_EQ(syncer_of_fragment(7, 3), 1);
-  EXPECT_EQ(syncer_of_fragment(5, 5), 0);
-  EXPECT_THROW(syncer_of_fragment(1, 0), std::invalid_argument);
 }
 
 namespace {

@@ -1,6 +1,6 @@
 // defines: sketch_wire_bytes, sketch_checksum64, sketch_encode, sketch_wrap, sketch_verify,
 //          sketch_unpack, sketch_status_name, SketchTally
-#include "sketch/sketch_wire.hpp"
+#include "wire/sketch_wire.hpp"
 
 #include <cfloat>
 #include <cmath>

@@ -7,7 +7,7 @@
 //   SketchHeader            48 bytes (below)
 //   xs  [n]  fp32           row scales of X   (all 1 for bf16)
 //   dys [n]  fp32           row scales of dY  (all 1 for bf16)
-//   xq  [n, d] codes        1 byte per value (int8, fp8 e4m3) or 2 (bf16); sketch_quant.hpp
+//   xq  [n, d] codes        1 byte per value (int8, fp8 e4m3) or 2 (bf16); sketch/sketch_quant.hpp
 //   dyq [n, d] codes
 // Size: 48 + 8 n + 2 n d b, b = bytes per code (sketch_wire_bytes).
 // checksum: sketch_checksum64 over the header (its checksum field set to 0), then the payload.
@@ -35,7 +35,7 @@ struct SketchHeader {
   uint16_t version = kSketchVersion;
   uint8_t dtype = SKETCH_INT8;  // SketchElem
   uint8_t flags = 0;            // none defined; must be 0
-  uint64_t handle = 0;          // opaque expert handle (sketch_handle.hpp)
+  uint64_t handle = 0;          // opaque expert handle (sketch/sketch_handle.hpp)
   int64_t step = 0;             // the island's step that produced it
   int32_t source_rank = 0;      // world rank of the island rank that sent it
   int32_t n = 0;                // rows (tokens)
@@ -58,7 +58,7 @@ size_t sketch_wire_bytes(SketchElem dtype, int n, int d);
 // 64-bit checksum of the header (checksum field taken as 0) followed by `payload` bytes.
 uint64_t sketch_checksum64(const SketchHeader& header, const uint8_t* payload, size_t bytes);
 
-// Island side (CPU): codes X [n, d] and dY [n, d] row by row (sketch_quant.hpp) into `out`
+// Island side (CPU): codes X [n, d] and dY [n, d] row by row (sketch/sketch_quant.hpp) into `out`
 // (resized to sketch_wire_bytes). dY must already carry the gate and reweighting factors.
 void sketch_encode(std::vector<uint8_t>& out, const SketchMeta& meta, const float* X,
                    const float* dY, int n, int d);

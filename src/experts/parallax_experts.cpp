@@ -14,23 +14,23 @@ namespace px {
 
 ParallaxExperts::ParallaxExperts(const Config& cfg, const Topology& topo, MoeModel<float>& model,
                                  int max_rows)
-    : cfg_(cfg), model_(model), me_(topo.world_rank), E_(cfg.model.n_experts),
+    : cfg_(cfg), model_(model), my_rank_(topo.world_rank), n_experts_(cfg.model.n_experts),
       d_(cfg.model.d_model), h_(cfg.model.expert_hidden),
       adapters_(cfg.experts.signal == ExpertSignalKind::ADAPTERS), key_(run_sketch_key(cfg)) {
   const int M = cfg.model.moe_layers();
   for (int m = 0; m < M; ++m)
-    for (int e = 0; e < E_; ++e) home_.push_back(expert_home(topo, m, e, E_));
-  xp_.assign(M, nullptr);
-  bounds_.assign(M, std::vector<int32_t>(E_ + 1, 0));
+    for (int e = 0; e < n_experts_; ++e) home_.push_back(expert_home(topo, m, e, n_experts_));
+  inputs_.assign(M, nullptr);
+  bounds_.assign(M, std::vector<int32_t>(n_experts_ + 1, 0));
   const size_t rh = (size_t)max_rows * h_;
-  a_.assign(M, std::vector<float>(rh));
-  b_.assign(M, std::vector<float>(expert_act_of(cfg.model) == cpu::EXPERT_ACT_SWIGLU ? rh : 0));
+  pre_w1_.assign(M, std::vector<float>(rh));
+  pre_w3_.assign(M, std::vector<float>(expert_act_of(cfg.model) == cpu::EXPERT_ACT_SWIGLU ? rh : 0));
   act_.assign(M, std::vector<float>(rh));
-  s1_.resize(rh);
-  s2_.resize(rh);
-  s3_.resize(rh);
-  dw_.resize(3 * (size_t)d_ * h_);
-  w_.resize(3 * (size_t)d_ * h_);
+  scratch1_.resize(rh);
+  scratch2_.resize(rh);
+  scratch3_.resize(rh);
+  weight_grad_.resize(3 * (size_t)d_ * h_);
+  view_weights_.resize(3 * (size_t)d_ * h_);
 }
 
 std::map<int, std::vector<std::vector<uint8_t>>> ParallaxExperts::take_outbox() {
@@ -45,8 +45,8 @@ void ParallaxExperts::weights(int m, int e, const float** W1, const float** W3, 
     return;
   }
   const size_t wsz = (size_t)d_ * h_;
-  float *w1 = w_.data(), *w3 = expert_act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU ? w_.data() + wsz : nullptr,
-        *w2 = w_.data() + 2 * wsz;
+  float *w1 = view_weights_.data(), *w3 = expert_act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU ? view_weights_.data() + wsz : nullptr,
+        *w2 = view_weights_.data() + 2 * wsz;
   views_->dequantize(m, e, w1, w3, w2);
   if (adapters_src_) adapters_src_->add_to(m, e, w1, w3, w2);
   *W1 = w1;
@@ -56,17 +56,17 @@ void ParallaxExperts::weights(int m, int e, const float** W1, const float** W3, 
 
 void ParallaxExperts::forward(int m, const float* xp, const int32_t* bounds, float* yp) {
   if (!views_) throw std::logic_error("ParallaxExperts: set_sources before the first forward");
-  xp_[m] = xp;
-  std::copy(bounds, bounds + E_ + 1, bounds_[m].begin());
+  inputs_[m] = xp;
+  std::copy(bounds, bounds + n_experts_ + 1, bounds_[m].begin());
   const bool swiglu = expert_act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
-  for (int e = 0; e < E_; ++e) {
+  for (int e = 0; e < n_experts_; ++e) {
     const int r0 = bounds[e], n = bounds[e + 1] - r0;
     if (n == 0) continue;
     const float *W1, *W3, *W2;
     weights(m, e, &W1, &W3, &W2);
     const int32_t seg[2] = {0, n};
     const size_t od = (size_t)r0 * d_, oh = (size_t)r0 * h_;
-    cpu::expert_ffn_forward<float>(yp + od, a_[m].data() + oh, swiglu ? b_[m].data() + oh : nullptr,
+    cpu::expert_ffn_forward<float>(yp + od, pre_w1_[m].data() + oh, swiglu ? pre_w3_[m].data() + oh : nullptr,
                                    act_[m].data() + oh, xp + od, W1, W3, W2, seg, 1, d_, h_,
                                    expert_act_of(cfg_.model));
   }
@@ -76,7 +76,7 @@ void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
   const bool swiglu = expert_act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
   const size_t wsz = (size_t)d_ * h_;
   const auto& bd = bounds_[m];
-  for (int e = 0; e < E_; ++e) {
+  for (int e = 0; e < n_experts_; ++e) {
     const int r0 = bd[e], n = bd[e + 1] - r0;
     if (n == 0) continue;
     const float *W1, *W3, *W2;
@@ -87,28 +87,28 @@ void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
     const bool dense = (mine || adapters_) && sink_;
     const int32_t seg[2] = {0, n};
     const size_t od = (size_t)r0 * d_, oh = (size_t)r0 * h_;
-    if (dense) std::fill(dw_.begin(), dw_.end(), 0.f);
-    float* g1 = dw_.data();
-    float* g3 = dw_.data() + wsz;
-    float* g2 = dw_.data() + 2 * wsz;
+    if (dense) std::fill(weight_grad_.begin(), weight_grad_.end(), 0.f);
+    float* g1 = weight_grad_.data();
+    float* g3 = weight_grad_.data() + wsz;
+    float* g2 = weight_grad_.data() + 2 * wsz;
     cpu::expert_ffn_backward<float>(
-        dxp + od, dense ? g1 : nullptr, dense && swiglu ? g3 : nullptr, dense ? g2 : nullptr, dyp + od, xp_[m] + od, a_[m].data() + oh,
-        swiglu ? b_[m].data() + oh : nullptr, act_[m].data() + oh, W1, W3, W2, seg, 1, d_, h_,
-        expert_act_of(cfg_.model), s1_.data(), s2_.data(), s3_.data());
+        dxp + od, dense ? g1 : nullptr, dense && swiglu ? g3 : nullptr, dense ? g2 : nullptr, dyp + od, inputs_[m] + od, pre_w1_[m].data() + oh,
+        swiglu ? pre_w3_[m].data() + oh : nullptr, act_[m].data() + oh, W1, W3, W2, seg, 1, d_, h_,
+        expert_act_of(cfg_.model), scratch1_.data(), scratch2_.data(), scratch3_.data());
     if (dense) sink_(m, e, g1, swiglu ? g3 : nullptr, g2);
     if (mine || !sketch_) continue;
     // a sketch of this expert's rows for its home (DESIGN §7)
     SketchSample sample;
-    const uint64_t seed = splitmix64((uint64_t)cfg_.train.seed ^ 0x736b65746368ull) + (uint64_t)me_;
-    sketch_sample_rows(sample, xp_[m] + od, dyp + od, n, d_, cfg_.sketch.tokens, seed, (int)step_,
-                       m * E_ + e);
+    const uint64_t seed = splitmix64((uint64_t)cfg_.train.seed ^ 0x736b65746368ull) + (uint64_t)my_rank_;
+    sketch_sample_rows(sample, inputs_[m] + od, dyp + od, n, d_, cfg_.sketch.tokens, seed, (int)step_,
+                       m * n_experts_ + e);
     // a sketch every S = sketch_every steps stands for S steps of this source's signal
     for (float& w : sample.weight) w *= (float)cfg_.experts.sketch_every;
-    sketch_gather(sample, xp_[m] + od, dyp + od, d_, xs_, dys_);
-    SketchMeta meta{sketch_handle(key_, m, e), step_, me_, (SketchElem)cfg_.sketch.dtype};
+    sketch_gather(sample, inputs_[m] + od, dyp + od, d_, sampled_x_, sampled_dy_);
+    SketchMeta meta{sketch_handle(key_, m, e), step_, my_rank_, (SketchElem)cfg_.sketch.dtype};
     auto& box = outbox_[home_of(m, e)];
     box.emplace_back();
-    sketch_encode(box.back(), meta, xs_.data(), dys_.data(), (int)sample.rows.size(), d_);
+    sketch_encode(box.back(), meta, sampled_x_.data(), sampled_dy_.data(), (int)sample.rows.size(), d_);
   }
 }
 

@@ -51,8 +51,8 @@ class ParallaxExperts final : public RoutedExperts<float> {
   // Sketches packed since the last take, by home world rank (each a full sketch message).
   std::map<int, std::vector<std::vector<uint8_t>>> take_outbox();
 
-  bool homed_here(int moe_layer, int e) const { return home_[(size_t)moe_layer * E_ + e] == me_; }
-  int home_of(int moe_layer, int e) const { return home_[(size_t)moe_layer * E_ + e]; }
+  bool homed_here(int moe_layer, int e) const { return home_[(size_t)moe_layer * n_experts_ + e] == my_rank_; }
+  int home_of(int moe_layer, int e) const { return home_[(size_t)moe_layer * n_experts_ + e]; }
 
   void forward(int moe_layer, const float* xp, const int32_t* bounds, float* yp) override;
   void backward(int moe_layer, const float* dyp, float* dxp) override;
@@ -60,23 +60,23 @@ class ParallaxExperts final : public RoutedExperts<float> {
  private:
   const Config& cfg_;
   MoeModel<float>& model_;
-  int me_, E_, d_, h_;
+  int my_rank_, n_experts_, d_, h_;
   bool adapters_;  // experts.signal = "adapters": dense weight gradients of the views too
   std::vector<int> home_;  // [moe_layers * E] world rank of each expert's home
   SketchKey key_;
   int64_t step_ = 0;
   bool sketch_ = false;
   // per layer: the last forward's inputs (the model's activations) and expert activations
-  std::vector<const float*> xp_;
+  std::vector<const float*> inputs_;
   std::vector<std::vector<int32_t>> bounds_;
-  std::vector<std::vector<float>> a_, b_, act_;
-  std::vector<float> s1_, s2_, s3_, xs_, dys_, dw_;  // dw_: [3, d*h] one expert's gradient
-  std::vector<float> w_;  // [3, d*h]: one view's dequantized weights
+  std::vector<std::vector<float>> pre_w1_, pre_w3_, act_;  // x W1, x W3 (swiglu), activation
+  std::vector<float> scratch1_, scratch2_, scratch3_, sampled_x_, sampled_dy_, weight_grad_;  // weight_grad_: [3, d*h] one expert's gradient
+  std::vector<float> view_weights_;  // [3, d*h]: one view's dequantized weights
   GradSink sink_;
   const ExpertHome* home_src_ = nullptr;
   const ExpertViews* views_ = nullptr;
   const ExpertAdapters* adapters_src_ = nullptr;
-  // Points W1, W3, W2 at expert (m, e)'s weights (a master, or a view materialized in w_).
+  // Points W1, W3, W2 at expert (m, e)'s weights (a master, or a view materialized in view_weights_).
   void weights(int m, int e, const float** W1, const float** W3, const float** W2);
   std::map<int, std::vector<std::vector<uint8_t>>> outbox_;
 };

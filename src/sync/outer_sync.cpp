@@ -36,9 +36,9 @@ struct Shard {
   size_t lo, hi;
   size_t m() const { return hi - lo; }
 };
-Shard shard_of(const FragmentPlan& p, int f, int r, int R) {
+Shard shard_of(const FragmentPlan& p, int f, int r, int ranks) {
   const size_t n = p.size(f);
-  return {FragmentPlan::shard_begin(n, r, R), FragmentPlan::shard_begin(n, r + 1, R)};
+  return {FragmentPlan::shard_begin(n, r, ranks), FragmentPlan::shard_begin(n, r + 1, ranks)};
 }
 }  // namespace
 
@@ -79,25 +79,25 @@ void OuterSync::sync_allreduce(int f) {
   plan_.gather(f, s.lo, s.hi, mo, mom.data());
   std::vector<float> delta(m);
   for (size_t i = 0; i < m; ++i) delta[i] = g[i] - x[i];
-  const int I = peers_.size();
+  const int islands = peers_.size();
   const WireDtype dt = cfg_.sync.outer_dtype;
   const bool rda = cfg_.sync.merge == MergeKind::RDA;
   if (dt == WireDtype::FP32 && !rda) {
     peers_.allreduce_sum(delta.data(), (int64_t)m, Tier::BACKBONE);
-    for (size_t i = 0; i < m; ++i) merged[i] = delta[i] / (float)I;
+    for (size_t i = 0; i < m; ++i) merged[i] = delta[i] / (float)islands;
   } else {
     const size_t nb = encoded_bytes(dt, m);
-    std::vector<uint8_t> mine(nb), all(nb * I);
+    std::vector<uint8_t> mine(nb), all(nb * islands);
     ef_[f].encode(dt, delta.data(), mine.data());
-    peers_.allgatherv(mine.data(), (int)nb, all.data(), std::vector<int>(I, (int)nb),
+    peers_.allgatherv(mine.data(), (int)nb, all.data(), std::vector<int>(islands, (int)nb),
                       Tier::BACKBONE);
-    std::vector<std::vector<float>> dec(I, std::vector<float>(m));
-    std::vector<const float*> ptrs(I);
-    for (int i = 0; i < I; ++i) {
+    std::vector<std::vector<float>> dec(islands, std::vector<float>(m));
+    std::vector<const float*> ptrs(islands);
+    for (int i = 0; i < islands; ++i) {
       decode(dt, all.data() + nb * i, m, dec[i].data());
       ptrs[i] = dec[i].data();
     }
-    merge_outer(plan_, f, s.lo, s.hi, ptrs, std::vector<double>(I, 1.0 / I), rda, merged.data());
+    merge_outer(plan_, f, s.lo, s.hi, ptrs, std::vector<double>(islands, 1.0 / islands), rda, merged.data());
   }
   outer_nesterov(g.data(), mom.data(), merged.data(), m, cfg_.sync.outer_lr,
                  cfg_.sync.outer_momentum);

@@ -12,20 +12,20 @@ namespace px {
 
 Syncer::Syncer(const Config& cfg, const Topology& topo, Comm& p2p)
     : cfg_(cfg), topo_(topo), p2p_(p2p), island_step_(topo.islands, 0) {
-  const int R = topo.ranks_per_island, S = topo.syncers, F = cfg.sync.fragments;
+  const int ranks = topo.ranks_per_island, syncers = topo.syncers, fragments = cfg.sync.fragments;
   MoeModel<float> init(cfg.model, 1, 2);  // the islands' common starting point
   init.init_params((uint64_t)cfg.train.seed);
-  plan_ = std::make_unique<FragmentPlan>(init.layout(), F, cfg.train.mode != TrainMode::PARALLAX);
+  plan_ = std::make_unique<FragmentPlan>(init.layout(), fragments, cfg.train.mode != TrainMode::PARALLAX);
   float* const arenas[2] = {init.params(Arena::BACKBONE), init.params(Arena::EXPERTS)};
-  for (int f = 0; f < F; ++f)
-    for (int r = 0; r < R; ++r) {
-      const int u = f * R + r;
-      if (u % S != topo.syncer_index) continue;
+  for (int f = 0; f < fragments; ++f)
+    for (int r = 0; r < ranks; ++r) {
+      const int u = f * ranks + r;
+      if (u % syncers != topo.syncer_index) continue;
       Unit& un = units_[u];
       un.f = f;
       un.shard = r;
-      un.lo = FragmentPlan::shard_begin(plan_->size(f), r, R);
-      un.hi = FragmentPlan::shard_begin(plan_->size(f), r + 1, R);
+      un.lo = FragmentPlan::shard_begin(plan_->size(f), r, ranks);
+      un.hi = FragmentPlan::shard_begin(plan_->size(f), r + 1, ranks);
       un.st.theta.resize(un.hi - un.lo);
       un.st.mom.assign(un.hi - un.lo, 0.f);
       plan_->gather(f, un.lo, un.hi, arenas, un.st.theta.data());
@@ -47,20 +47,20 @@ void Syncer::load(const StateReader& r) {
 }
 
 void Syncer::on_push(const std::vector<uint8_t>& msg) {
-  const int I = topo_.islands, R = topo_.ranks_per_island;
+  const int islands = topo_.islands, ranks = topo_.ranks_per_island;
   PushHeader h;
   std::memcpy(&h, msg.data(), sizeof(h));
-  Unit& un = units_.at(h.fragment * R + h.shard);
+  Unit& un = units_.at(h.fragment * ranks + h.shard);
   const size_t m = un.hi - un.lo;
   std::vector<float>& d = un.deltas[h.island];
   d.resize(m);
   decode((WireDtype)h.dtype, msg.data() + sizeof(h), m, d.data());
   un.tokens[h.island] = h.tokens;
   island_step_[h.island] = std::max(island_step_[h.island], h.step);
-  const int needed = cfg_.train.deterministic || cfg_.sync.quorum == 0 ? I : cfg_.sync.quorum;
+  const int needed = cfg_.train.deterministic || cfg_.sync.quorum == 0 ? islands : cfg_.sync.quorum;
   if ((int)un.deltas.size() < needed) return;
   if (un.quorum_step < 0) un.quorum_step = h.step;
-  if ((int)un.deltas.size() == I || cfg_.sync.grace_steps == 0) merge(un);
+  if ((int)un.deltas.size() == islands || cfg_.sync.grace_steps == 0) merge(un);
 }
 
 void Syncer::merge_due() {
@@ -70,7 +70,7 @@ void Syncer::merge_due() {
 }
 
 void Syncer::merge(Unit& un) {
-  const int I = topo_.islands;
+  const int islands = topo_.islands;
   const size_t m = un.hi - un.lo;
   // token-weighted over the islands that pushed
   double total = 0;
@@ -90,7 +90,7 @@ void Syncer::merge(Unit& un) {
   un.tokens.clear();
   un.quorum_step = -1;
   ++merges_;
-  for (int i = 0; i < I; ++i) {
+  for (int i = 0; i < islands; ++i) {
     auto o = std::make_unique<OutMsg>();
     o->data = un.st.theta;
     o->req = p2p_.isend(o->data.data(), (int)(m * sizeof(float)), topo_.learner_rank(i, un.shard),

@@ -52,7 +52,7 @@ TEST(ExpertHome, SnapshotCarriesTheTernaryViewsOfTheMasters) {
   std::vector<float> W1(wsz), W3(wsz), W2(wsz), V1(wsz), V3(wsz), V2(wsz);
   for (auto id : mine) {  // every expert of the message is now the view of its master
     const float *m1, *m3, *m2;
-    home.master(id.moe_layer, id.expert, &m1, &m3, &m2);
+    home.forward_weights(id.moe_layer, id.expert, &m1, &m3, &m2);
     ternary_view_from_master(m1, m3, m2, cfg.model.d_model, cfg.model.expert_hidden,
                              cpu::EXPERT_ACT_SWIGLU).dequantize(W1.data(), W3.data(), W2.data());
     views.dequantize(id.moe_layer, id.expert, V1.data(), V3.data(), V2.data());
@@ -221,7 +221,7 @@ TEST(ExpertHome, LowrankDeltasKeepHomeAndIslandSurrogatesIdentical) {
     double num = 0, den = 0;
     for (auto id : home.owned()) {
       const float* m[3];
-      home.master(id.moe_layer, id.expert, &m[0], &m[1], &m[2]);
+      home.forward_weights(id.moe_layer, id.expert, &m[0], &m[1], &m[2]);
       views.dequantize(id.moe_layer, id.expert, V1.data(), V3.data(), V2.data());
       const float* v[3] = {V1.data(), V3.data(), V2.data()};
       for (int k = 0; k < 3; ++k)
@@ -237,4 +237,50 @@ TEST(ExpertHome, LowrankDeltasKeepHomeAndIslandSurrogatesIdentical) {
     EXPECT_TRUE(same()) << "step " << step;
   }
   EXPECT_LT(err(), 0.9 * before) << "before " << before;
+}
+
+// experts.ternary_native: the home computes (and the islands' views hold) the ternary form of
+// each master, bit for bit, while the optimizer trains the fp32 master underneath (the latent
+// weight: a gradient of the ternary weights is applied to it straight through).
+TEST(ExpertHome, TernaryNativeComputesWithTheViewAndTrainsTheLatentMaster) {
+  Config cfg = tiny_parallax();
+  cfg.experts.ternary_native = true;
+  MoeModel<float> model(cfg.model, 1, 2);
+  model.init_params(7);
+  const Topology topo = Topology::make(2, 1, 0, 0, 1, 2);
+  auto mine = experts_homed_at(topo, 1, cfg.model.moe_layers(), cfg.model.n_experts);
+  ExpertHome home(cfg, model.layout(), mine, model.params(Arena::EXPERTS));
+  ExpertViews views(cfg, model.layout(), Topology::make(2, 1, 0, 0, 0, 2), model.params(Arena::EXPERTS));
+  const int d = cfg.model.d_model, h = cfg.model.expert_hidden;
+  const size_t wsz = (size_t)d * h;
+  auto expect_forward_is_the_view = [&](const char* when) {
+    std::vector<float> F(3 * wsz), V(3 * wsz), T(3 * wsz);
+    for (size_t i = 0; i < mine.size(); ++i) {
+      const ExpertId id = mine[i];
+      const float *f1, *f3, *f2;
+      home.forward_weights(id.moe_layer, id.expert, &f1, &f3, &f2);
+      const float* w = home.masters().data() + i * 3 * wsz;  // W1 | W3 | W2
+      ternary_view_from_master(w, w + wsz, w + 2 * wsz, d, h, cpu::EXPERT_ACT_SWIGLU)
+          .dequantize(T.data(), T.data() + wsz, T.data() + 2 * wsz);
+      views.dequantize(id.moe_layer, id.expert, V.data(), V.data() + wsz, V.data() + 2 * wsz);
+      std::copy(f1, f1 + wsz, F.begin());
+      std::copy(f3, f3 + wsz, F.begin() + wsz);
+      std::copy(f2, f2 + wsz, F.begin() + 2 * wsz);
+      ASSERT_EQ(F, T) << when << ": expert (" << id.moe_layer << ", " << id.expert << ")";
+      ASSERT_EQ(F, V) << when << ": the island's view differs from what the home computes with";
+      ASSERT_NE(std::vector<float>(w, w + 3 * wsz), F) << when << ": the master is the latent weight";
+    }
+  };
+  expect_forward_is_the_view("at start");
+  const std::vector<float> before = home.masters();
+  std::vector<float> g(wsz);
+  for (size_t i = 0; i < mine.size(); ++i) {
+    for (size_t j = 0; j < wsz; ++j) g[j] = std::sin(0.37f * (float)(j + 11 * i));
+    home.add_expert_grad(mine[i].moe_layer, mine[i].expert, g.data(), g.data(), g.data());
+  }
+  home.update(1e-2, 1.0);
+  EXPECT_NE(home.masters(), before);  // the latent masters were trained
+  const std::vector<uint8_t> msg = home.view_message(1);
+  views.apply(msg.data(), msg.size());
+  expect_forward_is_the_view("after an update and a snapshot");
 }

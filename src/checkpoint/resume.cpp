@@ -104,7 +104,7 @@ void load_model_params(const std::string& path, MoeModel<float>& model) {
                       experts_homed_at(topo, r, saved.model.moe_layers(), saved.model.n_experts),
                       model.params(Arena::EXPERTS));
       home.load(StateReader(path, r, saved));
-      home.write_masters(model.params(Arena::EXPERTS));
+      home.write_forward_weights(model.params(Arena::EXPERTS));
     }
   }
   const auto bias = read_rank_array<float>(path, 0, "model/router_bias", model.router_bias().size());

@@ -102,6 +102,11 @@ struct ExpertsConfig {
   int sketch_every = 1;     // steps between sketches (signal = sketches)
   int private_layers = 0;   // leading (dense) layers that never send sketches or adapters
   bool sparsity_2of8 = false;  // 2-of-8 structured sparsity in ternary snapshots
+  // Ternary-native routed experts (BitNet b1.58-style): every forward of a routed expert, at
+  // its home and on the islands, uses the ternary form of its fp32 master (the latent weight;
+  // gradients pass straight through to it), so a view is the model, stale by at most
+  // snapshot_every steps. Mode parallax, view "ternary".
+  bool ternary_native = false;
 };
 
 // [sketch] the sketches sent to expert homes (DESIGN §7).

@@ -122,6 +122,9 @@ void check_supported(const Config& c) {
                        x.adapter_rank));
     if (x.sparsity_2of8)
       fail("experts.sparsity_2of8 = true is not supported yet; use false");
+    if (x.ternary_native && x.view != ViewKind::TERNARY)
+      fail("experts.ternary_native = true needs experts.view = \"ternary\" (the views are the "
+           "ternary forms the experts compute with); use false with view \"lowrank\"");
     if (c.train.device == DeviceKind::CUDA)
       fail("train.device = \"cuda\" is not supported with mode \"parallax\" yet; use \"cpu\"");
     if (t.expert_workers > c.model.moe_layers() * c.model.n_experts)
@@ -132,6 +135,9 @@ void check_supported(const Config& c) {
       fail(fmt::format("experts.private_layers = {}: private layers are the leading dense "
                        "layers; must be at most model.dense_layers ({})",
                        x.private_layers, c.model.dense_layers));
+  } else if (c.experts.ternary_native) {
+    fail(fmt::format("experts.ternary_native = true is built for train.mode = \"parallax\" "
+                     "only; got mode \"{}\": use false", to_string(c.train.mode)));
   } else if (t.expert_workers != 0) {
     fail(fmt::format("topology.expert_workers = {}: expert workers are homes of mode "
                      "\"parallax\"; set it to 0 or train.mode = \"parallax\"",

@@ -41,9 +41,10 @@ ExpertHome::ExpertHome(const Config& cfg, const ParamLayout& layout, std::vector
                        const float* experts_arena)
     : cfg_(cfg), layout_(layout), owned_(std::move(owned)), d_(cfg.model.d_model),
       h_(cfg.model.expert_hidden), swiglu_(cfg.model.expert_act == ExpertActKind::SWIGLU),
-      per_((size_t)(swiglu_ ? 3 : 2) * d_ * h_), masters_(owned_.size() * per_),
-      grads_(owned_.size() * per_, 0.f), m_(owned_.size() * per_, 0.f),
-      v_(owned_.size() * per_, 0.f),
+      native_(cfg.experts.ternary_native), per_((size_t)(swiglu_ ? 3 : 2) * d_ * h_),
+      masters_(owned_.size() * per_), grads_(owned_.size() * per_, 0.f),
+      m_(owned_.size() * per_, 0.f), v_(owned_.size() * per_, 0.f),
+      forward_(native_ ? owned_.size() * per_ : 0),
       sketches_(d_, h_, expert_act_of(cfg.model), run_sketch_key(cfg), cfg.sketch.tokens,
                 cfg.sketch.max_staleness, make_slots()) {
   const size_t wsz = (size_t)d_ * h_;
@@ -58,6 +59,7 @@ ExpertHome::ExpertHome(const Config& cfg, const ParamLayout& layout, std::vector
           expert_act_of(cfg.model), cfg.experts.surrogate_rank,
           view_seed(cfg, owned_[i].moe_layer, owned_[i].expert, 0)));
   }
+  refresh_forward();
 }
 
 size_t ExpertHome::arena_off(int i, int which) const {
@@ -68,7 +70,8 @@ std::vector<HomeExpertSlot> ExpertHome::make_slots() {
   std::vector<HomeExpertSlot> slots;
   const size_t wsz = (size_t)d_ * h_;
   for (size_t i = 0; i < owned_.size(); ++i) {
-    float* w = masters_.data() + i * per_;
+    // the home recomputes a sketch's gradient with the weights the islands computed with
+    float* w = (native_ ? forward_.data() : masters_.data()) + i * per_;
     float* g = grads_.data() + i * per_;
     slots.push_back({owned_[i].moe_layer, owned_[i].expert, w, swiglu_ ? w + wsz : nullptr,
                      w + per_ - wsz, g, swiglu_ ? g + wsz : nullptr, g + per_ - wsz});
@@ -127,6 +130,7 @@ void ExpertHome::update(double lr, double divisor) {
                         steps_);
   }
   std::fill(grads_.begin(), grads_.end(), 0.f);
+  refresh_forward();
 }
 
 void ExpertHome::fold_deltas(const uint8_t* bytes, size_t size) {
@@ -177,21 +181,35 @@ void ExpertHome::apply_deltas() {
     delta_tok_[i] = 0;
   }
   std::fill(delta_sum_.begin(), delta_sum_.end(), 0.0);
+  refresh_forward();
 }
 
-void ExpertHome::master(int moe_layer, int expert, const float** W1, const float** W3,
-                        const float** W2) const {
+void ExpertHome::refresh_forward() {
+  if (!native_) return;
   const size_t wsz = (size_t)d_ * h_;
-  const float* w = masters_.data() + index_of(moe_layer, expert) * per_;
+  for (size_t i = 0; i < owned_.size(); ++i) {
+    const float* w = masters_.data() + i * per_;
+    float* f = forward_.data() + i * per_;
+    const TernaryExpertView view = ternary_view_from_master(w, swiglu_ ? w + wsz : nullptr,
+                                                            w + per_ - wsz, d_, h_,
+                                                            expert_act_of(cfg_.model));
+    view.dequantize(f, swiglu_ ? f + wsz : nullptr, f + per_ - wsz);
+  }
+}
+
+void ExpertHome::forward_weights(int moe_layer, int expert, const float** W1, const float** W3,
+                                 const float** W2) const {
+  const size_t wsz = (size_t)d_ * h_;
+  const float* w = forward_of(index_of(moe_layer, expert));
   *W1 = w;
   *W3 = swiglu_ ? w + wsz : nullptr;
   *W2 = w + per_ - wsz;
 }
 
-void ExpertHome::write_masters(float* experts_arena) const {
+void ExpertHome::write_forward_weights(float* experts_arena) const {
   const size_t wsz = (size_t)d_ * h_;
   for (size_t i = 0; i < owned_.size(); ++i) {
-    const float* w = masters_.data() + i * per_;
+    const float* w = forward_of(i);
     std::memcpy(experts_arena + arena_off((int)i, 0), w, wsz * 4);
     if (swiglu_) std::memcpy(experts_arena + arena_off((int)i, 1), w + wsz, wsz * 4);
     std::memcpy(experts_arena + arena_off((int)i, 2), w + per_ - wsz, wsz * 4);
@@ -257,6 +275,7 @@ void ExpertHome::load_own(const StateReader& r) {
   steps_ = (int)st[1];
   const size_t factors = lowrank_factors(surrogates_).size();
   if (factors) set_lowrank_factors(surrogates_, r.read<float>("home/surrogates", factors));
+  refresh_forward();
 }
 
 void ExpertHome::load_rehomed(const StateReader& r) {
@@ -291,6 +310,7 @@ void ExpertHome::load_rehomed(const StateReader& r) {
       std::copy(src->begin() + j * per_, src->begin() + (j + 1) * per_, dst->begin() + i * per_);
   }
   steps_ = steps;
+  refresh_forward();
 }
 
 }  // namespace px

@@ -59,10 +59,12 @@ class ExpertHome final : public Stateful {
   void fold_deltas(const uint8_t* bytes, size_t size);
   // masters += (sum_s tokens_s delta_s) / (sum_s tokens_s), per expert; clears the sums.
   void apply_deltas();
-  // Points W1, W3 (null for relu2), W2 at the master of expert (m, e) homed here.
-  void master(int moe_layer, int expert, const float** W1, const float** W3, const float** W2) const;
-  // Copies the masters into their slots of an experts arena.
-  void write_masters(float* experts_arena) const;
+  // Points W1, W3 (null for relu2), W2 at the weights expert (m, e) homed here computes with:
+  // its master, or under experts.ternary_native the ternary form of its master.
+  void forward_weights(int moe_layer, int expert, const float** W1, const float** W3,
+                       const float** W2) const;
+  // Copies those weights into their slots of an experts arena (inference).
+  void write_forward_weights(float* experts_arena) const;
   // The view message of step `step` for the islands (format in experts/expert_views.hpp):
   // view "ternary": the ternary snapshot of every owned master; view "lowrank": the
   // rank-update_rank delta of every owned expert's surrogate towards its master, which the
@@ -93,15 +95,21 @@ class ExpertHome final : public Stateful {
   std::vector<HomeExpertSlot> make_slots();
   size_t index_of(int moe_layer, int expert) const;
   void load_own(const StateReader& r);
+  // experts.ternary_native: forward_ = the ternary form of every master (after any change).
+  void refresh_forward();
+  const float* forward_of(size_t i) const {
+    return (native_ ? forward_.data() : masters_.data()) + i * per_;
+  }
   void load_rehomed(const StateReader& r);
 
   const Config& cfg_;
   const ParamLayout& layout_;
   std::vector<ExpertId> owned_;
   int d_, h_;
-  bool swiglu_;
+  bool swiglu_, native_;
   size_t per_;
   std::vector<float> masters_, grads_, m_, v_;
+  std::vector<float> forward_;  // experts.ternary_native: dequantized ternary masters
   std::vector<LowrankExpertView> surrogates_;  // view "lowrank": what the islands hold
   std::vector<double> delta_sum_;   // adapter signal: sum of tokens x delta, packed like masters
   std::vector<int64_t> delta_tok_;  // per expert

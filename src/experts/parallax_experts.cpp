@@ -41,7 +41,7 @@ std::map<int, std::vector<std::vector<uint8_t>>> ParallaxExperts::take_outbox() 
 
 void ParallaxExperts::weights(int m, int e, const float** W1, const float** W3, const float** W2) {
   if (homed_here(m, e)) {
-    home_src_->master(m, e, W1, W3, W2);
+    home_src_->forward_weights(m, e, W1, W3, W2);
     return;
   }
   const size_t wsz = (size_t)d_ * h_;

@@ -237,3 +237,15 @@ TEST(MpiParallax, ResumeWithAnotherWorkerCountReHomesTheExperts) {
       << "the experts trained before the move";
   EXPECT_LT(r2.evals.back().second, 6.0);
 }
+
+// experts.ternary_native: homes and islands compute with the ternary forms of the masters
+// (the latent weights); with an expert worker, it learns and resumes bit-identically.
+TEST(MpiParallax, TernaryNativeLearnsAndResumesBitIdentically) {
+  const Config cfg = tiny(parallax({"topology.islands=2", "topology.expert_workers=1",
+                                    "experts.ternary_native=true", "experts.snapshot_every=4",
+                                    "train.steps=16", "data.eval_every=8", "checkpoint.every=0"}));
+  const TrainResult full = expect_bit_identical_resume(3, cfg, "px_native", 7);
+  if (world_rank() != 0) return;
+  ASSERT_GE(full.evals.size(), 2u);
+  EXPECT_LT(full.evals.back().second, full.evals.front().second - 0.3);
+}

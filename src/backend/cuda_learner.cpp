@@ -1,6 +1,8 @@
 // defines: CudaLearner
 #include "backend/cuda_learner.hpp"
 
+#include <stdexcept>
+
 namespace px {
 
 CudaLearner::CudaLearner(const Config& cfg, int micro_batch)
@@ -26,5 +28,9 @@ StepStats CudaLearner::step(const int32_t* in, const int32_t* tg, double lr) {
 }
 
 double CudaLearner::eval_batch(const int32_t* in, const int32_t* tg) { return gpu_->eval(in, tg); }
+
+double CudaLearner::eval_batch_without_routed(const int32_t*, const int32_t*) {
+  throw std::logic_error("CudaLearner: the routed-expert ablation is not built on the GPU");
+}
 
 }  // namespace px

@@ -16,6 +16,8 @@ class CudaLearner final : public LearnerModel {
 
   StepStats step(const int32_t* inputs, const int32_t* targets, double lr) override;
   double eval_batch(const int32_t* inputs, const int32_t* targets) override;
+  // Not built on the GPU (check_supported refuses data.eval_without_routed with cuda).
+  double eval_batch_without_routed(const int32_t* inputs, const int32_t* targets) override;
 
   MoeModel<float>& host() override { return model_; }
   AdamW& optimizer() override { return *opt_; }

@@ -41,6 +41,9 @@ class LearnerModel {
   virtual StepStats step(const int32_t* inputs, const int32_t* targets, double lr) = 0;
   // Mean CE of one evaluation batch (the same batch on every rank of the group).
   virtual double eval_batch(const int32_t* inputs, const int32_t* targets) = 0;
+  // The same with every routed expert's output left out (the ablation of data.eval_without_routed:
+  // how much the trained model relies on its routed experts).
+  virtual double eval_batch_without_routed(const int32_t* inputs, const int32_t* targets) = 0;
 
   // The host copy (see the sync points above).
   virtual MoeModel<float>& host() = 0;

@@ -24,6 +24,10 @@ class StagedLearner final : public LearnerModel {
     return device_.eval_batch(inputs, targets);
   }
 
+  double eval_batch_without_routed(const int32_t* inputs, const int32_t* targets) override {
+    return device_.eval_batch_without_routed(inputs, targets);
+  }
+
   MoeModel<float>& host() override { return host_; }
   AdamW& optimizer() override { return host_opt_; }
   void to_host(Arena a) override;

@@ -63,6 +63,9 @@ struct DataConfig {
   std::string dir;           // required: output folder of `parallax data prepare`
   int64_t eval_every = 100;  // steps between validation passes; 0 = never
   int eval_batches = 8;      // batches per validation pass
+  // Each validation pass also without the routed experts' outputs (/eval/loss_without_routed):
+  // how much the trained model relies on them.
+  bool eval_without_routed = false;
 };
 
 // [topology] ranks and roles (DESIGN §3): world size = islands * ranks_per_island + syncers + expert_workers.

@@ -114,6 +114,7 @@ std::vector<FieldDesc> build_table() {
       field("data", "dir", &C::data, &D::dir, none(), none(), "output folder of `parallax data prepare`"),
       field("data", "eval_every", &C::data, &D::eval_every, ge(0), le(big), "steps between validation passes (0 = never)"),
       field("data", "eval_batches", &C::data, &D::eval_batches, ge(1), le(1 << 20), "batches per validation pass"),
+      field("data", "eval_without_routed", &C::data, &D::eval_without_routed, none(), none(), "validation also without the routed experts' outputs (ablation: /eval/loss_without_routed)"),
       // ---- [topology]
       field("topology", "islands", &C::topology, &P::islands, ge(1), le(1 << 16), "islands (groups of ranks with their own data)"),
       field("topology", "ranks_per_island", &C::topology, &P::ranks_per_island, ge(1), le(1 << 16), "ranks per island"),

@@ -148,6 +148,9 @@ void check_supported(const Config& c) {
       fail(fmt::format("train.device = \"cuda\" trains on one rank for now (1 island x 1 rank, "
                        "no syncers); got {} x {} + {} syncers: use device = \"cpu\" for "
                        "multi-rank runs", t.islands, t.ranks_per_island, t.syncers));
+    if (c.data.eval_without_routed)
+      fail("data.eval_without_routed = true is not supported with train.device = \"cuda\" yet; "
+           "use false");
     if (c.model.balance != BalanceKind::AUX)
       fail("model.balance = \"bias\" is not supported with train.device = \"cuda\" yet; use "
            "\"aux\"");

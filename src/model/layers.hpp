@@ -71,6 +71,7 @@ struct MoeContext {
   // Sums [2E] statistics (routed counts, probability sums) over the whole batch; null: local.
   const std::function<void(double*, int)>* sum_stats = nullptr;
   RoutedExperts<T>* experts = nullptr;  // null: every routed expert runs here
+  bool drop_routed = false;  // evaluation ablation: the routed experts' outputs are left out
 };
 
 // out (=) shared experts + sum_j gate_j * expert_{idx_j}(x); also fills a.aux_loss.

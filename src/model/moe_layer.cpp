@@ -32,7 +32,7 @@ void moe_forward(T* out, MoeActs<T>& a, const T* x, const T* wr, const T* sw1, c
                 d, h, dm.kind);
     for (size_t i = 0; i < (size_t)N * d; ++i) out[i] += scratch_nd[i];
   }
-  combine_rows(out, a.yp, a.gates, a.pos, N, k, d);
+  if (!ctx.drop_routed) combine_rows(out, a.yp, a.gates, a.pos, N, k, d);
   // Switch aux loss over the whole batch: alpha * E * sum_e f_e P_e; f_e (assignment
   // fraction) carries no gradient, so d(aux)/d(probs[n,e]) = alpha * E * f_e / N_global.
   std::vector<double> st(2 * (size_t)E, 0.0);

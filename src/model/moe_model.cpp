@@ -141,6 +141,7 @@ MoeContext<T> MoeModel<T>::moe_context(int moe_layer) const {
   c.global_tokens = global_tokens_;
   c.sum_stats = sum_stats_;
   c.experts = experts_exec_;
+  c.drop_routed = drop_routed_;
   return c;
 }
 

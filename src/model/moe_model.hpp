@@ -67,6 +67,9 @@ class MoeModel {
   // Data/expert parallel runs: the loss averages over global_tokens (0: the local batch);
   // sum_stats sums MoE routing statistics over the ranks of that batch; experts (may be null)
   // runs the routed experts elsewhere. The pointed-to objects must outlive the model's use.
+  // Evaluation ablation: forwards leave the routed experts' outputs out (the router, the
+  // shared experts and the backbone as trained). Never for training steps.
+  void set_drop_routed(bool drop) { drop_routed_ = drop; }
   void set_parallel(double global_tokens, const std::function<void(double*, int)>* sum_stats,
                     RoutedExperts<T>* experts) {
     global_tokens_ = global_tokens;
@@ -111,6 +114,7 @@ class MoeModel {
   double global_tokens_ = 0;
   const std::function<void(double*, int)>* sum_stats_ = nullptr;
   RoutedExperts<T>* experts_exec_ = nullptr;
+  bool drop_routed_ = false;
 };
 
 }  // namespace px

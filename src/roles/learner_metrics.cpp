@@ -124,12 +124,17 @@ void LearnerMetrics::write_interval(int64_t step, int64_t total_tokens, double l
   interval_start_ = clock_type::now();
 }
 
-void LearnerMetrics::write_eval(int64_t step, double loss) {
+void LearnerMetrics::write_eval(int64_t step, double loss, const double* without_routed) {
   if (writer_) {
     writer_->append("/eval/step", step);
     writer_->append("/eval/loss", loss);
+    if (without_routed) writer_->append("/eval/loss_without_routed", *without_routed);
   }
-  ctx_.log->info("step {:>6} | eval loss {:.4f}", step, loss);
+  if (without_routed)
+    ctx_.log->info("step {:>6} | eval loss {:.4f} | without routed experts {:.4f} ({:+.4f})", step,
+                   loss, *without_routed, *without_routed - loss);
+  else
+    ctx_.log->info("step {:>6} | eval loss {:.4f}", step, loss);
 }
 
 void LearnerMetrics::flush() {

@@ -26,7 +26,8 @@ class LearnerMetrics {
   void add_step(const StepStats& s, int64_t step_tokens);
   // The interval's rows (collective over the learners); clears the interval.
   void write_interval(int64_t step, int64_t total_tokens, double lr, bool last);
-  void write_eval(int64_t step, double loss);
+  // without_routed: the same pass with the routed experts left out (data.eval_without_routed).
+  void write_eval(int64_t step, double loss, const double* without_routed);
   void flush();
   // The final byte counts (collective over the world, with syncers and workers), the closing
   // table and line (from res: evaluations, steps, seconds); fills res.comm_bytes on rank 0.

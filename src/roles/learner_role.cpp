@@ -104,16 +104,20 @@ StepEvent LearnerRole::end_step(StepStats& stats, int64_t step, double lr) {
 
 void LearnerRole::evaluate(int64_t step) {
   const int B = cfg_.train.batch_size, T = cfg_.model.seq_len;
-  double loss = 0;
+  const bool ablation = cfg_.data.eval_without_routed;
+  double loss[2] = {0, 0};  // with, without the routed experts
   for (int b = 0; b < cfg_.data.eval_batches; ++b) {
     val_loader_.eval_batch(b, B, T, inputs_.data(), targets_.data());
-    loss += model_->eval_batch(inputs_.data(), targets_.data());
+    loss[0] += model_->eval_batch(inputs_.data(), targets_.data());
+    if (ablation) loss[1] += model_->eval_batch_without_routed(inputs_.data(), targets_.data());
   }
-  loss /= cfg_.data.eval_batches;
-  comms_.learners.allreduce_sum(&loss, 1, Tier::CONTROL);
-  loss /= ctx_.topo.learners();  // the mean over islands (ranks of an island agree)
-  metrics_->write_eval(step, loss);
-  res_.evals.emplace_back(step, loss);
+  // the mean over batches, then over islands (ranks of an island agree)
+  for (double& l : loss) l /= cfg_.data.eval_batches;
+  comms_.learners.allreduce_sum(loss, ablation ? 2 : 1, Tier::CONTROL);
+  for (double& l : loss) l /= ctx_.topo.learners();
+  metrics_->write_eval(step, loss[0], ablation ? loss + 1 : nullptr);
+  res_.evals.emplace_back(step, loss[0]);
+  if (ablation) res_.evals_without_routed.emplace_back(step, loss[1]);
 }
 
 void LearnerRole::checkpoint(int64_t step) {

@@ -26,6 +26,8 @@ struct TrainResult {
   int64_t end_step = 0;
   std::vector<double> losses;  // training loss (CE + aux, mean over islands) of every step run
   std::vector<std::pair<int64_t, double>> evals;  // (step, validation loss)
+  // data.eval_without_routed: (step, validation loss with the routed experts left out)
+  std::vector<std::pair<int64_t, double>> evals_without_routed;
   double seconds = 0;
   int64_t tokens = 0;  // tokens trained on by all islands (cumulative)
   // rank 0 only: bytes sent by each rank, [tier][world rank], cumulative at the end

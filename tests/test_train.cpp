@@ -16,6 +16,9 @@
 #include "config/config.hpp"
 #include "data/prepare.hpp"
 #include "data/token_shards.hpp"
+#include "checkpoint/resume.hpp"   // defines: load_model_params
+#include "io/checkpoint_file.hpp"  // defines: newest_checkpoint
+#include "model/moe_model.hpp"
 #include "train/trainer.hpp"
 #include "util/errors.hpp"
 
@@ -137,6 +140,33 @@ TEST(TrainEval, WithoutRoutedExpertsIsAnAblationThatChangesNothingElse) {
   std::printf("eval loss %.4f, without routed experts %.4f (%+.4f)\n", r.evals.back().second,
               r.evals_without_routed.back().second, gap);
   EXPECT_GT(gap, 0.0);  // a different model: the routed experts carry something (0.0045 nats here)
+}
+
+// A divergent learning rate: non-finite steps are skipped, the run stops after
+// train.max_skipped_steps of them in a row with a user error, and its last checkpoint holds
+// the finite parameters of the last good step.
+TEST(TrainDivergence, SkipsNonFiniteStepsThenStopsWithoutCheckpointingNaN) {
+  const Config cfg = tiny_config({"train.optimizer=\"sgd\"", "train.lr=10", "train.min_lr=10",
+                                  "train.warmup_steps=0", "train.grad_clip=0", "train.steps=200",
+                                  "train.max_skipped_steps=3", "data.eval_every=0",
+                                  "checkpoint.every=0", "log.every=1"});
+  TrainOptions opt;
+  opt.quiet = true;
+  opt.run_dir = tmp_dir("diverged");
+  std::string message;
+  try {
+    train(cfg, opt);
+  } catch (const UserError& e) {
+    message = e.what();
+  }
+  ASSERT_NE(message.find("training diverged at step"), std::string::npos) << message;
+  const auto ckpt = newest_checkpoint(opt.run_dir + "/checkpoints");
+  ASSERT_TRUE(ckpt.has_value());
+  MoeModel<float> model(cfg.model, 1, 2);
+  load_model_params(*ckpt, model);
+  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS})
+    for (size_t i = 0; i < model.layout().size(a); ++i)
+      ASSERT_TRUE(std::isfinite(model.params(a)[i])) << "parameter " << i << " is not finite";
 }
 
 // Slurm's pre-emption warning (SIGUSR1): the run checkpoints at the next step and stops, and

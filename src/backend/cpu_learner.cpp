@@ -75,6 +75,9 @@ StepStats CpuLearner::step(const int32_t* in, const int32_t* tg, double lr) {
   s.aux = model_.last_aux();
   s.loss = s.ce + s.aux;
   s.grad_norm = std::sqrt(sq);
+  // every rank of the group has the same all-reduced loss and norm: they skip together
+  s.skipped = !std::isfinite(s.loss) || !std::isfinite(s.grad_norm);
+  if (s.skipped) return s;
   opt_->step(params, grads, lr, s.grad_norm);
   model_.update_router_bias(s.counts);
   return s;

@@ -32,6 +32,9 @@ struct StepStats {
   double loss = 0;  // mean CE over the data-parallel group's batch + aux loss
   double ce = 0, aux = 0, grad_norm = 0;
   std::vector<int64_t> counts;  // tokens per expert over the group's batch [moe_layers * E]
+  // The loss or the gradient norm was not finite (the same on every rank of the group): the
+  // step changed no parameter, moment or router bias.
+  bool skipped = false;
 };
 
 class LearnerModel {

@@ -56,6 +56,9 @@ struct TrainConfig {
   int64_t seed = 1234;
   bool deterministic = true;  // bit-reproducible runs (DESIGN §7)
   OptimizerKind optimizer = OptimizerKind::ADAMW;  // inner optimizer; sgd: equivalence tests
+  // A step whose loss or gradient norm is not finite changes nothing (skipped, counted in
+  // /train/skipped_steps); after this many in a row the run stops: it has diverged.
+  int max_skipped_steps = 10;
 };
 
 // [data] the token shards written by `parallax data prepare`.

@@ -108,6 +108,7 @@ std::vector<FieldDesc> build_table() {
       field("train", "weight_decay", &C::train, &T::weight_decay, ge(0), le(1), "AdamW decoupled weight decay"),
       field("train", "grad_clip", &C::train, &T::grad_clip, ge(0), le(1e6), "clip the global gradient norm to this (0 = off)"),
       field("train", "seed", &C::train, &T::seed, ge(0), le(9.0e18), "seed of every random stream"),
+      field("train", "max_skipped_steps", &C::train, &T::max_skipped_steps, ge(1), le(kMaxInt), "consecutive steps with a non-finite loss or gradient norm (each skipped) after which the run stops as diverged"),
       field("train", "deterministic", &C::train, &T::deterministic, none(), none(), "bit-reproducible runs"),
       field("train", "optimizer", &C::train, &T::optimizer, none(), none(), "inner optimizer: adamw | sgd (plain SGD, for equivalence checks)"),
       // ---- [data]

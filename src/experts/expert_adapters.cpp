@@ -92,6 +92,8 @@ void ExpertAdapters::step(const std::vector<int64_t>& counts, double lr) {
   std::fill(grads_.begin(), grads_.end(), 0.f);
 }
 
+void ExpertAdapters::drop_gradients() { std::fill(grads_.begin(), grads_.end(), 0.f); }
+
 std::map<int, std::vector<uint8_t>> ExpertAdapters::take_deltas(int64_t step) {
   std::map<int, std::vector<uint8_t>> out;
   auto put = [](std::vector<uint8_t>& b, const void* p, size_t n) {

@@ -35,6 +35,8 @@ class ExpertAdapters final : public Stateful {
                        const float* dW2);
   // After the backward: one AdamW step at lr, token counts (counts: [moe_layers * E]).
   void step(const std::vector<int64_t>& counts, double lr);
+  // After a skipped step (non-finite loss): the backward's gradients are dropped.
+  void drop_gradients();
   // The delta messages by home world rank; resets every adapter (cycle `step` seeds A).
   std::map<int, std::vector<uint8_t>> take_deltas(int64_t step);
 

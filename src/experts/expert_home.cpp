@@ -104,7 +104,6 @@ void ExpertHome::update(double lr, double divisor) {
   // no gradient arrived (e.g. a worker under the adapter signal): no step, so weight decay
   // does not shrink masters that nothing trains
   if (!any || owned_.empty()) return;
-  ++steps_;
   const float inv = (float)(1.0 / divisor);
   double ss = 0;
   for (float& g : grads_) {
@@ -112,6 +111,12 @@ void ExpertHome::update(double lr, double divisor) {
     ss += (double)g * g;
   }
   const double clip = cfg_.train.grad_clip, norm = std::sqrt(ss);
+  if (!std::isfinite(norm)) {  // a diverging island's contribution: the update is skipped
+    ++skipped_updates_;
+    std::fill(grads_.begin(), grads_.end(), 0.f);
+    return;
+  }
+  ++steps_;
   if (clip > 0 && norm > clip) {
     const float s = (float)(clip / norm);
     for (float& g : grads_) g *= s;

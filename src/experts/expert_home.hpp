@@ -78,6 +78,7 @@ class ExpertHome final : public Stateful {
   const std::vector<float>& grad_sum() const { return grads_; }  // pending since the last update
   const std::vector<LowrankExpertView>& surrogates() const { return surrogates_; }  // view "lowrank": the islands' copies
   int steps_taken() const { return steps_; }
+  int64_t skipped_updates() const { return skipped_updates_; }  // non-finite gradient sums dropped
   // The run step this home's state belongs to (the learners' step it has caught up with);
   // checkpoints hold it (an expert worker keeps no other record of the run's progress).
   int64_t step() const { return step_; }
@@ -115,6 +116,7 @@ class ExpertHome final : public Stateful {
   std::vector<int64_t> delta_tok_;  // per expert
   int steps_ = 0;
   int64_t step_ = 0;
+  int64_t skipped_updates_ = 0;
   SketchHome sketches_;
 };
 

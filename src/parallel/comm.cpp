@@ -222,6 +222,16 @@ void Comm::alltoallv(const void* send, const std::vector<int>& send_bytes, const
   stats_->add(t, to_others);
 }
 
+void Comm::allreduce_min(int64_t* d, int64_t n, Tier t) { require_open("allreduce_min"); allreduce_impl(*this, d, n, MPI_MIN, t); }
+
+void Comm::gather(const void* send, int bytes, void* recv, int root, Tier t) {
+  require_open("gather");
+  if (root < 0 || root >= size_)
+    throw std::invalid_argument(fmt::format("gather: root {} outside communicator of size {}", root, size_));
+  mpiCheck(MPI_Gather(send, bytes, MPI_BYTE, recv, bytes, MPI_BYTE, root, comm_));
+  if (rank_ != root) stats_->add(t, bytes);
+}
+
 void Comm::bcast(void* data, int64_t bytes, int root, Tier t) {
   require_open("bcast");
   if (root < 0 || root >= size_)

@@ -107,6 +107,7 @@ class Comm {
   void allreduce_max(float* data, int64_t n, Tier t);
   void allreduce_max(double* data, int64_t n, Tier t);
   void allreduce_max(int64_t* data, int64_t n, Tier t);
+  void allreduce_min(int64_t* data, int64_t n, Tier t);
 
   // recv receives every rank's block in rank order, packed (displacements are the prefix
   // sums of recv_bytes); recv_bytes.size() == size() and recv_bytes[rank()] == send_bytes.
@@ -115,6 +116,9 @@ class Comm {
   // recv_bytes[s] bytes from rank s land at recv + recv_displs[s]. All vectors size() long.
   void alltoallv(const void* send, const std::vector<int>& send_bytes, const std::vector<int>& send_displs,
                  void* recv, const std::vector<int>& recv_bytes, const std::vector<int>& recv_displs, Tier t);
+  // `bytes` from every rank to `root`, where recv gets them in rank order (size() * bytes;
+  // recv is unused elsewhere). Counted on the senders other than root.
+  void gather(const void* send, int bytes, void* recv, int root, Tier t);
   // `bytes` at data from `root` to every rank (chunked beyond INT_MAX).
   void bcast(void* data, int64_t bytes, int root, Tier t);
 

@@ -62,6 +62,7 @@ void LearnerMetrics::add_step(const StepStats& s, int64_t step_tokens) {
   loss_sum_ += s.ce;
   aux_sum_ += s.aux;
   grad_norm_ = s.grad_norm;
+  skipped_ += s.skipped ? 1 : 0;
   tokens_ += step_tokens;
   ++steps_;
 }
@@ -74,16 +75,23 @@ void LearnerMetrics::write_interval(int64_t step, int64_t total_tokens, double l
   const double tps = tokens_ / std::max(dt, 1e-9);
   const double eta = elapsed / (double)(step - start_step_) * (double)(steps - step);
   const double ce = loss_sum_ / steps_, aux = aux_sum_ / steps_;
-  if (islands_differ_) {  // island loads -> all islands
-    learners_.allreduce_sum(load_.data(), (int64_t)load_.size(), Tier::CONTROL);
-    for (auto& x : load_) x /= ctx_.topo.ranks_per_island;
+  // expert loads and skipped steps of my island -> of all islands (one all-reduce)
+  std::vector<int64_t> counts = load_;
+  counts.push_back(skipped_);
+  if (islands_differ_) {
+    learners_.allreduce_sum(counts.data(), (int64_t)counts.size(), Tier::CONTROL);
+    for (auto& x : counts) x /= ctx_.topo.ranks_per_island;
   }
+  const int64_t skipped = counts.back();
+  std::copy(counts.begin(), counts.end() - 1, load_.begin());
   auto comm = ctx_.stats.gather_to_root(learners_.get());
   std::vector<int64_t> peak(learners, peak_rss_bytes());
-  MPI_Gather(&peak[0], 1, MPI_INT64_T, peak.data(), 1, MPI_INT64_T, 0, learners_.get());
+  const int64_t mine = peak[0];
+  learners_.gather(&mine, sizeof mine, peak.data(), 0, Tier::CONTROL);
   ctx_.log->info("step {:>6}/{} | loss {:.4f} | aux {:.4f} | lr {:.2e} | gnorm {:.3f} | "
-                 "{:.0f} tok/s | ETA {}",
-                 step, steps, ce, aux, lr, grad_norm_, tps, fmt_duration(eta));
+                 "{:.0f} tok/s | ETA {}{}",
+                 step, steps, ce, aux, lr, grad_norm_, tps, fmt_duration(eta),
+                 skipped ? fmt::format(" | {} steps skipped (non-finite)", skipped) : "");
   if (writer_) {
     MetricsWriter& m = *writer_;
     m.append("/train/step", step);
@@ -94,6 +102,7 @@ void LearnerMetrics::write_interval(int64_t step, int64_t total_tokens, double l
     m.append("/train/time_s", elapsed);
     m.append("/train/tokens_per_s", tps);
     m.append("/train/grad_norm", grad_norm_);
+    m.append("/train/skipped_steps", skipped);
     m.append_row("/experts/load", load_,
                  {(hsize_t)cfg.model.moe_layers(), (hsize_t)cfg.model.n_experts});
     std::vector<int64_t> peak_world(world, -1);
@@ -111,6 +120,7 @@ void LearnerMetrics::write_interval(int64_t step, int64_t total_tokens, double l
                  {"aux_loss", aux},
                  {"lr", lr},
                  {"grad_norm", grad_norm_},
+                 {"skipped_steps", (double)skipped},
                  {"tokens", (double)total_tokens},
                  {"tokens_per_s", tps},
                  {"time_s", elapsed},

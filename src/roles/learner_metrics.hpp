@@ -43,6 +43,7 @@ class LearnerMetrics {
   const bool islands_differ_;  // modes diloco / parallax with several islands: mean over them
   std::vector<int64_t> load_;  // tokens per expert in the interval [moe_layers * E]
   double loss_sum_ = 0, aux_sum_ = 0, grad_norm_ = 0;
+  int64_t skipped_ = 0;  // steps my island skipped since the start (non-finite loss or norm)
   int steps_ = 0;
   int64_t tokens_ = 0;
   std::chrono::steady_clock::time_point interval_start_ = std::chrono::steady_clock::now();

@@ -1,8 +1,11 @@
 // defines: LearnerRole
 #include "roles/learner_role.hpp"
 
+#include <fmt/format.h>
+
 #include "checkpoint/resume.hpp"   // defines: rehoming
 #include "optim/lr_schedule.hpp"  // defines: lr_at
+#include "util/errors.hpp"         // defines: UserError
 
 namespace px {
 
@@ -73,7 +76,17 @@ TrainResult LearnerRole::run() {
   res_.tokens = progress_.tokens;
   res_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx_.t0).count();
   metrics_->close(progress_.tokens, res_);
+  if (diverged_) report_divergence();
   return res_;
+}
+
+void LearnerRole::report_divergence() const {
+  throw UserError(fmt::format(
+      "training diverged at step {}: {} steps in a row (train.max_skipped_steps) had a "
+      "non-finite loss or gradient norm on an island; they were skipped, so the parameters of "
+      "the last finite step are in the checkpoint of step {} in {}. Lower train.lr (now {}) or "
+      "raise train.warmup_steps, then resume or start again",
+      progress_.step, cfg_.train.max_skipped_steps, progress_.step, ctx_.ckpt_dir, cfg_.train.lr));
 }
 
 StepEvent LearnerRole::end_step(StepStats& stats, int64_t step, double lr) {
@@ -86,12 +99,11 @@ StepEvent LearnerRole::end_step(StepStats& stats, int64_t step, double lr) {
     stats.ce = stats.loss - stats.aux;
   }
   res_.losses.push_back(stats.loss);
-  int stop = stop_requested() ? 1 : 0;
-  if (learners > 1) {
-    int any = 0;
-    MPI_Allreduce(&stop, &any, 1, MPI_INT, MPI_MAX, comms_.learners.get());
-    stop = any;
-  }
+  skipped_in_row_ = stats.skipped ? skipped_in_row_ + 1 : 0;
+  // 1: preempted; 2: diverged (max_skipped_steps non-finite steps in a row on some island)
+  int64_t stop = skipped_in_row_ >= cfg_.train.max_skipped_steps ? 2 : stop_requested() ? 1 : 0;
+  if (learners > 1) comms_.learners.allreduce_max(&stop, 1, Tier::CONTROL);
+  diverged_ = stop == 2;
   StepEvent e;
   e.step = step;
   e.lr = lr;

@@ -28,6 +28,7 @@ class LearnerRole final : public Role {
   StepEvent end_step(StepStats& stats, int64_t step, double lr);
   void evaluate(int64_t step);
   void checkpoint(int64_t step);
+  [[noreturn]] void report_divergence() const;
 
   RunContext& ctx_;
   const Config& cfg_;
@@ -41,6 +42,8 @@ class LearnerRole final : public Role {
   std::unique_ptr<LearnerMetrics> metrics_;
   std::vector<int32_t> inputs_, targets_;
   TrainResult res_;
+  int64_t skipped_in_row_ = 0;  // consecutive skipped steps (non-finite loss or gradient norm)
+  bool diverged_ = false;       // agreed by every learner
 };
 
 }  // namespace px

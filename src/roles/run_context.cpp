@@ -31,13 +31,13 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& run_dir, int rank
 }
 
 // The newest complete checkpoint, agreed by every rank (rank 0 looks, then broadcasts).
-std::string agreed_checkpoint(MPI_Comm world, const std::string& dir, int rank) {
+std::string agreed_checkpoint(Comm& world, const std::string& dir) {
   std::string p;
-  if (rank == 0) p = newest_checkpoint(dir).value_or("");
-  int n = (int)p.size();
-  MPI_Bcast(&n, 1, MPI_INT, 0, world);
-  p.resize(n);
-  MPI_Bcast(p.data(), n, MPI_CHAR, 0, world);
+  if (world.rank() == 0) p = newest_checkpoint(dir).value_or("");
+  int64_t n = (int64_t)p.size();
+  world.bcast(&n, sizeof n, 0, Tier::CONTROL);
+  p.resize((size_t)n);
+  world.bcast(p.data(), n, 0, Tier::CONTROL);
   return p;
 }
 
@@ -89,16 +89,17 @@ RunContext::RunContext(const Config& c, const TrainOptions& o)
     : cfg(c), opt(o), world(o.world), world_rank(rank_of(o.world)), world_size(size_of(o.world)),
       topo(Topology::make(c.topology.islands, c.topology.ranks_per_island, c.topology.syncers,
                           c.topology.expert_workers, world_rank, world_size)),
-      run_dir(o.run_dir), ckpt_dir(o.run_dir + "/checkpoints"), p2p(MPI_COMM_NULL, stats) {}
+      run_dir(o.run_dir), ckpt_dir(o.run_dir + "/checkpoints"), world_comm(o.world, stats),
+      p2p(MPI_COMM_NULL, stats) {}
 
 std::unique_ptr<RunContext> open_run(const Config& cfg, const TrainOptions& opt) {
   auto ctx = std::make_unique<RunContext>(cfg, opt);
-  on_all_ranks(ctx->world, [&] { check_inputs(*ctx); });
+  on_all_ranks(ctx->world_comm, [&] { check_inputs(*ctx); });
   create_run_folder(*ctx);
   ctx->log = make_logger(ctx->run_dir, ctx->world_rank, ctx->world_rank == 0 && !opt.quiet);
-  if (opt.resume) ctx->resume_from = agreed_checkpoint(ctx->world, ctx->ckpt_dir, ctx->world_rank);
+  if (opt.resume) ctx->resume_from = agreed_checkpoint(ctx->world_comm, ctx->ckpt_dir);
   if (!ctx->resume_from.empty())
-    on_all_ranks(ctx->world, [&] { check_resume_compatible(ctx->resume_from, cfg); });
+    on_all_ranks(ctx->world_comm, [&] { check_resume_compatible(ctx->resume_from, cfg); });
   ctx->comms = Communicators::split(ctx->topo, ctx->world);
   ctx->p2p = Comm(ctx->comms.p2p, ctx->stats);
   return ctx;

@@ -35,6 +35,7 @@ struct RunContext {
   std::shared_ptr<spdlog::logger> log;
   Communicators comms;
   CommStats stats;
+  Comm world_comm;  // the world, counted (start-up agreement)
   Comm p2p;
   std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
 };

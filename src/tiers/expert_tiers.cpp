@@ -16,7 +16,8 @@ void ExpertSignalTier::after_step(const StepEvent& e) {
 }
 
 void AdapterSignal::after_bundles(const StepEvent& e) {
-  adapters_.step(e.stats->counts, e.lr);
+  if (e.stats->skipped) adapters_.drop_gradients();
+  else adapters_.step(e.stats->counts, e.lr);
   if (e.step % every_ == 0) messages_.send_deltas(adapters_.take_deltas(e.step));
 }
 

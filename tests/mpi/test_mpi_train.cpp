@@ -15,6 +15,7 @@
 #include "sync/outer_sync.hpp"
 #include "backend/cpu_learner.hpp"
 #include "train/trainer.hpp"
+#include "util/errors.hpp"
 
 #include "mpi_train_util.hpp"  // defines: world_rank, shared_dir, tiny, run, expect_close, no_noise
 
@@ -181,3 +182,50 @@ std::string resume_case_name(const ::testing::TestParamInfo<int>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, MpiResume, ::testing::Values(0, 1, 2), resume_case_name);
+
+// Every byte is counted, control included (DESIGN §5): in a 2-island DiLoCo run the control
+// tier holds exactly the start-up agreement, the per-step island-mean loss and stop flag, and
+// per log interval the expert loads, the byte-count gather and the peak-memory gather.
+TEST(MpiTrain, ControlTierCountsEveryMessage) {
+  const Config cfg = tiny({"train.mode=\"diloco\"", "topology.islands=2", "train.steps=10",
+                           "sync.backbone_every=5", "log.every=5", "data.eval_every=0",
+                           "checkpoint.every=0"});
+  const TrainResult r = run(2, cfg, shared_dir("control_bytes"));
+  if (world_rank() != 0) return;
+  // expert loads and the skipped-step count, in one all-reduce
+  const int64_t loads = 8 * ((int64_t)cfg.model.moe_layers() * cfg.model.n_experts + 1);
+  const int64_t startup = ring_allreduce_bytes(8, 2);                       // error agreement
+  const int64_t per_step = ring_allreduce_bytes(16, 2) + ring_allreduce_bytes(8, 2);  // loss, stop
+  const int64_t per_log_root = ring_allreduce_bytes(loads, 2);
+  const int64_t per_log_other = per_log_root + 8 * kTierCount + 8;  // + byte counts, peak memory
+  const int control = (int)Tier::CONTROL;
+  EXPECT_EQ(r.comm_bytes[control][0], startup + 10 * per_step + 2 * per_log_root);
+  EXPECT_EQ(r.comm_bytes[control][1], startup + 10 * per_step + 2 * per_log_other);
+}
+
+// A divergent learning rate (SGD, lr 10, no clipping): steps with a non-finite loss are skipped
+// on every rank of the island, and after train.max_skipped_steps in a row every learner stops
+// with the same user error; the int8 outer sync never sees a non-finite parameter.
+TEST(MpiTrain, DivergenceStopsEveryIslandWithAUserError) {
+  const Config cfg = tiny({"train.mode=\"diloco\"", "topology.islands=2", "train.steps=200",
+                           "sync.backbone_every=4", "sync.outer_dtype=\"int8\"",
+                           "train.optimizer=\"sgd\"", "train.lr=10", "train.min_lr=10",
+                           "train.warmup_steps=0", "train.grad_clip=0", "train.max_skipped_steps=3",
+                           "data.eval_every=0", "checkpoint.every=0"});
+  MPI_Comm c = first_ranks(2);
+  if (c != MPI_COMM_NULL) {
+    TrainOptions o;
+    o.run_dir = shared_dir("diverged");
+    o.quiet = true;
+    o.world = c;
+    std::string message;
+    try {
+      train(cfg, o);
+    } catch (const UserError& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find("training diverged at step"), std::string::npos) << message;
+    MPI_Comm_free(&c);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}

@@ -171,20 +171,23 @@ TEST(TrainDivergence, SkipsNonFiniteStepsThenStopsWithoutCheckpointingNaN) {
 
 // Slurm's pre-emption warning (SIGUSR1): the run checkpoints at the next step and stops, and
 // --resume continues from there.
-TEST(TrainPreemption, SigusrOneCheckpointsAndStops) {
+class TrainPreemption : public ::testing::TestWithParam<int> {};
+
+TEST_P(TrainPreemption, SignalCheckpointsAndStops) {
+  const int sig = GetParam();
   const Config cfg = tiny_config({"train.steps=5000", "data.eval_every=0", "checkpoint.every=0",
                                   "log.every=50"});
   TrainOptions opt;
   opt.run_dir = tmp_dir("preempt");
   opt.quiet = true;
   install_preemption_handler();
-  std::thread killer([] {
+  std::thread killer([sig] {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    std::raise(SIGUSR1);
+    std::raise(sig);
   });
   const TrainResult a = train(cfg, opt);
   killer.join();
-  ASSERT_LT(a.end_step, 5000) << "the run did not stop on SIGUSR1";
+  ASSERT_LT(a.end_step, 5000) << "the run did not stop on signal " << sig;
   EXPECT_TRUE(fs::exists(opt.run_dir + "/checkpoints/" +
                          fmt::format("step_{:08d}.h5", a.end_step)));
   opt.resume = true;
@@ -193,6 +196,11 @@ TEST(TrainPreemption, SigusrOneCheckpointsAndStops) {
   EXPECT_EQ(b.start_step, a.end_step);
   EXPECT_EQ(b.end_step, a.end_step + 5);
 }
+
+INSTANTIATE_TEST_SUITE_P(Signals, TrainPreemption, ::testing::Values(SIGUSR1, SIGTERM),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string(info.param == SIGTERM ? "sigterm" : "sigusr1");
+                         });
 
 TEST(TrainCli, BadInputExitsWithTwo) {
   const std::string d = tmp_dir("cli");

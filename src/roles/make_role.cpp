@@ -16,7 +16,10 @@ std::atomic<int> g_preempted{0};
 bool stop_requested() { return g_preempted.load() != 0; }
 void clear_stop_request() { g_preempted = 0; }
 void install_preemption_handler() {
+  // SIGUSR1: Slurm's warning (--signal=B:USR1@60); SIGTERM: scancel, the end of a job's time,
+  // kill: every learner checkpoints at the next step and stops
   std::signal(SIGUSR1, [](int) { g_preempted = 1; });
+  std::signal(SIGTERM, [](int) { g_preempted = 1; });
 }
 
 std::unique_ptr<Role> make_role(RunContext& ctx) {

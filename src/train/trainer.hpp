@@ -36,7 +36,8 @@ struct TrainResult {
 
 TrainResult train(const Config& cfg, const TrainOptions& opt);
 
-// Set by SIGUSR1 (Slurm's pre-emption warning): learners checkpoint and stop at the next step.
+// SIGUSR1 (Slurm's pre-emption warning) and SIGTERM (scancel, the job's time limit): learners
+// checkpoint and stop at the next step.
 void install_preemption_handler();
 
 }  // namespace px

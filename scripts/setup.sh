@@ -11,7 +11,7 @@ PKGS=(
   libgtest-dev libbenchmark-dev
   libtomlplusplus-dev libcli11-dev libfmt-dev libspdlog-dev
   fortunes-min fortunes
-  python3
+  python3 python3-numpy python3-h5py python3-matplotlib
 )
 
 missing=()

@@ -18,6 +18,7 @@
 #include "data/token_shards.hpp"
 #include "checkpoint/resume.hpp"   // defines: load_model_params
 #include "io/checkpoint_file.hpp"  // defines: newest_checkpoint
+#include "io/h5.hpp"
 #include "model/moe_model.hpp"
 #include "train/trainer.hpp"
 #include "util/errors.hpp"
@@ -167,6 +168,33 @@ TEST(TrainDivergence, SkipsNonFiniteStepsThenStopsWithoutCheckpointingNaN) {
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS})
     for (size_t i = 0; i < model.layout().size(a); ++i)
       ASSERT_TRUE(std::isfinite(model.params(a)[i])) << "parameter " << i << " is not finite";
+}
+
+// Run-folder faults: an --out that cannot be created is a user error (exit 2); a refused resume
+// leaves config.toml as it was; a run killed before its first checkpoint and started again
+// keeps no row of the killed attempt (one step-0 evaluation, not two).
+TEST(TrainRunFolder, UnwritableOutRefusedResumeAndRestartLeaveNoDebris) {
+  const std::string d = tmp_dir("run_folder");
+  const std::string tiny = std::string(PX_SOURCE_DIR) + "/experiments/tiny.toml";
+  const std::string data = " data.dir=" + corpus_dir();
+  EXPECT_EQ(run_cli("train " + tiny + " --out /proc/parallax_run" + data), 2);
+  {
+    std::ofstream f(d + "/a_file");
+  }
+  EXPECT_EQ(run_cli("train " + tiny + " --out " + d + "/a_file/run" + data), 2);
+  const std::string run = d + "/run", few = " train.steps=12 train.warmup_steps=2 data.eval_every=6";
+  ASSERT_EQ(run_cli("train " + tiny + " --out " + run + data + few), 0);
+  std::ifstream before_file(run + "/config.toml");
+  const std::string before((std::istreambuf_iterator<char>(before_file)), {});
+  EXPECT_EQ(run_cli("train " + tiny + " --out " + run + " --resume" + data + few + " model.d_model=32"), 2);
+  std::ifstream after_file(run + "/config.toml");
+  const std::string after((std::istreambuf_iterator<char>(after_file)), {});
+  EXPECT_EQ(before, after) << "a refused resume rewrote config.toml";
+  fs::remove_all(run + "/checkpoints");  // as if killed before its first checkpoint
+  ASSERT_EQ(run_cli("train " + tiny + " --out " + run + " --resume" + data + few), 0);
+  h5::File f = h5::open_file(run + "/metrics.h5", false);
+  EXPECT_EQ(h5::read_array<int64_t>(f, "/eval/step"), (std::vector<int64_t>{0, 6, 12}));
+  EXPECT_EQ(h5::read_array<int64_t>(f, "/train/step").front(), 10);
 }
 
 // Slurm's pre-emption warning (SIGUSR1): the run checkpoints at the next step and stops, and

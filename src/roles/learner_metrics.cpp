@@ -54,7 +54,9 @@ LearnerMetrics::LearnerMetrics(RunContext& ctx, Comm& learners, int64_t start_st
     ctx.log->info("metrics of the old topology moved to {}", aside);
   }
   writer_ = std::make_unique<MetricsWriter>(ctx.run_dir);
-  writer_->truncate_after_step(start_step);
+  // rows after the resumed step are replayed; a fresh start (a run killed before its first
+  // checkpoint, started again) keeps none, not even the step-0 evaluation
+  writer_->truncate_after_step(start_step > 0 ? start_step : -1);
 }
 
 void LearnerMetrics::add_step(const StepStats& s, int64_t step_tokens) {

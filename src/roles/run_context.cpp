@@ -74,13 +74,18 @@ void check_inputs(RunContext& ctx) {
                                 ctx.ckpt_dir));
 }
 
+// Rank 0 creates the run folder and writes the resolved config; a folder that cannot be
+// written (read-only, missing mount, not a folder) is a user error naming it.
 void create_run_folder(const RunContext& ctx) {
-  if (ctx.world_rank == 0) {
+  if (ctx.world_rank != 0) return;
+  try {
     fs::create_directories(ctx.run_dir + "/logs");
     fs::create_directories(ctx.ckpt_dir);
     save_config(ctx.cfg, ctx.run_dir + "/config.toml");
+  } catch (const fs::filesystem_error& e) {
+    throw UserError(fmt::format("--out {}: cannot create the run folder there ({})", ctx.run_dir,
+                                e.code().message()));
   }
-  MPI_Barrier(ctx.world);
 }
 
 }  // namespace
@@ -95,11 +100,12 @@ RunContext::RunContext(const Config& c, const TrainOptions& o)
 std::unique_ptr<RunContext> open_run(const Config& cfg, const TrainOptions& opt) {
   auto ctx = std::make_unique<RunContext>(cfg, opt);
   on_all_ranks(ctx->world_comm, [&] { check_inputs(*ctx); });
-  create_run_folder(*ctx);
-  ctx->log = make_logger(ctx->run_dir, ctx->world_rank, ctx->world_rank == 0 && !opt.quiet);
+  // a resume that is refused writes nothing (not even config.toml)
   if (opt.resume) ctx->resume_from = agreed_checkpoint(ctx->world_comm, ctx->ckpt_dir);
   if (!ctx->resume_from.empty())
     on_all_ranks(ctx->world_comm, [&] { check_resume_compatible(ctx->resume_from, cfg); });
+  on_all_ranks(ctx->world_comm, [&] { create_run_folder(*ctx); });
+  ctx->log = make_logger(ctx->run_dir, ctx->world_rank, ctx->world_rank == 0 && !opt.quiet);
   ctx->comms = Communicators::split(ctx->topo, ctx->world);
   ctx->p2p = Comm(ctx->comms.p2p, ctx->stats);
   return ctx;

@@ -203,11 +203,13 @@ void OuterSync::tick(int64_t step) {
 
 void OuterSync::finish() {
   if (cfg_.sync.backbone_sync != BackboneSyncKind::SYNCER) return;
-  poll_replies(true);
+  // DONE first (no more pushes from this rank): a syncer merges the last pushes that are short
+  // of a quorum once every learner is done; then the replies to this rank's pushes
   for (int s = 0; s < topo_.syncers; ++s) {
     MPI_Request rq = p2p_.isend(nullptr, 0, topo_.syncer_rank(s), TAG_DONE, Tier::CONTROL);
     Comm::wait(rq);
   }
+  poll_replies(true);
 }
 
 namespace {

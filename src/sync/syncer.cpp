@@ -70,7 +70,6 @@ void Syncer::merge_due() {
 }
 
 void Syncer::merge(Unit& un) {
-  const int islands = topo_.islands;
   const size_t m = un.hi - un.lo;
   // token-weighted over the islands that pushed
   double total = 0;
@@ -86,11 +85,15 @@ void Syncer::merge(Unit& un) {
               merged.data());
   outer_nesterov(un.st.theta.data(), un.st.mom.data(), merged.data(), m, cfg_.sync.outer_lr,
                  cfg_.sync.outer_momentum);
+  // one reply per push: to the islands merged now (a late island's push joins the next merge
+  // and gets its reply then; every learner posts one receive per push)
+  std::vector<int> merged_islands;
+  for (auto& [i, dv] : un.deltas) merged_islands.push_back(i);
   un.deltas.clear();
   un.tokens.clear();
   un.quorum_step = -1;
   ++merges_;
-  for (int i = 0; i < islands; ++i) {
+  for (int i : merged_islands) {
     auto o = std::make_unique<OutMsg>();
     o->data = un.st.theta;
     o->req = p2p_.isend(o->data.data(), (int)(m * sizeof(float)), topo_.learner_rank(i, un.shard),
@@ -110,6 +113,11 @@ void Syncer::run(const std::function<void(int64_t)>& on_checkpoint) {
     p2p_.recv(buf.data(), (int)buf.size(), st.MPI_SOURCE, st.MPI_TAG);
     if (st.MPI_TAG == TAG_DONE) {
       ++done;
+      // a learner pushes nothing after DONE: once every learner is done, the pushes still
+      // short of a quorum are merged (their learners wait for the replies)
+      if (done == learners)
+        for (auto& [u, un] : units_)
+          if (!un.deltas.empty()) merge(un);
     } else if (st.MPI_TAG == TAG_PUSH) {
       on_push(buf);
       if (cfg_.sync.grace_steps > 0) merge_due();

@@ -229,3 +229,22 @@ TEST(MpiTrain, DivergenceStopsEveryIslandWithAUserError) {
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
+
+// Decoupled and asynchronous with a quorum of 2 of 4 islands and checkpoints: no hang (the
+// watchdog fails a hang), and the syncer sends exactly one reply per push (the late islands'
+// pushes join the next merge; the last ones short of a quorum are merged once all are done).
+TEST(MpiTrain, AsyncSyncerQuorumCheckpointsAndRepliesOncePerPush) {
+  const Config cfg = tiny({"train.mode=\"diloco\"", "topology.islands=4", "topology.syncers=1",
+                           "sync.backbone_sync=\"syncer\"", "train.deterministic=false",
+                           "sync.quorum=2", "sync.backbone_every=4", "train.steps=24",
+                           "checkpoint.every=8", "data.eval_every=0"});
+  const TrainResult r = run(5, cfg, shared_dir("async_quorum"));
+  if (world_rank() != 0) return;
+  const ParamLayout layout(cfg.model);
+  const int64_t params = (int64_t)(layout.backbone_size + layout.experts_size);
+  const int64_t pushes = 4 * (24 / 4);
+  const int bb = (int)Tier::BACKBONE;
+  for (int rank = 0; rank < 4; ++rank)
+    EXPECT_EQ(r.comm_bytes[bb][rank], (24 / 4) * (int64_t)(sizeof(PushHeader) + 4 * params));
+  EXPECT_EQ(r.comm_bytes[bb][4], pushes * 4 * params);
+}

@@ -187,6 +187,10 @@ std::string checkpoint_path(const std::string& dir, int64_t step) {
   return (fs::path(dir) / fmt::format("step_{:08d}.h5", step)).string();
 }
 
+std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& dir) {
+  return list_checkpoints(dir, false);
+}
+
 std::optional<std::string> newest_checkpoint(const std::string& dir) {
   for (const auto& [step, path] : list_checkpoints(dir, false)) {
     try {

@@ -81,6 +81,9 @@ std::string checkpoint_path(const std::string& dir, int64_t step);
 // ignored, corrupt files skipped with a warning. nullopt when there is none.
 std::optional<std::string> newest_checkpoint(const std::string& dir);
 
+// The complete step_XXXXXXXX.h5 files of `dir` (not .tmp), newest first, as (step, path).
+std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& dir);
+
 // Deletes all but the `keep` newest step_XXXXXXXX.h5 files in `dir` (keep = 0: delete none),
 // and any leftover step_XXXXXXXX.h5.tmp files of interrupted commits.
 void prune_checkpoints(const std::string& dir, int keep);

@@ -155,6 +155,34 @@ int type_code() {
 }
 }  // namespace
 
+void verify_rank_part(const std::string& path, int rank) {
+  const std::string group = rank_array_name(rank, "");
+  try {
+    h5::File f = h5::open_file(path, false);
+    const std::string prefix = group.substr(0, group.size() - 1);  // "rank_00003"
+    if (!h5::exists(f, prefix)) return;  // this rank wrote nothing there
+    for (const std::string& name : h5::list_datasets(f)) {
+      if (name.rfind(prefix + "/", 0) != 0) continue;
+      h5::Dataset ds(H5Dopen2(f, name.c_str(), H5P_DEFAULT));
+      if (!ds.valid()) throw h5::Error("cannot open " + name);
+      h5::Dataspace sp(H5Dget_space(ds));
+      const hssize_t n = H5Sget_simple_extent_npoints(sp);
+      const hid_t type = H5Dget_type(ds);
+      const size_t size = H5Tget_size(type);
+      const bool is_float = H5Tget_class(type) == H5T_FLOAT;
+      H5Tclose(type);
+      const int code = is_float ? 0 : size == 8 ? 1 : 2;
+      std::vector<uint8_t> bytes((size_t)n * size);
+      if (n && H5Dread(ds, mem_type(code), H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data()) < 0)
+        throw h5::Error("cannot read " + name + " (truncated or corrupted)");
+      if (fnv1a(bytes.data(), bytes.size()) != (uint64_t)h5::read_attr_int(ds, "fnv1a"))
+        throw h5::Error("checksum mismatch in " + name + " (corrupted)");
+    }
+  } catch (const h5::Error& e) {
+    throw UserError(fmt::format("checkpoint {}: {}", path, e.what()));
+  }
+}
+
 bool has_rank_array(const std::string& path, int rank, const std::string& name) {
   h5::File f = h5::open_file(path, false);
   return h5::exists(f, rank_array_name(rank, name));

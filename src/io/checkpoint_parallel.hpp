@@ -41,6 +41,9 @@ template <class T>
 std::vector<T> read_rank_array(const std::string& path, int rank, const std::string& name,
                                size_t expected_count);
 bool has_rank_array(const std::string& path, int rank, const std::string& name);
+// Reads every array of `rank`'s part and checks its checksum; throws UserError naming the file
+// and the first bad dataset. A rank with no part passes.
+void verify_rank_part(const std::string& path, int rank);
 // A string attribute of the checkpoint file (e.g. "config").
 std::string checkpoint_attr(const std::string& path, const std::string& name);
 int64_t checkpoint_world_size(const std::string& path);

@@ -10,18 +10,25 @@
 
 namespace px {
 
+ExpertWorkerRole::ExpertWorkerRole(RunContext& ctx) : ctx_(ctx), init_(ctx.cfg.model, 1, 2) {
+  const Config& cfg = ctx.cfg;
+  init_.init_params((uint64_t)cfg.train.seed);
+  home_ = std::make_unique<ExpertHome>(
+      cfg, init_.layout(),
+      experts_homed_at(ctx.topo, ctx.topo.world_rank, cfg.model.moe_layers(), cfg.model.n_experts),
+      init_.params(Arena::EXPERTS));
+  registry_.add(home_.get());
+}
+
+void ExpertWorkerRole::resume(const std::string& checkpoint) {
+  registry_.load(StateReader(checkpoint, ctx_.topo.world_rank, ctx_.cfg));
+}
+
 TrainResult ExpertWorkerRole::run() {
   const Config& cfg = ctx_.cfg;
   const Topology& topo = ctx_.topo;
-  MoeModel<float> init(cfg.model, 1, 2);  // the run's common starting point
-  init.init_params((uint64_t)cfg.train.seed);
-  ExpertHome home(cfg, init.layout(),
-                  experts_homed_at(topo, topo.world_rank, cfg.model.moe_layers(), cfg.model.n_experts),
-                  init.params(Arena::EXPERTS));
-  CheckpointRegistry registry;
-  registry.add(&home);
-  if (!ctx_.resume_from.empty())
-    registry.load(StateReader(ctx_.resume_from, topo.world_rank, cfg));
+  ExpertHome& home = *home_;
+  CheckpointRegistry& registry = registry_;
   ExpertMessages messages(cfg, topo, ctx_.p2p);
   auto delivery = make_delivery(cfg, messages);
   const int64_t start = home.step();

@@ -5,17 +5,26 @@
 // checkpoints when every learner's bundle of a checkpoint step is in and stops when every
 // learner has said so (each learner's STOP bundle is its last: MPI keeps the order of one
 // sender's messages). It never sees the data.
-#include "roles/role.hpp"  // defines: Role
+#include <memory>
+
+#include "checkpoint/checkpoint_registry.hpp"  // defines: CheckpointRegistry
+#include "experts/expert_home.hpp"             // defines: ExpertHome
+#include "model/moe_model.hpp"                 // defines: MoeModel
+#include "roles/role.hpp"                      // defines: Role
 
 namespace px {
 
 class ExpertWorkerRole final : public Role {
  public:
-  explicit ExpertWorkerRole(RunContext& ctx) : ctx_(ctx) {}
+  explicit ExpertWorkerRole(RunContext& ctx);
+  void resume(const std::string& checkpoint) override;
   TrainResult run() override;
 
  private:
   RunContext& ctx_;
+  MoeModel<float> init_;  // the run's common starting point (the masters start from it)
+  std::unique_ptr<ExpertHome> home_;
+  CheckpointRegistry registry_;
 };
 
 }  // namespace px

@@ -45,7 +45,8 @@ LearnerRole::LearnerRole(RunContext& ctx)
 }
 
 TrainResult LearnerRole::run() {
-  resume();
+  res_.start_step = progress_.step;
+  metrics_ = std::make_unique<LearnerMetrics>(ctx_, comms_.learners, progress_.step, rehomed_);
   announce();
   const int B = cfg_.train.batch_size, T = cfg_.model.seq_len;
   const int64_t steps = cfg_.train.steps;
@@ -140,20 +141,16 @@ void LearnerRole::checkpoint(int64_t step) {
   ctx_.log->info("checkpoint {}", path);
 }
 
-void LearnerRole::resume() {
-  const bool rehome = !ctx_.resume_from.empty() && rehoming(ctx_.resume_from, cfg_);
-  if (!ctx_.resume_from.empty()) {
-    const StateReader reader(ctx_.resume_from, ctx_.world_rank, cfg_);
-    registry_.load(reader);
-    for (auto& t : tiers_.tiers) t->resumed(progress_.step, progress_.island_tokens);
-    if (rehome)
-      ctx_.log->info("re-homed the experts: topology.expert_workers {} -> {}",
-                     reader.saved_config().topology.expert_workers, cfg_.topology.expert_workers);
-    loader_.set_cursor(progress_.data_cursor);
-    ctx_.log->info("resumed from {} (step {})", ctx_.resume_from, progress_.step);
-  }
-  res_.start_step = progress_.step;
-  metrics_ = std::make_unique<LearnerMetrics>(ctx_, comms_.learners, progress_.step, rehome);
+void LearnerRole::resume(const std::string& checkpoint) {
+  const StateReader reader(checkpoint, ctx_.world_rank, cfg_);
+  rehomed_ = reader.rehoming();
+  registry_.load(reader);
+  for (auto& t : tiers_.tiers) t->resumed(progress_.step, progress_.island_tokens);
+  if (rehomed_)
+    ctx_.log->info("re-homed the experts: topology.expert_workers {} -> {}",
+                   reader.saved_config().topology.expert_workers, cfg_.topology.expert_workers);
+  loader_.set_cursor(progress_.data_cursor);
+  ctx_.log->info("resumed from {} (step {})", checkpoint, progress_.step);
 }
 
 void LearnerRole::announce() const {

@@ -18,10 +18,10 @@ namespace px {
 class LearnerRole final : public Role {
  public:
   explicit LearnerRole(RunContext& ctx);
+  void resume(const std::string& checkpoint) override;
   TrainResult run() override;
 
  private:
-  void resume();
   void announce() const;
   // After step `step`: the loss as the mean over islands, whether to stop (agreed by every
   // learner), whether a checkpoint follows.
@@ -44,6 +44,7 @@ class LearnerRole final : public Role {
   TrainResult res_;
   int64_t skipped_in_row_ = 0;  // consecutive skipped steps (non-finite loss or gradient norm)
   bool diverged_ = false;       // agreed by every learner
+  bool rehomed_ = false;        // resumed with another topology.expert_workers
 };
 
 }  // namespace px

@@ -12,6 +12,9 @@ namespace px {
 class Role {
  public:
   virtual ~Role() = default;
+  // Loads this rank's state from a checkpoint (train() runs it on every rank at once, so a
+  // damaged part on any rank is one user error everywhere, not a rank left waiting).
+  virtual void resume(const std::string& checkpoint) = 0;
   // The whole run of this rank; ends with the collective byte-count gather over the world.
   virtual TrainResult run() = 0;
 };

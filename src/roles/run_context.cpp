@@ -9,7 +9,8 @@
 
 #include "backend/gpu_step.hpp"      // defines: GpuStepper::require
 #include "checkpoint/resume.hpp"     // defines: check_resume_compatible
-#include "io/checkpoint_file.hpp"    // defines: newest_checkpoint
+#include "io/checkpoint_file.hpp"    // defines: newest_checkpoint, complete_checkpoints
+#include "io/checkpoint_parallel.hpp"  // defines: verify_rank_part
 #include "roles/on_all_ranks.hpp"    // defines: on_all_ranks
 #include "util/errors.hpp"           // defines: UserError
 
@@ -30,15 +31,41 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& run_dir, int rank
   return lg;
 }
 
-// The newest complete checkpoint, agreed by every rank (rank 0 looks, then broadcasts).
-std::string agreed_checkpoint(Comm& world, const std::string& dir) {
-  std::string p;
-  if (world.rank() == 0) p = newest_checkpoint(dir).value_or("");
-  int64_t n = (int64_t)p.size();
+void bcast_string(Comm& world, std::string& s) {
+  int64_t n = (int64_t)s.size();
   world.bcast(&n, sizeof n, 0, Tier::CONTROL);
-  p.resize((size_t)n);
-  world.bcast(p.data(), n, 0, Tier::CONTROL);
-  return p;
+  s.resize((size_t)n);
+  world.bcast(s.data(), n, 0, Tier::CONTROL);
+}
+
+// The newest checkpoint whose every part verifies (each rank reads its own part and checks the
+// checksums; agreed by all): a damaged newer one is skipped with a warning for the one before;
+// when there are checkpoints and none verifies, a user error (nothing is overwritten). No
+// checkpoint at all: "" (a run killed before its first one starts again).
+std::string agreed_checkpoint(Comm& world, const std::string& dir) {
+  std::vector<std::string> paths;
+  if (world.rank() == 0)
+    for (const auto& [step, path] : complete_checkpoints(dir)) paths.push_back(path);
+  int64_t count = (int64_t)paths.size();
+  world.bcast(&count, sizeof count, 0, Tier::CONTROL);
+  std::string last_error;
+  for (int64_t i = 0; i < count; ++i) {
+    std::string path = world.rank() == 0 ? paths[(size_t)i] : "";
+    bcast_string(world, path);
+    try {
+      on_all_ranks(world, [&] { verify_rank_part(path, world.rank()); });
+      return path;
+    } catch (const UserError& e) {
+      last_error = e.what();
+      if (world.rank() == 0) spdlog::warn("--resume: skipping {}", last_error);
+    }
+  }
+  if (count > 0)
+    throw UserError(fmt::format("--resume: none of the {} checkpoints in {} verifies (last: {}); "
+                                "nothing was changed: restore a good checkpoint there, or start "
+                                "a new run without --resume in another --out",
+                                count, dir, last_error));
+  return "";
 }
 
 int rank_of(MPI_Comm c) {

@@ -194,7 +194,8 @@ TEST(MpiTrain, ControlTierCountsEveryMessage) {
   if (world_rank() != 0) return;
   // expert loads and the skipped-step count, in one all-reduce
   const int64_t loads = 8 * ((int64_t)cfg.model.moe_layers() * cfg.model.n_experts + 1);
-  const int64_t startup = ring_allreduce_bytes(8, 2);                       // error agreement
+  // error agreement of the input checks and of the run folder's creation
+  const int64_t startup = 2 * ring_allreduce_bytes(8, 2);
   const int64_t per_step = ring_allreduce_bytes(16, 2) + ring_allreduce_bytes(8, 2);  // loss, stop
   const int64_t per_log_root = ring_allreduce_bytes(loads, 2);
   const int64_t per_log_other = per_log_root + 8 * kTierCount + 8;  // + byte counts, peak memory

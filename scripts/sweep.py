@@ -282,12 +282,14 @@ def cmd_table(args):
 
     # validation loss vs tokens (first seed of every run)
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name, seeds in data.items():
+    styles = ["-", "--", "-.", ":"]
+    for i, (name, seeds) in enumerate(data.items()):
         s = seeds[0]
         if s["eval_loss"] is None:
             continue
         per_step = s["train_tokens"][-1] / s["train_step"][-1]
-        ax.plot(s["eval_step"] * per_step, s["eval_loss"], marker="o", ms=3, label=name)
+        ax.plot(s["eval_step"] * per_step, s["eval_loss"], marker="o", ms=3, label=name,
+                color=plt.cm.tab20(i % 20), linestyle=styles[(i // 10) % len(styles)])
     ax.set_xlabel("tokens trained on (all islands)")
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title(title, fontsize=9)
@@ -322,7 +324,8 @@ def cmd_table(args):
     bottom = [0.0] * len(rows)
     for t in tiers:
         v = [r["tiers"].get(t, 0.0) for r in rows]
-        ax.bar([r["run"] for r in rows], v, bottom=bottom, label=t)
+        ax.bar([r["run"] for r in rows], v, bottom=bottom, label=t,
+               color=plt.cm.tab10(tiers.index(t) % 10))
         bottom = [b + x for b, x in zip(bottom, v)]
     ax.set_yscale("log")
     ax.set_ylabel("bytes sent per token per learner (log scale)")

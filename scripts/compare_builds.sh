@@ -78,7 +78,11 @@ for d in "$OUT"/old/modes/*/ "$OUT"/old/tests/*/; do
   if [ -f "$other" ] && cmp -s "$d/compared.txt" "$other"; then
     printf "| %-34s | bit-identical |\n" "$rel"; same=$((same + 1))
   else
-    printf "| %-34s | DIFFERENT%s |\n" "$rel" "$note"; differ=$((differ + 1))
+    # which datasets differ
+    which=$(diff <(awk '/^== /{d=$2} {print d": "$0}' "$d/compared.txt") \
+                 <(awk '/^== /{d=$2} {print d": "$0}' "$other" 2>/dev/null) 2>/dev/null |
+            sed -n 's/^[<>] \([^:]*\):.*/\1/p' | sort -u | tr '\n' ' ')
+    printf "| %-34s | DIFFERENT%s: %s|\n" "$rel" "$note" "$which"; differ=$((differ + 1))
   fi
 done
 echo "$same bit-identical, $differ different; dumps in $OUT/{old,new}"

@@ -4,10 +4,7 @@
 # one before; every checkpoint damaged -> exit 2 with a message, and no file is changed.
 # Usage: corrupt_checkpoint.sh PARALLAX_BINARY SOURCE_DIR WORK_DIR
 set -euo pipefail
-bin=$1 src=$2 work=$3
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-rm -rf "$work" && mkdir -p "$work"
-"$bin" data prepare --input /usr/share/games/fortunes --out "$work/data" --vocab 512 > "$work/prepare.log" 2>&1
+source "$(dirname "$0")/fault_setup.sh"  # defines: bin, src, work; prepares $work/data
 args=(train "$src/experiments/tiny.toml" --out "$work/run" data.dir="$work/data" topology.islands=2
       topology.ranks_per_island=2 train.mode=diloco sync.backbone_every=5 train.warmup_steps=2
       checkpoint.every=10 checkpoint.keep=0 data.eval_every=10)

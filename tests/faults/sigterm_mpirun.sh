@@ -3,10 +3,7 @@
 # the next step and stop; --resume continues from that checkpoint.
 # Usage: sigterm_mpirun.sh PARALLAX_BINARY SOURCE_DIR WORK_DIR
 set -euo pipefail
-bin=$1 src=$2 work=$3
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-rm -rf "$work" && mkdir -p "$work"
-"$bin" data prepare --input /usr/share/games/fortunes --out "$work/data" --vocab 512 > "$work/prepare.log" 2>&1
+source "$(dirname "$0")/fault_setup.sh"  # defines: bin, src, work; prepares $work/data
 args=(train "$src/experiments/tiny.toml" --out "$work/run" data.dir="$work/data" topology.islands=2
       train.mode=diloco train.steps=100000 checkpoint.every=0 data.eval_every=0 log.every=20)
 mpirun -np 2 --oversubscribe "$bin" "${args[@]}" > "$work/run.log" 2>&1 &

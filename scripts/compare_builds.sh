@@ -81,7 +81,7 @@ for d in "$OUT"/old/modes/*/ "$OUT"/old/tests/*/; do
     # which datasets differ
     which=$(diff <(awk '/^== /{d=$2} {print d": "$0}' "$d/compared.txt") \
                  <(awk '/^== /{d=$2} {print d": "$0}' "$other" 2>/dev/null) 2>/dev/null |
-            sed -n 's/^[<>] \([^:]*\):.*/\1/p' | sort -u | tr '\n' ' ')
+            sed -n 's/^[<>] \([^:]*\):.*/\1/p' | sort -u | tr '\n' ' ' || true)
     printf "| %-34s | DIFFERENT%s: %s|\n" "$rel" "$note" "$which"; differ=$((differ + 1))
   fi
 done

@@ -160,3 +160,23 @@ TEST(SketchHome, RejectedSketchesAreCountedAndChangeNothing) {
   for (double g : a.grad()) norm += g * g;
   EXPECT_GT(norm, 0.0);
 }
+
+// A sketch that verifies (codes, scales and checksum in order) but whose values would overflow
+// the home's gradient (|X| = 6e37 in bf16; an int8 row scale of 4e24) is refused as non-finite,
+// counted, and changes nothing.
+TEST(SketchHome, HugeValuesInAValidSketchAreRefused) {
+  const int d = 8, h = 8;
+  Expert a(d, h, px::cpu::EXPERT_ACT_RELU2, 5);
+  SketchHome home(d, h, a.act, kKey, 32, 2, {a.slot(0, 0)});
+  auto X = randn(3 * d, 40), G = randn(3 * d, 41);
+  for (float& x : X) x *= 6e37f;
+  auto huge_bf16 = island_sketch(X, G, d, 32, 0, 0, 10, SKETCH_BF16);
+  auto X2 = randn(3 * d, 42);
+  for (float& x : X2) x *= 4e24f;
+  auto huge_int8 = island_sketch(X2, G, d, 32, 0, 0, 10, SKETCH_INT8);
+  EXPECT_EQ(home.receive(huge_bf16.data(), huge_bf16.size(), 10), SketchStatus::NON_FINITE);
+  EXPECT_EQ(home.receive(huge_int8.data(), huge_int8.size(), 10), SketchStatus::NON_FINITE);
+  EXPECT_EQ(home.accumulate(), 0u);
+  for (double g : a.grad()) ASSERT_EQ(g, 0.0);
+  EXPECT_EQ(home.tally().summary(), "accepted 0, rejected 2 (non_finite 2)");
+}

@@ -1,6 +1,8 @@
 // defines: SketchHome
 #include "sketch/sketch_home.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 namespace px {
@@ -27,11 +29,17 @@ SketchStatus SketchHome::receive(const uint8_t* bytes, size_t size, int64_t home
   check.known_handle = [this](uint64_t h) { return slot_of_.count(h) > 0; };
   SketchView view;
   SketchStatus status = sketch_verify(bytes, size, check, &view);
+  std::vector<float> X, dY;
+  if (status == SketchStatus::OK) {
+    sketch_unpack(view, X, dY);
+    // a sketch that verifies can still hold values whose products overflow the gradient
+    const auto out_of_bound = [](float v) { return !(std::fabs(v) <= kSketchValueBound); };
+    if (std::any_of(X.begin(), X.end(), out_of_bound) || std::any_of(dY.begin(), dY.end(), out_of_bound))
+      status = SketchStatus::NON_FINITE;
+  }
   tally_.add(status);
   if (status != SketchStatus::OK) return status;
   const int slot = slot_of_.at(view.header.handle);
-  std::vector<float> X, dY;
-  sketch_unpack(view, X, dY);
   queued_x_[slot].insert(queued_x_[slot].end(), X.begin(), X.end());
   queued_dy_[slot].insert(queued_dy_[slot].end(), dY.begin(), dY.end());
   return status;

@@ -20,6 +20,11 @@
 
 namespace px {
 
+// The largest |value| of an accepted sketch row (X or dY): activations and their gradients are
+// orders of magnitude below it, and the home's products of rows, weights and row counts stay
+// finite in fp32 (|X| = 6e37 in a verified bf16 sketch made a home's gradient inf).
+inline constexpr float kSketchValueBound = 1e8f;
+
 // One expert homed here: master weights (read) and gradient buffers (accumulated).
 // W1, W3 [d, h], W2 [h, d]; W3 / dW3 null for relu2.
 struct HomeExpertSlot {

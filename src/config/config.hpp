@@ -21,7 +21,7 @@ enum class OptimizerKind { ADAMW, SGD };
 enum class BackboneSyncKind { ALLREDUCE, SYNCER };
 enum class MergeKind { MEAN, RDA };
 enum class WireDtype { FP32, BF16, INT8, FP4, TERNARY };
-enum class ExpertSignalKind { SKETCHES, ADAPTERS };
+enum class ExpertSignalKind { SKETCHES, ADAPTERS, NONE };
 enum class ViewKind { TERNARY, LOWRANK };
 enum class SketchDtype { INT8, FP8, BF16 };
 
@@ -35,7 +35,7 @@ template <> struct EnumNames<DeviceKind> { static constexpr std::array<std::stri
 template <> struct EnumNames<BackboneSyncKind> { static constexpr std::array<std::string_view, 2> v{"allreduce", "syncer"}; };
 template <> struct EnumNames<MergeKind> { static constexpr std::array<std::string_view, 2> v{"mean", "rda"}; };
 template <> struct EnumNames<WireDtype> { static constexpr std::array<std::string_view, 5> v{"fp32", "bf16", "int8", "fp4", "ternary"}; };
-template <> struct EnumNames<ExpertSignalKind> { static constexpr std::array<std::string_view, 2> v{"sketches", "adapters"}; };
+template <> struct EnumNames<ExpertSignalKind> { static constexpr std::array<std::string_view, 3> v{"sketches", "adapters", "none"}; };
 template <> struct EnumNames<ViewKind> { static constexpr std::array<std::string_view, 2> v{"ternary", "lowrank"}; };
 template <> struct EnumNames<SketchDtype> { static constexpr std::array<std::string_view, 3> v{"int8", "fp8", "bf16"}; };
 

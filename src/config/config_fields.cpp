@@ -134,7 +134,7 @@ std::vector<FieldDesc> build_table() {
       field("sync", "outer_momentum", &C::sync, &S::outer_momentum, ge(0), lt(1), "outer Nesterov momentum"),
       field("sync", "outer_dtype", &C::sync, &S::outer_dtype, none(), none(), "outer-gradient wire format: fp32 | bf16 | int8 | fp4 | ternary"),
       // ---- [experts]
-      field("experts", "signal", &C::experts, &X::signal, none(), none(), "how remote experts learn: sketches | adapters"),
+      field("experts", "signal", &C::experts, &X::signal, none(), none(), "how remote experts learn: sketches | adapters | none (the frozen-experts baseline: routed experts never train, only the backbone learns)"),
       field("experts", "view", &C::experts, &X::view, none(), none(), "view of a non-owned expert: ternary | lowrank"),
       field("experts", "adapter_rank", &C::experts, &X::adapter_rank, ge(0), le_field("model.expert_hidden"), "trainable adapter rank on views (0 = frozen view)"),
       field("experts", "surrogate_rank", &C::experts, &X::surrogate_rank, ge(1), le_field("model.expert_hidden"), "rank of the low-rank surrogate (view = lowrank)"),

@@ -116,7 +116,7 @@ void check_supported(const Config& c) {
       fail(fmt::format("experts.surrogate_rank = {}: must be at most min(model.d_model, "
                        "model.expert_hidden) = {}", x.surrogate_rank,
                        std::min(c.model.d_model, c.model.expert_hidden)));
-    if (x.adapter_rank != 0 && x.signal == ExpertSignalKind::SKETCHES)
+    if (x.adapter_rank != 0 && x.signal != ExpertSignalKind::ADAPTERS)
       fail(fmt::format("experts.adapter_rank = {} with experts.signal = \"sketches\": adapters "
                        "are trained only under the adapter signal; use 0 (frozen views)",
                        x.adapter_rank));

@@ -23,6 +23,8 @@ void add_expert_tiers(const Config& cfg, const Topology& topo, LearnerModel& mod
     auto signal = std::make_unique<AdapterSignal>(cfg, topo, experts, *out.messages);
     adapters = &signal->adapters();
     out.tiers.push_back(std::move(signal));
+  } else if (cfg.experts.signal == ExpertSignalKind::NONE) {
+    out.tiers.push_back(std::make_unique<NoSignal>(experts, *out.messages));
   } else {
     out.tiers.push_back(std::make_unique<SketchSignal>(experts, *out.messages, cfg.experts.sketch_every));
   }
@@ -37,12 +39,14 @@ void add_expert_tiers(const Config& cfg, const Topology& topo, LearnerModel& mod
   auto views = std::make_unique<ExpertViews>(cfg, host.layout(), topo, host.params(Arena::EXPERTS));
   experts.set_sources(out.home, views.get(), adapters);
   ExpertHome* home = out.home;
-  experts.set_grad_sink([&experts, home, adapters](int m, int e, const float* g1, const float* g3,
-                                                   const float* g2) {
+  const bool frozen = cfg.experts.signal == ExpertSignalKind::NONE;
+  experts.set_grad_sink([&experts, home, adapters, frozen](int m, int e, const float* g1,
+                                                           const float* g3, const float* g2) {
+    if (frozen) return;  // the frozen-experts baseline: no expert ever trains
     if (experts.homed_here(m, e)) home->add_expert_grad(m, e, g1, g3, g2);
     else if (adapters) adapters->add_weight_grad(m, e, g1, g3, g2);
   });
-  out.tiers.push_back(std::make_unique<ViewTier>(std::move(views), *out.delivery));
+  out.tiers.push_back(std::make_unique<ViewTier>(std::move(views), *out.delivery, frozen));
   model.release_expert_params();  // the homes and views hold the routed experts now
 }
 

@@ -43,12 +43,12 @@ void HomeTier::finish(int64_t start_step, int64_t end_step) {
 }
 
 void ViewTier::after_step(const StepEvent& e) {
-  delivery_.take_views(e.step % views_->every() == 0, *views_);
+  delivery_.take_views(!frozen_ && e.step % views_->every() == 0, *views_);
   delivery_.end_of_step();
 }
 
 void ViewTier::finish(int64_t start_step, int64_t end_step) {
-  delivery_.finish_views(*views_, multiples_between(start_step, end_step, views_->every()));
+  delivery_.finish_views(*views_, frozen_ ? 0 : multiples_between(start_step, end_step, views_->every()));
   delivery_.finish_sends();
 }
 

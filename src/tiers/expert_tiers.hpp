@@ -47,6 +47,15 @@ class SketchSignal final : public ExpertSignalTier {
   int every_;
 };
 
+// signal "none", the frozen-experts baseline: bundles carry the learners' decisions only.
+class NoSignal final : public ExpertSignalTier {
+ public:
+  using ExpertSignalTier::ExpertSignalTier;
+
+ private:
+  bool sketches_due(int64_t) const override { return false; }
+};
+
 class AdapterSignal final : public ExpertSignalTier {
  public:
   AdapterSignal(const Config& cfg, const Topology& topo, ParallaxExperts& experts,
@@ -85,8 +94,9 @@ class HomeTier final : public SyncTier {
 
 class ViewTier final : public SyncTier {
  public:
-  ViewTier(std::unique_ptr<ExpertViews> views, Delivery& delivery)
-      : views_(std::move(views)), delivery_(delivery) {}
+  // frozen: signal "none", no view message ever comes (the initial views stay)
+  ViewTier(std::unique_ptr<ExpertViews> views, Delivery& delivery, bool frozen)
+      : views_(std::move(views)), delivery_(delivery), frozen_(frozen) {}
   ExpertViews& views() { return *views_; }
   void after_step(const StepEvent& e) override;
   void finish(int64_t start_step, int64_t end_step) override;
@@ -96,6 +106,7 @@ class ViewTier final : public SyncTier {
  private:
   std::unique_ptr<ExpertViews> views_;
   Delivery& delivery_;
+  bool frozen_;
 };
 
 }  // namespace px

@@ -1,6 +1,8 @@
 // defines: HomeCadence
 #include "tiers/home_cadence.hpp"
 
+#include <limits>
+
 #include "optim/lr_schedule.hpp"  // defines: lr_at
 
 namespace px {
@@ -20,7 +22,9 @@ HomeCadence::HomeCadence(const Config& cfg, const Topology& topo, ExpertHome& ho
       view_tier_(cfg.experts.view == ViewKind::LOWRANK ? Tier::SURROGATE : Tier::SNAPSHOT),
       next_update_(next_multiple(start_step, update_every_)),
       next_fold_(next_multiple(start_step, fold_every_)),
-      next_view_(next_multiple(start_step, view_every_)) {}
+      next_view_(cfg.experts.signal == ExpertSignalKind::NONE
+                     ? std::numeric_limits<int64_t>::max()  // frozen experts: the first views stay
+                     : next_multiple(start_step, view_every_)) {}
 
 double HomeCadence::lr_of(int64_t step) const {
   const auto& t = cfg_.train;

@@ -110,13 +110,15 @@ Plan make_plan(const Config& cfg) {
     const double homes = W > 0 ? W : std::min<double>(NL, (double)M * E) - 1;
     if (cfg.experts.signal == ExpertSignalKind::SKETCHES) {
       bps[(int)Tier::SKETCH] = (remote * sk) / cfg.experts.sketch_every + homes * sizeof(SketchBundleHeader);
+    } else if (cfg.experts.signal == ExpertSignalKind::NONE) {  // frozen experts: flags only
+      bps[(int)Tier::CONTROL] += homes * sizeof(SketchBundleHeader);
     } else {  // adapter deltas: A and B of every weight of every remote expert, fp32
       const double r = cfg.experts.adapter_rank, mats = m.expert_act == ExpertActKind::SWIGLU ? 3 : 2;
       bps[(int)Tier::ADAPTER] = (remote * (20.0 + 4.0 * r * mats * (d + h)) + 4.0 * homes) /
                                 cfg.experts.adapter_every;
       bps[(int)Tier::CONTROL] += homes * sizeof(SketchBundleHeader);  // empty bundles: flags only
     }
-    if (W == 0)  // my experts' views to every other learner
+    if (W == 0 && cfg.experts.signal != ExpertSignalKind::NONE)  // my experts' views to every other learner
       bps[view_tier] = (4.0 + (double)M * E / NL * view_msg) * (NL - 1) / snap_every;
   }
   p.roles.push_back(lr);
@@ -129,7 +131,8 @@ Plan make_plan(const Config& cfg) {
     wr.grad_bytes = 4 * mine;
     wr.optim_bytes = 8 * mine;
     wr.bytes_per_step.assign(kTierCount, 0.0);
-    wr.bytes_per_step[view_tier] = (4.0 + (double)M * E / W * view_msg) * NL / snap_every;
+    if (cfg.experts.signal != ExpertSignalKind::NONE)  // frozen experts send no views
+      wr.bytes_per_step[view_tier] = (4.0 + (double)M * E / W * view_msg) * NL / snap_every;
     p.roles.push_back(wr);
   }
   if (t.syncers > 0) {

@@ -249,3 +249,32 @@ TEST(MpiParallax, TernaryNativeLearnsAndResumesBitIdentically) {
   ASSERT_GE(full.evals.size(), 2u);
   EXPECT_LT(full.evals.back().second, full.evals.front().second - 0.3);
 }
+
+// experts.signal = "none", the frozen-experts baseline: the routed experts never train (the
+// masters in the last checkpoint are the initial ones, bit for bit), no sketch or view message
+// is sent, and the backbone still learns; with homes on the learners and on a worker.
+TEST(MpiParallax, FrozenExpertsBaselineTrainsOnlyTheBackbone) {
+  for (int workers : {0, 1}) {
+    const Config cfg = tiny(parallax({"topology.islands=2", "topology.expert_workers=" + std::to_string(workers),
+                                      "experts.signal=\"none\"", "sync.backbone_every=4",
+                                      "experts.snapshot_every=2", "train.steps=16",
+                                      "data.eval_every=16", "checkpoint.every=0"}));
+    const std::string dir = shared_dir("px_frozen" + std::to_string(workers));
+    const TrainResult r = run(2 + workers, cfg, dir);
+    if (world_rank() != 0) continue;
+    ASSERT_GE(r.evals.size(), 2u);
+    EXPECT_LT(r.evals.back().second, r.evals.front().second - 0.3) << workers << " workers";
+    for (Tier t : {Tier::SKETCH, Tier::SNAPSHOT, Tier::ADAPTER})
+      for (int64_t b : r.comm_bytes[(int)t]) EXPECT_EQ(b, 0) << tier_name(t) << ", " << workers << " workers";
+    MoeModel<float> trained(cfg.model, 1, 2), initial(cfg.model, 1, 2);
+    initial.init_params((uint64_t)cfg.train.seed);
+    load_model_params(dir + "/checkpoints/step_00000016.h5", trained);
+    const size_t n = trained.layout().experts_size;
+    EXPECT_TRUE(std::equal(trained.params(Arena::EXPERTS), trained.params(Arena::EXPERTS) + n,
+                           initial.params(Arena::EXPERTS)))
+        << "a routed expert changed, " << workers << " workers";
+    EXPECT_FALSE(std::equal(trained.params(Arena::BACKBONE),
+                            trained.params(Arena::BACKBONE) + trained.layout().backbone_size,
+                            initial.params(Arena::BACKBONE)));
+  }
+}

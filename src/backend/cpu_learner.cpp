@@ -6,7 +6,6 @@
 
 namespace px {
 
-namespace {
 AdamWConfig adamw_config(const Config& cfg) {
   AdamWConfig ac;
   ac.weight_decay = cfg.train.weight_decay;
@@ -14,7 +13,6 @@ AdamWConfig adamw_config(const Config& cfg) {
   ac.sgd = cfg.train.optimizer == OptimizerKind::SGD;
   return ac;
 }
-}  // namespace
 
 CpuLearner::CpuLearner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_batch,
                        const Topology* topo)

@@ -8,10 +8,7 @@ namespace px {
 CudaLearner::CudaLearner(const Config& cfg, int micro_batch)
     : cfg_(cfg), model_(cfg.model, micro_batch, cfg.model.seq_len) {
   model_.init_params((uint64_t)cfg.train.seed);
-  AdamWConfig ac;
-  ac.weight_decay = cfg.train.weight_decay;
-  ac.grad_clip = cfg.train.grad_clip;
-  opt_ = std::make_unique<AdamW>(model_.layout(), ac);
+  opt_ = std::make_unique<AdamW>(model_.layout(), adamw_config(cfg));
   gpu_ = std::make_unique<GpuStepper>(cfg.model, micro_batch, cfg.model.seq_len);
   gpu_->upload(model_, *opt_);
 }

@@ -65,6 +65,9 @@ class LearnerModel {
   virtual const ExpertParallel* expert_parallel() const = 0;
 };
 
+// The inner optimizer's settings of cfg.train (every backend).
+AdamWConfig adamw_config(const Config& cfg);
+
 // The learner model of cfg.train.device. dp: the data-parallel group (size 1 is fine).
 // expert_parallel: shard routed experts over dp (mode "sync"). topo: needed in mode "parallax".
 std::unique_ptr<LearnerModel> make_learner_model(const Config& cfg, Comm& dp, bool expert_parallel,

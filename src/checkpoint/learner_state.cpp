@@ -6,7 +6,6 @@
 namespace px {
 
 namespace {
-const char* arena_name(Arena a) { return a == Arena::BACKBONE ? "backbone" : "experts"; }
 constexpr const char* kProgress = "state/step_cursor_tokens_island_optsteps";
 }  // namespace
 

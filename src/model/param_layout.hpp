@@ -13,6 +13,8 @@
 namespace px {
 
 enum class Arena { BACKBONE = 0, EXPERTS = 1 };
+// "backbone" / "experts" (checkpoint dataset names).
+inline const char* arena_name(Arena a) { return a == Arena::BACKBONE ? "backbone" : "experts"; }
 
 struct ParamSpec {
   std::string name;         // e.g. "layers.1.attn.wq"

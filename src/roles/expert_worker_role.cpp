@@ -28,7 +28,6 @@ TrainResult ExpertWorkerRole::run() {
   const Config& cfg = ctx_.cfg;
   const Topology& topo = ctx_.topo;
   ExpertHome& home = *home_;
-  CheckpointRegistry& registry = registry_;
   ExpertMessages messages(cfg, topo, ctx_.p2p);
   auto delivery = make_delivery(cfg, messages);
   const int64_t start = home.step();
@@ -48,7 +47,7 @@ TrainResult ExpertWorkerRole::run() {
         continue;
       }
       home.set_step(it->first);  // the step the learners checkpoint
-      registry.save(ctx_.world, ctx_.ckpt_dir, cfg, it->first, nullptr);
+      registry_.save(ctx_.world, ctx_.ckpt_dir, cfg, it->first, nullptr);
       home.set_step(clock);
       it = checkpoints.erase(it);
     }

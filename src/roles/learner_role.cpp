@@ -25,7 +25,7 @@ Comm& data_parallel_group(const Config& cfg, LearnerComms& c) {
 
 double lr_of(const Config& cfg, int64_t step) {  // the lr of step `step` (1-based)
   const auto& t = cfg.train;
-  return lr_at((int)(step - 1), (int)t.steps, (int)t.warmup_steps, t.lr, t.min_lr);
+  return lr_of_step(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
 }
 
 }  // namespace

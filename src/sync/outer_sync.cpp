@@ -212,10 +212,6 @@ void OuterSync::finish() {
   poll_replies(true);
 }
 
-namespace {
-const char* arena_name(Arena a) { return a == Arena::BACKBONE ? "backbone" : "experts"; }
-}  // namespace
-
 void OuterSync::save(ParallelCheckpointWriter& w) {
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
     if (theta_global_[(int)a].empty()) continue;  // (mode parallax: the backbone only)

@@ -28,7 +28,7 @@ HomeCadence::HomeCadence(const Config& cfg, const Topology& topo, ExpertHome& ho
 
 double HomeCadence::lr_of(int64_t step) const {
   const auto& t = cfg_.train;
-  return lr_at((int)(step - 1), (int)t.steps, (int)t.warmup_steps, t.lr, t.min_lr);
+  return lr_of_step(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
 }
 
 void HomeCadence::advance(int64_t step) {

@@ -92,6 +92,8 @@ struct SyncConfig {
   double outer_lr = 0.7;
   double outer_momentum = 0.9;  // Nesterov momentum of the outer step
   WireDtype outer_dtype = WireDtype::FP32;
+  // deadline of every blocking wait for another rank (parallel/wait_deadline.hpp); 0 = none
+  double timeout_s = 1800;
 };
 
 // [experts] how remote experts learn and how views are refreshed (DESIGN §5, §6).

@@ -127,6 +127,7 @@ std::vector<FieldDesc> build_table() {
       field("sync", "backbone_sync", &C::sync, &S::backbone_sync, none(), none(), "allreduce | syncer"),
       field("sync", "quorum", &C::sync, &S::quorum, ge(0), le_field("topology.islands"), "islands a syncer waits for (0 = all)"),
       field("sync", "grace_steps", &C::sync, &S::grace_steps, ge(0), le(kMaxInt), "steps a syncer waits for late islands after the quorum"),
+      field("sync", "timeout_s", &C::sync, &S::timeout_s, ge(0), le(1e7), "seconds a rank waits for another before it ends the job with a message (0 = no deadline)"),
       field("sync", "mix_alpha", &C::sync, &S::mix_alpha, ge(0), le(1), "weight of the local backbone when mixing in the global one"),
       field("sync", "merge", &C::sync, &S::merge, none(), none(), "mean | rda (radial-directional averaging)"),
       field("sync", "fragments", &C::sync, &S::fragments, ge(1), le_field("model.n_layers"), "backbone fragments synced at staggered steps"),

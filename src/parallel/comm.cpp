@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include "parallel/wait_deadline.hpp"  // defines: WaitScope
+
 namespace px {
 
 // ---- errors ----------------------------------------------------------------------------
@@ -76,7 +78,10 @@ std::vector<std::vector<int64_t>> CommStats::gather_to_root(MPI_Comm world, int 
   mpiCheck(MPI_Comm_size(world, &size));
   const std::array<int64_t, kTierCount> mine = snapshot();
   std::vector<int64_t> all(rank == root ? static_cast<size_t>(size) * kTierCount : 0);  // [rank][tier]
-  mpiCheck(MPI_Gather(mine.data(), kTierCount, MPI_INT64_T, all.data(), kTierCount, MPI_INT64_T, root, world));
+  {
+    WaitScope ws("MPI_Gather (byte counts)", "", size);
+    mpiCheck(MPI_Gather(mine.data(), kTierCount, MPI_INT64_T, all.data(), kTierCount, MPI_INT64_T, root, world));
+  }
   if (rank != root) {
     add(Tier::CONTROL, static_cast<int64_t>(kTierCount) * sizeof(int64_t));
     return {};
@@ -95,6 +100,10 @@ Comm::Comm(MPI_Comm comm, CommStats& stats, bool owned) : comm_(comm), stats_(&s
   if (comm_ != MPI_COMM_NULL) {
     mpiCheck(MPI_Comm_rank(comm_, &rank_));
     mpiCheck(MPI_Comm_size(comm_, &size_));
+    char name[MPI_MAX_OBJECT_NAME] = "";
+    int len = 0;
+    mpiCheck(MPI_Comm_get_name(comm_, name, &len));
+    name_.assign(name, len);
   }
 }
 
@@ -130,6 +139,7 @@ Comm::Comm(Comm&& o) noexcept
     : comm_(std::exchange(o.comm_, MPI_COMM_NULL)),
       stats_(o.stats_),
       owned_(std::exchange(o.owned_, false)),
+      name_(std::move(o.name_)),
       rank_(std::exchange(o.rank_, -1)),
       size_(std::exchange(o.size_, 0)) {}
 
@@ -139,6 +149,7 @@ Comm& Comm::operator=(Comm&& o) noexcept {
     comm_ = std::exchange(o.comm_, MPI_COMM_NULL);
     stats_ = o.stats_;
     owned_ = std::exchange(o.owned_, false);
+    name_ = std::move(o.name_);
     rank_ = std::exchange(o.rank_, -1);
     size_ = std::exchange(o.size_, 0);
   }
@@ -171,6 +182,7 @@ void allreduce_impl(Comm& c, T* data, int64_t n, MPI_Op op, Tier t) {
   if (n < 0) throw std::invalid_argument(fmt::format("allreduce: negative count {}", n));
   for (int64_t off = 0; off < n; off += kChunk) {
     const int cnt = static_cast<int>(std::min(kChunk, n - off));
+    WaitScope ws("MPI_Allreduce", c.name(), c.size());
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, data + off, cnt, mpi_type<T>(), op, c.get()));
   }
   c.stats().add(t, ring_allreduce_bytes(n * static_cast<int64_t>(sizeof(T)), c.size()));
@@ -203,6 +215,7 @@ void Comm::allgatherv(const void* send, int send_bytes, void* recv, const std::v
     displs[r] = static_cast<int>(off);
     off += recv_bytes[r];
   }
+  WaitScope ws("MPI_Allgatherv", name(), size_);
   mpiCheck(MPI_Allgatherv(send, send_bytes, MPI_BYTE, recv, recv_bytes.data(), displs.data(), MPI_BYTE, comm_));
   stats_->add(t, static_cast<int64_t>(send_bytes) * (size_ - 1));
 }
@@ -214,6 +227,7 @@ void Comm::alltoallv(const void* send, const std::vector<int>& send_bytes, const
   check_len(send_displs, size_, "send_displs", "alltoallv");
   check_len(recv_bytes, size_, "recv_bytes", "alltoallv");
   check_len(recv_displs, size_, "recv_displs", "alltoallv");
+  WaitScope ws("MPI_Alltoallv", name(), size_);
   mpiCheck(MPI_Alltoallv(send, send_bytes.data(), send_displs.data(), MPI_BYTE, recv, recv_bytes.data(),
                          recv_displs.data(), MPI_BYTE, comm_));
   int64_t to_others = 0;
@@ -228,6 +242,7 @@ void Comm::gather(const void* send, int bytes, void* recv, int root, Tier t) {
   require_open("gather");
   if (root < 0 || root >= size_)
     throw std::invalid_argument(fmt::format("gather: root {} outside communicator of size {}", root, size_));
+  WaitScope ws("MPI_Gather", name(), size_, root);
   mpiCheck(MPI_Gather(send, bytes, MPI_BYTE, recv, bytes, MPI_BYTE, root, comm_));
   if (rank_ != root) stats_->add(t, bytes);
 }
@@ -237,6 +252,7 @@ void Comm::bcast(void* data, int64_t bytes, int root, Tier t) {
   if (root < 0 || root >= size_)
     throw std::invalid_argument(fmt::format("bcast: root {} outside communicator of size {}", root, size_));
   auto* p = static_cast<char*>(data);
+  WaitScope ws("MPI_Bcast", name(), size_, root);
   for (int64_t off = 0; off < bytes; off += kChunk)
     mpiCheck(MPI_Bcast(p + off, static_cast<int>(std::min(kChunk, bytes - off)), MPI_BYTE, root, comm_));
   if (rank_ == root) stats_->add(t, bytes * (size_ - 1));
@@ -262,6 +278,7 @@ MPI_Request Comm::irecv(void* data, int bytes, int source, int tag) {
 MPI_Status Comm::recv(void* data, int bytes, int source, int tag) {
   require_open("recv");
   MPI_Status st;
+  WaitScope ws("MPI_Recv", name(), size_, source, tag);
   mpiCheck(MPI_Recv(data, bytes, MPI_BYTE, source, tag, comm_, &st));
   return st;
 }
@@ -269,6 +286,7 @@ MPI_Status Comm::recv(void* data, int bytes, int source, int tag) {
 MPI_Status Comm::probe(int source, int tag) {
   require_open("probe");
   MPI_Status st;
+  WaitScope ws("MPI_Probe", name(), size_, source, tag);
   mpiCheck(MPI_Probe(source, tag, comm_, &st));
   return st;
 }
@@ -288,9 +306,13 @@ int Comm::status_bytes(const MPI_Status& st) {
   return n;
 }
 
-void Comm::wait(MPI_Request& req) { mpiCheck(MPI_Wait(&req, MPI_STATUS_IGNORE)); }
+void Comm::wait(MPI_Request& req, const char* what, int peer) {
+  WaitScope ws(what, "", 0, peer);
+  mpiCheck(MPI_Wait(&req, MPI_STATUS_IGNORE));
+}
 
-void Comm::wait_all(std::vector<MPI_Request>& reqs) {
+void Comm::wait_all(std::vector<MPI_Request>& reqs, const char* what) {
+  WaitScope ws(what, "", 0);
   mpiCheck(MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE));
 }
 
@@ -302,6 +324,7 @@ bool Comm::test(MPI_Request& req) {
 
 void Comm::barrier() {
   require_open("barrier");
+  WaitScope ws("MPI_Barrier", name(), size_);
   mpiCheck(MPI_Barrier(comm_));
 }
 

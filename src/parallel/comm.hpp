@@ -20,6 +20,10 @@
 // the rank, and aborts the job. Communicators this layer creates (dup/split here and in
 // Communicators) get MPI_ERRORS_RETURN so that mpiCheck, not MPI's default handler, reports.
 //
+// Deadlines: every blocking method runs inside a WaitScope (parallel/wait_deadline.hpp), so a
+// wait longer than sync.timeout_s ends the rank with a message naming the call, the
+// communicator and the peer.
+//
 // Threads: CommStats counters are atomic, so a communication thread may count concurrently
 // with the main thread; the MPI calls themselves follow the MPI thread level in use.
 #include <mpi.h>
@@ -28,6 +32,7 @@
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace px {
@@ -91,6 +96,7 @@ class Comm {
   Comm& operator=(const Comm&) = delete;
 
   MPI_Comm get() const { return comm_; }
+  const char* name() const { return name_.c_str(); }  // MPI_Comm_get_name, for messages
   bool null() const { return comm_ == MPI_COMM_NULL; }
   int rank() const { return rank_; }  // -1 on a null Comm
   int size() const { return size_; }  // 0 on a null Comm
@@ -135,9 +141,10 @@ class Comm {
   MPI_Status probe(int source, int tag);
   std::optional<MPI_Status> iprobe(int source, int tag);
   static int status_bytes(const MPI_Status& st);
-  // Request completion helpers (mpiCheck'ed).
-  static void wait(MPI_Request& req);
-  static void wait_all(std::vector<MPI_Request>& reqs);
+  // Request completion helpers (mpiCheck'ed). `what` and `peer` name the wait in the
+  // message of an expired deadline (parallel/wait_deadline.hpp).
+  static void wait(MPI_Request& req, const char* what = "MPI_Wait", int peer = -1);
+  static void wait_all(std::vector<MPI_Request>& reqs, const char* what = "MPI_Waitall");
   static bool test(MPI_Request& req);
 
   void barrier();
@@ -150,6 +157,7 @@ class Comm {
   MPI_Comm comm_ = MPI_COMM_NULL;
   CommStats* stats_ = nullptr;
   bool owned_ = false;
+  std::string name_;
   int rank_ = -1, size_ = 0;
 };
 

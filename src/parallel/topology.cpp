@@ -60,10 +60,14 @@ Topology Topology::make(int islands, int ranks_per_island, int syncers, int expe
 
 namespace {
 
-MPI_Comm split_or_null(MPI_Comm world, int color, int key) {
+// `name` is what a deadline's message calls it (parallel/wait_deadline.hpp).
+MPI_Comm split_or_null(MPI_Comm world, int color, int key, const char* name) {
   MPI_Comm c = MPI_COMM_NULL;
   mpiCheck(MPI_Comm_split(world, color, key, &c));
-  if (c != MPI_COMM_NULL) mpiCheck(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN));
+  if (c != MPI_COMM_NULL) {
+    mpiCheck(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN));
+    mpiCheck(MPI_Comm_set_name(c, name));
+  }
   return c;
 }
 
@@ -81,18 +85,22 @@ Communicators Communicators::split(const Topology& topo, MPI_Comm world) {
   c.world = world;
   const bool learner = topo.is_learner();
   // Every split is collective over world: non-members pass MPI_UNDEFINED and get NULL.
-  c.learners = split_or_null(world, learner ? 0 : MPI_UNDEFINED, rank);
-  c.island = split_or_null(world, learner ? topo.island : MPI_UNDEFINED, topo.local_rank);
-  c.peers = split_or_null(world, learner ? topo.local_rank : MPI_UNDEFINED, topo.island);
+  c.learners = split_or_null(world, learner ? 0 : MPI_UNDEFINED, rank, "learners");
+  c.island = split_or_null(world, learner ? topo.island : MPI_UNDEFINED, topo.local_rank, "island");
+  c.peers = split_or_null(world, learner ? topo.local_rank : MPI_UNDEFINED, topo.island, "peers");
   mpiCheck(MPI_Comm_dup(world, &c.p2p));
   mpiCheck(MPI_Comm_set_errhandler(c.p2p, MPI_ERRORS_RETURN));
+  mpiCheck(MPI_Comm_set_name(c.p2p, "p2p"));
+  c.leaders = split_or_null(world, learner && topo.local_rank == 0 ? 0 : MPI_UNDEFINED, topo.island,
+                            "leaders");
+  c.control = split_or_null(world, learner ? 0 : MPI_UNDEFINED, rank, "control");
   return c;
 }
 
 void Communicators::free_all() {
   int fin = 0;
   MPI_Finalized(&fin);
-  for (MPI_Comm* c : {&learners, &island, &peers, &p2p}) {
+  for (MPI_Comm* c : {&learners, &island, &peers, &p2p, &leaders, &control}) {
     if (*c != MPI_COMM_NULL && !fin) MPI_Comm_free(c);
     *c = MPI_COMM_NULL;
   }
@@ -106,7 +114,9 @@ Communicators::Communicators(Communicators&& o) noexcept
       learners(std::exchange(o.learners, MPI_COMM_NULL)),
       island(std::exchange(o.island, MPI_COMM_NULL)),
       peers(std::exchange(o.peers, MPI_COMM_NULL)),
-      p2p(std::exchange(o.p2p, MPI_COMM_NULL)) {}
+      p2p(std::exchange(o.p2p, MPI_COMM_NULL)),
+      leaders(std::exchange(o.leaders, MPI_COMM_NULL)),
+      control(std::exchange(o.control, MPI_COMM_NULL)) {}
 
 Communicators& Communicators::operator=(Communicators&& o) noexcept {
   if (this != &o) {
@@ -116,6 +126,8 @@ Communicators& Communicators::operator=(Communicators&& o) noexcept {
     island = std::exchange(o.island, MPI_COMM_NULL);
     peers = std::exchange(o.peers, MPI_COMM_NULL);
     p2p = std::exchange(o.p2p, MPI_COMM_NULL);
+    leaders = std::exchange(o.leaders, MPI_COMM_NULL);
+    control = std::exchange(o.control, MPI_COMM_NULL);
   }
   return *this;
 }

@@ -46,6 +46,9 @@ struct Communicators {
   MPI_Comm island = MPI_COMM_NULL;    // the R learners of my island, rank = local_rank
   MPI_Comm peers = MPI_COMM_NULL;     // the I learners with my local rank, rank = island index
   MPI_Comm p2p = MPI_COMM_NULL;       // a dup of world for tagged point-to-point traffic
+  MPI_Comm leaders = MPI_COMM_NULL;   // local rank 0 of every island, rank = island index
+  MPI_Comm control = MPI_COMM_NULL;   // a dup of learners for the learners' own control messages
+                                      // (stop proposals, island reports); NULL elsewhere
 
   static Communicators split(const Topology& topo, MPI_Comm world = MPI_COMM_WORLD);
 

@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
+
+#include "roles/stop_agreement.hpp"  // defines: islands_decoupled
 
 namespace px {
 
@@ -41,8 +44,11 @@ double seconds_since(clock_type::time_point t) {
 
 }  // namespace
 
-LearnerMetrics::LearnerMetrics(RunContext& ctx, Comm& learners, int64_t start_step, bool set_aside)
-    : ctx_(ctx), learners_(learners), start_step_(start_step),
+LearnerMetrics::LearnerMetrics(RunContext& ctx, Comm& learners, Comm& island, Comm& control,
+                               int64_t start_step, bool set_aside, TrainResult& res)
+    : ctx_(ctx), learners_(learners), island_(island), res_(res),
+      decoupled_(islands_decoupled(ctx.cfg, ctx.topo)), reports_(ctx.topo, control),
+      start_step_(start_step),
       islands_differ_(ctx.cfg.train.mode != TrainMode::SYNC && ctx.topo.islands > 1),
       load_((size_t)ctx.cfg.model.moe_layers() * ctx.cfg.model.n_experts, 0) {
   if (ctx.world_rank != 0) return;
@@ -69,66 +75,98 @@ void LearnerMetrics::add_step(const StepStats& s, int64_t step_tokens) {
   ++steps_;
 }
 
-void LearnerMetrics::write_interval(int64_t step, int64_t total_tokens, double lr, bool last) {
-  const Config& cfg = ctx_.cfg;
-  const int64_t steps = cfg.train.steps;
-  const int learners = ctx_.topo.learners(), world = ctx_.world_size;
-  const double dt = seconds_since(interval_start_), elapsed = seconds_since(ctx_.t0);
-  const double tps = tokens_ / std::max(dt, 1e-9);
-  const double eta = elapsed / (double)(step - start_step_) * (double)(steps - step);
-  const double ce = loss_sum_ / steps_, aux = aux_sum_ / steps_;
+IntervalRow LearnerMetrics::local_row(int64_t step, int64_t total_tokens, double lr, bool last) const {
+  IntervalRow row;
+  row.step = step;
+  row.tokens = total_tokens;
+  row.lr = lr;
+  row.last = last;
+  row.ce = loss_sum_ / steps_;
+  row.aux = aux_sum_ / steps_;
+  row.grad_norm = grad_norm_;
+  row.time_s = seconds_since(ctx_.t0);
+  row.tokens_per_s = tokens_ / std::max(seconds_since(interval_start_), 1e-9);
+  // decoupled: my island's tokens (rank 0 adds the islands')
+  if (decoupled_) row.tokens_per_s /= ctx_.topo.islands;
+  row.load = load_;
+  row.skipped = skipped_;
+  return row;
+}
+
+void LearnerMetrics::gather(IntervalRow& row, Comm& group) {
+  // peak memory and byte counts of every rank of the group, at its rank 0
+  row.comm = ctx_.stats.gather_to_root(group.get());
+  row.peak.assign(group.size(), peak_rss_bytes());
+  const int64_t mine = row.peak[0];
+  group.gather(&mine, sizeof mine, row.peak.data(), 0, Tier::CONTROL);
+}
+
+void LearnerMetrics::combine_over_learners(IntervalRow& row) {
   // expert loads and skipped steps of my island -> of all islands (one all-reduce)
-  std::vector<int64_t> counts = load_;
-  counts.push_back(skipped_);
+  std::vector<int64_t> counts = row.load;
+  counts.push_back(row.skipped);
   if (islands_differ_) {
     learners_.allreduce_sum(counts.data(), (int64_t)counts.size(), Tier::CONTROL);
     for (auto& x : counts) x /= ctx_.topo.ranks_per_island;
   }
-  const int64_t skipped = counts.back();
-  std::copy(counts.begin(), counts.end() - 1, load_.begin());
-  auto comm = ctx_.stats.gather_to_root(learners_.get());
-  std::vector<int64_t> peak(learners, peak_rss_bytes());
-  const int64_t mine = peak[0];
-  learners_.gather(&mine, sizeof mine, peak.data(), 0, Tier::CONTROL);
-  ctx_.log->info("step {:>6}/{} | loss {:.4f} | aux {:.4f} | lr {:.2e} | gnorm {:.3f} | "
-                 "{:.0f} tok/s | ETA {}{}",
-                 step, steps, ce, aux, lr, grad_norm_, tps, fmt_duration(eta),
-                 skipped ? fmt::format(" | {} steps skipped (non-finite)", skipped) : "");
-  if (writer_) {
-    MetricsWriter& m = *writer_;
-    m.append("/train/step", step);
-    m.append("/train/loss", ce);
-    m.append("/train/aux_loss", aux);
-    m.append("/train/lr", lr);
-    m.append("/train/tokens", total_tokens);
-    m.append("/train/time_s", elapsed);
-    m.append("/train/tokens_per_s", tps);
-    m.append("/train/grad_norm", grad_norm_);
-    m.append("/train/skipped_steps", skipped);
-    m.append_row("/experts/load", load_,
-                 {(hsize_t)cfg.model.moe_layers(), (hsize_t)cfg.model.n_experts});
-    std::vector<int64_t> peak_world(world, -1);
-    std::copy(peak.begin(), peak.end(), peak_world.begin());
-    m.append_row("/memory/peak_bytes", peak_world, {(hsize_t)world});
-    if (!last) {  // syncer and worker columns are known at the end only: -1 until then
-      for (auto& row : comm) row.resize(world, -1);
-      append_comm_rows(m, comm);
+  row.skipped = counts.back();
+  std::copy(counts.begin(), counts.end() - 1, row.load.begin());
+  gather(row, learners_);
+}
+
+IslandReports::Words LearnerMetrics::to_words(const IntervalRow& row) const {
+  IslandReports::Words w = {row.tokens, row.skipped, row.last ? 1 : 0,
+                            word_of(row.ce), word_of(row.aux), word_of(row.lr),
+                            word_of(row.grad_norm), word_of(row.tokens_per_s), word_of(row.time_s)};
+  w.insert(w.end(), row.load.begin(), row.load.end());
+  w.insert(w.end(), row.peak.begin(), row.peak.end());
+  for (const auto& t : row.comm) w.insert(w.end(), t.begin(), t.end());
+  return w;
+}
+
+IntervalRow LearnerMetrics::from_words(int64_t step,
+                                       const std::vector<IslandReports::Words>& islands) const {
+  const int I = ctx_.topo.islands, R = ctx_.topo.ranks_per_island;
+  const size_t nl = load_.size(), head = 9;
+  IntervalRow row;
+  row.step = step;
+  row.load.assign(nl, 0);
+  row.comm.assign(kTierCount, {});
+  for (int i = 0; i < I; ++i) {
+    const IslandReports::Words& w = islands[i];
+    if (w.size() != head + nl + (size_t)R * (1 + kTierCount))
+      throw std::runtime_error(fmt::format("island {}'s report of step {} has {} words", i, step, w.size()));
+    if (i == 0) {  // island 0's: tokens, lr, gradient norm, last (as in a coupled run's rows)
+      row.tokens = w[0];
+      row.last = w[2] != 0;
+      row.lr = double_of(w[5]);
+      row.grad_norm = double_of(w[6]);
     }
-    int64_t sent = 0;
-    for (auto& row : comm)
-      for (int r = 0; r < learners; ++r) sent += row[r];
-    m.log_jsonl({{"step", (double)step},
-                 {"loss", ce},
-                 {"aux_loss", aux},
-                 {"lr", lr},
-                 {"grad_norm", grad_norm_},
-                 {"skipped_steps", (double)skipped},
-                 {"tokens", (double)total_tokens},
-                 {"tokens_per_s", tps},
-                 {"time_s", elapsed},
-                 {"bytes_sent_per_rank_per_token",
-                  (double)sent / learners / std::max<int64_t>(1, total_tokens)}});
+    row.skipped += w[1];
+    row.ce += double_of(w[3]) / I;
+    row.aux += double_of(w[4]) / I;
+    row.tokens_per_s += double_of(w[7]);
+    row.time_s = std::max(row.time_s, double_of(w[8]));
+    for (size_t k = 0; k < nl; ++k) row.load[k] += w[head + k];
+    const size_t p = head + nl;
+    row.peak.insert(row.peak.end(), w.begin() + p, w.begin() + p + R);
+    for (int t = 0; t < kTierCount; ++t)
+      row.comm[t].insert(row.comm[t].end(), w.begin() + p + R * (1 + t), w.begin() + p + R * (2 + t));
   }
+  return row;
+}
+
+void LearnerMetrics::write_interval(int64_t step, int64_t total_tokens, double lr, bool last) {
+  IntervalRow row = local_row(step, total_tokens, lr, last);
+  if (decoupled_) {
+    gather(row, island_);
+    if (ctx_.topo.local_rank == 0) reports_.report(IslandReports::INTERVAL, step, to_words(row));
+  } else {
+    combine_over_learners(row);
+  }
+  log_progress(row);
+  if (writer_ && !decoupled_) write_row(row);
+  if (writer_ && decoupled_) write_arrived();
   std::fill(load_.begin(), load_.end(), 0);
   loss_sum_ = aux_sum_ = 0;
   steps_ = 0;
@@ -136,7 +174,78 @@ void LearnerMetrics::write_interval(int64_t step, int64_t total_tokens, double l
   interval_start_ = clock_type::now();
 }
 
-void LearnerMetrics::write_eval(int64_t step, double loss, const double* without_routed) {
+void LearnerMetrics::log_progress(const IntervalRow& row) const {
+  const int64_t steps = ctx_.cfg.train.steps;
+  const double eta = seconds_since(ctx_.t0) / (double)(row.step - start_step_) * (double)(steps - row.step);
+  ctx_.log->info("step {:>6}/{} | loss {:.4f} | aux {:.4f} | lr {:.2e} | gnorm {:.3f} | "
+                 "{:.0f} tok/s | ETA {}{}{}",
+                 row.step, steps, row.ce, row.aux, row.lr, row.grad_norm, row.tokens_per_s,
+                 fmt_duration(eta),
+                 row.skipped ? fmt::format(" | {} steps skipped (non-finite)", row.skipped) : "",
+                 decoupled_ ? fmt::format(" | island {}", ctx_.topo.island) : "");
+}
+
+void LearnerMetrics::write_row(const IntervalRow& row) {
+  const Config& cfg = ctx_.cfg;
+  const int learners = ctx_.topo.learners(), world = ctx_.world_size;
+  MetricsWriter& m = *writer_;
+  m.append("/train/step", row.step);
+  m.append("/train/loss", row.ce);
+  m.append("/train/aux_loss", row.aux);
+  m.append("/train/lr", row.lr);
+  m.append("/train/tokens", row.tokens);
+  m.append("/train/time_s", row.time_s);
+  m.append("/train/tokens_per_s", row.tokens_per_s);
+  m.append("/train/grad_norm", row.grad_norm);
+  m.append("/train/skipped_steps", row.skipped);
+  m.append_row("/experts/load", row.load,
+               {(hsize_t)cfg.model.moe_layers(), (hsize_t)cfg.model.n_experts});
+  std::vector<int64_t> peak_world(world, -1);
+  std::copy(row.peak.begin(), row.peak.end(), peak_world.begin());
+  m.append_row("/memory/peak_bytes", peak_world, {(hsize_t)world});
+  std::vector<std::vector<int64_t>> comm = row.comm;
+  if (!row.last) {  // syncer and worker columns are known at the end only: -1 until then
+    for (auto& r : comm) r.resize(world, -1);
+    append_comm_rows(m, comm);
+  }
+  int64_t sent = 0;
+  for (auto& r : comm)
+    for (int k = 0; k < learners; ++k) sent += r[k];
+  m.log_jsonl({{"step", (double)row.step},
+               {"loss", row.ce},
+               {"aux_loss", row.aux},
+               {"lr", row.lr},
+               {"grad_norm", row.grad_norm},
+               {"skipped_steps", (double)row.skipped},
+               {"tokens", (double)row.tokens},
+               {"tokens_per_s", row.tokens_per_s},
+               {"time_s", row.time_s},
+               {"bytes_sent_per_rank_per_token",
+                (double)sent / learners / std::max<int64_t>(1, row.tokens)}});
+}
+
+void LearnerMetrics::write_eval(int64_t step, double* loss, bool ablation) {
+  const int n = ablation ? 2 : 1;
+  if (!decoupled_) {  // the mean over islands (ranks of an island agree)
+    learners_.allreduce_sum(loss, n, Tier::CONTROL);
+    for (int k = 0; k < n; ++k) loss[k] /= ctx_.topo.learners();
+    return write_eval_row(step, loss[0], ablation ? loss + 1 : nullptr);
+  }
+  if (island_.size() > 1) {
+    island_.allreduce_sum(loss, n, Tier::CONTROL);
+    for (int k = 0; k < n; ++k) loss[k] /= island_.size();
+  }
+  if (ctx_.topo.local_rank == 0)
+    reports_.report(IslandReports::EVAL, step,
+                    {word_of(loss[0]), ablation ? word_of(loss[1]) : word_of(0.0), ablation ? 1 : 0});
+  if (writer_) return write_arrived();
+  res_.evals.emplace_back(step, loss[0]);  // elsewhere: my island's
+  if (ablation) res_.evals_without_routed.emplace_back(step, loss[1]);
+}
+
+void LearnerMetrics::write_eval_row(int64_t step, double loss, const double* without_routed) {
+  res_.evals.emplace_back(step, loss);
+  if (without_routed) res_.evals_without_routed.emplace_back(step, *without_routed);
   if (writer_) {
     writer_->append("/eval/step", step);
     writer_->append("/eval/loss", loss);
@@ -147,6 +256,20 @@ void LearnerMetrics::write_eval(int64_t step, double loss, const double* without
                    loss, *without_routed, *without_routed - loss);
   else
     ctx_.log->info("step {:>6} | eval loss {:.4f}", step, loss);
+}
+
+void LearnerMetrics::write_arrived() {
+  reports_.poll();
+  for (const auto& g : reports_.take_complete(IslandReports::INTERVAL))
+    write_row(from_words(g.step, g.islands));
+  for (const auto& g : reports_.take_complete(IslandReports::EVAL)) {
+    double loss[2] = {0, 0};
+    for (const auto& w : g.islands) {
+      loss[0] += double_of(w[0]) / ctx_.topo.islands;
+      loss[1] += double_of(w[1]) / ctx_.topo.islands;
+    }
+    write_eval_row(g.step, loss[0], g.islands[0][2] ? loss + 1 : nullptr);
+  }
 }
 
 void LearnerMetrics::flush() {
@@ -168,7 +291,12 @@ void LearnerMetrics::log_bytes_per_token(const std::vector<std::vector<int64_t>>
   }
 }
 
-void LearnerMetrics::close(int64_t tokens, TrainResult& res) {
+void LearnerMetrics::close(int64_t tokens) {
+  TrainResult& res = res_;
+  if (decoupled_) {  // every island's rows, then mine are complete
+    reports_.drain();
+    if (writer_) write_arrived();
+  }
   auto comm = ctx_.stats.gather_to_root(ctx_.world);  // syncers and workers join this one
   if (writer_) {
     append_comm_rows(*writer_, comm);

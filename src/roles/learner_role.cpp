@@ -13,7 +13,8 @@ namespace {
 
 LearnerComms learner_comms(RunContext& ctx) {
   return {Comm(ctx.comms.learners, ctx.stats), Comm(ctx.comms.island, ctx.stats),
-          Comm(ctx.comms.peers, ctx.stats), Comm(MPI_COMM_SELF, ctx.stats)};
+          Comm(ctx.comms.peers, ctx.stats),    Comm(MPI_COMM_SELF, ctx.stats),
+          Comm(ctx.comms.leaders, ctx.stats),  Comm(ctx.comms.control, ctx.stats)};
 }
 
 // The data-parallel group of the model's step: all learners in mode sync (expert parallel),
@@ -35,6 +36,7 @@ LearnerRole::LearnerRole(RunContext& ctx)
       model_(make_learner_model(cfg_, data_parallel_group(cfg_, comms_),
                                 cfg_.train.mode == TrainMode::SYNC, cfg_.train.batch_size, &ctx.topo)),
       tiers_(make_learner_tiers(cfg_, ctx.topo, *model_, comms_, ctx.p2p)),
+      stop_(cfg_, ctx.topo, {comms_.learners, comms_.island, comms_.leaders, comms_.control, ctx.p2p}),
       state_(*model_, progress_),
       loader_(*ctx.train_split, cfg_.model.seq_len),
       val_loader_(*ctx.val_split, cfg_.model.seq_len),
@@ -46,7 +48,8 @@ LearnerRole::LearnerRole(RunContext& ctx)
 
 TrainResult LearnerRole::run() {
   res_.start_step = progress_.step;
-  metrics_ = std::make_unique<LearnerMetrics>(ctx_, comms_.learners, progress_.step, rehomed_);
+  metrics_ = std::make_unique<LearnerMetrics>(ctx_, comms_.learners, comms_.island, comms_.control,
+                                              progress_.step, rehomed_, res_);
   announce();
   const int B = cfg_.train.batch_size, T = cfg_.model.seq_len;
   const int64_t steps = cfg_.train.steps;
@@ -76,7 +79,7 @@ TrainResult LearnerRole::run() {
   res_.end_step = progress_.step;
   res_.tokens = progress_.tokens;
   res_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx_.t0).count();
-  metrics_->close(progress_.tokens, res_);
+  metrics_->close(progress_.tokens);
   if (diverged_) report_divergence();
   return res_;
 }
@@ -91,28 +94,36 @@ void LearnerRole::report_divergence() const {
 }
 
 StepEvent LearnerRole::end_step(StepStats& stats, int64_t step, double lr) {
-  const int learners = ctx_.topo.learners();
-  if (cfg_.train.mode != TrainMode::SYNC && ctx_.topo.islands > 1) {  // islands differ: their mean
-    double v[2] = {stats.loss, stats.aux};
-    comms_.learners.allreduce_sum(v, 2, Tier::CONTROL);
-    stats.loss = v[0] / learners;
-    stats.aux = v[1] / learners;
-    stats.ce = stats.loss - stats.aux;
-  }
+  mean_over_islands(stats);
   res_.losses.push_back(stats.loss);
   skipped_in_row_ = stats.skipped ? skipped_in_row_ + 1 : 0;
-  // 1: preempted; 2: diverged (max_skipped_steps non-finite steps in a row on some island)
-  int64_t stop = skipped_in_row_ >= cfg_.train.max_skipped_steps ? 2 : stop_requested() ? 1 : 0;
-  if (learners > 1) comms_.learners.allreduce_max(&stop, 1, Tier::CONTROL);
-  diverged_ = stop == 2;
   StepEvent e;
   e.step = step;
   e.lr = lr;
   e.stats = &stats;
   e.island_tokens = progress_.island_tokens;
-  e.last = step == cfg_.train.steps || step == ctx_.opt.stop_after || stop;
-  e.checkpoint_due = (cfg_.checkpoint.every > 0 && step % cfg_.checkpoint.every == 0) || e.last;
+  const bool scheduled_last = step == cfg_.train.steps || step == ctx_.opt.stop_after;
+  const bool scheduled_checkpoint =
+      (cfg_.checkpoint.every > 0 && step % cfg_.checkpoint.every == 0) || scheduled_last;
+  // 1: preempted; 2: diverged (max_skipped_steps non-finite steps in a row on some island)
+  const int64_t mine = skipped_in_row_ >= cfg_.train.max_skipped_steps ? 2 : stop_requested() ? 1 : 0;
+  const int64_t stop = stop_.decide(step, mine, scheduled_checkpoint);
+  diverged_ = stop == 2;
+  e.last = scheduled_last || stop;
+  e.checkpoint_due = scheduled_checkpoint || e.last;
   return e;
+}
+
+void LearnerRole::mean_over_islands(StepStats& stats) {
+  if (cfg_.train.mode == TrainMode::SYNC || ctx_.topo.islands == 1) return;
+  // islands differ: their mean (decoupled: my island's ranks' mean only)
+  Comm& group = stop_.decoupled() ? comms_.island : comms_.learners;
+  if (group.size() == 1) return;
+  double v[2] = {stats.loss, stats.aux};
+  group.allreduce_sum(v, 2, Tier::CONTROL);
+  stats.loss = v[0] / group.size();
+  stats.aux = v[1] / group.size();
+  stats.ce = stats.loss - stats.aux;
 }
 
 void LearnerRole::evaluate(int64_t step) {
@@ -124,13 +135,8 @@ void LearnerRole::evaluate(int64_t step) {
     loss[0] += model_->eval_batch(inputs_.data(), targets_.data());
     if (ablation) loss[1] += model_->eval_batch_without_routed(inputs_.data(), targets_.data());
   }
-  // the mean over batches, then over islands (ranks of an island agree)
   for (double& l : loss) l /= cfg_.data.eval_batches;
-  comms_.learners.allreduce_sum(loss, ablation ? 2 : 1, Tier::CONTROL);
-  for (double& l : loss) l /= ctx_.topo.learners();
-  metrics_->write_eval(step, loss[0], ablation ? loss + 1 : nullptr);
-  res_.evals.emplace_back(step, loss[0]);
-  if (ablation) res_.evals_without_routed.emplace_back(step, loss[1]);
+  metrics_->write_eval(step, loss, ablation);
 }
 
 void LearnerRole::checkpoint(int64_t step) {

@@ -12,6 +12,7 @@
 #include "roles/learner_metrics.hpp"           // defines: LearnerMetrics
 #include "roles/learner_tiers.hpp"             // defines: LearnerTiers, LearnerComms
 #include "roles/role.hpp"                      // defines: Role
+#include "roles/stop_agreement.hpp"            // defines: StopAgreement
 
 namespace px {
 
@@ -24,8 +25,9 @@ class LearnerRole final : public Role {
  private:
   void announce() const;
   // After step `step`: the loss as the mean over islands, whether to stop (agreed by every
-  // learner), whether a checkpoint follows.
+  // learner: StopAgreement), whether a checkpoint follows.
   StepEvent end_step(StepStats& stats, int64_t step, double lr);
+  void mean_over_islands(StepStats& stats);
   void evaluate(int64_t step);
   void checkpoint(int64_t step);
   [[noreturn]] void report_divergence() const;
@@ -35,6 +37,7 @@ class LearnerRole final : public Role {
   LearnerComms comms_;
   std::unique_ptr<LearnerModel> model_;
   LearnerTiers tiers_;
+  StopAgreement stop_;
   Progress progress_;
   LearnerState state_;
   CheckpointRegistry registry_;

@@ -15,6 +15,7 @@ namespace px {
 
 struct LearnerComms {
   Comm learners, island, peers, self;
+  Comm leaders, control;  // island leaders; the learners' control messages (StopAgreement)
 };
 
 struct LearnerTiers {

@@ -5,6 +5,8 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
+#include "parallel/wait_deadline.hpp"  // defines: set_wait_deadline
+
 #include <filesystem>
 
 #include "backend/gpu_step.hpp"      // defines: GpuStepper::require
@@ -126,6 +128,7 @@ RunContext::RunContext(const Config& c, const TrainOptions& o)
 
 std::unique_ptr<RunContext> open_run(const Config& cfg, const TrainOptions& opt) {
   auto ctx = std::make_unique<RunContext>(cfg, opt);
+  set_wait_deadline(cfg.sync.timeout_s, ctx->world_rank);
   on_all_ranks(ctx->world_comm, [&] { check_inputs(*ctx); });
   // a resume that is refused writes nothing (not even config.toml)
   if (opt.resume) ctx->resume_from = agreed_checkpoint(ctx->world_comm, ctx->ckpt_dir);

@@ -14,7 +14,8 @@ void SyncerRole::resume(const std::string& checkpoint) {
 TrainResult SyncerRole::run() {
   // the learners tell the syncers when to join their collective checkpoint write
   syncer_.run([&](int64_t step) { registry_.save(ctx_.world, ctx_.ckpt_dir, ctx_.cfg, step, nullptr); });
-  ctx_.log->info("syncer {}: {} merges", ctx_.topo.syncer_index, syncer_.merges());
+  ctx_.log->info("syncer {}: {} merges, {} late pushes (merged into the next merge)",
+                 ctx_.topo.syncer_index, syncer_.merges(), syncer_.late_pushes());
   ctx_.stats.gather_to_root(ctx_.world);
   return {};
 }

@@ -153,6 +153,7 @@ void OuterSync::push(int f, int64_t step, int64_t tokens) {
   p.sreq = p2p_.isend(p.send.data(), (int)p.send.size(), dest, TAG_PUSH, Tier::BACKBONE);
   p.reply.resize(m);
   p.rreq = p2p_.irecv(p.reply.data(), (int)(m * sizeof(float)), dest, reply_tag(f));
+  p.syncer = dest;
   p.active = true;
 }
 
@@ -163,7 +164,7 @@ void OuterSync::poll_replies(bool wait) {
     Pending& p = pending_[f];
     if (!p.active) continue;
     if (wait) {
-      Comm::wait(p.rreq);
+      Comm::wait(p.rreq, "MPI_Wait for a backbone reply", p.syncer);
       arrived[f] = 1;
     } else {
       arrived[f] = Comm::test(p.rreq) ? 1 : 0;
@@ -174,8 +175,8 @@ void OuterSync::poll_replies(bool wait) {
   for (int f = 0; f < fragments_; ++f) {
     Pending& p = pending_[f];
     if (!p.active || arrived[f] < (wait ? 1 : island_ranks_)) continue;
-    if (p.rreq != MPI_REQUEST_NULL) Comm::wait(p.rreq);
-    Comm::wait(p.sreq);
+    if (p.rreq != MPI_REQUEST_NULL) Comm::wait(p.rreq, "MPI_Wait for a backbone reply", p.syncer);
+    Comm::wait(p.sreq, "MPI_Wait for a backbone push to be received", p.syncer);
     apply_reply(f, p.reply.data(), false);
     p.active = false;
   }

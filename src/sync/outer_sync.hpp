@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,6 +77,7 @@ class OuterSync {  // (its state is checkpointed through save/load, by the backb
     std::vector<uint8_t> send;
     std::vector<float> reply;
     MPI_Request sreq = MPI_REQUEST_NULL, rreq = MPI_REQUEST_NULL;
+    int syncer = -1;  // world rank the push went to
   };
   std::vector<Pending> pending_;  // per fragment
   std::vector<int64_t> last_tokens_;  // per fragment: island tokens at its last push
@@ -95,12 +97,17 @@ class Syncer final : public Stateful {
  public:
   Syncer(const Config& cfg, const Topology& topo, Comm& p2p);
   // Serves until every learner has sent TAG_DONE. On TAG_CKPT (payload: int64 step) calls
-  // on_checkpoint(step), which must join the learners' collective checkpoint write.
+  // on_checkpoint(step), which must join the learners' collective checkpoint write. On TAG_STOP
+  // (an island stops; roles/stop_agreement.hpp) it merges every push from then on at once,
+  // quorum or not, so that no learner waits on a reply while the islands agree where to stop.
   void run(const std::function<void(int64_t)>& on_checkpoint);
   // Checkpoint state: the global shard and outer momentum of every unit it owns.
   void save(ParallelCheckpointWriter& w) override;
   void load(const StateReader& r) override;
   int64_t merges() const { return merges_; }
+  // Pushes older than the last merge of their unit (an island that fell behind: its outer
+  // gradient joins the next merge).
+  int64_t late_pushes() const { return late_pushes_; }
 
  private:
   struct UnitState {
@@ -113,10 +120,16 @@ class Syncer final : public Stateful {
     std::map<int, std::vector<float>> deltas;  // island -> decoded outer gradient
     std::map<int, int64_t> tokens;             // island -> tokens trained since its last push
     int64_t quorum_step = -1;                  // step of the push that completed the quorum
+    std::map<int, int64_t> steps;              // island -> step of its push
+    int64_t merged_step = -1;                  // newest push step in the last merge
   };
   void on_push(const std::vector<uint8_t>& msg, int source);  // throws on a malformed push
   void merge(Unit& un);
   void merge_due();  // units past their quorum whose grace window has closed
+  void merge_pending();  // every unit with pushes not merged yet
+  // Islands that pushed to un, plus the islands waiting in the learners' agreement (TAG_WAIT).
+  int present(const Unit& un) const;
+  int needed() const;  // the quorum
 
   const Config& cfg_;
   const Topology& topo_;
@@ -129,7 +142,9 @@ class Syncer final : public Stateful {
     MPI_Request req = MPI_REQUEST_NULL;
   };
   std::vector<std::unique_ptr<OutMsg>> out_;
-  int64_t merges_ = 0;
+  int64_t merges_ = 0, late_pushes_ = 0;
+  bool stopping_ = false;  // TAG_STOP received: no more quorum
+  std::set<int> waiting_;  // islands in the learners' agreement (TAG_WAIT)
 };
 
 }  // namespace px

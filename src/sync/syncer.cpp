@@ -91,17 +91,34 @@ void Syncer::on_push(const std::vector<uint8_t>& msg, int source) {
   d.resize(m);
   decode((WireDtype)h.dtype, msg.data() + sizeof(h), m, d.data());
   un.tokens[h.island] = h.tokens;
+  un.steps[h.island] = h.step;
+  if (h.step <= un.merged_step) ++late_pushes_;  // its round was merged without it
   island_step_[h.island] = std::max(island_step_[h.island], h.step);
-  const int needed = cfg_.train.deterministic || cfg_.sync.quorum == 0 ? islands : cfg_.sync.quorum;
-  if ((int)un.deltas.size() < needed) return;
+  const int n = present(un);
+  if (n < needed()) return;
   if (un.quorum_step < 0) un.quorum_step = h.step;
-  if ((int)un.deltas.size() == islands || cfg_.sync.grace_steps == 0) merge(un);
+  if (n == islands || cfg_.sync.grace_steps == 0 || !waiting_.empty()) merge(un);
 }
 
 void Syncer::merge_due() {
   const int64_t newest = *std::max_element(island_step_.begin(), island_step_.end());
   for (auto& [u, un] : units_)
     if (un.quorum_step >= 0 && newest >= un.quorum_step + cfg_.sync.grace_steps) merge(un);
+}
+
+int Syncer::needed() const {
+  return cfg_.train.deterministic || cfg_.sync.quorum == 0 ? topo_.islands : cfg_.sync.quorum;
+}
+
+int Syncer::present(const Unit& un) const {
+  int n = (int)un.deltas.size();
+  for (int i : waiting_) n += un.deltas.count(i) ? 0 : 1;
+  return n;
+}
+
+void Syncer::merge_pending() {
+  for (auto& [u, un] : units_)
+    if (!un.deltas.empty()) merge(un);
 }
 
 void Syncer::merge(Unit& un) {
@@ -124,8 +141,10 @@ void Syncer::merge(Unit& un) {
   // and gets its reply then; every learner posts one receive per push)
   std::vector<int> merged_islands;
   for (auto& [i, dv] : un.deltas) merged_islands.push_back(i);
+  for (auto& [i, st] : un.steps) un.merged_step = std::max(un.merged_step, st);
   un.deltas.clear();
   un.tokens.clear();
+  un.steps.clear();
   un.quorum_step = -1;
   ++merges_;
   for (int i : merged_islands) {
@@ -150,12 +169,21 @@ void Syncer::run(const std::function<void(int64_t)>& on_checkpoint) {
       ++done;
       // a learner pushes nothing after DONE: once every learner is done, the pushes still
       // short of a quorum are merged (their learners wait for the replies)
-      if (done == learners)
-        for (auto& [u, un] : units_)
-          if (!un.deltas.empty()) merge(un);
+      if (done == learners) merge_pending();
+    } else if (st.MPI_TAG == TAG_STOP) {
+      stopping_ = true;
+      merge_pending();
+    } else if (st.MPI_TAG == TAG_WAIT) {
+      int64_t msg[2];
+      std::memcpy(msg, buf.data(), sizeof(msg));
+      if (msg[1]) waiting_.insert((int)msg[0]);
+      else waiting_.erase((int)msg[0]);
+      for (auto& [u, un] : units_)
+        if (!un.deltas.empty() && present(un) >= needed()) merge(un);
     } else if (st.MPI_TAG == TAG_PUSH) {
       on_push(buf, st.MPI_SOURCE);
-      if (cfg_.sync.grace_steps > 0) merge_due();
+      if (stopping_) merge_pending();
+      else if (cfg_.sync.grace_steps > 0) merge_due();
     } else if (st.MPI_TAG == TAG_TICK) {
       int64_t msg[2];
       std::memcpy(msg, buf.data(), sizeof(msg));

@@ -7,7 +7,9 @@
 //
 // Values are part of the wire: do not renumber them.
 //   60..62     expert tiers (tiers/expert_messages.*): learners <-> homes
-//   90..92     control messages to the syncers (sync/outer_sync.*, tiers/backbone_tier.cpp)
+//   90..93     control messages to the syncers (sync/outer_sync.*, tiers/backbone_tier.cpp)
+//   70..71     learners' control messages (roles/stop_agreement.*, roles/island_reports.*), on
+//              the learners' own control communicator (Communicators::control)
 //   100        backbone pushes to the syncers
 //   1000 + f   backbone replies of fragment f, syncer -> learner (a range: f = 0 .. F-1)
 // The tests' own p2p traffic (tests/mpi/test_mpi_comm.cpp) uses the TAG_TEST_* values, on a
@@ -27,6 +29,15 @@ enum MpiTag : int {
   // learner -> every home except itself: an adapter delta message (expert signal "adapters").
   TAG_ADAPTER = 62,
 
+  // ---- learners' control (decoupled islands; on Communicators::control, not p2p) ----------------
+  // island leader -> every other island's leader (on control) and every syncer (on p2p): int64
+  // stop code (1 preempted, 2 diverged); this island stops: leaders join the agreement on the
+  // step to stop at (StopAgreement), syncers merge every push at once from then on.
+  TAG_STOP = 70,
+  // island leader -> learner 0: the island's metrics of one log interval or evaluation
+  // (IslandReport), written into metrics.h5 by learner 0 once every island's has arrived.
+  TAG_REPORT = 71,
+
   // ---- backbone syncers (backbone_sync = "syncer"; OuterSync, Syncer) -----------------------
   // learner -> every syncer: empty; this learner has finished (OuterSync::finish). A syncer
   // serves until every learner has sent it.
@@ -37,6 +48,10 @@ enum MpiTag : int {
   // island local rank 0 -> every syncer: int64 {step, island}; the island's newest step, for
   // the grace window (OuterSync::tick, only when sync.grace_steps > 0).
   TAG_TICK = 92,
+  // island local rank 0 -> every syncer: int64 {island, waiting}; waiting 1: the island waits in
+  // the learners' agreement (roles/stop_agreement.hpp) and pushes nothing until its 0, so a
+  // syncer counts it as present for the quorum (no island waits on a reply meanwhile).
+  TAG_WAIT = 93,
   // learner -> the syncer owning the unit u = fragment * R + shard (syncer u mod S): PushHeader
   // (wire/push_header.hpp) + the encoded outer gradient of its shard (sync/codec.hpp). One tag
   // for every unit: the header names the unit.

@@ -5,8 +5,9 @@ common overrides, named runs (overrides and ranks) and seeds.
   bash scripts/sweep.sh run   SWEEP [--out runs/sweeps] [--dry-run]
       runs every (run, seed) not finished yet, one at a time, with mpirun; a run that was
       killed continues from its newest checkpoint (--resume); finished runs are skipped.
-  bash scripts/sweep.sh slurm SWEEP [--out runs/sweeps]
-      writes the list of commands for slurm/sweep_array.sbatch and prints the sbatch line.
+  bash scripts/sweep.sh slurm SWEEP [--out runs/sweeps] [--submit] [--sbatch="ARGS"]
+      writes the list of commands for slurm/sweep_array.sbatch and prints the sbatch line;
+      --submit also runs it (from the repo root), with ARGS (e.g. "--cpus-per-task=1") added.
   bash scripts/sweep.sh table SWEEP [--out runs/sweeps]
       from the run folders alone (metrics.h5, config.toml): table.md and table.csv, and the
       plots loss_vs_tokens.png, loss_vs_bytes.png, bytes_by_tier.png, expert_load.png.
@@ -152,8 +153,16 @@ def cmd_slurm(args):
         with open(lst, "w") as f:
             f.write("\n".join(lines) + "\n")
         print(f"wrote {lst} ({len(lines)} runs of {ranks} ranks)")
-        print(f"  SWEEP_FILE={lst} CONFIG={os.path.relpath(sweep['config'], ROOT)} BASE_OVERRIDES= "
-              f"sbatch --array=0-{len(lines) - 1} --ntasks-per-node={ranks} slurm/sweep_array.sbatch")
+        env = {"SWEEP_FILE": lst, "CONFIG": os.path.relpath(sweep["config"], ROOT), "BASE_OVERRIDES": ""}
+        cmd = (["sbatch", f"--array=0-{len(lines) - 1}", f"--ntasks-per-node={ranks}"] +
+               shlex.split(args.sbatch or "") + ["slurm/sweep_array.sbatch"])
+        print("  " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shlex.join(cmd))
+        if args.submit:
+            r = subprocess.run(cmd[:1] + ["--parsable"] + cmd[1:], cwd=ROOT, env=dict(os.environ, **env),
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                fail(f"sbatch failed (exit {r.returncode}): {r.stderr.strip()}")
+            print(f"submitted array job {r.stdout.strip().split(';')[0]} ({len(lines)} tasks)", flush=True)
 
 
 # ---- table and plots -----------------------------------------------------------------------
@@ -365,6 +374,9 @@ def main():
         s.add_argument("--out", default=os.path.join(ROOT, "runs", "sweeps"))
         if name == "run":
             s.add_argument("--dry-run", action="store_true", help="print the commands only")
+        if name == "slurm":
+            s.add_argument("--submit", action="store_true", help="run the sbatch lines too")
+            s.add_argument("--sbatch", help="more sbatch options, one string: --sbatch=\"--cpus-per-task=1\"")
     a = p.parse_args()
     {"run": cmd_run, "slurm": cmd_slurm, "table": cmd_table}[a.cmd](a)
 

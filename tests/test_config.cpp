@@ -267,3 +267,41 @@ TEST(Config, CheckSupported) {
     px::check_supported(parse(kMinimal, {"train.device=cuda", "topology.islands=2"}));
   }, {"train.device = \"cuda\"", "one rank"});
 }
+
+// experts.view = "full" (fp32 copies of the experts homed elsewhere): parsed and printed back;
+// with signal "none" it is the SPES-style baseline, refused with expert workers (nothing would
+// train their experts) and with several ranks per island (a home would learn from its rank's
+// tokens only); with signal "sketches" (the upper-bound row) or "adapters" it is allowed;
+// ternary_native needs view "ternary"; an unknown view names the choices.
+TEST(Config, FullViewAndSpesBaseline) {
+  const std::vector<std::string> spes = {"train.mode=parallax", "topology.islands=4",
+                                         "experts.view=full", "experts.signal=none"};
+  const Config c = parse(kMinimal, spes);
+  EXPECT_EQ(c.experts.view, px::ViewKind::FULL);
+  EXPECT_EQ(px::to_string(c.experts.view), "full");
+  EXPECT_NO_THROW(px::check_supported(c));
+  EXPECT_TRUE(px::parse_config(px::config_to_toml(c), "back.toml") == c);
+  EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.mode=parallax", "topology.islands=2",
+                                                       "topology.ranks_per_island=2", "experts.view=full",
+                                                       "experts.signal=sketches"})));
+  EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.mode=parallax", "topology.islands=2",
+                                                       "topology.expert_workers=1", "experts.view=full"})));
+  EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.view=full",
+                                                       "experts.signal=adapters", "experts.adapter_rank=4"})));
+  expect_user_error([&] {
+    auto ov = spes;
+    ov.push_back("topology.expert_workers=1");
+    px::check_supported(parse(kMinimal, ov));
+  }, {"topology.expert_workers = 1", "experts.view = \"full\"", "experts.signal = \"none\"", "SPES"});
+  expect_user_error([&] {
+    auto ov = spes;
+    ov.push_back("topology.ranks_per_island=2");
+    px::check_supported(parse(kMinimal, ov));
+  }, {"topology.ranks_per_island = 2", "experts.view = \"full\"", "use 1"});
+  expect_user_error([] {
+    px::check_supported(parse(kMinimal, {"train.mode=parallax", "experts.view=full",
+                                         "experts.ternary_native=true"}));
+  }, {"experts.ternary_native = true", "got view \"full\""});
+  expect_user_error([] { parse(kMinimal, {"experts.view=fp32"}); },
+                    {"experts.view = \"fp32\"", "ternary", "lowrank", "full"});
+}

@@ -6,6 +6,7 @@
 #include "model/param_layout.hpp"
 #include "parallel/comm.hpp"
 #include "sync/outer_sync.hpp"
+#include "model/full_view.hpp"     // defines: full_expert_wire_bytes
 #include "model/ternary_view.hpp"  // defines: ternary_expert_wire_bytes
 #include "train/plan.hpp"
 
@@ -72,4 +73,35 @@ TEST(Plan, ParallaxTrafficAndMemory) {
                    (ME * (20.0 + 4.0 * 4 * 3 * (m.d_model + m.expert_hidden)) + 4.0) / 5);
   EXPECT_EQ(q.roles[0].bytes_per_step[(int)Tier::SKETCH], 0);
   EXPECT_DOUBLE_EQ(q.roles[1].param_bytes, 4.0 * layout.experts_size);
+}
+
+// View "full": a learner holds every expert it does not home as fp32 weights, and with signal
+// "none" (the SPES-style baseline) the homes still send their snapshots (tier snapshot, at the
+// full wire size) while no sketch is sent; the frozen-experts baseline (signal "none", view
+// "ternary") sends none.
+TEST(Plan, FullViewsMemoryAndSpesTraffic) {
+  const Config c = tiny({"train.mode=\"parallax\"", "topology.islands=4", "experts.view=\"full\"",
+                         "experts.signal=\"none\"", "experts.snapshot_every=10"});
+  const Plan p = make_plan(c);
+  const ParamLayout layout(c.model);
+  const ModelConfig& m = c.model;
+  const double ME = (double)m.moe_layers() * m.n_experts, NL = 4, d = m.d_model, h = m.expert_hidden;
+  ASSERT_EQ(p.roles.size(), 1u);
+  // backbone + my quarter of the masters + fp32 copies of the other three quarters
+  EXPECT_DOUBLE_EQ(p.roles[0].param_bytes, 4.0 * layout.backbone_size + 4.0 * layout.experts_size / NL +
+                                               ME * (NL - 1) / NL * 4 * 3 * d * h);
+  EXPECT_DOUBLE_EQ(p.roles[0].param_bytes, 4.0 * (layout.backbone_size + layout.experts_size));
+  const double view = 12.0 + (double)full_expert_wire_bytes(cpu::EXPERT_ACT_SWIGLU, m.d_model, m.expert_hidden);
+  EXPECT_DOUBLE_EQ(p.roles[0].bytes_per_step[(int)Tier::SNAPSHOT], (4.0 + ME / NL * view) * (NL - 1) / 10);
+  EXPECT_EQ(p.roles[0].bytes_per_step[(int)Tier::SKETCH], 0);
+
+  Config frozen = c;
+  frozen.experts.view = ViewKind::TERNARY;
+  EXPECT_EQ(make_plan(frozen).roles[0].bytes_per_step[(int)Tier::SNAPSHOT], 0);
+  EXPECT_LT(make_plan(frozen).roles[0].param_bytes, p.roles[0].param_bytes);
+  Config sketches = c;  // the upper-bound row: sketches from every island and full views
+  sketches.experts.signal = ExpertSignalKind::SKETCHES;
+  EXPECT_GT(make_plan(sketches).roles[0].bytes_per_step[(int)Tier::SKETCH], 0);
+  EXPECT_DOUBLE_EQ(make_plan(sketches).roles[0].bytes_per_step[(int)Tier::SNAPSHOT],
+                   p.roles[0].bytes_per_step[(int)Tier::SNAPSHOT]);
 }

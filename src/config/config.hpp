@@ -22,7 +22,7 @@ enum class BackboneSyncKind { ALLREDUCE, SYNCER };
 enum class MergeKind { MEAN, RDA };
 enum class WireDtype { FP32, BF16, INT8, FP4, TERNARY };
 enum class ExpertSignalKind { SKETCHES, ADAPTERS, NONE };
-enum class ViewKind { TERNARY, LOWRANK };
+enum class ViewKind { TERNARY, LOWRANK, FULL };
 enum class SketchDtype { INT8, FP8, BF16 };
 
 // The TOML spelling of each enumerator, indexed by the enumerator's value.
@@ -36,7 +36,7 @@ template <> struct EnumNames<BackboneSyncKind> { static constexpr std::array<std
 template <> struct EnumNames<MergeKind> { static constexpr std::array<std::string_view, 2> v{"mean", "rda"}; };
 template <> struct EnumNames<WireDtype> { static constexpr std::array<std::string_view, 5> v{"fp32", "bf16", "int8", "fp4", "ternary"}; };
 template <> struct EnumNames<ExpertSignalKind> { static constexpr std::array<std::string_view, 3> v{"sketches", "adapters", "none"}; };
-template <> struct EnumNames<ViewKind> { static constexpr std::array<std::string_view, 2> v{"ternary", "lowrank"}; };
+template <> struct EnumNames<ViewKind> { static constexpr std::array<std::string_view, 3> v{"ternary", "lowrank", "full"}; };
 template <> struct EnumNames<SketchDtype> { static constexpr std::array<std::string_view, 3> v{"int8", "fp8", "bf16"}; };
 
 // The TOML spelling of an enum value: to_string(TrainMode::SYNC) == "sync".
@@ -104,7 +104,7 @@ struct ExpertsConfig {
   int surrogate_rank = 16;  // rank of the low-rank surrogate (view = lowrank)
   int update_rank = 8;      // rank of adapter deltas and surrogate updates
   int adapter_every = 10;   // steps between adapter-delta sends
-  int snapshot_every = 50;  // steps between ternary snapshots of a home's experts
+  int snapshot_every = 50;  // steps between snapshots (ternary or full) of a home's experts
   int surrogate_every = 50; // steps between low-rank surrogate updates
   int expert_update_every = 1;  // steps between a home's AdamW updates of its experts
   int sketch_every = 1;     // steps between sketches (signal = sketches)

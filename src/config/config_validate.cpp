@@ -123,8 +123,22 @@ void check_supported(const Config& c) {
     if (x.sparsity_2of8)
       fail("experts.sparsity_2of8 = true is not supported yet; use false");
     if (x.ternary_native && x.view != ViewKind::TERNARY)
-      fail("experts.ternary_native = true needs experts.view = \"ternary\" (the views are the "
-           "ternary forms the experts compute with); use false with view \"lowrank\"");
+      fail(fmt::format("experts.ternary_native = true needs experts.view = \"ternary\" (the views "
+                       "are the ternary forms the experts compute with); got view \"{}\": use "
+                       "false with views \"lowrank\" and \"full\"", to_string(x.view)));
+    if (x.view == ViewKind::FULL && x.signal == ExpertSignalKind::NONE) {
+      // the SPES-style baseline: a home learns from its own island's tokens only
+      if (t.expert_workers != 0)
+        fail(fmt::format("topology.expert_workers = {} with experts.view = \"full\" and "
+                         "experts.signal = \"none\" (the SPES-style baseline): an expert worker "
+                         "has no tokens of its own, so its experts would never train; use 0 "
+                         "(homes on the learners) or signal \"sketches\"", t.expert_workers));
+      if (t.ranks_per_island != 1)
+        fail(fmt::format("topology.ranks_per_island = {} with experts.view = \"full\" and "
+                         "experts.signal = \"none\" (the SPES-style baseline) is not supported "
+                         "yet: a home would learn from its own rank's tokens only, not from its "
+                         "whole island's; use 1", t.ranks_per_island));
+    }
     if (c.train.device == DeviceKind::CUDA)
       fail("train.device = \"cuda\" is not supported with mode \"parallax\" yet; use \"cpu\"");
     if (t.expert_workers > c.model.moe_layers() * c.model.n_experts)

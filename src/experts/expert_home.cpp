@@ -13,6 +13,7 @@
 
 #include "checkpoint/resume.hpp"  // defines: saved_topology
 #include "model/expert_slices.hpp"  // defines: expert_offset, expert_act_of
+#include "model/full_view.hpp"     // defines: full_view_from_master, full_expert_to_wire
 #include "model/ternary_view.hpp"  // defines: ternary_view_from_master, ternary_expert_*_wire
 #include "experts/expert_views.hpp"   // defines: view_seed, lowrank_factors
 #include "ops/cpu/cpu_ops.hpp"     // defines: adamw_update
@@ -226,12 +227,14 @@ std::vector<uint8_t> ExpertHome::view_message(int64_t step) {
   const uint32_t n = (uint32_t)owned_.size();
   std::memcpy(out.data(), &n, 4);
   const size_t wsz = (size_t)d_ * h_;
-  const bool lowrank = cfg_.experts.view == ViewKind::LOWRANK;
+  const ViewKind kind = cfg_.experts.view;
   for (size_t i = 0; i < owned_.size(); ++i) {
     const float* w = masters_.data() + i * per_;
     const float* w3 = swiglu_ ? w + wsz : nullptr;
     std::vector<uint8_t> wire;
-    if (lowrank) {
+    if (kind == ViewKind::FULL) {
+      wire = full_expert_to_wire(full_view_from_master(w, w3, w + per_ - wsz, d_, h_, expert_act_of(cfg_.model)));
+    } else if (kind == ViewKind::LOWRANK) {
       const LowrankExpertView delta = lowrank_expert_delta(
           w, w3, w + per_ - wsz, surrogates_[i], cfg_.experts.update_rank,
           view_seed(cfg_, owned_[i].moe_layer, owned_[i].expert, step));

@@ -8,9 +8,11 @@
 // its island's mean loss, split over the island's ranks):
 //   - this rank's own tokens (a home learner runs its experts from the masters):
 //     add_expert_grad(), exact;
-//   - every other learner's tokens: sketches (receive()), an unbiased estimate computed here.
+//   - every other learner's tokens: sketches (receive()), an unbiased estimate computed here
+//     (none in the SPES-style baseline, experts/expert_signal.hpp: its own tokens only).
 // update(lr, divisor) divides the sum by divisor = islands * expert_update_every (the mean over
-// islands and steps, as the backbone's island loss is a mean), clips it by its own norm
+// islands and steps, as the backbone's island loss is a mean; SPES: 1 * expert_update_every,
+// the mean of its own island's loss), clips it by its own norm
 // (train.grad_clip; experts are not part of the backbone's norm), takes one AdamW (or SGD) step
 // with the backbone's hyper-parameters and clears the sum.
 //
@@ -66,9 +68,10 @@ class ExpertHome final : public Stateful {
   // Copies those weights into their slots of an experts arena (inference).
   void write_forward_weights(float* experts_arena) const;
   // The view message of step `step` for the islands (format in experts/expert_views.hpp):
-  // view "ternary": the ternary snapshot of every owned master; view "lowrank": the
-  // rank-update_rank delta of every owned expert's surrogate towards its master, which the
-  // home adds to its own copy of the surrogate exactly as the learners will.
+  // view "ternary": the ternary snapshot of every owned master; view "full": a copy of every
+  // owned master (fp32); view "lowrank": the rank-update_rank delta of every owned expert's
+  // surrogate towards its master, which the home adds to its own copy of the surrogate exactly
+  // as the learners will.
   std::vector<uint8_t> view_message(int64_t step);
 
   const SketchTally& tally() const { return sketches_.tally(); }

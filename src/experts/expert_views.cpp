@@ -10,9 +10,11 @@
 #include <string>
 
 #include "model/expert_slices.hpp"        // defines: expert_offset, expert_act_of
+#include "model/full_view.hpp"            // defines: full_view_from_master, full_expert_from_wire
 #include "model/ternary_view.hpp"         // defines: ternary_view_from_master, ternary_expert_from_wire
 #include "parallel/expert_placement.hpp"  // defines: expert_home
 #include "util/byte_reader.hpp"    // defines: take_field
+#include "util/errors.hpp"         // defines: UserError
 #include "util/hash_rng.hpp"              // defines: splitmix64
 
 namespace px {
@@ -62,7 +64,7 @@ void set_lowrank_factors(std::vector<LowrankExpertView>& views, const std::vecto
 
 ExpertViews::ExpertViews(const Config& cfg, const ParamLayout& layout, const Topology& topo,
                          const float* experts_arena)
-    : cfg_(cfg), lowrank_(cfg.experts.view == ViewKind::LOWRANK) {
+    : cfg_(cfg), kind_(cfg.experts.view) {
   const ModelConfig& mc = cfg.model;
   const int E = mc.n_experts;
   const bool glu = mc.expert_act == ExpertActKind::SWIGLU;
@@ -75,10 +77,13 @@ ExpertViews::ExpertViews(const Config& cfg, const ParamLayout& layout, const Top
       const float* W2 = experts_arena + expert_offset(mc, layout, m, e, 2);
       slot_[(size_t)m * E + e] = (int)ids_.size();
       ids_.push_back({m, e});
-      if (lowrank_)
+      if (kind_ == ViewKind::LOWRANK)
         lowrank_views_.push_back(lowrank_view_from_master(W1, W3, W2, mc.d_model, mc.expert_hidden,
                                                expert_act_of(mc), cfg.experts.surrogate_rank,
                                                view_seed(cfg, m, e, 0)));
+      else if (kind_ == ViewKind::FULL)
+        full_views_.push_back(full_view_from_master(W1, W3, W2, mc.d_model, mc.expert_hidden,
+                                                    expert_act_of(mc)));
       else
         ternary_views_.push_back(ternary_view_from_master(W1, W3, W2, mc.d_model, mc.expert_hidden,
                                                expert_act_of(mc)));
@@ -88,19 +93,24 @@ ExpertViews::ExpertViews(const Config& cfg, const ParamLayout& layout, const Top
 void ExpertViews::dequantize(int m, int e, float* W1, float* W3, float* W2) const {
   const int s = slot(m, e);
   if (s < 0) throw std::logic_error("ExpertViews::dequantize: expert homed here");
-  if (lowrank_) lowrank_views_[s].dequantize(W1, W3, W2);
+  if (kind_ == ViewKind::LOWRANK) lowrank_views_[s].dequantize(W1, W3, W2);
+  else if (kind_ == ViewKind::FULL) full_views_[s].dequantize(W1, W3, W2);
   else ternary_views_[s].dequantize(W1, W3, W2);
 }
 
 void ExpertViews::set_from_master(int m, int e, const float* W1, const float* W3, const float* W2) {
   const int s = slot(m, e);
-  if (s < 0 || lowrank_) throw std::logic_error("ExpertViews::set_from_master: not a ternary view");
-  ternary_views_[s] = ternary_view_from_master(W1, W3, W2, cfg_.model.d_model, cfg_.model.expert_hidden,
-                                    expert_act_of(cfg_.model));
+  if (s < 0 || kind_ == ViewKind::LOWRANK)
+    throw std::logic_error("ExpertViews::set_from_master: not a ternary or full view");
+  const ModelConfig& mc = cfg_.model;
+  if (kind_ == ViewKind::FULL)
+    full_views_[s] = full_view_from_master(W1, W3, W2, mc.d_model, mc.expert_hidden, expert_act_of(mc));
+  else
+    ternary_views_[s] = ternary_view_from_master(W1, W3, W2, mc.d_model, mc.expert_hidden, expert_act_of(mc));
 }
 
 int ExpertViews::every() const {
-  return lowrank_ ? cfg_.experts.surrogate_every : cfg_.experts.snapshot_every;
+  return kind_ == ViewKind::LOWRANK ? cfg_.experts.surrogate_every : cfg_.experts.snapshot_every;
 }
 
 size_t ExpertViews::bytes() const {
@@ -109,7 +119,20 @@ size_t ExpertViews::bytes() const {
     for (const TernaryMatrix* m : {&v.w1, &v.w3, &v.w2}) b += 4 * (m->scale.size() + m->codes.size());
   for (const auto& v : lowrank_views_)
     for (const LowrankMatrix* m : {&v.w1, &v.w3, &v.w2}) b += 4 * (m->U.size() + m->V.size());
+  for (const auto& v : full_views_) b += v.memory_bytes();
   return b;
+}
+
+std::vector<uint8_t> ExpertViews::wire_of(size_t s) const {
+  if (kind_ == ViewKind::LOWRANK) return lowrank_expert_to_wire(lowrank_views_[s]);
+  if (kind_ == ViewKind::FULL) return full_expert_to_wire(full_views_[s]);
+  return ternary_expert_to_wire(ternary_views_[s]);
+}
+
+void ExpertViews::set_from_wire(size_t s, const uint8_t* p, size_t len) {
+  if (kind_ == ViewKind::LOWRANK) lowrank_views_[s] = lowrank_expert_from_wire(p, len);
+  else if (kind_ == ViewKind::FULL) full_views_[s] = full_expert_from_wire(p, len);
+  else ternary_views_[s] = ternary_expert_from_wire(p, len);
 }
 
 void ExpertViews::apply(const uint8_t* bytes, size_t size) {
@@ -125,11 +148,16 @@ void ExpertViews::apply(const uint8_t* bytes, size_t size) {
     const int s = slot(m, e);
     if (s < 0) throw std::invalid_argument("view message for expert " + who + ", homed here");
     if ((size_t)(end - p) < len) throw std::invalid_argument("view message truncated in a view");
-    if (lowrank_) {
+    if (kind_ == ViewKind::LOWRANK) {
       LowrankExpertView delta = lowrank_expert_from_wire(p, len);
       if (delta.d != mc.d_model || delta.h != mc.expert_hidden || delta.kind != expert_act_of(mc))
         throw std::invalid_argument("view delta of expert " + who + " has another shape or activation");
       lowrank_expert_add(lowrank_views_[s], delta);
+    } else if (kind_ == ViewKind::FULL) {
+      FullExpertView v = full_expert_from_wire(p, len);
+      if (v.d != mc.d_model || v.h != mc.expert_hidden || v.kind != expert_act_of(mc))
+        throw std::invalid_argument("view of expert " + who + " has another shape or activation");
+      full_views_[s] = std::move(v);
     } else {
       TernaryExpertView v = ternary_expert_from_wire(p, len);
       if (v.d != mc.d_model || v.h != mc.expert_hidden || v.kind != expert_act_of(mc))
@@ -144,7 +172,7 @@ void ExpertViews::apply(const uint8_t* bytes, size_t size) {
 std::vector<int32_t> ExpertViews::state() const {
   std::vector<int32_t> w;
   for (size_t s = 0; s < ids_.size(); ++s) {
-    const std::vector<uint8_t> wire = lowrank_ ? lowrank_expert_to_wire(lowrank_views_[s]) : ternary_expert_to_wire(ternary_views_[s]);
+    const std::vector<uint8_t> wire = wire_of(s);
     w.push_back(ids_[s].moe_layer);
     w.push_back(ids_[s].expert);
     w.push_back((int32_t)wire.size());
@@ -168,8 +196,7 @@ int ExpertViews::set_state(const std::vector<int32_t>& w) {
     const uint8_t* p = reinterpret_cast<const uint8_t*>(w.data() + i + 3);
     const int s = slot(m, e);
     if (s >= 0) {  // (an expert homed here now, after re-homing, is skipped)
-      if (lowrank_) lowrank_views_[s] = lowrank_expert_from_wire(p, len);
-      else ternary_views_[s] = ternary_expert_from_wire(p, len);
+      set_from_wire((size_t)s, p, len);
       ++set;
     }
     i += 3 + words;
@@ -185,6 +212,10 @@ void ExpertViews::save(ParallelCheckpointWriter& w) {
 }
 
 void ExpertViews::load(const StateReader& r) {
+  const ViewKind saved = r.saved_config().experts.view;
+  if (saved != kind_)
+    throw UserError(fmt::format("{}: its views are experts.view = \"{}\"; resume with that view, "
+                                "not \"{}\"", r.path(), to_string(saved), to_string(kind_)));
   const size_t n = (size_t)r.read<int64_t>("views/state_words", 1)[0];
   set_state(r.read<int32_t>("views/state", n));
   if (r.rehoming()) views_of_old_masters(r);

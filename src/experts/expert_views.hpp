@@ -7,16 +7,22 @@
 //              rank-update_rank deltas that learner and home add with the same re-compressing
 //              rule (lowrank_expert_add), so both hold bit-identical surrogates (every
 //              surrogate_every steps, tier "surrogate").
-// Views are kept compact; the island's expert executor dequantizes one expert at a time.
+//   "full":    an fp32 copy of each such expert's master as of its home's last snapshot; a
+//              message replaces it (every snapshot_every steps, tier "snapshot"; the SPES-style
+//              baseline with signal "none", experts/expert_signal.hpp).
+// Ternary and low-rank views are compact; the island's expert executor dequantizes (copies,
+// for full views) one expert at a time.
 // At start every rank builds the views from the same initial weights (no message).
 //
 // View message: u32 count, then per expert i32 moe_layer, i32 expert, u32 bytes and a ternary
-// expert (ternary_expert_to_wire) or a low-rank expert delta (lowrank_expert_to_wire).
+// expert (ternary_expert_to_wire), a low-rank expert delta (lowrank_expert_to_wire) or a full
+// expert (full_expert_to_wire).
 #include <cstdint>
 #include <vector>
 
 #include "checkpoint/stateful.hpp"        // defines: Stateful, StateReader
 #include "config/config.hpp"          // defines: Config
+#include "model/full_view.hpp"        // defines: FullExpertView
 #include "model/lowrank_view.hpp"     // defines: LowrankExpertView
 #include "model/param_layout.hpp"     // defines: ParamLayout
 #include "model/ternary_view.hpp"     // defines: TernaryExpertView
@@ -45,14 +51,15 @@ class ExpertViews final : public Stateful {
   bool remote(int moe_layer, int expert) const { return slot(moe_layer, expert) >= 0; }
   // The dense weights of remote expert (m, e): W1, W3 [d, h] (W3 null for relu2), W2 [h, d].
   void dequantize(int moe_layer, int expert, float* W1, float* W3, float* W2) const;
-  // View "ternary": remote expert (m, e) becomes the view of these master weights (re-homing).
+  // Views "ternary" and "full": remote expert (m, e) becomes the view of these master weights
+  // (re-homing).
   void set_from_master(int moe_layer, int expert, const float* W1, const float* W3, const float* W2);
   // The cadence of view messages (snapshot_every or surrogate_every).
   int every() const;
-  size_t bytes() const;  // memory the views take (codes, scales, factors)
+  size_t bytes() const;  // memory the views take (codes, scales, factors, full weights)
 
   // Checkpoint state: per remote expert i32 moe_layer, i32 expert, i32 bytes, then its
-  // expert wire form (ternary or low-rank) padded to 4-byte words. Re-homing
+  // expert wire form (ternary, low-rank or full) padded to 4-byte words. Re-homing
   // (r.rehoming()): the experts this rank homed in the checkpoint and no longer does get
   // views of those masters.
   void save(ParallelCheckpointWriter& w) override;
@@ -64,12 +71,17 @@ class ExpertViews final : public Stateful {
   void views_of_old_masters(const StateReader& r);
   int slot(int m, int e) const { return slot_[(size_t)m * cfg_.model.n_experts + e]; }
 
+  // The wire form of remote expert s, and remote expert s from a wire form.
+  std::vector<uint8_t> wire_of(size_t s) const;
+  void set_from_wire(size_t s, const uint8_t* p, size_t len);
+
   const Config& cfg_;
-  bool lowrank_;
-  std::vector<int> slot_;  // [moe_layers * E]: index into ternary_views_ / lowrank_views_, -1 for my own experts
+  ViewKind kind_;
+  std::vector<int> slot_;  // [moe_layers * E]: index into the views of kind_, -1 for my own experts
   std::vector<ExpertId> ids_;  // the remote experts, by slot
   std::vector<TernaryExpertView> ternary_views_;
   std::vector<LowrankExpertView> lowrank_views_;
+  std::vector<FullExpertView> full_views_;
 };
 
 }  // namespace px

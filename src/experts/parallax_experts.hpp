@@ -1,9 +1,9 @@
 #pragma once
 // The routed experts of an island rank in mode "parallax" (DESIGN §1, §6, §7). Every routed
 // expert runs HERE, one expert at a time: the experts this rank homes from their fp32 masters
-// (ExpertHome), all others from their compact views (ExpertViews: ternary codes or low-rank
-// factors) dequantized into a scratch buffer, plus the adapters' A B under the adapter signal
-// (the model keeps no routed-expert weights or gradients). The backward computes input
+// (ExpertHome), all others from their views (ExpertViews: ternary codes, low-rank factors or
+// full fp32 copies) dequantized (copied) into a scratch buffer, plus the adapters' A B under
+// the adapter signal (the model keeps no routed-expert weights or gradients). The backward computes input
 // gradients for every expert but weight gradients only for the homed ones (frozen views), and
 // for every expert homed elsewhere that received rows it packs a sketch of (X, dY) into the
 // outbox of that expert's home (on sketch steps). Weight gradients go to the grad sink (with

@@ -1,6 +1,7 @@
 // defines: make_learner_tiers
 #include "roles/learner_tiers.hpp"
 
+#include "experts/expert_signal.hpp"      // defines: experts_frozen
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
 #include "tiers/backbone_tier.hpp"        // defines: BackboneTier
 #include "tiers/expert_tiers.hpp"         // defines: SketchSignal, AdapterSignal, HomeTier, ViewTier
@@ -39,7 +40,7 @@ void add_expert_tiers(const Config& cfg, const Topology& topo, LearnerModel& mod
   auto views = std::make_unique<ExpertViews>(cfg, host.layout(), topo, host.params(Arena::EXPERTS));
   experts.set_sources(out.home, views.get(), adapters);
   ExpertHome* home = out.home;
-  const bool frozen = cfg.experts.signal == ExpertSignalKind::NONE;
+  const bool frozen = experts_frozen(cfg.experts);  // (signal none with view full: SPES, homes train)
   experts.set_grad_sink([&experts, home, adapters, frozen](int m, int e, const float* g1,
                                                            const float* g3, const float* g2) {
     if (frozen) return;  // the frozen-experts baseline: no expert ever trains

@@ -47,7 +47,8 @@ class SketchSignal final : public ExpertSignalTier {
   int every_;
 };
 
-// signal "none", the frozen-experts baseline: bundles carry the learners' decisions only.
+// signal "none" (the frozen-experts baseline, or with view "full" the SPES-style baseline,
+// experts/expert_signal.hpp): bundles carry the learners' decisions only.
 class NoSignal final : public ExpertSignalTier {
  public:
   using ExpertSignalTier::ExpertSignalTier;
@@ -94,7 +95,7 @@ class HomeTier final : public SyncTier {
 
 class ViewTier final : public SyncTier {
  public:
-  // frozen: signal "none", no view message ever comes (the initial views stay)
+  // frozen: the frozen-experts baseline, no view message ever comes (the initial views stay)
   ViewTier(std::unique_ptr<ExpertViews> views, Delivery& delivery, bool frozen)
       : views_(std::move(views)), delivery_(delivery), frozen_(frozen) {}
   ExpertViews& views() { return *views_; }

@@ -3,6 +3,7 @@
 
 #include <limits>
 
+#include "experts/expert_signal.hpp"  // defines: experts_frozen, islands_per_home_grad
 #include "optim/lr_schedule.hpp"  // defines: lr_at
 
 namespace px {
@@ -14,7 +15,7 @@ int64_t next_multiple(int64_t step, int every) { return (step / every + 1) * eve
 HomeCadence::HomeCadence(const Config& cfg, const Topology& topo, ExpertHome& home,
                          ExpertMessages& messages, Delivery& delivery, int64_t start_step)
     : cfg_(cfg), home_(home), messages_(messages), delivery_(delivery),
-      divisor_((double)topo.islands * cfg.experts.expert_update_every),
+      divisor_((double)islands_per_home_grad(cfg) * cfg.experts.expert_update_every),
       update_every_(cfg.experts.expert_update_every), fold_every_(cfg.experts.adapter_every),
       view_every_(cfg.experts.view == ViewKind::LOWRANK ? cfg.experts.surrogate_every
                                                         : cfg.experts.snapshot_every),
@@ -22,7 +23,7 @@ HomeCadence::HomeCadence(const Config& cfg, const Topology& topo, ExpertHome& ho
       view_tier_(cfg.experts.view == ViewKind::LOWRANK ? Tier::SURROGATE : Tier::SNAPSHOT),
       next_update_(next_multiple(start_step, update_every_)),
       next_fold_(next_multiple(start_step, fold_every_)),
-      next_view_(cfg.experts.signal == ExpertSignalKind::NONE
+      next_view_(experts_frozen(cfg.experts)
                      ? std::numeric_limits<int64_t>::max()  // frozen experts: the first views stay
                      : next_multiple(start_step, view_every_)) {}
 

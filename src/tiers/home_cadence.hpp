@@ -27,7 +27,7 @@ class HomeCadence {
   ExpertHome& home_;
   ExpertMessages& messages_;
   Delivery& delivery_;
-  const double divisor_;  // islands x expert_update_every: the mean over islands and steps
+  const double divisor_;  // islands (SPES: 1) x expert_update_every: the mean over islands and steps
   const int update_every_, fold_every_, view_every_;
   const bool adapters_;
   const Tier view_tier_;

@@ -10,6 +10,8 @@
 #include "model/param_layout.hpp"   // defines: ParamLayout
 #include "parallel/comm.hpp"        // defines: Tier, tier_name, ring_allreduce_bytes
 #include "sync/codec.hpp"           // defines: encoded_bytes
+#include "experts/expert_signal.hpp"  // defines: experts_frozen
+#include "model/full_view.hpp"      // defines: full_expert_wire_bytes
 #include "model/lowrank_view.hpp"   // defines: lowrank_expert_wire_bytes
 #include "model/ternary_view.hpp"   // defines: ternary_expert_wire_bytes
 #include "wire/sketch_wire.hpp"     // defines: sketch_wire_bytes
@@ -54,13 +56,15 @@ Plan make_plan(const Config& cfg) {
   const double homed_params = parallax && W == 0 ? (double)p.params_experts / NL : 0.0;
   const int M_ALL = m.moe_layers();
   if (parallax) {
-    // weights: the backbone, my experts' masters (W = 0) and the compact views of the others
-    // (ternary: 2-bit codes + an fp32 scale per output unit; lowrank: fp32 factors)
+    // weights: the backbone, my experts' masters (W = 0) and the views of the others
+    // (ternary: 2-bit codes + an fp32 scale per output unit; lowrank: fp32 factors; full: fp32
+    // weights)
     const double mats = m.expert_act == ExpertActKind::SWIGLU ? 3 : 2;
+    const ViewKind vk = cfg.experts.view;
     const double view_bytes =
-        cfg.experts.view == ViewKind::LOWRANK
-            ? 4.0 * cfg.experts.surrogate_rank * mats * (d + h)
-            : mats * (double)d * h / 4.0 + 4.0 * ((mats - 1) * h + d);  // codes + scales
+        vk == ViewKind::LOWRANK ? 4.0 * cfg.experts.surrogate_rank * mats * (d + h)
+        : vk == ViewKind::FULL  ? 4.0 * mats * d * h
+                                : mats * (double)d * h / 4.0 + 4.0 * ((mats - 1) * h + d);  // codes + scales
     const double remote = (double)M_ALL * E - (W == 0 ? (double)M_ALL * E / NL : 0.0);
     lr.param_bytes = 4.0 * p.params_backbone + 4.0 * homed_params + remote * view_bytes;
     // gradients: the backbone's, plus my experts' pending sum at the home
@@ -96,9 +100,12 @@ Plan make_plan(const Config& cfg) {
   const int M = m.moe_layers();
   const auto act = m.expert_act == ExpertActKind::SWIGLU ? cpu::EXPERT_ACT_SWIGLU : cpu::EXPERT_ACT_RELU2;
   const bool lowrank = cfg.experts.view == ViewKind::LOWRANK;
-  // a view message per expert: a ternary snapshot, or a low-rank delta at update_rank
-  const double view_msg = 12.0 + (double)(lowrank ? lowrank_expert_wire_bytes(act, (int)d, (int)h, cfg.experts.update_rank)
-                                                  : ternary_expert_wire_bytes(act, (int)d, (int)h));
+  // a view message per expert: a ternary or full snapshot, or a low-rank delta at update_rank
+  const double view_msg =
+      12.0 + (double)(lowrank ? lowrank_expert_wire_bytes(act, (int)d, (int)h, cfg.experts.update_rank)
+                      : cfg.experts.view == ViewKind::FULL ? full_expert_wire_bytes(act, (int)d, (int)h)
+                                                           : ternary_expert_wire_bytes(act, (int)d, (int)h));
+  const bool frozen = experts_frozen(cfg.experts);  // no view messages
   const double snap_every = lowrank ? cfg.experts.surrogate_every : cfg.experts.snapshot_every;
   const int view_tier = (int)(lowrank ? Tier::SURROGATE : Tier::SNAPSHOT);
   if (parallax) {
@@ -110,7 +117,7 @@ Plan make_plan(const Config& cfg) {
     const double homes = W > 0 ? W : std::min<double>(NL, (double)M * E) - 1;
     if (cfg.experts.signal == ExpertSignalKind::SKETCHES) {
       bps[(int)Tier::SKETCH] = (remote * sk) / cfg.experts.sketch_every + homes * sizeof(SketchBundleHeader);
-    } else if (cfg.experts.signal == ExpertSignalKind::NONE) {  // frozen experts: flags only
+    } else if (cfg.experts.signal == ExpertSignalKind::NONE) {  // frozen experts or SPES: flags only
       bps[(int)Tier::CONTROL] += homes * sizeof(SketchBundleHeader);
     } else {  // adapter deltas: A and B of every weight of every remote expert, fp32
       const double r = cfg.experts.adapter_rank, mats = m.expert_act == ExpertActKind::SWIGLU ? 3 : 2;
@@ -118,7 +125,7 @@ Plan make_plan(const Config& cfg) {
                                 cfg.experts.adapter_every;
       bps[(int)Tier::CONTROL] += homes * sizeof(SketchBundleHeader);  // empty bundles: flags only
     }
-    if (W == 0 && cfg.experts.signal != ExpertSignalKind::NONE)  // my experts' views to every other learner
+    if (W == 0 && !frozen)  // my experts' views to every other learner
       bps[view_tier] = (4.0 + (double)M * E / NL * view_msg) * (NL - 1) / snap_every;
   }
   p.roles.push_back(lr);
@@ -131,7 +138,7 @@ Plan make_plan(const Config& cfg) {
     wr.grad_bytes = 4 * mine;
     wr.optim_bytes = 8 * mine;
     wr.bytes_per_step.assign(kTierCount, 0.0);
-    if (cfg.experts.signal != ExpertSignalKind::NONE)  // frozen experts send no views
+    if (!frozen)  // frozen experts send no views
       wr.bytes_per_step[view_tier] = (4.0 + (double)M * E / W * view_msg) * NL / snap_every;
     p.roles.push_back(wr);
   }

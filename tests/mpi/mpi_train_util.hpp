@@ -1,7 +1,7 @@
 #pragma once
-// Helpers of the multi-rank training tests (tests/mpi/test_mpi_train.cpp, test_mpi_parallax.cpp):
-// a shared folder and corpus, the tiny config with overrides, and train() on the first k world
-// ranks (the others idle at a barrier).
+// Helpers of the multi-rank training tests (tests/mpi/test_mpi_train.cpp, test_mpi_parallax.cpp,
+// test_mpi_spes.cpp): a shared folder and corpus, the tiny config with overrides, train() on the
+// first k world ranks (the others idle at a barrier), a bit-identical resume check.
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <unistd.h>
@@ -69,6 +69,31 @@ inline TrainResult run(int ranks, const Config& cfg, const std::string& dir, int
   }
   MPI_Barrier(MPI_COMM_WORLD);
   return r;
+}
+
+// Runs cfg on `ranks` ranks uninterrupted (returned) and again stopped after `stop` steps and
+// resumed; on rank 0, checks the resumed losses and last eval equal the uninterrupted run's.
+inline TrainResult expect_bit_identical_resume(int ranks, const Config& cfg, const std::string& tag, int64_t stop) {
+  const TrainResult full = run(ranks, cfg, shared_dir(tag + "_full"));
+  const std::string part = shared_dir(tag + "_part");
+  const TrainResult first = run(ranks, cfg, part, stop);
+  const TrainResult rest = run(ranks, cfg, part, -1, true);
+  if (world_rank() == 0) {
+    EXPECT_EQ(first.end_step, stop);
+    EXPECT_EQ(rest.start_step, stop);
+    const size_t n = (size_t)(cfg.train.steps - stop);
+    EXPECT_EQ(rest.losses.size(), n);
+    for (size_t i = 0; i < std::min(n, rest.losses.size()); ++i)
+      EXPECT_EQ(rest.losses[i], full.losses[stop + i]) << tag << " step " << stop + 1 + i;
+    EXPECT_EQ(rest.evals.back().second, full.evals.back().second) << tag;
+  }
+  return full;
+}
+
+// The checkpoint of `step` in run folder `dir`.
+inline std::string checkpoint_path(const std::string& dir, int64_t step) {
+  const std::string n = std::to_string(step);
+  return dir + "/checkpoints/step_" + std::string(8 - n.size(), '0') + n + ".h5";
 }
 
 inline void expect_close(const std::vector<double>& a, const std::vector<double>& b, double rel) {

@@ -10,7 +10,7 @@
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
 #include "checkpoint/resume.hpp"          // defines: load_model_params
 
-#include "mpi_train_util.hpp"  // defines: world_rank, shared_dir, tiny, run, expect_close
+#include "mpi_train_util.hpp"  // defines: world_rank, shared_dir, tiny, run, expect_bit_identical_resume
 
 using namespace px;
 using namespace px::test;
@@ -19,25 +19,6 @@ namespace {
 std::vector<std::string> parallax(std::vector<std::string> ov) {
   ov.insert(ov.begin(), "train.mode=\"parallax\"");
   return ov;
-}
-
-// Runs cfg on `ranks` ranks uninterrupted (returned) and again stopped after `stop` steps and
-// resumed; on rank 0, checks the resumed losses and last eval equal the uninterrupted run's.
-TrainResult expect_bit_identical_resume(int ranks, const Config& cfg, const std::string& tag, int64_t stop) {
-  const TrainResult full = run(ranks, cfg, shared_dir(tag + "_full"));
-  const std::string part = shared_dir(tag + "_part");
-  const TrainResult first = run(ranks, cfg, part, stop);
-  const TrainResult rest = run(ranks, cfg, part, -1, true);
-  if (world_rank() == 0) {
-    EXPECT_EQ(first.end_step, stop);
-    EXPECT_EQ(rest.start_step, stop);
-    const size_t n = (size_t)(cfg.train.steps - stop);
-    EXPECT_EQ(rest.losses.size(), n);
-    for (size_t i = 0; i < std::min(n, rest.losses.size()); ++i)
-      EXPECT_EQ(rest.losses[i], full.losses[stop + i]) << tag << " step " << stop + 1 + i;
-    EXPECT_EQ(rest.evals.back().second, full.evals.back().second) << tag;
-  }
-  return full;
 }
 }  // namespace
 

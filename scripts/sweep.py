@@ -17,6 +17,8 @@ Run folders: OUT/<sweep name>/<run name>/seed<seed>/ (a parallax run folder each
 import argparse
 import csv
 import math
+import re
+import json
 import os
 import shlex
 import subprocess
@@ -187,7 +189,40 @@ def read_run(folder):
         r["config"] = tomllib.load(c)
     topo = r["config"]["topology"]
     r["learners"] = topo["islands"] * topo["ranks_per_island"]
+    r["assembled_loss"] = assembled_loss(folder)
     return r
+
+
+def newest_checkpoint_step(folder):
+    d = os.path.join(folder, "checkpoints")
+    steps = [int(n[5:13]) for n in os.listdir(d) if re.fullmatch(r"step_\d{8}\.h5", n)] if os.path.isdir(d) else []
+    return max(steps) if steps else None
+
+
+def assembled_loss(folder):
+    """Validation loss of the model the run produced (`parallax eval`: global backbone + every
+    expert's master), cached in FOLDER/assembled_eval.json for its newest checkpoint; None
+    without a checkpoint or a built binary."""
+    step = newest_checkpoint_step(folder)
+    if step is None:
+        return None
+    cache = os.path.join(folder, "assembled_eval.json")
+    if os.path.exists(cache):
+        with open(cache) as c:
+            got = json.load(c)
+        if got.get("step") == step:
+            return got["loss"]
+    binary = os.path.join(ROOT, "build", "parallax")
+    if not os.access(binary, os.X_OK):
+        return None
+    r = subprocess.run([binary, "eval", "--json", folder], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"warning: parallax eval {folder}: {r.stderr.strip()}", file=sys.stderr)
+        return None
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    with open(cache, "w") as c:
+        json.dump(got, c)
+    return got["loss"]
 
 
 def mean_std(xs):
@@ -202,8 +237,10 @@ def mean_std(xs):
 def summarize(run_name, seeds):
     """One row of the table from the seeds' run folders."""
     loss, ablation, tps, per_tier, others, peak_l, peak_o, tokens = [], [], [], {}, [], [], [], []
+    assembled = []
     for r in seeds:
         loss.append(float(r["eval_loss"][-1]) if r["eval_loss"] is not None else None)
+        assembled.append(r["assembled_loss"])
         if r["eval_without_routed"] is not None:
             ablation.append(float(r["eval_without_routed"][-1] - r["eval_loss"][-1]))
         tps.append(float(r["tokens_per_s"][-1]))
@@ -221,6 +258,7 @@ def summarize(run_name, seeds):
         peak_o.append(float(peak[n:].max()) if len(peak) > n and peak[n:].max() > 0 else float("nan"))
     row = {"run": run_name, "seeds": len(seeds)}
     row["val_loss"], row["val_loss_std"] = mean_std(loss)
+    row["assembled_loss"], row["assembled_std"] = mean_std(assembled)
     row["without_routed_gap"], _ = mean_std(ablation) if ablation else (float("nan"), 0)
     tiers = {t: mean_std(v)[0] for t, v in per_tier.items()}
     row["tiers"] = tiers
@@ -261,6 +299,8 @@ def cmd_table(args):
     tiers = sorted({t for r in rows for t, v in r["tiers"].items() if v > 0})
     for r in rows:
         r["gap_pct"] = 100 * (r["val_loss"] / base["val_loss"] - 1) if base else float("nan")
+        r["assembled_gap_pct"] = (100 * (r["assembled_loss"] / base["assembled_loss"] - 1)
+                                  if base else float("nan"))
         r["bytes_ratio"] = (r["bytes_per_token"] / base["bytes_per_token"]
                             if base and base["bytes_per_token"] > 0 else float("nan"))
     cfg0 = next(iter(data.values()))[0]["config"]
@@ -268,6 +308,7 @@ def cmd_table(args):
              f"{cfg0['topology']['islands']} islands x {cfg0['topology']['ranks_per_island']}, "
              f"{cfg0['train']['steps']} steps, {len(sweep['seeds'])} seed(s)")
     head = (["run", "seeds", "val loss", "+- std", f"gap to {sweep['baseline']} %",
+             "assembled val loss", "+- std", f"assembled gap to {sweep['baseline']} %",
              "without routed experts (+nats)", "bytes/token (learner)"] +
             [f"{t} B/tok" for t in tiers] +
             ["others B/tok", f"bytes ratio to {sweep['baseline']}", "peak learner MB",
@@ -275,6 +316,7 @@ def cmd_table(args):
     def cells(r):
         f = lambda x, p=4: "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{p}f}"
         return ([r["run"], str(r["seeds"]), f(r["val_loss"]), f(r["val_loss_std"]), f(r["gap_pct"], 2),
+                 f(r["assembled_loss"]), f(r["assembled_std"]), f(r["assembled_gap_pct"], 2),
                  f(r["without_routed_gap"]), f(r["bytes_per_token"], 2)] +
                 [f(r["tiers"].get(t, 0.0), 2) for t in tiers] +
                 [f(r["others_bytes_per_token"], 2), f(r["bytes_ratio"], 4), f(r["peak_learner_mb"], 1),

@@ -20,6 +20,7 @@
 #include "io/checkpoint_file.hpp"  // defines: newest_checkpoint
 #include "io/h5.hpp"
 #include "model/moe_model.hpp"
+#include "train/assembled_eval.hpp"
 #include "train/trainer.hpp"
 #include "util/errors.hpp"
 
@@ -141,6 +142,24 @@ TEST(TrainEval, WithoutRoutedExpertsIsAnAblationThatChangesNothingElse) {
   std::printf("eval loss %.4f, without routed experts %.4f (%+.4f)\n", r.evals.back().second,
               r.evals_without_routed.back().second, gap);
   EXPECT_GT(gap, 0.0);  // a different model: the routed experts carry something (0.0045 nats here)
+}
+
+// `parallax eval` of a run's last checkpoint is the model the run ended with: one rank, so the
+// assembled model is the trained one and its loss equals the run's last evaluation.
+TEST(TrainEval, AssembledModelOfAOneRankRunIsItsLastEvaluation) {
+  TrainOptions opt;
+  opt.quiet = true;
+  opt.run_dir = tmp_dir("eval_assembled");
+  const TrainResult r = train(tiny_config({"train.steps=40", "data.eval_every=20", "checkpoint.every=0"}), opt);
+  const AssembledEval e = evaluate_checkpoint(opt.run_dir, "", 0);
+  EXPECT_EQ(e.step, 40);
+  EXPECT_FALSE(e.global_backbone);
+  ASSERT_FALSE(r.evals.empty());
+  EXPECT_NEAR(e.loss, r.evals.back().second, 1e-9);
+  EXPECT_EQ(e.loss, e.loss_island0);
+  // fewer batches: another number; no checkpoint: a user error naming the folder
+  EXPECT_NE(evaluate_checkpoint(opt.run_dir, "", 1).loss, e.loss);
+  EXPECT_THROW(evaluate_checkpoint(tmp_dir("eval_nothing"), "", 0), UserError);
 }
 
 // A divergent learning rate: non-finite steps are skipped, the run stops after

@@ -69,9 +69,15 @@ BpeTokenizer checkpoint_tokenizer(const std::string& path) {
   return BpeTokenizer::from_merges(std::move(merges), path);
 }
 
-void load_model_params(const std::string& path, MoeModel<float>& model) {
+bool has_global_backbone(const std::string& path) {
+  return has_rank_array(path, 0, "outer/theta_global/backbone");
+}
+
+void load_model_params(const std::string& path, MoeModel<float>& model, bool global_backbone) {
   const ParamLayout& layout = model.layout();
-  const auto bb = read_rank_array<float>(path, 0, "params/backbone", layout.backbone_size);
+  const char* backbone = global_backbone && has_global_backbone(path) ? "outer/theta_global/backbone"
+                                                                      : "params/backbone";
+  const auto bb = read_rank_array<float>(path, 0, backbone, layout.backbone_size);
   std::copy(bb.begin(), bb.end(), model.params(Arena::BACKBONE));
   const int world = (int)checkpoint_world_size(path);
   for (int r = 0; r < world; ++r) {

@@ -22,8 +22,12 @@ Topology saved_topology(const std::string& path, int rank);
 
 Config checkpoint_config(const std::string& path);
 BpeTokenizer checkpoint_tokenizer(const std::string& path);
-// Parameters for inference: the backbone of rank 0, each routed expert from the rank that
-// held it (mode "sync" shards experts over ranks; mode "parallax": from its home's master).
-void load_model_params(const std::string& path, MoeModel<float>& model);
+// Parameters for inference: the backbone of rank 0 (global_backbone: the global backbone of the
+// last outer sync, outer/theta_global, when the checkpoint has one), each routed expert from
+// the rank that held it (mode "sync" shards experts over ranks; mode "parallax": from its
+// home's master).
+void load_model_params(const std::string& path, MoeModel<float>& model, bool global_backbone = false);
+// Whether the checkpoint holds a global backbone (modes diloco and parallax).
+bool has_global_backbone(const std::string& path);
 
 }  // namespace px

@@ -14,6 +14,7 @@
 #include "train/plan.hpp"         // defines: make_plan, format_plan
 #include "model/moe_model.hpp"    // defines: MoeModel
 #include "checkpoint/resume.hpp"  // defines: checkpoint_config, checkpoint_tokenizer, load_model_params
+#include "train/assembled_eval.hpp"  // defines: evaluate_checkpoint
 #include "train/trainer.hpp"      // defines: train
 #include "util/errors.hpp"        // defines: UserError
 
@@ -77,6 +78,20 @@ int cmd_sample(const std::string& checkpoint, const std::string& prompt, int n_t
     out += tok.decode_token(next);
   }
   fmt::print("{}\n", out);
+  return 0;
+}
+
+int cmd_eval(const std::string& path, const std::string& data_dir, int batches, bool json) {
+  const AssembledEval e = evaluate_checkpoint(path, data_dir, batches);
+  if (json)
+    fmt::print("{{\"step\": {}, \"loss\": {:.6f}, \"loss_island0\": {:.6f}, \"global_backbone\": {}, "
+               "\"batches\": {}}}\n",
+               e.step, e.loss, e.loss_island0, e.global_backbone ? "true" : "false", e.batches);
+  else
+    fmt::print("step {} | validation loss {:.4f} ({} + every expert's master) | island 0's "
+               "backbone + masters {:.4f} | {} batches\n",
+               e.step, e.loss, e.global_backbone ? "global backbone" : "rank 0's backbone",
+               e.loss_island0, e.batches);
   return 0;
 }
 

@@ -1,4 +1,4 @@
-// parallax: the one binary (DESIGN §8). Subcommands: data prepare, train, sample, config.
+// parallax: the one binary (DESIGN §8). Subcommands: data prepare, train, sample, eval, plan, inspect, config.
 // Bad user input (UserError) prints one message and exits with code 2.
 #include <mpi.h>
 
@@ -49,6 +49,15 @@ int main(int argc, char** argv) {
   sm->add_option("--temperature", temperature, "Sampling temperature (0 = greedy)");
   sm->add_option("--seed", seed, "Sampling seed");
 
+  auto* ev = app.add_subcommand("eval", "Validation loss of the model a run produces (global backbone + masters)");
+  std::string ev_path, ev_data;
+  int ev_batches = 0;
+  bool ev_json = false;
+  ev->add_option("checkpoint", ev_path, "Checkpoint file, or a run folder (its newest checkpoint)")->required();
+  ev->add_option("--data", ev_data, "Data folder with val.h5 (default: the run's data.dir)");
+  ev->add_option("--batches", ev_batches, "Validation batches (default: the run's data.eval_batches)");
+  ev->add_flag("--json", ev_json, "Print one JSON object");
+
   auto* pl = app.add_subcommand("plan", "Memory, FLOPs and bytes per role for a config (no training)");
   std::string plan_cfg;
   int plan_ranks = 0;
@@ -84,6 +93,7 @@ int main(int argc, char** argv) {
     else if (sm->parsed()) rc = px::cmd_sample(ckpt, prompt, n_tokens, temperature, seed);
     else if (cf->parsed()) rc = px::cmd_config(cfg2, overrides2, print);
     else if (insp->parsed()) rc = px::cmd_inspect(insp_path);
+    else if (ev->parsed()) rc = px::cmd_eval(ev_path, ev_data, ev_batches, ev_json);
     else if (pl->parsed()) rc = px::cmd_plan(plan_cfg, plan_ranks, plan_ov);
   } catch (const px::UserError& e) {
     if (rank == 0) fmt::print(stderr, "parallax: error: {}\n", e.what());

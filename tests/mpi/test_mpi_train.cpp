@@ -14,6 +14,7 @@
 #include "sync/codec.hpp"
 #include "sync/outer_sync.hpp"
 #include "backend/cpu_learner.hpp"
+#include "train/assembled_eval.hpp"
 #include "train/trainer.hpp"
 #include "util/errors.hpp"
 
@@ -103,11 +104,20 @@ TEST(MpiTrain, DilocoOnFourIslandsLowersValidationLoss) {
   const Config cfg = tiny({"train.mode=\"diloco\"", "topology.islands=2",
                            "topology.ranks_per_island=2", "sync.backbone_every=10",
                            "train.steps=80", "data.eval_every=40", "checkpoint.every=0"});
-  const TrainResult r = run(4, cfg, shared_dir("diloco_learns"));
+  const std::string dir = shared_dir("diloco_learns");
+  const TrainResult r = run(4, cfg, dir);
   if (world_rank() < 4) {
     ASSERT_GE(r.evals.size(), 2u);
     EXPECT_LT(r.evals.back().second, r.evals.front().second - 0.8);
   }
+  // the last step is an outer sync: every island holds the global backbone, so the assembled
+  // model of the checkpoint (`parallax eval`) is the one the last evaluation measured
+  if (world_rank() != 0) return;
+  const AssembledEval e = evaluate_checkpoint(dir, "", 0);
+  EXPECT_EQ(e.step, 80);
+  EXPECT_TRUE(e.global_backbone);
+  EXPECT_NEAR(e.loss, r.evals.back().second, 1e-9);
+  EXPECT_NEAR(e.loss_island0, e.loss, 1e-9);
 }
 
 // The hierarchical variant: two data-parallel groups... here two ranks per island that train on

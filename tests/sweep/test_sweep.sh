@@ -39,6 +39,12 @@ t="$work/out/mini/table.md"
 for run in sync parallax; do
   grep -qE "^\| $run \| 2 \| [0-9]+\.[0-9]{4} \| [0-9]+\.[0-9]{4} \|" "$t" || { echo "FAIL: row $run"; cat "$t"; exit 1; }
 done
+# the assembled model of every run (parallax eval of its last checkpoint, cached beside it)
+for run in sync parallax; do
+  grep -qE "^\| $run \| 2 \| ([0-9]+\.[0-9]+ \| ){3}[0-9]+\.[0-9]{4} \|" "$t" \
+    || { echo "FAIL: no assembled loss in row $run"; cat "$t"; exit 1; }
+  [ -s "$work/out/mini/$run/seed1/assembled_eval.json" ] || { echo "FAIL: assembled_eval.json of $run"; exit 1; }
+done
 grep -q "without routed experts" "$t" && grep -q "sketch B/tok" "$t" && grep -q "expert_parallel B/tok" "$t" \
   || { echo "FAIL: columns"; cat "$t"; exit 1; }
 for png in loss_vs_tokens loss_vs_bytes bytes_by_tier expert_load; do

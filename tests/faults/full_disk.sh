@@ -36,7 +36,7 @@ refused() {  # refused LOG CKPT_DIR STEP: the checkpoint of STEP failed cleanly
   local log=$1 ck=$2 step=$3
   [ $rc != 124 ] && [ $rc != 137 ] || { echo "FAIL: the ranks hang (timeout)"; cat "$log"; exit 1; }
   [ $rc != 0 ] || { echo "FAIL: exit 0 without the checkpoint"; cat "$log"; exit 1; }
-  ! grep -qiE "segmentation|signal|internal error" "$log" || { echo "FAIL: a crash"; cat "$log"; exit 1; }
+  ! grep -qiE "segmentation fault|exited on signal|internal error" "$log" || { echo "FAIL: a crash"; cat "$log"; exit 1; }
   grep -q "error: checkpoint .*step_$(printf %08d "$step").h5 not written.*file-size limit" "$log" \
     || { echo "FAIL: no message naming the file and the limit"; cat "$log"; exit 1; }
   [ -z "$(ls "$ck" | grep -E "\.tmp$|step_$(printf %08d "$step")" || true)" ] \

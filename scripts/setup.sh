@@ -12,6 +12,7 @@ PKGS=(
   libtomlplusplus-dev libcli11-dev libfmt-dev libspdlog-dev
   fortunes-min fortunes
   python3 python3-numpy python3-h5py python3-matplotlib
+  clang-14 libclang-rt-14-dev   # the fuzz targets (scripts/fuzz.sh): clang, libFuzzer, ASan, UBSan
 )
 
 missing=()

@@ -1,13 +1,20 @@
 // Parallel-HDF5 checkpoints (one rank here): round trip, and a flipped byte in the data is
-// caught by the per-dataset checksum as a UserError naming the file and the dataset.
+// caught by the per-dataset checksum as a UserError naming the file and the dataset; a file that
+// does not fit is a UserError naming the file and the reason, and leaves no file behind.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <vector>
 
 #include "io/checkpoint_parallel.hpp"
+#include "io/checkpoint_room.hpp"  // defines: checkpoint_room_problem, write_error_reason
 #include "temp_dir.hpp"
 #include "util/errors.hpp"
 
@@ -54,4 +61,38 @@ TEST(CheckpointParallel, RoundTripAndBitFlip) {
     EXPECT_NE(m.find(path), std::string::npos) << m;
     EXPECT_NE(m.find("checksum"), std::string::npos) << m;
   }
+}
+
+TEST(CheckpointParallel, NoRoomIsAUserErrorAndLeavesNoFile) {
+  px::test::TempDir dir;
+  const std::string path = dir / "step_00000002.h5";
+  const std::vector<float> a(1 << 20, 1.f);  // 4 MiB
+  ParallelCheckpointWriter w;
+  w.add("params/backbone", std::span<const float>(a));
+  // under a 1 MiB file-size limit (SIGXFSZ ignored, as the fault test does): refused up front
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  rlimit small = old;
+  small.rlim_cur = 1 << 20;
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::string message;
+  try {
+    w.commit(MPI_COMM_SELF, path, {{"config", "x = 1"}}, 2);
+  } catch (const UserError& e) {
+    message = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_NE(message.find(path + " not written"), std::string::npos) << message;
+  EXPECT_NE(message.find("file-size limit of 1048576"), std::string::npos) << message;
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path)) << "a file was left";
+  // more than any disk has free; the reasons of a full disk say so
+  EXPECT_NE(checkpoint_room_problem(dir.path.string(), 1ull << 62, true).find("the disk is full"), std::string::npos);
+  EXPECT_EQ(checkpoint_room_problem(dir.path.string(), 1 << 20, true), "");
+  EXPECT_NE(write_error_reason(ENOSPC).find("(the disk is full"), std::string::npos);
+  EXPECT_EQ(write_error_reason(EACCES), std::strerror(EACCES));
+  // with the limit lifted the same writer commits
+  w.commit(MPI_COMM_SELF, path, {{"config", "x = 1"}}, 2);
+  EXPECT_EQ(read_rank_array<float>(path, 0, "params/backbone", a.size()), a);
 }

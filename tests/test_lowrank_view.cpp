@@ -533,6 +533,53 @@ void expect_same_view(const LowrankExpertView& a, const LowrankExpertView& b) {
   EXPECT_TRUE(same_bits(a.w2, b.w2));
 }
 
+// Finite factors that may stand for weights past kViewWeightBound (rank * max|U| * max|V|) are
+// refused by decoding and encoding (fuzz_views: a delta with |V| = 4.7e36 made the view's
+// weights inf), and a sum of a view and a delta past it by lowrank_expert_add, which then leaves
+// the view unchanged (fuzz_views: a delta within the bound whose sum was not made the next
+// checkpoint's encoding throw).
+TEST(LowrankWire, WeightsPastTheBoundAreRefused) {
+  const int in = 9, out = 5, rank = 3;
+  auto W = to_f(randn((size_t)in * out, 300));
+  auto m = px::lowrank_fit(W.data(), in, out, rank, 1);
+  auto good = px::lowrank_to_wire(m);
+  const size_t v0 = 16 + 4 * (size_t)in * rank;
+  auto put = [&](float v) {
+    auto b = good;
+    std::memcpy(b.data() + v0, &v, 4);
+    return b;
+  };
+  expect_throws_with(put(4.7e36f), "may stand for weights above 1e+08", "huge V");
+  auto huge = m;
+  huge.V[0] = 4.7e36f;
+  EXPECT_THROW(px::lowrank_to_wire(huge), std::invalid_argument);
+
+  // a view and a rank-1 delta of W2 = c e_0 v^T (|v| = 1 / sqrt(out)): the delta's own bound
+  // c / sqrt(8) is within 1e8, the sum's factors (rank 4) are not
+  const int d = 8, h = 16;
+  auto view = view_of(make_master(d, h, EXPERT_ACT_SWIGLU, 700), 4, 3);
+  LowrankExpertView delta = view;
+  for (LowrankMatrix* x : {&delta.w1, &delta.w3, &delta.w2}) {
+    x->rank = 1;
+    x->U.assign((size_t)x->in, 1e-3f);
+    x->V.assign((size_t)x->out, 1e-3f);
+  }
+  delta.w2.U.assign((size_t)h, 0.f);
+  delta.w2.U[0] = 2e8f;
+  delta.w2.V.assign((size_t)d, 1.f / std::sqrt((float)d));
+  const auto wire = px::lowrank_expert_to_wire(delta);
+  const auto got = px::lowrank_expert_from_wire(wire.data(), wire.size());  // within the bound alone
+  auto island = view;
+  try {
+    px::lowrank_expert_add(island, got);
+    ADD_FAILURE() << "a sum past the weight bound was added";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("the view plus the delta"), std::string::npos) << e.what();
+  }
+  expect_same_view(island, view);  // W1 and W3 were within the bound: all or nothing
+  px::lowrank_expert_to_wire(island);
+}
+
 TEST(LowrankView, ExpertWireRoundTrip) {
   for (ExpertAct kind : {EXPERT_ACT_SWIGLU, EXPERT_ACT_RELU2}) {
     for (auto [d, h, r] : {std::tuple{8, 6, 2}, std::tuple{64, 96, 16}, std::tuple{33, 7, 20}}) {

@@ -296,6 +296,13 @@ TEST(TernaryWire, MalformedBuffersThrow) {
   expect_throws_with(put_scale(3, std::numeric_limits<float>::quiet_NaN()), "scale of output unit 3", "NaN scale");
   expect_throws_with(put_scale(0, INFINITY), "scale of output unit 0", "inf scale");
   expect_throws_with(put_scale(12, -0.5f), "scale of output unit 12", "negative scale");
+  // a finite scale past the weight bound (fuzz_views: 3e38 made the expert forward inf)
+  expect_throws_with(put_scale(5, 3e38f), "at most 1e+08", "huge scale");
+  expect_throws_with(put_scale(5, 1.01e8f), "at most 1e+08", "scale just past the bound");
+  EXPECT_NO_THROW(px::ternary_from_wire(put_scale(5, 1e8f).data(), good.size()));
+  auto huge = m;
+  huge.scale[2] = 2e8f;
+  EXPECT_THROW(px::ternary_to_wire(huge), std::invalid_argument);  // the encoder refuses it too
   // a zero scale with non-zero codes (unit 0 has non-zero codes in random data)
   expect_throws_with(put_scale(0, 0.f), "scale 0 but non-zero codes", "zero scale");
   // header fields

@@ -1,5 +1,5 @@
 // The wire registry (src/wire/): MPI tag values and the layouts of the message headers, which
-// are part of the wire and must never change.
+// are part of the wire and must never change; the splitting of a sketch bundle.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -8,12 +8,14 @@
 #include <limits>
 #include <random>
 #include <set>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "wire/bf16.hpp"           // defines: bf16_encode_rne, bf16_encode_saturate, bf16_decode
 #include "wire/mpi_tags.hpp"       // defines: MpiTag, reply_tag
 #include "wire/push_header.hpp"    // defines: PushHeader
-#include "wire/sketch_bundle.hpp"  // defines: SketchBundleHeader, ExpertFlag
+#include "wire/sketch_bundle.hpp"  // defines: SketchBundleHeader, ExpertFlag, parse_sketch_bundle
 #include "wire/trit_pack.hpp"      // defines: TritWriter, trit_byte, kTritTable, trit_bytes
 
 using namespace px;
@@ -57,6 +59,55 @@ TEST(WireHeaders, SketchBundleHeaderLayout) {
   EXPECT_EQ(SketchBundleHeader{}.magic, 0x42535850u);
   EXPECT_EQ(EXPERT_FLAG_CHECKPOINT, 1u);
   EXPECT_EQ(EXPERT_FLAG_STOP, 2u);
+}
+
+// A bundle splits into its header and its sketches, as the sender framed them; every truncation,
+// a bad magic, a count past the bytes and trailing bytes are refused with a message naming the
+// sender (the splitter never reads past the buffer: tests/fuzz/fuzz_bundle.cpp).
+TEST(WireBundle, SplitsAndRefusesMalformedBundles) {
+  SketchBundleHeader hd;
+  hd.count = 2;
+  hd.step = 42;
+  hd.flags = EXPERT_FLAG_STOP;
+  std::vector<uint8_t> b(sizeof hd);
+  std::memcpy(b.data(), &hd, sizeof hd);
+  const std::vector<std::vector<uint8_t>> sketches = {{1, 2, 3}, {}};
+  for (const auto& s : sketches) {
+    const uint32_t n = (uint32_t)s.size();
+    b.insert(b.end(), (const uint8_t*)&n, (const uint8_t*)&n + 4);
+    b.insert(b.end(), s.begin(), s.end());
+  }
+  const SketchBundle got = parse_sketch_bundle(b.data(), b.size(), 3);
+  EXPECT_EQ(got.header.step, 42);
+  EXPECT_EQ(got.header.flags, (uint32_t)EXPERT_FLAG_STOP);
+  ASSERT_EQ(got.sketches.size(), 2u);
+  EXPECT_EQ(std::vector<uint8_t>(got.sketches[0].begin(), got.sketches[0].end()), sketches[0]);
+  EXPECT_TRUE(got.sketches[1].empty());
+  auto refused = [&](const std::vector<uint8_t>& bytes, const std::string& needle) {
+    try {
+      parse_sketch_bundle(bytes.data(), bytes.size(), 3);
+      ADD_FAILURE() << needle << ": accepted";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("from rank 3"), std::string::npos) << e.what();
+    }
+  };
+  for (size_t len = 0; len < b.size(); ++len)
+    refused(std::vector<uint8_t>(b.begin(), b.begin() + len), len < sizeof hd ? "shorter than its header" : "truncated");
+  auto longer = b;
+  longer.push_back(0);
+  refused(longer, "1 trailing bytes");
+  auto magic = b;
+  magic[0] ^= 1;
+  refused(magic, "bad magic");
+  auto more = b;
+  const uint32_t count = 0xFFFFFFFFu;
+  std::memcpy(more.data() + 4, &count, 4);
+  refused(more, "truncated in sketch 2 of 4294967295");
+  auto long_len = b;
+  const uint32_t len = 0xFFFFFFFFu;
+  std::memcpy(long_len.data() + sizeof hd, &len, 4);
+  refused(long_len, "truncated in sketch 0 of 2");
 }
 
 // ---- the shared helpers against the copies they replaced --------------------------------------

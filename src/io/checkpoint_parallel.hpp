@@ -3,7 +3,8 @@
 // HDF5 (MPI-IO). Every rank's arrays live in group "rank_XXXXX/"; all datasets are created
 // collectively (every rank learns every rank's names and sizes first), then each rank writes
 // its own. Each dataset carries an FNV-1a checksum attribute, verified on read. The file is
-// written to a temporary name and renamed by rank 0 once every rank has closed it.
+// written to a temporary name and renamed by rank 0 once every rank has closed it; before, the
+// ranks agree that it fits (io/checkpoint_room.hpp), and after, that every rank wrote its part.
 #include <mpi.h>
 
 #include <cstdint>
@@ -19,11 +20,20 @@ class ParallelCheckpointWriter {
   void add(const std::string& name, std::span<const float> data);
   void add(const std::string& name, std::span<const int64_t> data);
   void add(const std::string& name, std::span<const int32_t> data);
-  // Collective over comm. String attributes and the step are taken from rank 0.
+  // Collective over comm. String attributes and the step are taken from rank 0. Every failure
+  // (no room for the file, a failed write or close on any rank) throws the same UserError on
+  // every rank, naming the file and the lowest failing rank's reason; the .tmp file is removed
+  // and nothing under `path` changes.
   void commit(MPI_Comm comm, const std::string& path,
               const std::vector<std::pair<std::string, std::string>>& attrs, int64_t step) const;
 
  private:
+  // Writes `tmp` (collective; `descriptions`: every rank's datasets) and closes it; returns this
+  // rank's first problem, "" when none. Never throws on an HDF5 failure, so that every rank
+  // reaches the collective close.
+  std::string write(MPI_Comm comm, const std::string& tmp, const std::vector<std::string>& descriptions,
+                    const std::vector<std::pair<std::string, std::string>>& attrs, int64_t step) const;
+
   struct Entry {
     std::string name;
     int type;  // 0 float, 1 int64, 2 int32

@@ -39,6 +39,12 @@ class Handle {
     if (id_ >= 0) Close(id_);
     id_ = id;
   }
+  // Closes now; returns what Close returned (0 when nothing was open).
+  herr_t close() {
+    const herr_t rc = id_ >= 0 ? Close(id_) : 0;
+    id_ = H5I_INVALID_HID;
+    return rc;
+  }
 
  private:
   hid_t id_ = H5I_INVALID_HID;

@@ -44,7 +44,20 @@ void check_finite(const char* what, const char* name, const T* W, int rows, int 
     }
 }
 
-// A well-formed in-memory matrix: the wire's rules (shape, rank, sizes, finite values).
+// What is wrong with the size of the weights finite factors stand for ("" when nothing): every
+// |W_ij| = |sum_c U_ic V_cj| <= rank * max|U| * max|V|, which must be within kViewWeightBound.
+std::string weight_problem(const LowrankMatrix& m) {
+  float u = 0.f, v = 0.f;
+  for (float x : m.U) u = std::max(u, std::fabs(x));
+  for (float x : m.V) v = std::max(v, std::fabs(x));
+  const double bound = (double)m.rank * u * v;
+  if (bound <= kViewWeightBound) return "";
+  return "factors of up to |U| = " + std::to_string(u) + ", |V| = " + std::to_string(v) + " at rank " +
+         std::to_string(m.rank) + " may stand for weights above " + wire::weight_bound_str();
+}
+
+// A well-formed in-memory matrix: the wire's rules (shape, rank, sizes, finite values, weights
+// within kViewWeightBound).
 void check_matrix(const char* what, const LowrankMatrix& m) {
   check_shape(what, m.in, m.out);
   if (m.rank < 1 || m.rank > std::min(m.in, m.out) || m.rank > kLowrankMaxRank)
@@ -55,6 +68,7 @@ void check_matrix(const char* what, const LowrankMatrix& m) {
                       " do not match the shape " + shape_str(m.in, m.out) + " at rank " + std::to_string(m.rank));
   check_finite(what, "U", m.U.data(), m.in, m.rank);
   check_finite(what, "V", m.V.data(), m.rank, m.out);
+  if (const std::string p = weight_problem(m); !p.empty()) invalid(what, p);
 }
 
 // ---- fixed-order dense kernels (double accumulation) ------------------------------------------
@@ -279,6 +293,7 @@ LowrankMatrix decode_matrix(const uint8_t* data, size_t size, const std::string&
   };
   finite("U", m.U, m.rank);
   finite("V", m.V, m.out);
+  if (const std::string p = weight_problem(m); !p.empty()) malformed(what, p);
   if (used) *used = need;
   return m;
 }
@@ -345,7 +360,9 @@ void lowrank_add(LowrankMatrix& current, const LowrankMatrix& delta) {
   mul_ab(C.data(), Ra.data(), RbT.data(), ka, k, kb);
   for (int i = 0; i < ka; ++i)
     for (int j = 0; j < kb; ++j) Cs[(size_t)i * s + j] = C[(size_t)i * kb + j];
-  current = assemble(Qa, m, ka, Qb, n, kb, svd_square(Cs.data(), s), r);
+  LowrankMatrix sum = assemble(Qa, m, ka, Qb, n, kb, svd_square(Cs.data(), s), r);
+  check_matrix("lowrank_add (the view plus the delta)", sum);
+  current = std::move(sum);
 }
 
 template <class T>
@@ -487,14 +504,17 @@ void lowrank_expert_add(LowrankExpertView& current, const LowrankExpertView& del
                                       ", h = " + std::to_string(delta.h) + ") does not match the view (act " +
                                       std::to_string((int)current.kind) + ", d = " + std::to_string(current.d) +
                                       ", h = " + std::to_string(current.h) + ")");
-  // all checks before any change: a throwing add leaves `current` as it was
   for (const LowrankExpertView* x : {(const LowrankExpertView*)&current, &delta})
     wire::for_each_matrix(*x, [](int, const char*, const LowrankMatrix& m, int, int) {
       check_matrix("lowrank_expert_add", m);
     });
-  wire::for_each_matrix(current, [&](int slot, const char*, LowrankMatrix& m, int, int) {
+  // the sums are made on a copy: an add that throws (a sum past kViewWeightBound) leaves
+  // `current` as it was
+  LowrankExpertView sum = current;
+  wire::for_each_matrix(sum, [&](int slot, const char*, LowrankMatrix& m, int, int) {
     lowrank_add(m, wire::matrix_at(delta, slot));
   });
+  current = std::move(sum);
 }
 
 std::vector<uint8_t> lowrank_expert_to_wire(const LowrankExpertView& v) {

@@ -68,9 +68,11 @@
 // Decoding checks everything and throws std::invalid_argument naming what is wrong and where:
 // a size other than the header implies (truncated or trailing bytes), bad magic / version /
 // reserved / act, in/out/d/h < 1, a rank of 0 or above min(in, out), a non-finite value (named
-// by its factor and index), or an expert's matrix whose shape disagrees with its d and h. The
-// wire form is canonical (values are copied bit for bit), so to_wire(from_wire(b)) == b for
-// every accepted b. No checksum: views travel over MPI, which delivers bytes intact.
+// by its factor and index), factors that may stand for weights above kViewWeightBound
+// (wire/expert_wire.hpp: rank * max|U| * max|V|; encoding and lowrank_add refuse them too), or
+// an expert's matrix whose shape disagrees with its d and h. The wire form is canonical (values
+// are copied bit for bit), so to_wire(from_wire(b)) == b for every accepted b. No checksum:
+// views travel over MPI, which delivers bytes intact.
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -124,7 +126,8 @@ LowrankMatrix lowrank_delta(const float* W, const LowrankMatrix& current, int up
 // current <- the best rank-current.rank approximation of U V + Ud Vd (re-compressing; rank and
 // memory stay the same): [U Ud] = Qa Ra, [V; Vd]^T = Qb Rb (Householder QR), C = Ra Rb^T, SVD
 // C = Uc S Vc^T (JacobiSVD, padded to square with zeros), U = Qa Uc S, V = (Qb Vc)^T, top
-// current.rank kept. Shapes must agree.
+// current.rank kept. Shapes must agree; a sum whose factors may stand for weights above
+// kViewWeightBound throws std::invalid_argument and leaves `current` unchanged.
 void lowrank_add(LowrankMatrix& current, const LowrankMatrix& delta);
 
 // W [in, out] = U V (each element summed in double, ascending c, then rounded to T once).
@@ -173,7 +176,8 @@ LowrankExpertView lowrank_view_from_master(const ModelConfig& cfg, const ParamLa
 // towards the masters W1, W3 [d, h] (W3 unused for relu2, may be null), W2 [h, d].
 LowrankExpertView lowrank_expert_delta(const float* W1, const float* W3, const float* W2,
                                        const LowrankExpertView& current, int update_rank, uint64_t seed);
-// lowrank_add on each matrix; kind, d and h must agree.
+// lowrank_add on each matrix; kind, d and h must agree. All or nothing: when one sum throws,
+// `current` is unchanged.
 void lowrank_expert_add(LowrankExpertView& current, const LowrankExpertView& delta);
 
 std::vector<uint8_t> lowrank_expert_to_wire(const LowrankExpertView& v);

@@ -3,7 +3,6 @@
 #include "model/ternary_view.hpp"
 #include "model/expert_slices.hpp"  // defines: expert_offset, expert_act_of
 
-#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -15,6 +14,9 @@ namespace px {
 namespace {
 
 using wire::malformed;
+
+// A unit's scale is every |weight| it dequantizes to: finite, >= 0 and within kViewWeightBound.
+bool scale_ok(float s) { return s >= 0.f && s <= kViewWeightBound; }
 
 // 2-bit code of a trit q: 0 -> 0, +1 -> 1, -1 -> 2.
 constexpr uint32_t code_of(int q) { return q > 0 ? 1u : (q < 0 ? 2u : 0u); }
@@ -37,9 +39,9 @@ TernaryMatrix decode_matrix(const uint8_t* data, size_t size, const std::string&
   const uint8_t* p = data + sizeof hd;
   std::memcpy(m.scale.data(), p, 4 * (size_t)m.out);
   for (int j = 0; j < m.out; ++j)
-    if (!(std::isfinite(m.scale[j]) && m.scale[j] >= 0.f))
+    if (!scale_ok(m.scale[j]))
       malformed(what, "scale of output unit " + std::to_string(j) + " is " + std::to_string(m.scale[j]) +
-                          " (must be finite and >= 0)");
+                          " (must be finite, >= 0 and at most " + wire::weight_bound_str() + ")");
   p += 4 * (size_t)m.out;
 
   const int words = m.words();
@@ -72,9 +74,10 @@ void check_matrix(const char* what, const TernaryMatrix& m) {
     wire::invalid(what, "scale/codes sizes " + std::to_string(m.scale.size()) + "/" + std::to_string(m.codes.size()) +
                             " do not match the shape " + wire::shape_str(m.in, m.out));
   for (int j = 0; j < m.out; ++j)
-    if (!(std::isfinite(m.scale[j]) && m.scale[j] >= 0.f))
+    if (!scale_ok(m.scale[j]))
       wire::invalid(what, "scale of output unit " + std::to_string(j) + " is " + std::to_string(m.scale[j]) +
-                              " (non-finite master weights?); the wire needs finite scales >= 0");
+                              " (diverged master weights?); the wire needs scales >= 0 and at most " +
+                              wire::weight_bound_str());
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 //
 //   one matrix W [in, out]                                    ternary_wire_bytes(in, out)
 //     TernaryWireHeader   16 bytes: magic "PXT3", version 1, reserved 0, in, out (int32 >= 1)
-//     scales  [out]       fp32, finite and >= 0                4 * out bytes
+//     scales  [out]       fp32, >= 0 and <= kViewWeightBound    4 * out bytes
 //     trits               ceil(in * out / 5) bytes: trit k = j * in + i (output-unit major, the
 //                         order of the packed codes) is digit k % 5 of byte k / 5, little digit
 //                         first: byte = sum_{r<5} (q_{5g+r} + 1) * 3^r <= 242, q in {-1, 0, 1}
@@ -28,7 +28,8 @@
 // Decoding checks everything and throws std::invalid_argument naming what is wrong and where:
 // a size other than the header implies (truncated or trailing bytes), bad magic / version /
 // reserved / act, in/out/d/h < 1, a trit byte > 242, a non-zero padding digit, a
-// non-finite or negative scale, a unit with scale 0 but non-zero codes (pack never writes one:
+// non-finite or negative scale or one above kViewWeightBound (wire/expert_wire.hpp; encoding
+// refuses it too), a unit with scale 0 but non-zero codes (pack never writes one:
 // the wire form is canonical, so to_wire(from_wire(b)) == b for every accepted b), or an
 // expert's matrix whose shape disagrees with its d and h. No checksum: snapshots travel over
 // MPI, which delivers bytes intact; a corrupted file is caught only as far as these checks go.

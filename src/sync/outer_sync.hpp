@@ -87,12 +87,6 @@ class OuterSync {  // (its state is checkpointed through save/load, by the backb
 // it owns (unit u = fragment * R + shard, owned by syncer u mod S), merges pushes once a
 // quorum of islands has pushed (all islands when train.deterministic), token-weighted, by
 // mean or RDA, takes the outer step and replies to every island.
-// What is wrong with a push of `bytes` bytes from world rank `source` that a syncer (index
-// `syncer`) received (header fields in range, the unit is this syncer's, the sender is the
-// learner of that island and shard, the length matches the shard and dtype); "" when nothing.
-std::string push_problem(const uint8_t* msg, size_t bytes, int source, const Topology& topo,
-                         const FragmentPlan& plan, int syncer);
-
 class Syncer final : public Stateful {
  public:
   Syncer(const Config& cfg, const Topology& topo, Comm& p2p);

@@ -9,6 +9,7 @@
 #include "sync/codec.hpp"         // defines: decode
 #include "sync/outer_merge.hpp"   // defines: merge_outer, outer_nesterov
 #include "sync/outer_sync.hpp"    // defines: Syncer, PushHeader, SyncTag
+#include "sync/push_check.hpp"    // defines: push_problem, push_values_problem
 
 namespace px {
 
@@ -48,40 +49,13 @@ void Syncer::load(const StateReader& r) {
   }
 }
 
-std::string push_problem(const uint8_t* msg, size_t bytes, int source, const Topology& topo,
-                         const FragmentPlan& plan, int syncer) {
-  PushHeader h;
-  if (bytes < sizeof h) return fmt::format("{} bytes, shorter than its {}-byte header", bytes, sizeof h);
-  std::memcpy(&h, msg, sizeof h);
-  const int ranks = topo.ranks_per_island;
-  if (h.island < 0 || h.island >= topo.islands)
-    return fmt::format("island {} (the run has {} islands)", h.island, topo.islands);
-  if (h.fragment < 0 || h.fragment >= plan.count())
-    return fmt::format("fragment {} (the run has {} fragments)", h.fragment, plan.count());
-  if (h.shard < 0 || h.shard >= ranks)
-    return fmt::format("shard {} (islands have {} ranks)", h.shard, ranks);
-  if (h.dtype < 0 || h.dtype > (int32_t)WireDtype::TERNARY) return fmt::format("dtype {}", h.dtype);
-  if ((h.fragment * ranks + h.shard) % topo.syncers != syncer)
-    return fmt::format("unit {} belongs to syncer {}", h.fragment * ranks + h.shard,
-                       (h.fragment * ranks + h.shard) % topo.syncers);
-  if (source != topo.learner_rank(h.island, h.shard))
-    return fmt::format("sent by rank {}, not by the learner of island {} shard {}", source,
-                       h.island, h.shard);
-  const size_t n = plan.size(h.fragment);
-  const size_t m = FragmentPlan::shard_begin(n, h.shard + 1, ranks) - FragmentPlan::shard_begin(n, h.shard, ranks);
-  if (h.n != (int64_t)m) return fmt::format("n = {}, the shard has {} values", h.n, m);
-  const size_t want = sizeof h + encoded_bytes((WireDtype)h.dtype, m);
-  if (bytes != want) return fmt::format("{} bytes, the shard in its dtype needs {}", bytes, want);
-  if (h.tokens < 0 || h.step < 0) return fmt::format("step {}, tokens {}", h.step, h.tokens);
-  return "";
-}
-
 void Syncer::on_push(const std::vector<uint8_t>& msg, int source) {
-  const std::string problem =
-      push_problem(msg.data(), msg.size(), source, topo_, *plan_, topo_.syncer_index);
-  if (!problem.empty())
-    throw std::runtime_error(fmt::format("syncer {}: malformed push from rank {}: {}",
-                                         topo_.syncer_index, source, problem));
+  const auto refuse = [&](const std::string& problem) {
+    if (!problem.empty())
+      throw std::runtime_error(fmt::format("syncer {}: malformed push from rank {}: {}",
+                                           topo_.syncer_index, source, problem));
+  };
+  refuse(push_problem(msg.data(), msg.size(), source, topo_, *plan_, topo_.syncer_index));
   const int islands = topo_.islands, ranks = topo_.ranks_per_island;
   PushHeader h;
   std::memcpy(&h, msg.data(), sizeof(h));
@@ -90,6 +64,7 @@ void Syncer::on_push(const std::vector<uint8_t>& msg, int source) {
   std::vector<float>& d = un.deltas[h.island];
   d.resize(m);
   decode((WireDtype)h.dtype, msg.data() + sizeof(h), m, d.data());
+  refuse(push_values_problem(d.data(), m));
   un.tokens[h.island] = h.tokens;
   un.steps[h.island] = h.step;
   if (h.step <= un.merged_step) ++late_pushes_;  // its round was merged without it

@@ -1,6 +1,7 @@
 // defines: the messages and checks of the expert wire framing (expert_wire.hpp)
 #include "wire/expert_wire.hpp"
 
+#include <cstdio>
 #include <stdexcept>
 
 namespace px::wire {
@@ -16,6 +17,12 @@ void invalid(const std::string& what, const std::string& why) {
 std::string shape_str(int in, int out) {
   std::string s = "[";
   return s.append(std::to_string(in)).append(", ").append(std::to_string(out)).append("]");
+}
+
+std::string weight_bound_str() {
+  char s[32];
+  std::snprintf(s, sizeof s, "%g", (double)kViewWeightBound);
+  return s;
 }
 
 void check_shape(const std::string& what, int in, int out) {

@@ -24,6 +24,11 @@ namespace px {
 
 static_assert(std::endian::native == std::endian::little, "the wire format is little-endian");
 
+// The largest |weight| a view may stand for: trained weights are orders of magnitude below it,
+// so a view past it is a corrupted or poisoned message (or diverged masters), refused by both
+// encoding and decoding; the products of views within it and bounded activations stay finite.
+inline constexpr float kViewWeightBound = 1e8f;
+
 // The header of one expert; each base has its own magic (and version).
 template <uint32_t Magic, uint16_t Version>
 struct ExpertWireHeader {
@@ -41,6 +46,7 @@ namespace wire {
 [[noreturn]] void malformed(const std::string& what, const std::string& why);  // a bad buffer
 [[noreturn]] void invalid(const std::string& what, const std::string& why);    // a bad argument
 std::string shape_str(int in, int out);                                        // "[in, out]"
+std::string weight_bound_str();                                                // "1e+08"
 // in, out >= 1, else invalid(what, "shape [in, out] (in and out must be >= 1)").
 void check_shape(const std::string& what, int in, int out);
 // swiglu or relu2, else invalid(what, "unknown expert activation <kind>").

@@ -3,7 +3,13 @@
 // step and home, the header, then `count` sketches, each as a uint32 byte count + one sketch
 // message (wire/sketch_wire.hpp). Little-endian, the in-memory layout (read with memcpy);
 // 24 bytes, no padding. A bundle with count 0 still carries the flags.
+//
+// parse_sketch_bundle splits a received bundle into its header and its sketches (pointers into
+// the caller's bytes, not yet verified: each goes to sketch_verify / SketchHome::receive).
+#include <cstddef>
 #include <cstdint>
+#include <span>
+#include <vector>
 
 namespace px {
 
@@ -19,5 +25,16 @@ struct SketchBundleHeader {
   uint32_t reserved = 0;
 };
 static_assert(sizeof(SketchBundleHeader) == 24);
+
+struct SketchBundle {
+  SketchBundleHeader header;
+  std::vector<std::span<const uint8_t>> sketches;  // `count` of them, in order
+};
+
+// The bundle at data[0..size) from world rank `src` (named in messages). Throws
+// std::runtime_error when it is shorter than its header, has another magic, when a sketch's
+// length runs past the end ("sketch bundle from rank R truncated in sketch i of n") or when
+// bytes are left after the last sketch.
+SketchBundle parse_sketch_bundle(const uint8_t* data, size_t size, int src);
 
 }  // namespace px

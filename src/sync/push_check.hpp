@@ -1,0 +1,32 @@
+#pragma once
+// A syncer's checks of a backbone push (learner -> syncer, tag TAG_PUSH) before it trusts it:
+// the header (wire/push_header.hpp) and the length, from the bytes as received, then the decoded
+// values. Its own file so that the checks build without MPI's library or HDF5 (the fuzz targets,
+// tests/fuzz/).
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "parallel/topology.hpp"  // defines: Topology
+#include "sync/fragments.hpp"     // defines: FragmentPlan
+#include "wire/push_header.hpp"   // defines: PushHeader
+
+namespace px {
+
+// What is wrong with a push of `bytes` bytes from world rank `source` that a syncer (index
+// `syncer`) received (header fields in range, the unit is this syncer's, the sender is the
+// learner of that island and shard, the length matches the shard and dtype); "" when nothing.
+std::string push_problem(const uint8_t* msg, size_t bytes, int source, const Topology& topo,
+                         const FragmentPlan& plan, int syncer);
+
+// The largest |value| of an accepted outer gradient: a parameter's change over one outer step
+// is orders of magnitude below it, and the merge and the outer Nesterov step stay finite.
+inline constexpr float kOuterGradientBound = 1e8f;
+
+// What is wrong with the n decoded values of a push: "" when each is finite and within
+// kOuterGradientBound, else the first one that is not ("value nan at index 96 ..."). The
+// codecs' encoders refuse non-finite values, but bf16 and fp32 payloads decode any bits, and
+// the scales of the quantized ones may be as large as a float.
+std::string push_values_problem(const float* values, size_t n);
+
+}  // namespace px

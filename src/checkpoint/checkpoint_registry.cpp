@@ -1,6 +1,8 @@
 // defines: CheckpointRegistry, StateReader
 #include "checkpoint/checkpoint_registry.hpp"
 
+#include "parallel/wait_deadline.hpp"  // defines: WaitScope
+
 #include "checkpoint/resume.hpp"    // defines: checkpoint_config, rehoming
 #include "io/checkpoint_file.hpp"   // defines: checkpoint_path, prune_checkpoints
 
@@ -36,6 +38,7 @@ std::string CheckpointRegistry::save(MPI_Comm world, const std::string& dir, con
   const std::string path = checkpoint_path(dir, step);
   w.commit(world, path, {{"config", config_to_toml(cfg)}, {"format", kCheckpointFormat}}, step);
   if (rank == 0) prune_checkpoints(dir, cfg.checkpoint.keep);
+  const WaitScope ws("MPI_Barrier (after a checkpoint)", "world", 0);
   MPI_Barrier(world);
   return path;
 }

@@ -11,6 +11,7 @@
 #include "io/checkpoint_room.hpp"  // defines: checkpoint_room_problem, reserve_checkpoint_room, write_error_reason
 #include "io/h5.hpp"            // defines: h5::File, h5::ensure_group, h5::write_attr
 #include "parallel/comm.hpp"    // defines: mpiCheck
+#include "parallel/wait_deadline.hpp"  // defines: WaitScope
 #include "util/errors.hpp"      // defines: UserError
 
 namespace px {
@@ -51,6 +52,7 @@ std::string describe(const std::string& prefix, int type, size_t count, uint64_t
 }
 
 std::vector<std::string> allgather_strings(MPI_Comm comm, const std::string& mine) {
+  const WaitScope ws("MPI_Allgather(v) of the checkpoint's entries", "checkpoint", 0);
   int p = 0;
   mpiCheck(MPI_Comm_size(comm, &p));
   int n = (int)mine.size();
@@ -67,6 +69,7 @@ std::vector<std::string> allgather_strings(MPI_Comm comm, const std::string& min
 }
 
 std::string bcast_string(MPI_Comm comm, std::string s) {
+  const WaitScope ws("MPI_Bcast of the checkpoint's metadata", "checkpoint", 0);
   int n = (int)s.size();
   mpiCheck(MPI_Bcast(&n, 1, MPI_INT, 0, comm));
   s.resize(n);
@@ -84,6 +87,7 @@ struct Described {
 
 // The problem of the lowest rank that has one, on every rank ("" when none has).
 std::string first_problem(MPI_Comm comm, const std::string& mine) {
+  const WaitScope ws("MPI_Allreduce/Bcast of the checkpoint's first problem", "checkpoint", 0);
   int size = 0, rank = 0;
   mpiCheck(MPI_Comm_size(comm, &size));
   mpiCheck(MPI_Comm_rank(comm, &rank));
@@ -177,6 +181,7 @@ void ParallelCheckpointWriter::commit(MPI_Comm comm,
   problem = first_problem(comm, problem);
   if (!problem.empty()) {
     if (rank == 0) fs::remove(tmp, ec);
+    const WaitScope ws("MPI_Barrier (checkpoint written)", "checkpoint", 0);
     mpiCheck(MPI_Barrier(comm));
     fail(fmt::format("writing {} failed: {}; the file was removed", tmp, problem));
   }

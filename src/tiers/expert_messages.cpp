@@ -71,25 +71,14 @@ void ExpertMessages::send_view(std::vector<uint8_t> msg, Tier t) {
 
 void ExpertMessages::parse_bundle(const std::vector<uint8_t>& buf, int src, ExpertHome& home,
                                   int64_t home_step, Taken& t) {
-  SketchBundleHeader hd;
-  if (buf.size() < sizeof hd) throw std::runtime_error("sketch bundle shorter than its header");
-  std::memcpy(&hd, buf.data(), sizeof hd);
-  if (hd.magic != SketchBundleHeader{}.magic)
-    throw std::runtime_error("sketch bundle from rank " + std::to_string(src) + " has a bad magic");
+  const SketchBundle b = parse_sketch_bundle(buf.data(), buf.size(), src);  // the fuzzed parser
+  const SketchBundleHeader& hd = b.header;
   t.flags |= hd.flags;
   t.newest_step = std::max(t.newest_step, hd.step);
   ++bundles_from_[src];
   if (hd.flags & EXPERT_FLAG_STOP) ++stops_[hd.step];
   if (hd.flags & EXPERT_FLAG_CHECKPOINT) ++checkpoints_[hd.step];
-  size_t o = sizeof hd;
-  for (uint32_t i = 0; i < hd.count; ++i) {
-    uint32_t n = 0;
-    if (o + 4 > buf.size()) throw std::runtime_error("sketch bundle truncated");
-    std::memcpy(&n, buf.data() + o, 4);
-    if (o + 4 + n > buf.size()) throw std::runtime_error("sketch bundle truncated");
-    home.receive(buf.data() + o + 4, n, home_step);  // a bad sketch is counted, not fatal
-    o += 4 + n;
-  }
+  for (const auto& sk : b.sketches) home.receive(sk.data(), sk.size(), home_step);  // a bad sketch is counted, not fatal
 }
 
 void ExpertMessages::take_bundle(int src, ExpertHome& home, int64_t home_step, Taken& t,

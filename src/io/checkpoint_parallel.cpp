@@ -173,7 +173,12 @@ void ParallelCheckpointWriter::commit(MPI_Comm comm,
   problem = first_problem(comm, problem);
   if (!problem.empty()) fail(problem);
   // the file: every rank reaches the collective close whatever failed, then they agree
-  problem = first_problem(comm, write(comm, tmp, all, attrs, step));
+  {
+    // HDF5's own collective I/O (MPI-IO) runs under one deadline for the whole file
+    const WaitScope ws("the collective HDF5 write of a checkpoint", "checkpoint", p);
+    problem = write(comm, tmp, all, attrs, step);
+  }
+  problem = first_problem(comm, problem);
   if (problem.empty() && rank == 0) {
     fs::rename(tmp, path, ec);
     if (ec) problem = fmt::format("cannot rename it to {}: {}", path, ec.message());

@@ -189,40 +189,52 @@ def read_run(folder):
         r["config"] = tomllib.load(c)
     topo = r["config"]["topology"]
     r["learners"] = topo["islands"] * topo["ranks_per_island"]
-    r["assembled_loss"] = assembled_loss(folder)
+    r["assembled"] = assembled_evals(folder)
+    r["assembled_loss"] = assembled_loss(folder, r["assembled"])
     return r
 
 
-def newest_checkpoint_step(folder):
+def checkpoint_steps(folder):
     d = os.path.join(folder, "checkpoints")
-    steps = [int(n[5:13]) for n in os.listdir(d) if re.fullmatch(r"step_\d{8}\.h5", n)] if os.path.isdir(d) else []
-    return max(steps) if steps else None
+    names = os.listdir(d) if os.path.isdir(d) else []
+    return sorted(int(n[5:13]) for n in names if re.fullmatch(r"step_\d{8}\.h5", n))
 
 
-def assembled_loss(folder):
-    """Validation loss of the model the run produced (`parallax eval`: global backbone + every
-    expert's master), cached in FOLDER/assembled_eval.json for its newest checkpoint; None
-    without a checkpoint or a built binary."""
-    step = newest_checkpoint_step(folder)
-    if step is None:
-        return None
+def assembled_evals(folder):
+    """Validation loss of the model the run produced at each of its checkpoints (`parallax eval
+    --assembled-only`: the global backbone of the last outer sync + every expert's master), as
+    {step: loss}, cached in FOLDER/assembled_eval.json; checkpoints at the evaluation steps make
+    it a series beside the islands' own /eval/loss. Empty without checkpoints or a built binary."""
     cache = os.path.join(folder, "assembled_eval.json")
+    got = {}
     if os.path.exists(cache):
         with open(cache) as c:
-            got = json.load(c)
-        if got.get("step") == step:
-            return got["loss"]
+            old = json.load(c)
+        for e in old.get("evals", [old] if "step" in old else []):  # an older cache: one entry
+            got[int(e["step"])] = e["loss"]
+    steps = [st for st in checkpoint_steps(folder) if st not in got]
     binary = os.path.join(ROOT, "build", "parallax")
-    if not os.access(binary, os.X_OK):
-        return None
-    r = subprocess.run([binary, "eval", "--json", folder], capture_output=True, text=True)
-    if r.returncode != 0:
-        print(f"warning: parallax eval {folder}: {r.stderr.strip()}", file=sys.stderr)
-        return None
-    got = json.loads(r.stdout.strip().splitlines()[-1])
-    with open(cache, "w") as c:
-        json.dump(got, c)
-    return got["loss"]
+    if steps and not os.access(binary, os.X_OK):
+        print(f"warning: {binary} not built: no assembled loss for {folder}", file=sys.stderr)
+        steps = []
+    for st in steps:
+        ckpt = os.path.join(folder, "checkpoints", f"step_{st:08d}.h5")
+        r = subprocess.run([binary, "eval", "--json", "--assembled-only", ckpt],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"warning: parallax eval {ckpt}: {r.stderr.strip()}", file=sys.stderr)
+            continue
+        got[st] = json.loads(r.stdout.strip().splitlines()[-1])["loss"]
+    if steps:
+        with open(cache, "w") as c:
+            json.dump({"evals": [{"step": k, "loss": got[k]} for k in sorted(got)]}, c)
+    return got
+
+
+def assembled_loss(folder, evals):
+    """The assembled loss at the run's newest checkpoint (None without one)."""
+    steps = checkpoint_steps(folder)
+    return evals.get(steps[-1]) if steps else None
 
 
 def mean_std(xs):
@@ -339,10 +351,17 @@ def cmd_table(args):
         if s["eval_loss"] is None:
             continue
         per_step = s["train_tokens"][-1] / s["train_step"][-1]
+        color = plt.cm.tab20(i % 20)
         ax.plot(s["eval_step"] * per_step, s["eval_loss"], marker="o", ms=3, label=name,
-                color=plt.cm.tab20(i % 20), linestyle=styles[(i // 10) % len(styles)])
+                color=color, linestyle=styles[(i // 10) % len(styles)])
+        shown = sorted(st for st in s["assembled"] if st in set(s["eval_step"].tolist()))
+        if s["config"]["train"]["mode"] != "sync" and shown:  # sync: the assembled model is the one evaluated
+            ax.plot([st * per_step for st in shown], [s["assembled"][st] for st in shown],
+                    marker="x", ms=5, linestyle="none", color=color)
+    ax.plot([], [], marker="x", linestyle="none", color="gray",
+            label="x: assembled model (global backbone + masters)")
     ax.set_xlabel("tokens trained on (all islands)")
-    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_ylabel("validation loss (nats/token; o: island 0 with its views)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

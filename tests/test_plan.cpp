@@ -8,6 +8,7 @@
 #include "sync/outer_sync.hpp"
 #include "model/full_view.hpp"     // defines: full_expert_wire_bytes
 #include "model/ternary_view.hpp"  // defines: ternary_expert_wire_bytes
+#include "model/moe_model.hpp"  // defines: MoeModel::activation_bytes
 #include "train/plan.hpp"
 
 using namespace px;
@@ -36,8 +37,9 @@ TEST(Plan, DilocoSyncerAndSyncTraffic) {
   EXPECT_DOUBLE_EQ(q.roles[0].bytes_per_step[(int)Tier::ISLAND],
                    (double)ring_allreduce_bytes(4 * (int64_t)layout.backbone_size, 4));
   EXPECT_GT(q.roles[0].bytes_per_step[(int)Tier::EXPERT_PARALLEL], 0);
-  // sync shards the experts: a rank holds a quarter of them
-  EXPECT_DOUBLE_EQ(q.roles[0].param_bytes, 4 * (layout.backbone_size + layout.experts_size / 4.0));
+  // sync: every rank's model holds every expert (weights, gradients); AdamW covers its quarter
+  EXPECT_DOUBLE_EQ(q.roles[0].param_bytes, 4.0 * (layout.backbone_size + layout.experts_size));
+  EXPECT_DOUBLE_EQ(q.roles[0].optim_bytes, 8 * (layout.backbone_size + layout.experts_size / 4.0));
   EXPECT_GT(q.roles[0].act_bytes, 0);
   EXPECT_GT(q.train_flops_per_token, 6.0 * q.params_active);
 }
@@ -104,4 +106,15 @@ TEST(Plan, FullViewsMemoryAndSpesTraffic) {
   EXPECT_GT(make_plan(sketches).roles[0].bytes_per_step[(int)Tier::SKETCH], 0);
   EXPECT_DOUBLE_EQ(make_plan(sketches).roles[0].bytes_per_step[(int)Tier::SNAPSHOT],
                    p.roles[0].bytes_per_step[(int)Tier::SNAPSHOT]);
+}
+
+// train.micro_batches: a learner holds the activations of one micro-batch; sketches go per
+// micro-batch with ceil(tokens / M) rows each.
+TEST(Plan, MicroBatchesHoldOneMicroBatchOfActivations) {
+  const Config whole = tiny({"train.batch_size=8"});
+  const Config micro = tiny({"train.batch_size=8", "train.micro_batches=4"});
+  EXPECT_DOUBLE_EQ(make_plan(micro).roles[0].act_bytes,
+                   (double)MoeModel<float>::activation_bytes(micro.model, 2, micro.model.seq_len));
+  EXPECT_LT(make_plan(micro).roles[0].act_bytes, 0.3 * make_plan(whole).roles[0].act_bytes);
+  EXPECT_DOUBLE_EQ(make_plan(micro).roles[0].param_bytes, make_plan(whole).roles[0].param_bytes);
 }

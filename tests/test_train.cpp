@@ -159,6 +159,10 @@ TEST(TrainEval, AssembledModelOfAOneRankRunIsItsLastEvaluation) {
   EXPECT_EQ(e.loss, e.loss_island0);
   // fewer batches: another number; no checkpoint: a user error naming the folder
   EXPECT_NE(evaluate_checkpoint(opt.run_dir, "", 1).loss, e.loss);
+  // without island 0's pass: the same assembled loss, no island-0 number
+  const AssembledEval only = evaluate_checkpoint(opt.run_dir, "", 0, false);
+  EXPECT_EQ(only.loss, e.loss);
+  EXPECT_TRUE(std::isnan(only.loss_island0));
   EXPECT_THROW(evaluate_checkpoint(tmp_dir("eval_nothing"), "", 0), UserError);
 }
 

@@ -16,7 +16,7 @@ AdamWConfig adamw_config(const Config& cfg) {
 
 CpuLearner::CpuLearner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_batch,
                        const Topology* topo)
-    : dp_(dp), batch_(micro_batch), seq_(cfg.model.seq_len),
+    : dp_(dp), batch_(micro_batch), seq_(cfg.model.seq_len), micro_(cfg.train.micro_batches),
       model_(cfg.model, micro_batch, cfg.model.seq_len) {
   model_.init_params((uint64_t)cfg.train.seed);
   const AdamWConfig ac = adamw_config(cfg);
@@ -46,15 +46,36 @@ void CpuLearner::set_parallel(bool eval) {
     model_.set_parallel((double)batch_ * seq_ * dp_.size(), &sum_stats_, ex);
 }
 
+double CpuLearner::accumulate(const int32_t* in, const int32_t* tg, std::vector<int64_t>& counts,
+                              double& aux) {
+  // the batch as micro_ micro-batches: each one's loss gradient scaled by 1 / micro_, so that
+  // the accumulated gradient is that of their mean loss
+  const size_t per = (size_t)batch_ * seq_;
+  model_.zero_grad();
+  model_.set_loss_scale(1.0 / micro_);
+  double ce = 0;
+  aux = 0;
+  for (int i = 0; i < micro_; ++i) {
+    if (parallax_) parallax_->begin_micro_batch(i, micro_);
+    model_.forward(in + i * per, tg + i * per);
+    model_.backward();
+    ce += model_.last_ce();
+    aux += model_.last_aux();
+    const std::vector<int64_t> c = model_.expert_counts();
+    if (i == 0) counts = c;
+    else
+      for (size_t j = 0; j < c.size(); ++j) counts[j] += c[j];
+  }
+  aux /= micro_;
+  return ce / micro_;
+}
+
 StepStats CpuLearner::step(const int32_t* in, const int32_t* tg, double lr) {
   StepStats s;
-  model_.zero_grad();
-  model_.forward(in, tg);
-  model_.backward();
+  const double my_ce = accumulate(in, tg, s.counts, s.aux);
   float* const params[2] = {model_.params(Arena::BACKBONE), model_.params(Arena::EXPERTS)};
   float* const grads[2] = {model_.grads(Arena::BACKBONE), model_.grads(Arena::EXPERTS)};
   const auto& layout = model_.layout();
-  s.counts = model_.expert_counts();
   if (dp_.size() > 1) {
     // contributions to the group's mean loss: summing over ranks gives the gradient
     dp_.allreduce_sum(grads[0], (int64_t)layout.backbone_size, Tier::ISLAND);
@@ -64,13 +85,12 @@ StepStats CpuLearner::step(const int32_t* in, const int32_t* tg, double lr) {
   }
   // what is spread over the ranks, in one small all-reduce: this rank's share of the mean CE
   // and, with expert parallelism, the squared gradient norm of the experts it holds
-  double spread[2] = {model_.last_ce(),
+  double spread[2] = {my_ce,
                       expert_parallel_ ? opt_->sq_norm(grads[1], Arena::EXPERTS) : 0.0};
   if (dp_.size() > 1) dp_.allreduce_sum(spread, 2, Tier::CONTROL);
   const double sq = opt_->sq_norm(grads[0], Arena::BACKBONE) +
                     (expert_parallel_ ? spread[1] : opt_->sq_norm(grads[1], Arena::EXPERTS));
   s.ce = spread[0];
-  s.aux = model_.last_aux();
   s.loss = s.ce + s.aux;
   s.grad_norm = std::sqrt(sq);
   // every rank of the group has the same all-reduced loss and norm: they skip together
@@ -90,11 +110,16 @@ double CpuLearner::eval_batch_without_routed(const int32_t* in, const int32_t* t
 
 double CpuLearner::eval_batch(const int32_t* in, const int32_t* tg) {
   // every rank evaluates the same batch: local statistics, local mean
+  // (in micro-batches of equal size: the mean of their means)
   set_parallel(true);
-  model_.forward(in, tg);
-  const double ce = model_.last_ce();
+  const size_t per = (size_t)batch_ * seq_;
+  double ce = 0;
+  for (int i = 0; i < micro_; ++i) {
+    model_.forward(in + i * per, tg + i * per);
+    ce += model_.last_ce();
+  }
   set_parallel(false);
-  return ce;
+  return ce / micro_;
 }
 
 }  // namespace px

@@ -8,6 +8,7 @@
 // sees the backbone only. The host copy is the live model: every sync point is a no-op.
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "backend/learner_model.hpp"      // defines: LearnerModel, StepStats
 #include "parallel/expert_parallel.hpp"   // defines: ExpertParallel
@@ -39,9 +40,14 @@ class CpuLearner final : public LearnerModel {
   // The model's parallel hooks: the routed-expert executor (expert parallel or parallax) and,
   // for training with several data-parallel ranks, the group's token count and statistics.
   void set_parallel(bool eval);
+  // Zeroes the gradients, then forward and backward of every micro-batch of the batch (in, tg):
+  // the gradients of the mean loss. Returns this rank's share of the mean CE; counts: tokens
+  // per expert over the micro-batches; aux: the micro-batches' mean aux loss.
+  double accumulate(const int32_t* in, const int32_t* tg, std::vector<int64_t>& counts, double& aux);
 
   Comm& dp_;
-  int batch_, seq_;
+  int batch_, seq_;  // batch_: sequences per micro-batch
+  int micro_;        // micro-batches per step
   MoeModel<float> model_;
   std::unique_ptr<ExpertParallel> expert_parallel_;
   std::unique_ptr<ParallaxExperts> parallax_;

@@ -15,11 +15,11 @@ void LearnerState::save(ParallelCheckpointWriter& w) {
   AdamW& opt = model_.optimizer();
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
     if (m.params(a))  // (mode parallax: the routed experts live at their homes and in views)
-      w.add(std::string("params/") + arena_name(a),
-            std::span<const float>(m.params(a), m.layout().size(a)));
+      w.add_borrowed(std::string("params/") + arena_name(a),
+                     std::span<const float>(m.params(a), m.layout().size(a)));
     if (!opt.m(a).empty()) {  // (mode parallax: no learner moments for the experts)
-      w.add(std::string("optim/m/") + arena_name(a), as_span(opt.m(a)));
-      w.add(std::string("optim/v/") + arena_name(a), as_span(opt.v(a)));
+      w.add_borrowed(std::string("optim/m/") + arena_name(a), as_span(opt.m(a)));
+      w.add_borrowed(std::string("optim/v/") + arena_name(a), as_span(opt.v(a)));
     }
   }
   w.add("model/router_bias", as_span(m.router_bias()));

@@ -81,21 +81,24 @@ int cmd_sample(const std::string& checkpoint, const std::string& prompt, int n_t
   return 0;
 }
 
-int cmd_eval(const std::string& path, const std::string& data_dir, int batches, bool json) {
-  const AssembledEval e = evaluate_checkpoint(path, data_dir, batches);
+int cmd_eval(const std::string& path, const std::string& data_dir, int batches, bool json, bool island0) {
+  const AssembledEval e = evaluate_checkpoint(path, data_dir, batches, island0);
+  const std::string island0_json = island0 ? fmt::format("{:.6f}", e.loss_island0) : "null";
+  const std::string island0_text =
+      island0 ? fmt::format(" | island 0's backbone + masters {:.4f}", e.loss_island0) : "";
   if (json)
-    fmt::print("{{\"step\": {}, \"loss\": {:.6f}, \"loss_island0\": {:.6f}, \"global_backbone\": {}, "
+    fmt::print("{{\"step\": {}, \"loss\": {:.6f}, \"loss_island0\": {}, \"global_backbone\": {}, "
                "\"batches\": {}}}\n",
-               e.step, e.loss, e.loss_island0, e.global_backbone ? "true" : "false", e.batches);
+               e.step, e.loss, island0_json, e.global_backbone ? "true" : "false", e.batches);
   else
-    fmt::print("step {} | validation loss {:.4f} ({} + every expert's master) | island 0's "
-               "backbone + masters {:.4f} | {} batches\n",
+    fmt::print("step {} | validation loss {:.4f} ({} + every expert's master){} | {} batches\n",
                e.step, e.loss, e.global_backbone ? "global backbone" : "rank 0's backbone",
-               e.loss_island0, e.batches);
+               island0_text, e.batches);
   return 0;
 }
 
-int cmd_plan(const std::string& config_path, int ranks, const std::vector<std::string>& overrides) {
+int cmd_plan(const std::string& config_path, int ranks, const std::vector<std::string>& overrides,
+             bool json) {
   const Config cfg = load_config(config_path, overrides);
   const TopologyConfig& t = cfg.topology;
   const int want = t.islands * t.ranks_per_island + t.syncers + t.expert_workers;
@@ -104,7 +107,7 @@ int cmd_plan(const std::string& config_path, int ranks, const std::vector<std::s
                                 "ranks_per_island {} + syncers {} + expert_workers {} = {}",
                                 ranks, t.islands, t.ranks_per_island, t.syncers,
                                 t.expert_workers, want));
-  fmt::print("{}", format_plan(cfg, make_plan(cfg)));
+  fmt::print("{}", json ? plan_json(make_plan(cfg)) : format_plan(cfg, make_plan(cfg)));
   return 0;
 }
 

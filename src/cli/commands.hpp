@@ -14,8 +14,9 @@ int cmd_sample(const std::string& checkpoint, const std::string& prompt, int n_t
                double temperature, uint64_t seed);
 int cmd_inspect(const std::string& path);
 // The validation loss of the assembled model of a checkpoint or run folder (train/assembled_eval.hpp).
-int cmd_eval(const std::string& path, const std::string& data_dir, int batches, bool json);
-int cmd_plan(const std::string& config_path, int ranks, const std::vector<std::string>& overrides);
+int cmd_eval(const std::string& path, const std::string& data_dir, int batches, bool json, bool island0);
+int cmd_plan(const std::string& config_path, int ranks, const std::vector<std::string>& overrides,
+             bool json);
 int cmd_config(const std::string& config_path, const std::vector<std::string>& overrides,
                bool print);
 

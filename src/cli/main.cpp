@@ -52,18 +52,22 @@ int main(int argc, char** argv) {
   auto* ev = app.add_subcommand("eval", "Validation loss of the model a run produces (global backbone + masters)");
   std::string ev_path, ev_data;
   int ev_batches = 0;
-  bool ev_json = false;
+  bool ev_json = false, ev_assembled_only = false;
   ev->add_option("checkpoint", ev_path, "Checkpoint file, or a run folder (its newest checkpoint)")->required();
   ev->add_option("--data", ev_data, "Data folder with val.h5 (default: the run's data.dir)");
   ev->add_option("--batches", ev_batches, "Validation batches (default: the run's data.eval_batches)");
   ev->add_flag("--json", ev_json, "Print one JSON object");
+  ev->add_flag("--assembled-only", ev_assembled_only,
+               "Skip the second pass (island 0's backbone + masters): half the time");
 
   auto* pl = app.add_subcommand("plan", "Memory, FLOPs and bytes per role for a config (no training)");
   std::string plan_cfg;
   int plan_ranks = 0;
+  bool plan_json = false;
   std::vector<std::string> plan_ov;
   pl->add_option("config", plan_cfg, "TOML config")->required();
   pl->add_option("--ranks", plan_ranks, "Check the topology against this world size");
+  pl->add_flag("--json", plan_json, "Print one JSON object (per role: memory by kind, bytes per tier)");
   pl->add_option("overrides", plan_ov, "section.key=value overrides");
 
   auto* insp = app.add_subcommand("inspect", "Summarise a checkpoint, metrics, shard or tokenizer file");
@@ -93,8 +97,8 @@ int main(int argc, char** argv) {
     else if (sm->parsed()) rc = px::cmd_sample(ckpt, prompt, n_tokens, temperature, seed);
     else if (cf->parsed()) rc = px::cmd_config(cfg2, overrides2, print);
     else if (insp->parsed()) rc = px::cmd_inspect(insp_path);
-    else if (ev->parsed()) rc = px::cmd_eval(ev_path, ev_data, ev_batches, ev_json);
-    else if (pl->parsed()) rc = px::cmd_plan(plan_cfg, plan_ranks, plan_ov);
+    else if (ev->parsed()) rc = px::cmd_eval(ev_path, ev_data, ev_batches, ev_json, !ev_assembled_only);
+    else if (pl->parsed()) rc = px::cmd_plan(plan_cfg, plan_ranks, plan_ov, plan_json);
   } catch (const px::UserError& e) {
     if (rank == 0) fmt::print(stderr, "parallax: error: {}\n", e.what());
     rc = 2;

@@ -48,6 +48,10 @@ struct TrainConfig {
   DeviceKind device = DeviceKind::CPU;
   int64_t steps = 1000;        // optimizer steps (per island)
   int batch_size = 8;          // sequences per step per island rank
+  // Gradient accumulation: each step runs its batch as this many micro-batches of
+  // batch_size / micro_batches sequences (activation memory is set by the micro-batch); the
+  // gradient is their mean, the aux loss and sketches are per micro-batch.
+  int micro_batches = 1;
   double lr = 3e-3;            // peak AdamW learning rate
   int64_t warmup_steps = 100;  // linear warmup, then cosine decay to min_lr
   double min_lr = 3e-4;

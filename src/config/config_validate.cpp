@@ -66,6 +66,9 @@ void check_cross_fields(const Config& c) {
   if (m.head_dim() % 2 != 0)
     fail(fmt::format("model.d_model / model.n_heads = {}: the head dimension must be even (RoPE rotates pairs)",
                      m.head_dim()));
+  if (c.train.batch_size % c.train.micro_batches != 0)
+    fail(fmt::format("train.micro_batches = {} must divide train.batch_size = {}",
+                     c.train.micro_batches, c.train.batch_size));
   if (c.data.dir.empty())
     fail("data.dir = \"\": must name the output folder of `parallax data prepare`");
   const auto& x = c.experts;
@@ -158,6 +161,9 @@ void check_supported(const Config& c) {
                      t.expert_workers));
   }
   if (c.train.device == DeviceKind::CUDA) {
+    if (c.train.micro_batches != 1)
+      fail(fmt::format("train.micro_batches = {} is not built for train.device = \"cuda\" yet; "
+                       "use 1", c.train.micro_batches));
     if (t.islands * t.ranks_per_island != 1 || t.syncers != 0)
       fail(fmt::format("train.device = \"cuda\" trains on one rank for now (1 island x 1 rank, "
                        "no syncers); got {} x {} + {} syncers: use device = \"cpu\" for "

@@ -38,6 +38,17 @@ void write_token_shard(const std::string& path, const std::vector<int32_t>& toke
   }
 }
 
+int64_t shard_token_count(const std::string& dir, const std::string& split) {
+  const std::string path = (std::filesystem::path(dir) / (split + ".h5")).string();
+  if (!std::filesystem::is_regular_file(path)) return -1;
+  try {
+    const h5::File file = h5::open_file(path, /*writable=*/false);
+    return h5::has_attr(file, "n_tokens") ? h5::read_attr_int(file, "n_tokens") : -1;
+  } catch (const h5::Error&) {
+    return -1;
+  }
+}
+
 TokenSplit::TokenSplit(const std::string& dir, const std::string& split, int part, int parts) {
   if (parts < 1 || part < 0 || part >= parts) {
     throw std::invalid_argument(fmt::format("TokenSplit: part {} of {} is invalid", part, parts));

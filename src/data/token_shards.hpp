@@ -14,6 +14,10 @@ namespace px {
 void write_token_shard(const std::string& path, const std::vector<int32_t>& tokens,
                        int vocab_size);
 
+// The n_tokens attribute of DIR/<split>.h5; -1 when the file or the attribute is not readable
+// (for `parallax plan`: the token shards a learner holds in memory).
+int64_t shard_token_count(const std::string& dir, const std::string& split);
+
 // The tokens of part `part` of `parts` of split `split` ("train" or "val") in `dir`:
 // [part*n/parts, (part+1)*n/parts) of the n tokens of DIR/<split>.h5, read with a hyperslab.
 class TokenSplit {

@@ -120,9 +120,9 @@ std::map<int, std::vector<uint8_t>> ExpertAdapters::take_deltas(int64_t step) {
 }
 
 void ExpertAdapters::save(ParallelCheckpointWriter& w) {
-  w.add("adapters/params", as_span(params_));
-  w.add("adapters/m", as_span(m_));
-  w.add("adapters/v", as_span(v_));
+  w.add_borrowed("adapters/params", as_span(params_));
+  w.add_borrowed("adapters/m", as_span(m_));
+  w.add_borrowed("adapters/v", as_span(v_));
   w.add("adapters/tokens", as_span(tokens_));
   const std::vector<int64_t> st = {steps_};
   w.add("adapters/steps_in_cycle", as_span(st));

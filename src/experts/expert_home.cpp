@@ -256,10 +256,10 @@ std::vector<uint8_t> ExpertHome::view_message(int64_t step) {
 }
 
 void ExpertHome::save(ParallelCheckpointWriter& w) {
-  w.add("home/masters", as_span(masters_));
-  w.add("home/grad_sum", as_span(grads_));
-  w.add("home/m", as_span(m_));
-  w.add("home/v", as_span(v_));
+  w.add_borrowed("home/masters", as_span(masters_));
+  w.add_borrowed("home/grad_sum", as_span(grads_));
+  w.add_borrowed("home/m", as_span(m_));
+  w.add_borrowed("home/v", as_span(v_));
   if (!surrogates_.empty()) w.add("home/surrogates", as_span(lowrank_factors(surrogates_)));
   const std::vector<int64_t> st = {step_, steps_, (int64_t)owned_.size()};
   w.add("home/step_updates_experts", as_span(st));

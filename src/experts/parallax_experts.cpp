@@ -12,6 +12,12 @@
 namespace px {
 
 
+double ParallaxExperts::buffer_bytes(const Config& cfg, int max_rows) {
+  const double rh = (double)max_rows * cfg.model.expert_hidden, dh = (double)cfg.model.d_model * cfg.model.expert_hidden;
+  const bool swiglu = expert_act_of(cfg.model) == cpu::EXPERT_ACT_SWIGLU;
+  return 4.0 * (cfg.model.moe_layers() * rh * (swiglu ? 3 : 2) + 3 * rh + 6 * dh);
+}
+
 ParallaxExperts::ParallaxExperts(const Config& cfg, const Topology& topo, MoeModel<float>& model,
                                  int max_rows)
     : cfg_(cfg), model_(model), my_rank_(topo.world_rank), n_experts_(cfg.model.n_experts),
@@ -99,8 +105,10 @@ void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
     if (mine || !sketch_) continue;
     // a sketch of this expert's rows for its home (DESIGN §7)
     SketchSample sample;
-    const uint64_t seed = splitmix64((uint64_t)cfg_.train.seed ^ 0x736b65746368ull) + (uint64_t)my_rank_;
-    sketch_sample_rows(sample, inputs_[m] + od, dyp + od, n, d_, cfg_.sketch.tokens, seed, (int)step_,
+    uint64_t seed = splitmix64((uint64_t)cfg_.train.seed ^ 0x736b65746368ull) + (uint64_t)my_rank_;
+    if (micro_ > 0) seed = splitmix64(seed ^ (uint64_t)micro_);  // (micro-batch 0: the stream of a whole batch)
+    const int rows = (cfg_.sketch.tokens + micro_count_ - 1) / micro_count_;
+    sketch_sample_rows(sample, inputs_[m] + od, dyp + od, n, d_, rows, seed, (int)step_,
                        m * n_experts_ + e);
     // a sketch every S = sketch_every steps stands for S steps of this source's signal
     for (float& w : sample.weight) w *= (float)cfg_.experts.sketch_every;

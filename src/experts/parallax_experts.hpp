@@ -29,11 +29,21 @@ class ParallaxExperts final : public RoutedExperts<float> {
  public:
   // max_rows: N*k of one micro-batch.
   ParallaxExperts(const Config& cfg, const Topology& topo, MoeModel<float>& model, int max_rows);
+  // The heap its buffers take (for `parallax plan`): per MoE layer the expert pre-activations
+  // and activations of max_rows rows, three scratch buffers, one expert's weights and gradient.
+  static double buffer_bytes(const Config& cfg, int max_rows);
 
   // The step the next backward belongs to (steps completed after it) and whether it sketches.
   void begin_step(int64_t step, bool sketch) {
     step_ = step;
     sketch_ = sketch;
+  }
+  // Micro-batch i of a step's count (train.micro_batches; before its forward): each
+  // micro-batch's backward packs its own sketches of ceil(sketch.tokens / count) rows, sampled
+  // with a stream of their own, so that a step still sends about sketch.tokens rows per expert.
+  void begin_micro_batch(int i, int count) {
+    micro_ = i;
+    micro_count_ = count;
   }
   // Where the weight gradients of an expert go (the expert home for my experts, the adapters
   // for views under the adapter signal): called once per expert and backward with its dW1,
@@ -66,6 +76,7 @@ class ParallaxExperts final : public RoutedExperts<float> {
   SketchKey key_;
   int64_t step_ = 0;
   bool sketch_ = false;
+  int micro_ = 0, micro_count_ = 1;
   // per layer: the last forward's inputs (the model's activations) and expert activations
   std::vector<const float*> inputs_;
   std::vector<std::vector<int32_t>> bounds_;

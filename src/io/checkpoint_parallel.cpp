@@ -137,14 +137,15 @@ std::string rank_array_name(int rank, const std::string& name) {
   return fmt::format("rank_{:05d}/{}", rank, name);
 }
 
-void ParallelCheckpointWriter::add(const std::string& n, std::span<const float> d) {
-  entries_.push_back({n, 0, as_bytes(d)});
+void ParallelCheckpointWriter::add_owned(const std::string& n, int type, std::vector<uint8_t> bytes) {
+  entries_.push_back({n, type, std::move(bytes), {}});
+  entries_.back().bytes = std::span<const uint8_t>(entries_.back().owned);
 }
-void ParallelCheckpointWriter::add(const std::string& n, std::span<const int64_t> d) {
-  entries_.push_back({n, 1, as_bytes(d)});
-}
-void ParallelCheckpointWriter::add(const std::string& n, std::span<const int32_t> d) {
-  entries_.push_back({n, 2, as_bytes(d)});
+void ParallelCheckpointWriter::add(const std::string& n, std::span<const float> d) { add_owned(n, 0, as_bytes(d)); }
+void ParallelCheckpointWriter::add(const std::string& n, std::span<const int64_t> d) { add_owned(n, 1, as_bytes(d)); }
+void ParallelCheckpointWriter::add(const std::string& n, std::span<const int32_t> d) { add_owned(n, 2, as_bytes(d)); }
+void ParallelCheckpointWriter::add_borrowed(const std::string& n, std::span<const float> d) {
+  entries_.push_back({n, 0, {}, {reinterpret_cast<const uint8_t*>(d.data()), d.size_bytes()}});
 }
 
 void ParallelCheckpointWriter::commit(MPI_Comm comm,

@@ -20,6 +20,10 @@ class ParallelCheckpointWriter {
   void add(const std::string& name, std::span<const float> data);
   void add(const std::string& name, std::span<const int64_t> data);
   void add(const std::string& name, std::span<const int32_t> data);
+  // The same without a copy (the large arrays: parameters, moments, masters, outer state, so
+  // that a checkpoint does not hold a second copy of the state): `data` must stay alive and
+  // unchanged until commit() returns.
+  void add_borrowed(const std::string& name, std::span<const float> data);
   // Collective over comm. String attributes and the step are taken from rank 0. Every failure
   // (no room for the file, a failed write or close on any rank) throws the same UserError on
   // every rank, naming the file and the lowest failing rank's reason; the .tmp file is removed
@@ -37,8 +41,10 @@ class ParallelCheckpointWriter {
   struct Entry {
     std::string name;
     int type;  // 0 float, 1 int64, 2 int32
-    std::vector<uint8_t> bytes;
+    std::vector<uint8_t> owned;      // a copy (add), or empty
+    std::span<const uint8_t> bytes;  // the data: owned's, or the caller's (add_borrowed)
   };
+  void add_owned(const std::string& name, int type, std::vector<uint8_t> bytes);
   std::vector<Entry> entries_;
 };
 

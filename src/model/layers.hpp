@@ -72,6 +72,7 @@ struct MoeContext {
   const std::function<void(double*, int)>* sum_stats = nullptr;
   RoutedExperts<T>* experts = nullptr;  // null: every routed expert runs here
   bool drop_routed = false;  // evaluation ablation: the routed experts' outputs are left out
+  double loss_scale = 1;     // the loss's gradient is scaled by this (1 / micro-batches)
 };
 
 // out (=) shared experts + sum_j gate_j * expert_{idx_j}(x); also fills a.aux_loss.

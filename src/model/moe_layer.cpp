@@ -45,7 +45,7 @@ void moe_forward(T* out, MoeActs<T>& a, const T* x, const T* wr, const T* sw1, c
   for (int e = 0; e < E; ++e) {
     const double f = st[e] / (Ng * k), P = st[E + e] / Ng;
     a.aux_loss += dm.aux_alpha * E * f * P;
-    a.aux_coef[e] = (T)(dm.aux_alpha * E * f / Ng);
+    a.aux_coef[e] = (T)(dm.aux_alpha * E * f / Ng * ctx.loss_scale);
   }
 }
 

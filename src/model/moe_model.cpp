@@ -40,6 +40,13 @@ size_t MoeModel<T>::activation_bytes(const ModelConfig& cfg, int batch, int seq)
 }
 
 template <class T>
+size_t MoeModel<T>::heap_bytes(const ModelConfig& cfg, int batch, int seq) {
+  const ParamLayout layout(cfg);
+  return 2 * (layout.backbone_size + layout.experts_size) * sizeof(T) +
+         (size_t)cfg.moe_layers() * cfg.n_experts * sizeof(T) + activation_bytes(cfg, batch, seq);
+}
+
+template <class T>
 MoeModel<T>::MoeModel(const ModelConfig& cfg, int batch, int seq, SizesOnly)
     : cfg_(cfg), layout_(cfg), batch_(batch), seq_(seq) {
   layer_acts_.resize(cfg.n_layers);
@@ -142,6 +149,7 @@ MoeContext<T> MoeModel<T>::moe_context(int moe_layer) const {
   c.sum_stats = sum_stats_;
   c.experts = experts_exec_;
   c.drop_routed = drop_routed_;
+  c.loss_scale = loss_scale_;
   return c;
 }
 
@@ -189,7 +197,7 @@ double MoeModel<T>::forward(const int32_t* inputs, const int32_t* targets, int B
   matmul(logits_, xf_, bb + layout_.head, N, d, V, false, false, false);
   if (!targets) return 0;
   const double Ng = global_tokens_ > 0 ? global_tokens_ : N;
-  last_ce_ = cross_entropy(dlogits_, logits_, targets, N, V, (T)(1.0 / Ng)) * N / Ng;
+  last_ce_ = cross_entropy(dlogits_, logits_, targets, N, V, (T)(loss_scale_ / Ng)) * N / Ng;
   return last_ce_ + last_aux_;
 }
 

@@ -70,6 +70,9 @@ class MoeModel {
   // Evaluation ablation: forwards leave the routed experts' outputs out (the router, the
   // shared experts and the backbone as trained). Never for training steps.
   void set_drop_routed(bool drop) { drop_routed_ = drop; }
+  // The backward computes the gradient of scale x the loss (gradient accumulation over M
+  // micro-batches: 1 / M, so that their sum is the gradient of the mean loss).
+  void set_loss_scale(double scale) { loss_scale_ = scale; }
   void set_parallel(double global_tokens, const std::function<void(double*, int)>* sum_stats,
                     RoutedExperts<T>* experts) {
     global_tokens_ = global_tokens;
@@ -80,6 +83,10 @@ class MoeModel {
   size_t activation_bytes() const { return acts_.size() * sizeof(T) + iacts_.size() * 4; }
   // The same figure without building a model (for `parallax plan`).
   static size_t activation_bytes(const ModelConfig& cfg, int batch, int seq);
+  // Everything a model of (batch, seq) allocates: both arenas' parameters and gradients, the
+  // router bias and the activations (for `parallax plan`: the initial model a syncer or an
+  // expert worker builds, and the learner's model before it releases its routed experts).
+  static size_t heap_bytes(const ModelConfig& cfg, int batch, int seq);
 
  private:
   struct SizesOnly {};
@@ -112,6 +119,7 @@ class MoeModel {
   Scratch<T> scratch_{};
   double last_ce_ = 0, last_aux_ = 0;
   double global_tokens_ = 0;
+  double loss_scale_ = 1;
   const std::function<void(double*, int)>* sum_stats_ = nullptr;
   RoutedExperts<T>* experts_exec_ = nullptr;
   bool drop_routed_ = false;

@@ -7,6 +7,12 @@
 
 namespace px {
 
+double ExpertParallel::buffer_bytes(const ModelConfig& cfg, int max_local_rows, int ranks) {
+  const double rows = (double)max_local_rows * ranks, d = cfg.d_model, h = cfg.expert_hidden;
+  const bool glu = cfg.expert_act == ExpertActKind::SWIGLU;
+  return 4.0 * rows * (cfg.moe_layers() * (d + (glu ? 3 : 2) * h) + 3 * d + 3 * h);
+}
+
 ExpertParallel::ExpertParallel(Comm& comm, MoeModel<float>& model, int max_local_rows)
     : comm_(comm), model_(model), ranks_(comm.size()), rank_(comm.rank()) {
   const ModelConfig& cfg = model.config();

@@ -18,6 +18,9 @@ class ExpertParallel final : public RoutedExperts<float> {
  public:
   // comm: the ranks that share experts (all learners). max_local_rows: N*k of one rank.
   ExpertParallel(Comm& comm, MoeModel<float>& model, int max_local_rows);
+  // The heap of its row buffers (for `parallax plan`): dropless, sized for every rank's rows
+  // reaching this rank's experts.
+  static double buffer_bytes(const ModelConfig& cfg, int max_local_rows, int ranks);
 
   static int first_expert(int rank, int ranks, int n_experts) { return (int)((int64_t)rank * n_experts / ranks); }
   int expert_begin() const { return expert_begin_; }

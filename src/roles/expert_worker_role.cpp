@@ -1,5 +1,6 @@
 // defines: ExpertWorkerRole
 #include "roles/expert_worker_role.hpp"
+#include "roles/memory_peaks.hpp"  // defines: gather_memory_peaks
 
 #include "checkpoint/checkpoint_registry.hpp"  // defines: CheckpointRegistry
 #include "model/moe_model.hpp"                 // defines: MoeModel
@@ -10,13 +11,16 @@
 
 namespace px {
 
-ExpertWorkerRole::ExpertWorkerRole(RunContext& ctx) : ctx_(ctx), init_(ctx.cfg.model, 1, 2) {
+ExpertWorkerRole::ExpertWorkerRole(RunContext& ctx) : ctx_(ctx), layout_(ctx.cfg.model) {
   const Config& cfg = ctx.cfg;
-  init_.init_params((uint64_t)cfg.train.seed);
+  // the run's common starting point, for the masters' first values only (not kept: it holds
+  // every parameter of the model)
+  MoeModel<float> init(cfg.model, 1, 2);
+  init.init_params((uint64_t)cfg.train.seed);
   home_ = std::make_unique<ExpertHome>(
-      cfg, init_.layout(),
+      cfg, layout_,
       experts_homed_at(ctx.topo, ctx.topo.world_rank, cfg.model.moe_layers(), cfg.model.n_experts),
-      init_.params(Arena::EXPERTS));
+      init.params(Arena::EXPERTS));
   registry_.add(home_.get());
 }
 
@@ -64,6 +68,7 @@ TrainResult ExpertWorkerRole::run() {
   ctx_.log->info("expert worker {}: {} updates, sketches {}", topo.worker_index, home.steps_taken(),
                  home.tally().summary());
   ctx_.stats.gather_to_root(ctx_.world);
+  gather_memory_peaks(ctx_.world, ctx_.stats);
   return {};
 }
 

@@ -9,7 +9,7 @@
 
 #include "checkpoint/checkpoint_registry.hpp"  // defines: CheckpointRegistry
 #include "experts/expert_home.hpp"             // defines: ExpertHome
-#include "model/moe_model.hpp"                 // defines: MoeModel
+#include "model/param_layout.hpp"              // defines: ParamLayout
 #include "roles/role.hpp"                      // defines: Role
 
 namespace px {
@@ -22,7 +22,7 @@ class ExpertWorkerRole final : public Role {
 
  private:
   RunContext& ctx_;
-  MoeModel<float> init_;  // the run's common starting point (the masters start from it)
+  ParamLayout layout_;  // (the home keeps a reference)
   std::unique_ptr<ExpertHome> home_;
   CheckpointRegistry registry_;
 };

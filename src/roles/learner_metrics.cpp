@@ -8,6 +8,7 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "roles/memory_peaks.hpp"    // defines: peak_rss_bytes, gather_memory_peaks
 #include "roles/stop_agreement.hpp"  // defines: islands_decoupled
 
 namespace px {
@@ -16,14 +17,6 @@ namespace fs = std::filesystem;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
-
-int64_t peak_rss_bytes() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
-  return 0;
-}
 
 std::string fmt_duration(double s) {
   const int64_t t = (int64_t)s;
@@ -291,6 +284,22 @@ void LearnerMetrics::log_bytes_per_token(const std::vector<std::vector<int64_t>>
   }
 }
 
+void LearnerMetrics::log_memory(const MemoryPeaks& mem) const {
+  // one line per role: the largest peak of its ranks
+  const Topology& t = ctx_.topo;
+  const int learners = t.learners();
+  auto line = [&](const char* role, int begin, int end) {
+    int64_t heap = 0, rss = 0;
+    for (int r = begin; r < end; ++r) heap = std::max(heap, mem.heap[r]), rss = std::max(rss, mem.rss[r]);
+    if (end > begin)
+      ctx_.log->info("peak memory of a {} (largest of {}): heap {:.1f} MB, RSS {:.1f} MB", role,
+                     end - begin, heap / 1e6, rss / 1e6);
+  };
+  line("learner", 0, learners);
+  line("syncer", learners, learners + t.syncers);
+  line("expert worker", learners + t.syncers, ctx_.world_size);
+}
+
 void LearnerMetrics::close(int64_t tokens) {
   TrainResult& res = res_;
   if (decoupled_) {  // every island's rows, then mine are complete
@@ -298,11 +307,16 @@ void LearnerMetrics::close(int64_t tokens) {
     if (writer_) write_arrived();
   }
   auto comm = ctx_.stats.gather_to_root(ctx_.world);  // syncers and workers join this one
+  const MemoryPeaks mem = gather_memory_peaks(ctx_.world, ctx_.stats);  // and this one
   if (writer_) {
     append_comm_rows(*writer_, comm);
+    writer_->append_row("/memory/heap_peak_bytes", mem.heap, {(hsize_t)mem.heap.size()});
+    writer_->append_row("/memory/end_peak_rss_bytes", mem.rss, {(hsize_t)mem.rss.size()});
     writer_->flush();
     res.comm_bytes = comm;
+    res.heap_peak_bytes = mem.heap;
     log_bytes_per_token(comm, tokens);
+    log_memory(mem);
   }
   if (!res.evals.empty())
     ctx_.log->info("done: {} steps in {} | validation loss {:.4f} (first {:.4f}) | metrics "

@@ -16,6 +16,7 @@
 #include "backend/learner_model.hpp"  // defines: StepStats
 #include "io/metrics_writer.hpp"      // defines: MetricsWriter
 #include "roles/island_reports.hpp"   // defines: IslandReports
+#include "roles/memory_peaks.hpp"     // defines: MemoryPeaks
 #include "roles/run_context.hpp"      // defines: RunContext
 #include "train/trainer.hpp"          // defines: TrainResult
 
@@ -65,6 +66,7 @@ class LearnerMetrics {
   void write_arrived();  // rank 0, decoupled: the rows every island has reported
   void log_progress(const IntervalRow& row) const;
   void log_bytes_per_token(const std::vector<std::vector<int64_t>>& comm, int64_t tokens) const;
+  void log_memory(const MemoryPeaks& mem) const;
 
   RunContext& ctx_;
   Comm &learners_, &island_;

@@ -34,7 +34,8 @@ double lr_of(const Config& cfg, int64_t step) {  // the lr of step `step` (1-bas
 LearnerRole::LearnerRole(RunContext& ctx)
     : ctx_(ctx), cfg_(ctx.cfg), comms_(learner_comms(ctx)),
       model_(make_learner_model(cfg_, data_parallel_group(cfg_, comms_),
-                                cfg_.train.mode == TrainMode::SYNC, cfg_.train.batch_size, &ctx.topo)),
+                                cfg_.train.mode == TrainMode::SYNC,
+                                cfg_.train.batch_size / cfg_.train.micro_batches, &ctx.topo)),
       tiers_(make_learner_tiers(cfg_, ctx.topo, *model_, comms_, ctx.p2p)),
       stop_(cfg_, ctx.topo, {comms_.learners, comms_.island, comms_.leaders, comms_.control, ctx.p2p}),
       state_(*model_, progress_),

@@ -86,8 +86,9 @@ int size_of(MPI_Comm c) {
 void check_inputs(RunContext& ctx) {
   const Config& cfg = ctx.cfg;
   if (cfg.train.device == DeviceKind::CUDA) GpuStepper::require();
-  if (ctx.topo.role == RoleKind::EXPERT_WORKER) return;  // workers never see the data (DESIGN §1)
-  const int part = ctx.topo.is_learner() ? ctx.topo.learner_rank(ctx.topo.island, ctx.topo.local_rank) : 0;
+  // workers never see the data (DESIGN §1); syncers merge outer gradients and need none either
+  if (!ctx.topo.is_learner()) return;
+  const int part = ctx.topo.learner_rank(ctx.topo.island, ctx.topo.local_rank);
   ctx.val_split = std::make_unique<TokenSplit>(cfg.data.dir, "val");
   ctx.train_split = std::make_unique<TokenSplit>(cfg.data.dir, "train", part, ctx.topo.learners());
   if (ctx.train_split->vocab_size() > cfg.model.vocab)

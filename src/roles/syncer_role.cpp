@@ -1,5 +1,6 @@
 // defines: SyncerRole
 #include "roles/syncer_role.hpp"
+#include "roles/memory_peaks.hpp"  // defines: gather_memory_peaks
 
 namespace px {
 
@@ -17,6 +18,7 @@ TrainResult SyncerRole::run() {
   ctx_.log->info("syncer {}: {} merges, {} late pushes (merged into the next merge)",
                  ctx_.topo.syncer_index, syncer_.merges(), syncer_.late_pushes());
   ctx_.stats.gather_to_root(ctx_.world);
+  gather_memory_peaks(ctx_.world, ctx_.stats);
   return {};
 }
 

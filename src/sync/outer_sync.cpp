@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "sync/codec.hpp"         // defines: encoded_bytes, decode
@@ -65,6 +67,18 @@ void OuterSync::params_to_host() {
 void OuterSync::params_to_device() {
   model_.to_device(Arena::BACKBONE);
   if (arenas_[1]) model_.to_device(Arena::EXPERTS);
+}
+
+double OuterSync::scratch_bytes(const Config& cfg, double n, int island_ranks, int islands) {
+  const double m = std::ceil(n / island_ranks), nb = (double)encoded_bytes(cfg.sync.outer_dtype, (size_t)m);
+  // apply_reply: x, and the whole fragment when the island has several ranks
+  const double apply = 4 * m + (island_ranks > 1 ? 4 * n : 0);
+  if (cfg.sync.backbone_sync == BackboneSyncKind::SYNCER)  // push: x, delta; send + reply stay
+    return std::max(8 * m, apply) + sizeof(PushHeader) + nb + 4 * m;
+  // sync_allreduce: x, g, mom, merged, delta; then the codec's buffers and decoded shards
+  const bool coded = cfg.sync.outer_dtype != WireDtype::FP32 || cfg.sync.merge == MergeKind::RDA;
+  const double codec = coded ? nb * (1 + islands) + 4 * m * islands : 0;
+  return 20 * m + std::max(codec, apply);
 }
 
 void OuterSync::sync_allreduce(int f) {
@@ -216,11 +230,11 @@ void OuterSync::finish() {
 void OuterSync::save(ParallelCheckpointWriter& w) {
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
     if (theta_global_[(int)a].empty()) continue;  // (mode parallax: the backbone only)
-    w.add(std::string("outer/theta_global/") + arena_name(a), as_span(theta_global_[(int)a]));
-    w.add(std::string("outer/momentum/") + arena_name(a), as_span(momentum_[(int)a]));
+    w.add_borrowed(std::string("outer/theta_global/") + arena_name(a), as_span(theta_global_[(int)a]));
+    w.add_borrowed(std::string("outer/momentum/") + arena_name(a), as_span(momentum_[(int)a]));
   }
   for (size_t f = 0; f < ef_.size(); ++f)
-    w.add(fmt::format("outer/ef/{}", f), as_span(ef_[f].residual()));
+    w.add_borrowed(fmt::format("outer/ef/{}", f), as_span(ef_[f].residual()));
 }
 
 void OuterSync::load(const StateReader& r) {

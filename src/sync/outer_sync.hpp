@@ -52,6 +52,12 @@ class OuterSync {  // (its state is checkpointed through save/load, by the backb
   void save(ParallelCheckpointWriter& w);
   void load(const StateReader& r);
 
+  // The most heap one sync of a fragment of n parameters allocates on top of the state (for
+  // `parallax plan`): the shard's gathered copies, the codec's buffers and every island's
+  // decoded shard (all-reduce variant), the push and its reply (syncer variant), the
+  // all-gathered fragment when the island has several ranks. Kept beside the code it sizes.
+  static double scratch_bytes(const Config& cfg, double n, int island_ranks, int islands);
+
  private:
   void sync_allreduce(int f);
   void push(int f, int64_t step, int64_t tokens);

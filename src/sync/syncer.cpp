@@ -37,8 +37,8 @@ Syncer::Syncer(const Config& cfg, const Topology& topo, Comm& p2p)
 
 void Syncer::save(ParallelCheckpointWriter& w) {
   for (auto& [u, un] : units_) {
-    w.add(fmt::format("syncer/unit_{}/theta", u), as_span(un.st.theta));
-    w.add(fmt::format("syncer/unit_{}/momentum", u), as_span(un.st.mom));
+    w.add_borrowed(fmt::format("syncer/unit_{}/theta", u), as_span(un.st.theta));
+    w.add_borrowed(fmt::format("syncer/unit_{}/momentum", u), as_span(un.st.mom));
   }
 }
 

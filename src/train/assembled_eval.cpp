@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <filesystem>
 #include <vector>
 
@@ -48,7 +49,8 @@ int64_t step_of(const std::string& ckpt) {
 
 }  // namespace
 
-AssembledEval evaluate_checkpoint(const std::string& path, const std::string& data_dir, int batches) {
+AssembledEval evaluate_checkpoint(const std::string& path, const std::string& data_dir, int batches,
+                                  bool island0) {
   const std::string ckpt = checkpoint_of(path);
   if (!fs::exists(ckpt)) throw UserError(fmt::format("{}: no such checkpoint", ckpt));
   const Config cfg = checkpoint_config(ckpt);
@@ -62,7 +64,9 @@ AssembledEval evaluate_checkpoint(const std::string& path, const std::string& da
   r.global_backbone = has_global_backbone(ckpt);
   load_model_params(ckpt, model, true);
   r.loss = mean_loss(model, loader, r.batches, B, T);
-  if (r.global_backbone) {
+  if (!island0) {
+    r.loss_island0 = std::nan("");
+  } else if (r.global_backbone) {
     load_model_params(ckpt, model, false);
     r.loss_island0 = mean_loss(model, loader, r.batches, B, T);
   } else {

@@ -6,6 +6,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "data/token_shards.hpp"    // defines: shard_token_count
+#include "experts/parallax_experts.hpp"  // defines: ParallaxExperts::buffer_bytes
+#include "sync/outer_sync.hpp"      // defines: OuterSync::scratch_bytes
+#include "parallel/expert_parallel.hpp"  // defines: ExpertParallel::buffer_bytes
 #include "model/moe_model.hpp"      // defines: MoeModel::activation_bytes
 #include "model/param_layout.hpp"   // defines: ParamLayout
 #include "parallel/comm.hpp"        // defines: Tier, tier_name, ring_allreduce_bytes
@@ -46,9 +50,11 @@ Plan make_plan(const Config& cfg) {
   RolePlan lr;
   lr.role = "learner";
   lr.count = NL;
+  // sync: every learner's model holds every expert's weights and gradients; AdamW covers the
+  // experts it computes (expert parallel) only
   const double held = sync ? p.params_backbone + (double)p.params_experts / NL : (double)p.params_total;
-  lr.param_bytes = 4 * held;
-  lr.grad_bytes = 4 * held;
+  lr.param_bytes = 4.0 * p.params_total;
+  lr.grad_bytes = 4.0 * p.params_total;
   lr.optim_bytes = 8 * held;
   // parallax: the arena holds every expert (views dequantized to fp32 in this build); the
   // optimizer covers the backbone and, when W = 0, this rank's share of the expert masters
@@ -71,7 +77,34 @@ Plan make_plan(const Config& cfg) {
     lr.grad_bytes = 4.0 * p.params_backbone + 4.0 * homed_params;
     lr.optim_bytes = 8.0 * p.params_backbone + 12.0 * homed_params;
   }
-  lr.act_bytes = (double)MoeModel<float>::activation_bytes(m, B, T);
+  const int MB = cfg.train.micro_batches;  // activations are held for one micro-batch
+  lr.act_bytes = (double)MoeModel<float>::activation_bytes(m, B / MB, T);
+  // the token shards a learner holds: its part of the training split and the validation split
+  p.train_tokens = shard_token_count(cfg.data.dir, "train");
+  p.val_tokens = shard_token_count(cfg.data.dir, "val");
+  if (p.train_tokens > 0) lr.other_bytes += 4.0 * std::ceil((double)p.train_tokens / NL);
+  if (p.val_tokens > 0) lr.other_bytes += 4.0 * (double)p.val_tokens;
+  const int max_rows = (B / MB) * T * m.top_k;
+  if (parallax) lr.other_bytes += ParallaxExperts::buffer_bytes(cfg, max_rows);
+  if (sync && NL > 1) lr.other_bytes += ExpertParallel::buffer_bytes(m, max_rows, NL);
+  // transients, the larger of: one fragment's outer sync (and, at a home on the learners, a
+  // step's decoded sketches), or while it is built, mode parallax's model before it releases
+  // its routed experts (their weights and gradients)
+  double run_transient = 0, build_transient = 0;
+  if (!sync) run_transient += OuterSync::scratch_bytes(cfg, std::ceil((double)P / cfg.sync.fragments), R, I);
+  if (parallax) build_transient = 8.0 * p.params_experts;
+  // a home's decoded sketches of one step: every source's rows of each homed expert, X and dY
+  // in fp32, then one expert's forward and backward over them
+  const double rows_per_sketch = std::min((double)(B / MB) * T * m.top_k / E,
+                                          std::ceil((double)cfg.sketch.tokens / MB)) * MB;
+  const bool sketches = parallax && cfg.experts.signal == ExpertSignalKind::SKETCHES && !experts_frozen(cfg.experts);
+  auto sketch_queue = [&](double homed_experts, double sources) {
+    if (!sketches || homed_experts <= 0) return 0.0;
+    const double rows = rows_per_sketch * sources;
+    return homed_experts * rows * 8.0 * d + 4.0 * rows * (2.0 * d + 6.0 * m.expert_hidden);
+  };
+  if (W == 0) run_transient += sketch_queue(std::ceil((double)m.moe_layers() * E / NL), NL - 1);
+  lr.other_bytes += std::max(run_transient, build_transient);
   lr.bytes_per_step.assign(kTierCount, 0.0);
   auto& bps = lr.bytes_per_step;
   const int isl = (int)Tier::ISLAND, bb = (int)Tier::BACKBONE, ep = (int)Tier::EXPERT_PARALLEL;
@@ -110,9 +143,12 @@ Plan make_plan(const Config& cfg) {
   const int view_tier = (int)(lowrank ? Tier::SURROGATE : Tier::SNAPSHOT);
   if (parallax) {
     // sketches: every expert homed elsewhere that gets rows (uniform routing assumed:
-    // B T k / E rows each), at most [sketch] tokens rows, plus one bundle header per home
-    const double rows = std::min((double)B * T * m.top_k / E, (double)cfg.sketch.tokens);
-    const double sk = 4.0 + (double)sketch_wire_bytes((SketchElem)cfg.sketch.dtype, (int)std::ceil(rows), (int)d);
+    // B T k / E rows each), one sketch per micro-batch of at most ceil(tokens / micro-batches)
+    // rows, plus one bundle header per home
+    const double rows = std::min((double)(B / MB) * T * m.top_k / E,
+                                 std::ceil((double)cfg.sketch.tokens / MB));
+    const double sk = MB * (4.0 + (double)sketch_wire_bytes((SketchElem)cfg.sketch.dtype,
+                                                            (int)std::ceil(rows), (int)d));
     const double remote = W > 0 ? (double)M * E : (double)M * E * (NL - 1) / NL;
     const double homes = W > 0 ? W : std::min<double>(NL, (double)M * E) - 1;
     if (cfg.experts.signal == ExpertSignalKind::SKETCHES) {
@@ -137,6 +173,9 @@ Plan make_plan(const Config& cfg) {
     wr.param_bytes = 4 * mine;
     wr.grad_bytes = 4 * mine;
     wr.optim_bytes = 8 * mine;
+    // the larger of: the initial model it builds to start the masters from, a step's sketches
+    wr.other_bytes = std::max((double)MoeModel<float>::heap_bytes(m, 1, 2),
+                              sketch_queue(std::ceil((double)m.moe_layers() * E / W), NL));
     wr.bytes_per_step.assign(kTierCount, 0.0);
     if (!frozen)  // frozen experts send no views
       wr.bytes_per_step[view_tier] = (4.0 + (double)M * E / W * view_msg) * NL / snap_every;
@@ -147,6 +186,11 @@ Plan make_plan(const Config& cfg) {
     sr.role = "syncer";
     sr.count = t.syncers;
     sr.outer_bytes = 8.0 * P / t.syncers;  // global shards + outer momentum
+    // the larger of: the initial model it builds, a merge of its shards (every island's decoded
+    // push, the merged delta, a reply to every island in flight, the received push)
+    const double shard = P / t.syncers, nb = (double)encoded_bytes(cfg.sync.outer_dtype, (size_t)shard);
+    sr.other_bytes = std::max((double)MoeModel<float>::heap_bytes(m, 1, 2),
+                              4.0 * shard * (2 * I + 1) + nb + sizeof(PushHeader));
     sr.bytes_per_step.assign(kTierCount, 0.0);
     sr.bytes_per_step[bb] = 4.0 * P / t.syncers * I / H;  // a reply to every island
     p.roles.push_back(sr);
@@ -163,6 +207,29 @@ std::string human(double b) {
 }
 }  // namespace
 
+std::string plan_json(const Plan& p) {
+  std::string o = fmt::format("{{\"params_total\": {}, \"params_backbone\": {}, \"params_experts\": {}, "
+                              "\"params_active\": {}, \"tokens_per_step\": {}, \"roles\": [",
+                              p.params_total, p.params_backbone, p.params_experts, p.params_active,
+                              p.tokens_per_step);
+  for (size_t i = 0; i < p.roles.size(); ++i) {
+    const RolePlan& r = p.roles[i];
+    o += fmt::format("{}{{\"role\": \"{}\", \"count\": {}, \"param_bytes\": {:.0f}, \"grad_bytes\": {:.0f}, "
+                     "\"optim_bytes\": {:.0f}, \"outer_bytes\": {:.0f}, \"act_bytes\": {:.0f}, "
+                     "\"other_bytes\": {:.0f}, \"total_bytes\": {:.0f}, \"bytes_per_step\": {{",
+                     i ? ", " : "", r.role, r.count, r.param_bytes, r.grad_bytes, r.optim_bytes,
+                     r.outer_bytes, r.act_bytes, r.other_bytes, r.total());
+    bool first = true;
+    for (int t = 0; t < kTierCount; ++t)
+      if (r.bytes_per_step[t] > 0) {
+        o += fmt::format("{}\"{}\": {:.1f}", first ? "" : ", ", tier_name((Tier)t), r.bytes_per_step[t]);
+        first = false;
+      }
+    o += "}}";
+  }
+  return o + "]}\n";
+}
+
 std::string format_plan(const Config& cfg, const Plan& p) {
   std::string o;
   auto count = [](double n) {
@@ -174,14 +241,24 @@ std::string format_plan(const Config& cfg, const Plan& p) {
   o += fmt::format("training FLOPs per token: {:.3g} (6 x active + causal attention)\n",
                    p.train_flops_per_token);
   o += fmt::format("mode {}, {} islands x {} ranks + {} syncers + {} expert workers; {} tokens per "
-                   "step\n",
+                   "step ({} micro-batch(es) of {} sequences per learner)\n",
                    to_string(cfg.train.mode), cfg.topology.islands, cfg.topology.ranks_per_island,
-                   cfg.topology.syncers, cfg.topology.expert_workers, p.tokens_per_step);
+                   cfg.topology.syncers, cfg.topology.expert_workers, p.tokens_per_step,
+                   cfg.train.micro_batches, cfg.train.batch_size / cfg.train.micro_batches);
+  if (p.train_tokens >= 0 && p.val_tokens >= 0)
+    o += fmt::format("token shards held by a learner: {} of the {} training tokens, all {} "
+                     "validation tokens (int32)\n",
+                     count(std::ceil((double)p.train_tokens / p.roles[0].count)), count((double)p.train_tokens),
+                     count((double)p.val_tokens));
+  else
+    o += fmt::format("data.dir '{}' is not readable here: the token shards a learner holds are not "
+                     "counted\n", cfg.data.dir);
   for (const RolePlan& r : p.roles) {
     o += fmt::format("\n{} ({} ranks): memory {}\n", r.role, r.count, human(r.total()));
-    o += fmt::format("  parameters {} | gradients {} | AdamW {} | outer state {} | activations {}\n",
+    o += fmt::format("  parameters {} | gradients {} | AdamW {} | outer state {} | activations {} | "
+                     "buffers {}\n",
                      human(r.param_bytes), human(r.grad_bytes), human(r.optim_bytes),
-                     human(r.outer_bytes), human(r.act_bytes));
+                     human(r.outer_bytes), human(r.act_bytes), human(r.other_bytes));
     o += "  bytes sent per step (mean over an outer period):";
     double tot = 0;
     for (int i = 0; i < kTierCount; ++i)

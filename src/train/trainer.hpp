@@ -32,6 +32,8 @@ struct TrainResult {
   int64_t tokens = 0;  // tokens trained on by all islands (cumulative)
   // rank 0 only: bytes sent by each rank, [tier][world rank], cumulative at the end
   std::vector<std::vector<int64_t>> comm_bytes;
+  // rank 0 only: the peak of each rank's C++ heap (util/heap_counter), [world rank]
+  std::vector<int64_t> heap_peak_bytes;
 };
 
 TrainResult train(const Config& cfg, const TrainOptions& opt);

@@ -55,6 +55,36 @@ TEST(MpiTrain, SyncOnFourRanksEqualsOneRankWithFourTimesTheBatch) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+// train.micro_batches = 2 in mode sync on 4 ranks (expert parallel: rows dispatched per
+// micro-batch) == one rank with the 4x batch in one piece (aux loss off: it is a product of
+// batch statistics, another function per micro-batch).
+TEST(MpiTrain, SyncMicroBatchesOnFourRanksEqualOneRankWithTheWholeBatch) {
+  MPI_Comm c4 = first_ranks(4);
+  if (c4 != MPI_COMM_NULL) {
+    const Config cfg = tiny({"topology.islands=4", "model.aux_alpha=0"});
+    const Config micro_cfg = tiny({"topology.islands=4", "model.aux_alpha=0", "train.batch_size=4",
+                                   "train.micro_batches=2"});
+    CommStats stats;
+    Comm dp(c4, stats), self(MPI_COMM_SELF, stats);
+    const int b = 4, T = cfg.model.seq_len, r = dp.rank();
+    CpuLearner many(micro_cfg, dp, true, b / 2);
+    CpuLearner one(cfg, self, true, 4 * b);
+    std::mt19937 rng(43);
+    std::vector<int32_t> in(4 * b * T), tg(4 * b * T);
+    for (int step = 0; step < 6; ++step) {
+      for (auto& x : in) x = (int32_t)(rng() % cfg.model.vocab);
+      for (auto& x : tg) x = (int32_t)(rng() % cfg.model.vocab);
+      const StepStats a = many.step(in.data() + r * b * T, tg.data() + r * b * T, 2e-3);
+      const StepStats s = one.step(in.data(), tg.data(), 2e-3);
+      EXPECT_NEAR(a.loss, s.loss, 2e-5 * s.loss) << "step " << step;
+      EXPECT_NEAR(a.grad_norm, s.grad_norm, 1e-3 * s.grad_norm) << "step " << step;
+      EXPECT_EQ(a.counts, s.counts) << "step " << step;
+    }
+    MPI_Comm_free(&c4);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 // DiLoCo with H = 1, outer lr 1, momentum 0 (and a linear inner optimizer) == data parallel.
 TEST(MpiTrain, DilocoWithHOneEqualsSync) {
   auto ov = no_noise();

@@ -45,6 +45,13 @@ for run in sync parallax; do
     || { echo "FAIL: no assembled loss in row $run"; cat "$t"; exit 1; }
   [ -s "$work/out/mini/$run/seed1/assembled_eval.json" ] || { echo "FAIL: assembled_eval.json of $run"; exit 1; }
 done
+# per evaluation: one assembled loss per checkpoint (steps 10 and 20), each a finite number
+/usr/bin/python3 - "$work/out/mini/parallax/seed1/assembled_eval.json" <<'PY' || { echo "FAIL: assembled series"; exit 1; }
+import json, math, sys
+e = json.load(open(sys.argv[1]))["evals"]
+assert [x["step"] for x in e] == [10, 20], e
+assert all(math.isfinite(x["loss"]) and 2 < x["loss"] < 10 for x in e), e
+PY
 grep -q "without routed experts" "$t" && grep -q "sketch B/tok" "$t" && grep -q "expert_parallel B/tok" "$t" \
   || { echo "FAIL: columns"; cat "$t"; exit 1; }
 for png in loss_vs_tokens loss_vs_bytes bytes_by_tier expert_load; do

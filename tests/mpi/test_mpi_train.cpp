@@ -28,9 +28,9 @@ using namespace px::test;
 
 // Mode sync on 4 ranks (data parallel + expert parallel) == one rank with a 4x batch.
 TEST(MpiTrain, SyncOnFourRanksEqualsOneRankWithFourTimesTheBatch) {
+  const Config cfg = tiny({"topology.islands=4"});  // (on every rank: the corpus is collective)
   MPI_Comm c4 = first_ranks(4);
   if (c4 != MPI_COMM_NULL) {
-    const Config cfg = tiny({"topology.islands=4"});
     CommStats stats;
     Comm dp(c4, stats), self(MPI_COMM_SELF, stats);
     const int b = 2, T = cfg.model.seq_len, r = dp.rank();
@@ -59,11 +59,11 @@ TEST(MpiTrain, SyncOnFourRanksEqualsOneRankWithFourTimesTheBatch) {
 // micro-batch) == one rank with the 4x batch in one piece (aux loss off: it is a product of
 // batch statistics, another function per micro-batch).
 TEST(MpiTrain, SyncMicroBatchesOnFourRanksEqualOneRankWithTheWholeBatch) {
+  const Config cfg = tiny({"topology.islands=4", "model.aux_alpha=0"});
+  const Config micro_cfg = tiny({"topology.islands=4", "model.aux_alpha=0", "train.batch_size=4",
+                                 "train.micro_batches=2"});
   MPI_Comm c4 = first_ranks(4);
   if (c4 != MPI_COMM_NULL) {
-    const Config cfg = tiny({"topology.islands=4", "model.aux_alpha=0"});
-    const Config micro_cfg = tiny({"topology.islands=4", "model.aux_alpha=0", "train.batch_size=4",
-                                   "train.micro_batches=2"});
     CommStats stats;
     Comm dp(c4, stats), self(MPI_COMM_SELF, stats);
     const int b = 4, T = cfg.model.seq_len, r = dp.rank();

@@ -361,7 +361,7 @@ def cmd_table(args):
     ax.plot([], [], marker="x", linestyle="none", color="gray",
             label="x: assembled model (global backbone + masters)")
     ax.set_xlabel("tokens trained on (all islands)")
-    ax.set_ylabel("validation loss (nats/token; o: island 0 with its views)")
+    ax.set_ylabel("validation loss (nats/token; o: mean of the islands' own models, with their views)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -370,18 +370,22 @@ def cmd_table(args):
     plt.close(fig)
 
     # validation loss vs bytes per token (log x), Pareto front marked
-    pts = [(max(r["bytes_per_token"], 1e-3), r["val_loss"]) for r in rows]
+    # the model each run produces (assembled: global backbone + masters) where it was evaluated
+    def produced(r):
+        a = r["assembled_loss"]
+        return (a, r["assembled_std"]) if a is not None and not math.isnan(a) else (r["val_loss"], r["val_loss_std"])
+    pts = [(max(r["bytes_per_token"], 1e-3), produced(r)[0]) for r in rows]
     front = pareto(pts)
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, r in enumerate(rows):
-        ax.errorbar(pts[i][0], pts[i][1], yerr=r["val_loss_std"] or None, fmt="o",
+        ax.errorbar(pts[i][0], pts[i][1], yerr=produced(r)[1] or None, fmt="o",
                     color="tab:red" if i in front else "tab:blue")
         ax.annotate(r["run"], pts[i], fontsize=7, xytext=(4, 3), textcoords="offset points")
     fp = sorted(pts[i] for i in front)
     ax.plot([p[0] for p in fp], [p[1] for p in fp], "--", color="tab:red", label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel("bytes sent per token per learner (all tiers, log scale)")
-    ax.set_ylabel("final validation loss (nats/token)")
+    ax.set_ylabel("final validation loss of the model produced (nats/token)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

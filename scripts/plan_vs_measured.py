@@ -13,8 +13,10 @@ Usage: plan_vs_measured.py [--build build] [--data DIR] [--out DIR] [--tolerance
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 
 import h5py
 
@@ -50,7 +52,7 @@ def role_of(rank, topo):
 
 
 def run_case(args, name, np_, overrides):
-    folder = os.path.join(args.out, name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "").replace("=", ""))
+    folder = os.path.join(args.out, re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_"))
     binary = os.path.join(args.build, "parallax")
     ov = COMMON + overrides + ([f"data.dir={args.data}"] if args.data else [])
     env = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
@@ -65,7 +67,6 @@ def run_case(args, name, np_, overrides):
     roles = {r["role"]: r for r in json.loads(plan.stdout)["roles"]}
     with h5py.File(os.path.join(folder, "metrics.h5"), "r") as f:
         heap = f["/memory/heap_peak_bytes"][-1]
-    import tomllib
     with open(os.path.join(folder, "config.toml"), "rb") as c:
         topo = tomllib.load(c)["topology"]
     rows = []

@@ -68,7 +68,7 @@ TrainResult ExpertWorkerRole::run() {
   ctx_.log->info("expert worker {}: {} updates, sketches {}", topo.worker_index, home.steps_taken(),
                  home.tally().summary());
   ctx_.stats.gather_to_root(ctx_.world);
-  gather_memory_peaks(ctx_.world, ctx_.stats);
+  gather_memory_peaks(ctx_.world_comm);
   return {};
 }
 

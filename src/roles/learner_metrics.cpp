@@ -307,7 +307,7 @@ void LearnerMetrics::close(int64_t tokens) {
     if (writer_) write_arrived();
   }
   auto comm = ctx_.stats.gather_to_root(ctx_.world);  // syncers and workers join this one
-  const MemoryPeaks mem = gather_memory_peaks(ctx_.world, ctx_.stats);  // and this one
+  const MemoryPeaks mem = gather_memory_peaks(ctx_.world_comm);  // and this one
   if (writer_) {
     append_comm_rows(*writer_, comm);
     writer_->append_row("/memory/heap_peak_bytes", mem.heap, {(hsize_t)mem.heap.size()});

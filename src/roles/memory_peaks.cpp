@@ -4,7 +4,6 @@
 #include <fstream>
 #include <string>
 
-#include "parallel/wait_deadline.hpp"  // defines: WaitScope
 #include "util/heap_counter.hpp"       // defines: heap_peak_bytes
 
 namespace px {
@@ -17,22 +16,13 @@ int64_t peak_rss_bytes() {
   return 0;
 }
 
-MemoryPeaks gather_memory_peaks(MPI_Comm world, CommStats& stats) {
-  int rank = 0, size = 0;
-  mpiCheck(MPI_Comm_rank(world, &rank));
-  mpiCheck(MPI_Comm_size(world, &size));
+MemoryPeaks gather_memory_peaks(Comm& world) {
   const int64_t mine[2] = {heap_peak_bytes(), peak_rss_bytes()};
-  std::vector<int64_t> all(rank == 0 ? 2 * (size_t)size : 0);
-  {
-    WaitScope ws("MPI_Gather (memory peaks)", "", size);
-    mpiCheck(MPI_Gather(mine, 2, MPI_INT64_T, all.data(), 2, MPI_INT64_T, 0, world));
-  }
+  std::vector<int64_t> all(world.rank() == 0 ? 2 * (size_t)world.size() : 0);
+  world.gather(mine, (int)sizeof mine, all.data(), 0, Tier::CONTROL);
   MemoryPeaks p;
-  if (rank != 0) {
-    stats.add(Tier::CONTROL, (int64_t)sizeof mine);
-    return p;
-  }
-  for (int r = 0; r < size; ++r) {
+  if (world.rank() != 0) return p;
+  for (int r = 0; r < world.size(); ++r) {
     p.heap.push_back(all[2 * (size_t)r]);
     p.rss.push_back(all[2 * (size_t)r + 1]);
   }

@@ -3,12 +3,10 @@
 // peak of the C++ training heap (util/heap_counter) and the process's peak RSS (VmHWM), both
 // gathered at world rank 0 in one small gather (tier control) that every role joins after its
 // byte counts. metrics.h5: /memory/heap_peak_bytes and /memory/end_peak_rss_bytes [1, world].
-#include <mpi.h>
-
 #include <cstdint>
 #include <vector>
 
-#include "parallel/comm.hpp"  // defines: CommStats
+#include "parallel/comm.hpp"  // defines: Comm
 
 namespace px {
 
@@ -19,6 +17,6 @@ struct MemoryPeaks {
 };
 
 // Collective over world.
-MemoryPeaks gather_memory_peaks(MPI_Comm world, CommStats& stats);
+MemoryPeaks gather_memory_peaks(Comm& world);
 
 }  // namespace px

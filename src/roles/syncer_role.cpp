@@ -18,7 +18,7 @@ TrainResult SyncerRole::run() {
   ctx_.log->info("syncer {}: {} merges, {} late pushes (merged into the next merge)",
                  ctx_.topo.syncer_index, syncer_.merges(), syncer_.late_pushes());
   ctx_.stats.gather_to_root(ctx_.world);
-  gather_memory_peaks(ctx_.world, ctx_.stats);
+  gather_memory_peaks(ctx_.world_comm);
   return {};
 }
 

@@ -78,6 +78,10 @@ Plan make_plan(const Config& cfg) {
     lr.optim_bytes = 8.0 * p.params_backbone + 12.0 * homed_params;
   }
   const int MB = cfg.train.micro_batches;  // activations are held for one micro-batch
+  // rows of one sketch (one per micro-batch and remote expert; uniform routing assumed: B T k / E
+  // rows per expert and batch, at most ceil(tokens / micro-batches))
+  const double sketch_rows = std::min((double)(B / MB) * T * m.top_k / E,
+                                      std::ceil((double)cfg.sketch.tokens / MB));
   lr.act_bytes = (double)MoeModel<float>::activation_bytes(m, B / MB, T);
   // the token shards a learner holds: its part of the training split and the validation split
   p.train_tokens = shard_token_count(cfg.data.dir, "train");
@@ -95,15 +99,13 @@ Plan make_plan(const Config& cfg) {
   if (parallax) build_transient = 8.0 * p.params_experts;
   // a home's decoded sketches of one step: every source's rows of each homed expert, X and dY
   // in fp32, then one expert's forward and backward over them
-  const double rows_per_sketch = std::min((double)(B / MB) * T * m.top_k / E,
-                                          std::ceil((double)cfg.sketch.tokens / MB)) * MB;
   const bool sketches = parallax && cfg.experts.signal == ExpertSignalKind::SKETCHES && !experts_frozen(cfg.experts);
   auto sketch_queue = [&](double homed_experts, double sources) {
     if (!sketches || homed_experts <= 0) return 0.0;
-    const double rows = rows_per_sketch * sources;
-    return homed_experts * rows * 8.0 * d + 4.0 * rows * (2.0 * d + 6.0 * m.expert_hidden);
+    const double rows = sketch_rows * MB * sources;
+    return homed_experts * rows * 8.0 * d + 4.0 * rows * (2.0 * d + 6.0 * h);
   };
-  if (W == 0) run_transient += sketch_queue(std::ceil((double)m.moe_layers() * E / NL), NL - 1);
+  if (W == 0) run_transient += sketch_queue(std::ceil((double)M_ALL * E / NL), NL - 1);
   lr.other_bytes += std::max(run_transient, build_transient);
   lr.bytes_per_step.assign(kTierCount, 0.0);
   auto& bps = lr.bytes_per_step;
@@ -145,10 +147,8 @@ Plan make_plan(const Config& cfg) {
     // sketches: every expert homed elsewhere that gets rows (uniform routing assumed:
     // B T k / E rows each), one sketch per micro-batch of at most ceil(tokens / micro-batches)
     // rows, plus one bundle header per home
-    const double rows = std::min((double)(B / MB) * T * m.top_k / E,
-                                 std::ceil((double)cfg.sketch.tokens / MB));
     const double sk = MB * (4.0 + (double)sketch_wire_bytes((SketchElem)cfg.sketch.dtype,
-                                                            (int)std::ceil(rows), (int)d));
+                                                            (int)std::ceil(sketch_rows), (int)d));
     const double remote = W > 0 ? (double)M * E : (double)M * E * (NL - 1) / NL;
     const double homes = W > 0 ? W : std::min<double>(NL, (double)M * E) - 1;
     if (cfg.experts.signal == ExpertSignalKind::SKETCHES) {
@@ -175,7 +175,7 @@ Plan make_plan(const Config& cfg) {
     wr.optim_bytes = 8 * mine;
     // the larger of: the initial model it builds to start the masters from, a step's sketches
     wr.other_bytes = std::max((double)MoeModel<float>::heap_bytes(m, 1, 2),
-                              sketch_queue(std::ceil((double)m.moe_layers() * E / W), NL));
+                              sketch_queue(std::ceil((double)M_ALL * E / W), NL));
     wr.bytes_per_step.assign(kTierCount, 0.0);
     if (!frozen)  // frozen experts send no views
       wr.bytes_per_step[view_tier] = (4.0 + (double)M * E / W * view_msg) * NL / snap_every;

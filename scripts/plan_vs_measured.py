@@ -29,6 +29,9 @@ CASES = [
     ("sync 2 ranks (expert parallel)", 2, ["train.mode=sync", "topology.islands=2"]),
     ("diloco 2 islands x 1", 2, ["train.mode=diloco", "topology.islands=2", "sync.backbone_every=2"]),
     ("diloco 1 island x 2 (D = 2)", 2, ["train.mode=diloco", "topology.ranks_per_island=2"]),
+    ("diloco 1 island x 2 (D = 2), ZeRO-1", 2, ["train.mode=diloco", "topology.ranks_per_island=2",
+                                                 "train.zero=1"]),
+    ("sync 2 ranks, ZeRO-1", 2, ["train.mode=sync", "topology.islands=2", "train.zero=1"]),
     ("diloco 2 x 1 + syncer, int8", 3, ["train.mode=diloco", "topology.islands=2", "topology.syncers=1",
                                         "sync.backbone_sync=syncer", "sync.backbone_every=2",
                                         "sync.outer_dtype=int8"]),
@@ -37,6 +40,8 @@ CASES = [
                                             "sync.backbone_every=2", "train.micro_batches=2"]),
     ("parallax 2 x 1 + expert worker", 3, ["train.mode=parallax", "topology.islands=2",
                                            "topology.expert_workers=1", "sync.backbone_every=2"]),
+    ("parallax 1 x 2 + expert worker, ZeRO-1", 3, ["train.mode=parallax", "topology.ranks_per_island=2",
+                                                    "topology.expert_workers=1", "train.zero=1"]),
     ("parallax 2 x 1, full views", 2, ["train.mode=parallax", "topology.islands=2",
                                        "sync.backbone_every=2", "experts.view=full"]),
 ]

@@ -40,12 +40,12 @@ TEST(ExpertHome, SnapshotCarriesTheTernaryViewsOfTheMasters) {
   const Topology topo = Topology::make(2, 1, 0, 0, 1, 2);
   auto mine = experts_homed_at(topo, 1, cfg.model.moe_layers(), cfg.model.n_experts);
   ASSERT_EQ(mine.size(), (size_t)cfg.model.moe_layers() * cfg.model.n_experts / 2);
-  ExpertHome home(cfg, model.layout(), mine, model.params(Arena::EXPERTS));
+  ExpertHome home(cfg, model.layout(), mine, ExpertSource::arena(cfg.model, model.layout(), model.params(Arena::EXPERTS)));
   const size_t wsz = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
   // rank 0's views start from other weights; the message must replace them
   MoeModel<float> other(cfg.model, 1, 2);
   other.init_params(8);
-  ExpertViews views(cfg, model.layout(), Topology::make(2, 1, 0, 0, 0, 2), other.params(Arena::EXPERTS));
+  ExpertViews views(cfg, Topology::make(2, 1, 0, 0, 0, 2), ExpertSource::arena(cfg.model, model.layout(), other.params(Arena::EXPERTS)));
   for (float& w : home.masters()) w *= 1.5f;  // the masters have moved since the start
   const std::vector<uint8_t> msg = home.view_message(1);
   views.apply(msg.data(), msg.size());
@@ -71,7 +71,7 @@ TEST(ExpertHome, SnapshotCarriesTheTernaryViewsOfTheMasters) {
   EXPECT_THROW(views.apply(bad_id.data(), bad_id.size()), std::invalid_argument);
   // a message about rank 0's own experts is refused too
   ExpertHome own(cfg, model.layout(), experts_homed_at(topo, 0, cfg.model.moe_layers(), cfg.model.n_experts),
-                 model.params(Arena::EXPERTS));
+                 ExpertSource::arena(cfg.model, model.layout(), model.params(Arena::EXPERTS)));
   const auto wrong = own.view_message(1);
   EXPECT_THROW(views.apply(wrong.data(), wrong.size()), std::invalid_argument);
   // the views are compact: 2-bit codes and a scale per output unit, ~1/16 of fp32
@@ -83,7 +83,7 @@ TEST(ExpertHome, InitialViewsCoverTheOtherRanksExperts) {
   MoeModel<float> model(cfg.model, 1, 2);
   model.init_params(7);
   const Topology topo = Topology::make(2, 1, 0, 0, 0, 2);
-  ExpertViews views(cfg, model.layout(), topo, model.params(Arena::EXPERTS));
+  ExpertViews views(cfg, topo, ExpertSource::arena(cfg.model, model.layout(), model.params(Arena::EXPERTS)));
   const size_t wsz = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
   std::vector<float> W1(wsz), W3(wsz), W2(wsz), V1(wsz), V3(wsz), V2(wsz);
   const float* a = model.params(Arena::EXPERTS);
@@ -111,7 +111,7 @@ TEST(ExpertHome, UpdateIsOneAdamWStepOfTheMeanGradient) {
   model.init_params(3);
   const Topology topo = Topology::make(2, 1, 0, 0, 0, 2);
   ExpertHome home(cfg, model.layout(), experts_homed_at(topo, 0, cfg.model.moe_layers(), cfg.model.n_experts),
-                  model.params(Arena::EXPERTS));
+                  ExpertSource::arena(cfg.model, model.layout(), model.params(Arena::EXPERTS)));
   std::vector<float> g(model.layout().experts_size);
   for (size_t i = 0; i < g.size(); ++i) g[i] = 0.01f * (float)((i * 7919) % 101) - 0.5f;
   const size_t wsz0 = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
@@ -149,7 +149,7 @@ TEST(ExpertHome, FoldsTheTokenWeightedMeanOfAdapterDeltas) {
   model.init_params(5);
   const Topology topo = Topology::make(2, 1, 0, 0, 0, 2);
   ExpertHome home(cfg, model.layout(), experts_homed_at(topo, 0, cfg.model.moe_layers(), cfg.model.n_experts),
-                  model.params(Arena::EXPERTS));
+                  ExpertSource::arena(cfg.model, model.layout(), model.params(Arena::EXPERTS)));
   const int d = cfg.model.d_model, h = cfg.model.expert_hidden;
   const ExpertId id = home.owned()[1];
   // rank-1 deltas: A = a * ones, B = ones, so every weight of the expert moves by a
@@ -200,8 +200,8 @@ TEST(ExpertHome, LowrankDeltasKeepHomeAndIslandSurrogatesIdentical) {
   model.init_params(11);
   const Topology topo = Topology::make(2, 1, 0, 0, 1, 2), topo0 = Topology::make(2, 1, 0, 0, 0, 2);
   ExpertHome home(cfg, model.layout(), experts_homed_at(topo, 1, cfg.model.moe_layers(), cfg.model.n_experts),
-                  model.params(Arena::EXPERTS));
-  ExpertViews views(cfg, model.layout(), topo0, model.params(Arena::EXPERTS));
+                  ExpertSource::arena(cfg.model, model.layout(), model.params(Arena::EXPERTS)));
+  ExpertViews views(cfg, topo0, ExpertSource::arena(cfg.model, model.layout(), model.params(Arena::EXPERTS)));
   const size_t wsz = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
   std::vector<float> H1(wsz), H3(wsz), H2(wsz), V1(wsz), V3(wsz), V2(wsz);
   // the island's views of the home's experts equal the home's surrogates bit for bit
@@ -249,8 +249,8 @@ TEST(ExpertHome, TernaryNativeComputesWithTheViewAndTrainsTheLatentMaster) {
   model.init_params(7);
   const Topology topo = Topology::make(2, 1, 0, 0, 1, 2);
   auto mine = experts_homed_at(topo, 1, cfg.model.moe_layers(), cfg.model.n_experts);
-  ExpertHome home(cfg, model.layout(), mine, model.params(Arena::EXPERTS));
-  ExpertViews views(cfg, model.layout(), Topology::make(2, 1, 0, 0, 0, 2), model.params(Arena::EXPERTS));
+  ExpertHome home(cfg, model.layout(), mine, ExpertSource::arena(cfg.model, model.layout(), model.params(Arena::EXPERTS)));
+  ExpertViews views(cfg, Topology::make(2, 1, 0, 0, 0, 2), ExpertSource::arena(cfg.model, model.layout(), model.params(Arena::EXPERTS)));
   const int d = cfg.model.d_model, h = cfg.model.expert_hidden;
   const size_t wsz = (size_t)d * h;
   auto expect_forward_is_the_view = [&](const char* when) {

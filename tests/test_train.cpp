@@ -125,7 +125,7 @@ TEST(TrainResume, BitIdenticalLossesAfterResume) {
 // left out; it does not perturb training (bit-identical losses and evaluations), and a trained
 // sync model relies on its routed experts (leaving them out costs loss; little this early).
 TEST(TrainEval, WithoutRoutedExpertsIsAnAblationThatChangesNothingElse) {
-  const std::vector<std::string> ov = {"train.steps=120", "data.eval_every=60", "checkpoint.every=0"};
+  const std::vector<std::string> ov = {"train.steps=300", "data.eval_every=150", "checkpoint.every=0"};
   TrainOptions opt;
   opt.quiet = true;
   opt.run_dir = tmp_dir("eval_plain");
@@ -141,7 +141,7 @@ TEST(TrainEval, WithoutRoutedExpertsIsAnAblationThatChangesNothingElse) {
   const double gap = r.evals_without_routed.back().second - r.evals.back().second;
   std::printf("eval loss %.4f, without routed experts %.4f (%+.4f)\n", r.evals.back().second,
               r.evals_without_routed.back().second, gap);
-  EXPECT_GT(gap, 0.0);  // a different model: the routed experts carry something (0.0045 nats here)
+  EXPECT_GT(gap, 0.0);  // a different model: the routed experts carry something (0.0038 nats here)
 }
 
 // `parallax eval` of a run's last checkpoint is the model the run ended with: one rank, so the

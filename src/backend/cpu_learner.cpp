@@ -17,24 +17,44 @@ AdamWConfig adamw_config(const Config& cfg) {
 CpuLearner::CpuLearner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_batch,
                        const Topology* topo)
     : dp_(dp), batch_(micro_batch), seq_(cfg.model.seq_len), micro_(cfg.train.micro_batches),
-      model_(cfg.model, micro_batch, cfg.model.seq_len) {
+      grad_clip_(cfg.train.grad_clip),
+      model_(cfg.model, micro_batch, cfg.model.seq_len, cfg.train.mode != TrainMode::PARALLAX) {
   model_.init_params((uint64_t)cfg.train.seed);
   const AdamWConfig ac = adamw_config(cfg);
   const int rows = micro_batch * cfg.model.seq_len * cfg.model.top_k;
   if (cfg.train.mode == TrainMode::PARALLAX) {
     if (!topo) throw std::logic_error("CpuLearner: mode parallax needs the topology");
     parallax_ = std::make_unique<ParallaxExperts>(cfg, *topo, model_, rows);
-    model_.release_expert_grads();  // expert gradients go to the homes / adapters (grad sink)
-    opt_ = std::make_unique<AdamW>(model_.layout(), ac, 0, 0);  // the backbone only
+    // the backbone only
+    opt_ = std::make_unique<AdamW>(model_.layout(), ac, 0, 0, zero_windows(cfg, false));
   } else if (expert_parallel && dp.size() > 1) {
     expert_parallel_ = std::make_unique<ExpertParallel>(dp, model_, rows);
     opt_ = std::make_unique<AdamW>(model_.layout(), ac, expert_parallel_->expert_begin(),
-                                   expert_parallel_->expert_end());
+                                   expert_parallel_->expert_end(), zero_windows(cfg, false));
   } else {
-    opt_ = std::make_unique<AdamW>(model_.layout(), ac);
+    opt_ = std::make_unique<AdamW>(model_.layout(), ac, 0, -1, zero_windows(cfg, true));
   }
   if (dp.size() > 1) sum_stats_ = [this](double* v, int n) { dp_.allreduce_sum(v, n, Tier::CONTROL); };
   set_parallel(false);
+}
+
+std::array<ArenaWindow, 2> CpuLearner::zero_windows(const Config& cfg, bool experts_reduced) {
+  std::array<ArenaWindow, 2> w{};
+  const int D = dp_.size(), r = dp_.rank();
+  if (cfg.train.zero != 1 || D == 1) return w;
+  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
+    if (a == Arena::EXPERTS && !experts_reduced) continue;
+    const size_t n = model_.layout().size(a);
+    auto begin = [&](int k) { return n * (size_t)k / (size_t)D; };
+    for (int k = 0; k < D; ++k) shards_[(int)a].push_back((int)(begin(k + 1) - begin(k)));
+    w[(int)a] = {begin(r), begin(r + 1)};
+  }
+  return w;
+}
+
+void CpuLearner::reduce_grads(Arena a, float* grads) {
+  if (shards_[(int)a].empty()) dp_.allreduce_sum(grads, (int64_t)model_.layout().size(a), Tier::ISLAND);
+  else dp_.reduce_scatter_sum(grads, shards_[(int)a], Tier::ISLAND);
 }
 
 void CpuLearner::set_parallel(bool eval) {
@@ -75,28 +95,36 @@ StepStats CpuLearner::step(const int32_t* in, const int32_t* tg, double lr) {
   const double my_ce = accumulate(in, tg, s.counts, s.aux);
   float* const params[2] = {model_.params(Arena::BACKBONE), model_.params(Arena::EXPERTS)};
   float* const grads[2] = {model_.grads(Arena::BACKBONE), model_.grads(Arena::EXPERTS)};
-  const auto& layout = model_.layout();
   if (dp_.size() > 1) {
     // contributions to the group's mean loss: summing over ranks gives the gradient
-    dp_.allreduce_sum(grads[0], (int64_t)layout.backbone_size, Tier::ISLAND);
-    if (!expert_parallel_ && !parallax_)
-      dp_.allreduce_sum(grads[1], (int64_t)layout.experts_size, Tier::ISLAND);
+    reduce_grads(Arena::BACKBONE, grads[0]);
+    if (!expert_parallel_ && !parallax_) reduce_grads(Arena::EXPERTS, grads[1]);
     dp_.allreduce_sum(s.counts.data(), (int64_t)s.counts.size(), Tier::CONTROL);
   }
-  // what is spread over the ranks, in one small all-reduce: this rank's share of the mean CE
-  // and, with expert parallelism, the squared gradient norm of the experts it holds
-  double spread[2] = {my_ce,
-                      expert_parallel_ ? opt_->sq_norm(grads[1], Arena::EXPERTS) : 0.0};
+  // what is spread over the ranks, in one small all-reduce: this rank's share of the mean CE,
+  // the squared gradient norm of the arenas it steps a part of (the experts it holds with
+  // expert parallelism; its shards with ZeRO-1)
+  const bool split[2] = {!shards_[0].empty(), expert_parallel_ || !shards_[1].empty()};
+  double spread[2] = {my_ce, 0.0};
+  for (int a = 0; a < 2; ++a)
+    if (split[a]) spread[1] += opt_->sq_norm(grads[a], (Arena)a);
   if (dp_.size() > 1) dp_.allreduce_sum(spread, 2, Tier::CONTROL);
-  const double sq = opt_->sq_norm(grads[0], Arena::BACKBONE) +
-                    (expert_parallel_ ? spread[1] : opt_->sq_norm(grads[1], Arena::EXPERTS));
+  double sq = spread[1];
+  for (int a = 0; a < 2; ++a)
+    if (!split[a]) sq += opt_->sq_norm(grads[a], (Arena)a);
   s.ce = spread[0];
   s.loss = s.ce + s.aux;
   s.grad_norm = std::sqrt(sq);
-  // every rank of the group has the same all-reduced loss and norm: they skip together
-  s.skipped = !std::isfinite(s.loss) || !std::isfinite(s.grad_norm);
+  // every rank of the group has the same all-reduced loss and norm: they skip together; also
+  // when the step could overflow fp32 (plain SGD at a divergent lr: lr x the clipped norm
+  // bounds every |lr g_i|; an AdamW step is bounded by lr)
+  const double clipped = grad_clip_ > 0 ? std::min(s.grad_norm, grad_clip_) : s.grad_norm;
+  s.skipped = !std::isfinite(s.loss) || !std::isfinite(s.grad_norm) ||
+              !std::isfinite((float)(lr * clipped));
   if (s.skipped) return s;
   opt_->step(params, grads, lr, s.grad_norm);
+  for (int a = 0; a < 2; ++a)  // ZeRO-1: every rank's updated shard to every rank
+    if (!shards_[a].empty()) dp_.allgather_blocks(params[a], shards_[a], Tier::ISLAND);
   model_.update_router_bias(s.counts);
   return s;
 }

@@ -5,7 +5,10 @@
 // and the inner optimizer. In mode "sync" with several learners the routed experts are
 // expert-parallel; in mode "parallax" they run from masters / views (ParallaxExperts), their
 // gradients are neither reduced nor stepped here (the ExpertHome does that) and clipping
-// sees the backbone only. The host copy is the live model: every sync point is a no-op.
+// sees the backbone only. With train.zero = 1 every all-reduced arena is sharded over the
+// group instead (ZeRO-1): gradients reduce-scattered, each rank's AdamW steps its 1/D of the
+// arena with moments for it alone, the updated shards all-gathered.
+// The host copy is the live model: every sync point is a no-op.
 #include <functional>
 #include <memory>
 #include <vector>
@@ -30,7 +33,6 @@ class CpuLearner final : public LearnerModel {
   void to_host(Arena) override {}
   void to_device(Arena) override {}
   void state_to_host() override {}
-  void release_expert_params() override { model_.release_expert_params(); }
   void state_to_device() override {}
 
   ParallaxExperts* parallax() override { return parallax_.get(); }
@@ -44,15 +46,21 @@ class CpuLearner final : public LearnerModel {
   // the gradients of the mean loss. Returns this rank's share of the mean CE; counts: tokens
   // per expert over the micro-batches; aux: the micro-batches' mean aux loss.
   double accumulate(const int32_t* in, const int32_t* tg, std::vector<int64_t>& counts, double& aux);
+  // The group's sum of arena a's gradients: all-reduced, or (ZeRO-1) my shard reduce-scattered.
+  void reduce_grads(Arena a, float* grads);
+  // ZeRO-1: the windows of the arenas this rank's optimizer steps (sets shards_).
+  std::array<ArenaWindow, 2> zero_windows(const Config& cfg, bool experts_reduced);
 
   Comm& dp_;
   int batch_, seq_;  // batch_: sequences per micro-batch
   int micro_;        // micro-batches per step
+  double grad_clip_;  // train.grad_clip
   MoeModel<float> model_;
   std::unique_ptr<ExpertParallel> expert_parallel_;
   std::unique_ptr<ParallaxExperts> parallax_;
   std::unique_ptr<AdamW> opt_;
   std::function<void(double*, int)> sum_stats_;
+  std::vector<int> shards_[2];  // ZeRO-1: elements per rank of each sharded arena (empty: whole)
 };
 
 }  // namespace px

@@ -24,7 +24,6 @@ class CudaLearner final : public LearnerModel {
   void to_host(Arena) override { state_to_host(); }
   void to_device(Arena) override { state_to_device(); }
   void state_to_host() override { gpu_->download(model_, *opt_); }
-  void release_expert_params() override { model_.release_expert_params(); }
   void state_to_device() override { gpu_->upload(model_, *opt_); }
 
   ParallaxExperts* parallax() override { return nullptr; }

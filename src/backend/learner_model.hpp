@@ -55,9 +55,6 @@ class LearnerModel {
   virtual void to_device(Arena a) = 0;
   virtual void state_to_host() = 0;
   virtual void state_to_device() = 0;
-  // Mode "parallax", once the homes and views have taken the initial routed experts from
-  // host(): the model keeps no routed-expert weights (on the host nor the device).
-  virtual void release_expert_params() = 0;
 
   // Mode "parallax": the routed-experts hook (null otherwise). Mode "sync" with several
   // learners: the expert-parallel executor (null otherwise).

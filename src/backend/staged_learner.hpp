@@ -34,7 +34,6 @@ class StagedLearner final : public LearnerModel {
   void to_device(Arena a) override;
   void state_to_host() override;
   void state_to_device() override;
-  void release_expert_params() override;
 
   ParallaxExperts* parallax() override { return device_.parallax(); }
   const ExpertParallel* expert_parallel() const override { return device_.expert_parallel(); }

@@ -6,6 +6,8 @@
 
 #include "checkpoint/stateful.hpp"        // defines: StateReader
 #include "io/checkpoint_parallel.hpp"     // defines: read_rank_array, checkpoint_attr
+#include "model/expert_source.hpp"        // defines: ExpertSource
+#include "sync/fragments.hpp"             // defines: FragmentPlan
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
 #include "experts/expert_home.hpp"           // defines: ExpertHome
 #include "util/errors.hpp"                // defines: UserError
@@ -70,15 +72,34 @@ BpeTokenizer checkpoint_tokenizer(const std::string& path) {
 }
 
 bool has_global_backbone(const std::string& path) {
-  return has_rank_array(path, 0, "outer/theta_global/backbone");
+  return has_rank_array(path, 0, "outer/global/0");
 }
+
+namespace {
+// The global backbone of the last outer sync into backbone: local rank r of island 0 (world
+// rank r) holds shard r of every fragment (sync/outer_sync.hpp).
+void read_global_backbone(const std::string& path, const ParamLayout& layout, float* backbone) {
+  const Config saved = checkpoint_config(path);
+  const FragmentPlan plan(layout, saved.sync.fragments, saved.train.mode != TrainMode::PARALLAX);
+  const int R = saved.topology.ranks_per_island;
+  float* const arenas[2] = {backbone, nullptr};  // (diloco's fragments hold experts too: skipped)
+  for (int f = 0; f < plan.count(); ++f)
+    for (int r = 0; r < R; ++r) {
+      const size_t lo = FragmentPlan::shard_begin(plan.size(f), r, R), hi = FragmentPlan::shard_begin(plan.size(f), r + 1, R);
+      const auto shard = read_rank_array<float>(path, r, fmt::format("outer/global/{}", f), hi - lo);
+      plan.scatter(f, lo, hi, shard.data(), arenas);
+    }
+}
+}  // namespace
 
 void load_model_params(const std::string& path, MoeModel<float>& model, bool global_backbone) {
   const ParamLayout& layout = model.layout();
-  const char* backbone = global_backbone && has_global_backbone(path) ? "outer/theta_global/backbone"
-                                                                      : "params/backbone";
-  const auto bb = read_rank_array<float>(path, 0, backbone, layout.backbone_size);
-  std::copy(bb.begin(), bb.end(), model.params(Arena::BACKBONE));
+  if (global_backbone && has_global_backbone(path)) {
+    read_global_backbone(path, layout, model.params(Arena::BACKBONE));
+  } else {
+    const auto bb = read_rank_array<float>(path, 0, "params/backbone", layout.backbone_size);
+    std::copy(bb.begin(), bb.end(), model.params(Arena::BACKBONE));
+  }
   const int world = (int)checkpoint_world_size(path);
   for (int r = 0; r < world; ++r) {
     if (!has_rank_array(path, r, "params/experts")) continue;
@@ -108,7 +129,7 @@ void load_model_params(const std::string& path, MoeModel<float>& model, bool glo
           Topology::make(tc.islands, tc.ranks_per_island, tc.syncers, tc.expert_workers, r, world);
       ExpertHome home(saved, layout,
                       experts_homed_at(topo, r, saved.model.moe_layers(), saved.model.n_experts),
-                      model.params(Arena::EXPERTS));
+                      ExpertSource::arena(saved.model, layout, model.params(Arena::EXPERTS)));
       home.load(StateReader(path, r, saved));
       home.write_forward_weights(model.params(Arena::EXPERTS));
     }

@@ -23,7 +23,7 @@ Topology saved_topology(const std::string& path, int rank);
 Config checkpoint_config(const std::string& path);
 BpeTokenizer checkpoint_tokenizer(const std::string& path);
 // Parameters for inference: the backbone of rank 0 (global_backbone: the global backbone of the
-// last outer sync, outer/theta_global, when the checkpoint has one), each routed expert from
+// last outer sync, from island 0's shards of outer/global, when the checkpoint has one), each routed expert from
 // the rank that held it (mode "sync" shards experts over ranks; mode "parallax": from its
 // home's master).
 void load_model_params(const std::string& path, MoeModel<float>& model, bool global_backbone = false);

@@ -52,6 +52,10 @@ struct TrainConfig {
   // batch_size / micro_batches sequences (activation memory is set by the micro-batch); the
   // gradient is their mean, the aux loss and sketches are per micro-batch.
   int micro_batches = 1;
+  // ZeRO stage: 0 = every rank of the data-parallel group (the island; all learners in mode
+  // sync) holds the whole AdamW state; 1 = each holds the moments of its 1/D of every
+  // all-reduced arena (gradients reduce-scattered, updated parameters all-gathered).
+  int zero = 0;
   double lr = 3e-3;            // peak AdamW learning rate
   int64_t warmup_steps = 100;  // linear warmup, then cosine decay to min_lr
   double min_lr = 3e-4;

@@ -160,6 +160,12 @@ void check_supported(const Config& c) {
                      "\"parallax\"; set it to 0 or train.mode = \"parallax\"",
                      t.expert_workers));
   }
+  if (c.train.zero == 1 && c.train.device == DeviceKind::CUDA)
+    fail("train.zero = 1 is not built for train.device = \"cuda\" yet; use 0");
+  if (c.train.zero == 1 && y.island_every != 1)
+    fail(fmt::format("train.zero = 1 shards the optimizer over the ranks that all-reduce every "
+                     "step; sync.island_every = {} averages parameters instead: use 0 or "
+                     "island_every = 1", y.island_every));
   if (c.train.device == DeviceKind::CUDA) {
     if (c.train.micro_batches != 1)
       fail(fmt::format("train.micro_batches = {} is not built for train.device = \"cuda\" yet; "

@@ -39,7 +39,7 @@ SketchKey run_sketch_key(const Config& cfg) {
 }
 
 ExpertHome::ExpertHome(const Config& cfg, const ParamLayout& layout, std::vector<ExpertId> owned,
-                       const float* experts_arena)
+                       const ExpertSource& start)
     : cfg_(cfg), layout_(layout), owned_(std::move(owned)), d_(cfg.model.d_model),
       h_(cfg.model.expert_hidden), swiglu_(cfg.model.expert_act == ExpertActKind::SWIGLU),
       native_(cfg.experts.ternary_native), per_((size_t)(swiglu_ ? 3 : 2) * d_ * h_),
@@ -51,9 +51,11 @@ ExpertHome::ExpertHome(const Config& cfg, const ParamLayout& layout, std::vector
   const size_t wsz = (size_t)d_ * h_;
   for (size_t i = 0; i < owned_.size(); ++i) {
     float* dst = masters_.data() + i * per_;
-    std::memcpy(dst, experts_arena + arena_off((int)i, 0), wsz * 4);
-    if (swiglu_) std::memcpy(dst + wsz, experts_arena + arena_off((int)i, 1), wsz * 4);
-    std::memcpy(dst + per_ - wsz, experts_arena + arena_off((int)i, 2), wsz * 4);
+    const float *W1, *W3, *W2;
+    start.get(owned_[i].moe_layer, owned_[i].expert, &W1, &W3, &W2);
+    std::memcpy(dst, W1, wsz * 4);
+    if (swiglu_) std::memcpy(dst + wsz, W3, wsz * 4);
+    std::memcpy(dst + per_ - wsz, W2, wsz * 4);
     if (cfg.experts.view == ViewKind::LOWRANK)  // the islands fit the same surrogate at start
       surrogates_.push_back(lowrank_view_from_master(
           dst, swiglu_ ? dst + wsz : (const float*)nullptr, dst + per_ - wsz, d_, h_,

@@ -22,6 +22,7 @@
 
 #include "checkpoint/stateful.hpp"         // defines: Stateful, StateReader
 #include "config/config.hpp"               // defines: Config
+#include "model/expert_source.hpp"         // defines: ExpertSource
 #include "model/lowrank_view.hpp"          // defines: LowrankExpertView
 #include "model/param_layout.hpp"          // defines: ParamLayout
 #include "parallel/expert_placement.hpp"   // defines: ExpertId
@@ -34,9 +35,9 @@ SketchKey run_sketch_key(const Config& cfg);
 
 class ExpertHome final : public Stateful {
  public:
-  // experts_arena: an experts arena of the run's initial model (masters start from it).
+  // start: the masters' first values (the run's initializer, or an arena).
   ExpertHome(const Config& cfg, const ParamLayout& layout, std::vector<ExpertId> owned,
-             const float* experts_arena);
+             const ExpertSource& start);
   ExpertHome(const ExpertHome&) = delete;
   ExpertHome& operator=(const ExpertHome&) = delete;
 

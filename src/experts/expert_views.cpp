@@ -62,19 +62,16 @@ void set_lowrank_factors(std::vector<LowrankExpertView>& views, const std::vecto
   if (o != f.size()) throw std::invalid_argument("low-rank factors: more values than the surrogates hold");
 }
 
-ExpertViews::ExpertViews(const Config& cfg, const ParamLayout& layout, const Topology& topo,
-                         const float* experts_arena)
+ExpertViews::ExpertViews(const Config& cfg, const Topology& topo, const ExpertSource& start)
     : cfg_(cfg), kind_(cfg.experts.view) {
   const ModelConfig& mc = cfg.model;
   const int E = mc.n_experts;
-  const bool glu = mc.expert_act == ExpertActKind::SWIGLU;
   slot_.assign((size_t)mc.moe_layers() * E, -1);
   for (int m = 0; m < mc.moe_layers(); ++m)
     for (int e = 0; e < E; ++e) {
       if (expert_home(topo, m, e, E) == topo.world_rank) continue;
-      const float* W1 = experts_arena + expert_offset(mc, layout, m, e, 0);
-      const float* W3 = glu ? experts_arena + expert_offset(mc, layout, m, e, 1) : nullptr;
-      const float* W2 = experts_arena + expert_offset(mc, layout, m, e, 2);
+      const float *W1, *W3, *W2;
+      start.get(m, e, &W1, &W3, &W2);
       slot_[(size_t)m * E + e] = (int)ids_.size();
       ids_.push_back({m, e});
       if (kind_ == ViewKind::LOWRANK)

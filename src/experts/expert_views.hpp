@@ -22,6 +22,7 @@
 
 #include "checkpoint/stateful.hpp"        // defines: Stateful, StateReader
 #include "config/config.hpp"          // defines: Config
+#include "model/expert_source.hpp"    // defines: ExpertSource
 #include "model/full_view.hpp"        // defines: FullExpertView
 #include "model/lowrank_view.hpp"     // defines: LowrankExpertView
 #include "model/param_layout.hpp"     // defines: ParamLayout
@@ -41,10 +42,9 @@ void set_lowrank_factors(std::vector<LowrankExpertView>& views, const std::vecto
 
 class ExpertViews final : public Stateful {
  public:
-  // Builds the view of every expert not homed at topo.world_rank from the (initial) weights in
-  // experts_arena (every rank has the same ones at start).
-  ExpertViews(const Config& cfg, const ParamLayout& layout, const Topology& topo,
-              const float* experts_arena);
+  // Builds the view of every expert not homed at topo.world_rank from its (initial) weights in
+  // start (every rank has the same ones), one expert at a time.
+  ExpertViews(const Config& cfg, const Topology& topo, const ExpertSource& start);
   // Applies a home's view message. Throws std::invalid_argument on a malformed message, naming
   // what is wrong (nothing is changed then for the experts after the bad one).
   void apply(const uint8_t* bytes, size_t size);

@@ -4,21 +4,23 @@
 
 #include <algorithm>
 #include <cstring>
-#include <random>
 
 #include "model/bump_arena.hpp"  // defines: BumpArena
+#include "model/param_init.hpp"  // defines: init_arena_range
 
 namespace px {
 
 using namespace px::cpu;
 
 template <class T>
-MoeModel<T>::MoeModel(const ModelConfig& cfg, int batch, int seq)
+MoeModel<T>::MoeModel(const ModelConfig& cfg, int batch, int seq, bool routed_arenas)
     : cfg_(cfg), layout_(cfg), batch_(batch), seq_(seq) {
   backbone_.assign(layout_.backbone_size, 0);
-  experts_.assign(layout_.experts_size, 0);
   gbackbone_.assign(layout_.backbone_size, 0);
-  gexperts_.assign(layout_.experts_size, 0);
+  if (routed_arenas) {
+    experts_.assign(layout_.experts_size, 0);
+    gexperts_.assign(layout_.experts_size, 0);
+  }
   router_bias_.assign((size_t)cfg.moe_layers() * cfg.n_experts, 0);
   layer_acts_.resize(cfg.n_layers);
   BumpArena<T> cf;
@@ -37,13 +39,6 @@ template <class T>
 size_t MoeModel<T>::activation_bytes(const ModelConfig& cfg, int batch, int seq) {
   MoeModel<T> m(cfg, batch, seq, SizesOnly{});
   return m.act_elems_ * sizeof(T) + m.iact_elems_ * sizeof(int32_t);
-}
-
-template <class T>
-size_t MoeModel<T>::heap_bytes(const ModelConfig& cfg, int batch, int seq) {
-  const ParamLayout layout(cfg);
-  return 2 * (layout.backbone_size + layout.experts_size) * sizeof(T) +
-         (size_t)cfg.moe_layers() * cfg.n_experts * sizeof(T) + activation_bytes(cfg, batch, seq);
 }
 
 template <class T>
@@ -116,16 +111,8 @@ void MoeModel<T>::plan_activations(A& fa, I& ia) {
 
 template <class T>
 void MoeModel<T>::init_params(uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  for (const ParamSpec& s : layout_.specs) {
-    T* p = params(s.arena) + s.offset;
-    if (s.init_std == 0) {
-      std::fill(p, p + s.size, (T)1);
-    } else {
-      std::normal_distribution<double> nd(0.0, s.init_std);
-      for (size_t i = 0; i < s.size; ++i) p[i] = (T)nd(rng);
-    }
-  }
+  init_arena_range(layout_, Arena::BACKBONE, seed, 0, backbone_.size(), backbone_.data());
+  init_arena_range(layout_, Arena::EXPERTS, seed, 0, experts_.size(), experts_.data());
   std::fill(router_bias_.begin(), router_bias_.end(), (T)0);
 }
 

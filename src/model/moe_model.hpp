@@ -16,10 +16,12 @@ namespace px {
 template <class T>
 class MoeModel {
  public:
-  // batch, seq: the largest batch shape forward() will be called with.
-  MoeModel(const ModelConfig& cfg, int batch, int seq);
+  // batch, seq: the largest batch shape forward() will be called with. routed_arenas = false:
+  // no weights nor gradients of the routed experts (their executor, set_parallel, holds them:
+  // mode parallax's homes and views), so a parallax learner never holds every expert.
+  MoeModel(const ModelConfig& cfg, int batch, int seq, bool routed_arenas = true);
 
-  // normal(0, 0.02) init (output projections scaled by 1/sqrt(2 L)), norm gains = 1.
+  // The run's initial parameters (model/param_init.hpp) of the arenas it holds; router bias 0.
   void init_params(uint64_t seed);
 
   // Runs the model on inputs [B, Tn] (B <= batch, Tn <= seq). With targets, returns the
@@ -39,20 +41,13 @@ class MoeModel {
   double last_aux() const { return last_aux_; }
   const T* logits() const { return logits_; }  // [B*Tn, V] of the last forward
 
-  // null for the experts after release_expert_params()
+  // null for the experts without routed arenas
   T* params(Arena a) {
     return a == Arena::BACKBONE ? backbone_.data() : experts_.empty() ? nullptr : experts_.data();
   }
-  // null for the experts after release_expert_grads()
   T* grads(Arena a) {
     return a == Arena::BACKBONE ? gbackbone_.data() : gexperts_.empty() ? nullptr : gexperts_.data();
   }
-  // Frees the routed experts' gradient arena, for runs whose routed-expert executor
-  // (set_parallel) keeps expert gradients elsewhere (mode parallax: the expert homes).
-  void release_expert_grads() { std::vector<T>().swap(gexperts_); }
-  // Frees the routed experts' weights, for runs whose routed-expert executor holds them
-  // elsewhere (mode parallax: masters at the homes, compact views on the islands).
-  void release_expert_params() { std::vector<T>().swap(experts_); }
   const ParamLayout& layout() const { return layout_; }
   const ModelConfig& config() const { return cfg_; }
 
@@ -83,10 +78,6 @@ class MoeModel {
   size_t activation_bytes() const { return acts_.size() * sizeof(T) + iacts_.size() * 4; }
   // The same figure without building a model (for `parallax plan`).
   static size_t activation_bytes(const ModelConfig& cfg, int batch, int seq);
-  // Everything a model of (batch, seq) allocates: both arenas' parameters and gradients, the
-  // router bias and the activations (for `parallax plan`: the initial model a syncer or an
-  // expert worker builds, and the learner's model before it releases its routed experts).
-  static size_t heap_bytes(const ModelConfig& cfg, int batch, int seq);
 
  private:
   struct SizesOnly {};

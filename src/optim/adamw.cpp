@@ -1,26 +1,32 @@
 // AdamW over arenas: per-tensor weight decay, fused update from the CPU backend.
 #include "optim/adamw.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "ops/cpu/cpu_ops.hpp"  // defines: adamw_update
 
 namespace px {
 
-AdamW::AdamW(const ParamLayout& layout, const AdamWConfig& cfg, int expert_begin, int expert_end)
+AdamW::AdamW(const ParamLayout& layout, const AdamWConfig& cfg, int expert_begin, int expert_end,
+             std::array<ArenaWindow, 2> windows)
     : layout_(layout), cfg_(cfg) {
+  auto add = [&](int a, size_t offset, size_t size, bool decay) {  // the part inside the window
+    const size_t lo = std::max(offset, windows[a].lo), hi = std::min(offset + size, windows[a].hi);
+    if (lo < hi) ranges_[a].push_back({lo, hi - lo, decay});
+  };
   for (const ParamSpec& spec : layout.specs) {
     if (spec.arena == Arena::BACKBONE || expert_end < 0) {
-      ranges_[(int)spec.arena].push_back({spec.offset, spec.size, spec.decay});
+      add((int)spec.arena, spec.offset, spec.size, spec.decay);
     } else {
       const size_t per = spec.size / (size_t)spec.shape[0];  // expert tensors are [E, ...]
       if (expert_end > expert_begin)
-        ranges_[1].push_back({spec.offset + per * expert_begin, per * (expert_end - expert_begin),
-                              spec.decay});
+        add(1, spec.offset + per * expert_begin, per * (expert_end - expert_begin), spec.decay);
     }
   }
-  for (int a = 0; a < 2; ++a) {  // moments indexed like the arena; none for an arena not stepped
-    const size_t n = ranges_[a].empty() ? 0 : layout.size((Arena)a);
+  for (int a = 0; a < 2; ++a) {  // moments indexed like the window; none for an arena not stepped
+    window_lo_[a] = std::min(windows[a].lo, layout.size((Arena)a));
+    const size_t n = ranges_[a].empty() ? 0 : std::min(windows[a].hi, layout.size((Arena)a)) - window_lo_[a];
     first_moment_[a].assign(n, 0.f);
     second_moment_[a].assign(n, 0.f);
   }
@@ -51,8 +57,9 @@ void AdamW::step(float* const params[2], float* const grads[2], double lr, doubl
         for (size_t i = 0; i < r.size; ++i) p[i] -= (float)lr * (g[i] + wd * p[i]);
         continue;
       }
-      cpu::adamw_update(params[a] + r.offset, g, first_moment_[a].data() + r.offset,
-                        second_moment_[a].data() + r.offset, r.size, (float)lr, (float)cfg_.beta1,
+      const size_t mo = r.offset - window_lo_[a];
+      cpu::adamw_update(params[a] + r.offset, g, first_moment_[a].data() + mo,
+                        second_moment_[a].data() + mo, r.size, (float)lr, (float)cfg_.beta1,
                         (float)cfg_.beta2, (float)cfg_.eps,
                         r.decay ? (float)cfg_.weight_decay : 0.f, step_);
     }

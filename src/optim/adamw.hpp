@@ -3,7 +3,11 @@
 // decay on matrices only (ParamSpec::decay), global-norm gradient clipping.
 // With expert parallelism a rank updates only the routed experts it holds: the expert
 // range [expert_begin, expert_end) selects that slice of every expert tensor [E, ...].
+// With ZeRO-1 a rank updates only its window [lo, hi) of an arena's flat elements, and its
+// moments cover that window alone (m(a)[i] is element lo + i).
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "model/param_layout.hpp"  // defines: ParamLayout, Arena
@@ -15,12 +19,16 @@ struct AdamWConfig {
   bool sgd = false;  // plain SGD (p -= lr (g + wd p)) instead of Adam: linear in the gradient
 };
 
+struct ArenaWindow {
+  size_t lo = 0, hi = SIZE_MAX;  // (the default: the whole arena)
+};
+
 class AdamW {
  public:
   AdamW(const ParamLayout& layout, const AdamWConfig& cfg, int expert_begin = 0,
-        int expert_end = -1);
+        int expert_end = -1, std::array<ArenaWindow, 2> windows = {});
 
-  // Sum of squared gradients over this optimizer's slice of arena a.
+  // Sum of squared gradients over this optimizer's slice (and window) of arena a.
   double sq_norm(const float* grads, Arena a) const;
   // Clips by grad_norm (the global norm, computed by the caller across ranks when the
   // gradient is spread over ranks), then one AdamW step at lr. Increments the step count.
@@ -42,6 +50,7 @@ class AdamW {
   AdamWConfig cfg_;
   int step_ = 0;
   std::vector<Range> ranges_[2];
+  size_t window_lo_[2] = {0, 0};  // the element of arena a that m(a)[0] belongs to
   std::vector<float> first_moment_[2], second_moment_[2];
 };
 

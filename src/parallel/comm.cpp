@@ -202,6 +202,43 @@ void Comm::allreduce_max(float* d, int64_t n, Tier t) { require_open("allreduce_
 void Comm::allreduce_max(double* d, int64_t n, Tier t) { require_open("allreduce_max"); allreduce_impl(*this, d, n, MPI_MAX, t); }
 void Comm::allreduce_max(int64_t* d, int64_t n, Tier t) { require_open("allreduce_max"); allreduce_impl(*this, d, n, MPI_MAX, t); }
 
+namespace {
+std::vector<int> prefix_displs(const std::vector<int>& counts, const char* op) {
+  std::vector<int> displs(counts.size());
+  int64_t off = 0;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    if (off > INT_MAX) throw std::invalid_argument(fmt::format("{}: more than INT_MAX elements in total", op));
+    displs[r] = static_cast<int>(off);
+    off += counts[r];
+  }
+  return displs;
+}
+}  // namespace
+
+void Comm::reduce_scatter_sum(float* data, const std::vector<int>& counts, Tier t) {
+  require_open("reduce_scatter_sum");
+  check_len(counts, size_, "counts", "reduce_scatter_sum");
+  const std::vector<int> displs = prefix_displs(counts, "reduce_scatter_sum");
+  std::vector<float> mine(counts[rank_]);
+  {
+    WaitScope ws("MPI_Reduce_scatter", name(), size_);
+    mpiCheck(MPI_Reduce_scatter(data, mine.data(), counts.data(), MPI_FLOAT, MPI_SUM, comm_));
+  }
+  std::copy(mine.begin(), mine.end(), data + displs[rank_]);
+  const int64_t total = (int64_t)displs.back() + counts.back();
+  stats_->add(t, (total - counts[rank_]) * (int64_t)sizeof(float));
+}
+
+void Comm::allgather_blocks(float* data, const std::vector<int>& counts, Tier t) {
+  require_open("allgather_blocks");
+  check_len(counts, size_, "counts", "allgather_blocks");
+  const std::vector<int> displs = prefix_displs(counts, "allgather_blocks");
+  WaitScope ws("MPI_Allgatherv", name(), size_);
+  mpiCheck(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, counts.data(), displs.data(),
+                          MPI_FLOAT, comm_));
+  stats_->add(t, (int64_t)counts[rank_] * (int64_t)sizeof(float) * (size_ - 1));
+}
+
 void Comm::allgatherv(const void* send, int send_bytes, void* recv, const std::vector<int>& recv_bytes, Tier t) {
   require_open("allgatherv");
   check_len(recv_bytes, size_, "recv_bytes", "allgatherv");

@@ -11,6 +11,8 @@
 //                 p == 1. This is nccl-tests' "bus bytes"; OpenMPI may pick another algorithm,
 //                 the count stays the algorithm-independent ring figure.
 //   allgatherv  : my block reaches the p-1 other ranks: send_bytes * (p-1).
+//   reduce_scatter_sum : the blocks of the other ranks leave me once: (bytes - my block's bytes)
+//                 (with the all-gather of the result, the ring all-reduce's figure again).
 //   alltoallv   : the sum of my send counts to the OTHER ranks (the block to myself is free).
 //   bcast       : root counts bytes * (p-1), every other rank 0.
 //   isend       : bytes, counted when the send is posted (also when dest == my rank).
@@ -114,6 +116,14 @@ class Comm {
   void allreduce_max(double* data, int64_t n, Tier t);
   void allreduce_max(int64_t* data, int64_t n, Tier t);
   void allreduce_min(int64_t* data, int64_t n, Tier t);
+
+  // In place over the blocks of counts (in rank order, packed, summing to the buffer's length;
+  // counts.size() == size()): afterwards my block of data holds the sum over the ranks, the
+  // other blocks are left as they were (ZeRO-1's gradient reduce-scatter).
+  void reduce_scatter_sum(float* data, const std::vector<int>& counts, Tier t);
+  // In place over the same blocks: every rank's block of data reaches every rank (ZeRO-1's
+  // parameter all-gather); counted as allgatherv.
+  void allgather_blocks(float* data, const std::vector<int>& counts, Tier t);
 
   // recv receives every rank's block in rank order, packed (displacements are the prefix
   // sums of recv_bytes); recv_bytes.size() == size() and recv_bytes[rank()] == send_bytes.

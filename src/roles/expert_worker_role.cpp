@@ -3,7 +3,7 @@
 #include "roles/memory_peaks.hpp"  // defines: gather_memory_peaks
 
 #include "checkpoint/checkpoint_registry.hpp"  // defines: CheckpointRegistry
-#include "model/moe_model.hpp"                 // defines: MoeModel
+#include "model/expert_source.hpp"             // defines: ExpertSource
 #include "parallel/expert_placement.hpp"       // defines: experts_homed_at
 #include "experts/expert_home.hpp"                // defines: ExpertHome
 #include "tiers/delivery.hpp"                  // defines: make_delivery
@@ -13,14 +13,11 @@ namespace px {
 
 ExpertWorkerRole::ExpertWorkerRole(RunContext& ctx) : ctx_(ctx), layout_(ctx.cfg.model) {
   const Config& cfg = ctx.cfg;
-  // the run's common starting point, for the masters' first values only (not kept: it holds
-  // every parameter of the model)
-  MoeModel<float> init(cfg.model, 1, 2);
-  init.init_params((uint64_t)cfg.train.seed);
+  // the masters start from the run's initial experts, computed one at a time
   home_ = std::make_unique<ExpertHome>(
       cfg, layout_,
       experts_homed_at(ctx.topo, ctx.topo.world_rank, cfg.model.moe_layers(), cfg.model.n_experts),
-      init.params(Arena::EXPERTS));
+      ExpertSource::initial(cfg.model, layout_, (uint64_t)cfg.train.seed));
   registry_.add(home_.get());
 }
 

@@ -2,6 +2,7 @@
 #include "roles/learner_tiers.hpp"
 
 #include "experts/expert_signal.hpp"      // defines: experts_frozen
+#include "model/expert_source.hpp"        // defines: ExpertSource
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
 #include "tiers/backbone_tier.hpp"        // defines: BackboneTier
 #include "tiers/expert_tiers.hpp"         // defines: SketchSignal, AdapterSignal, HomeTier, ViewTier
@@ -29,15 +30,17 @@ void add_expert_tiers(const Config& cfg, const Topology& topo, LearnerModel& mod
   } else {
     out.tiers.push_back(std::make_unique<SketchSignal>(experts, *out.messages, cfg.experts.sketch_every));
   }
+  // the run's initial experts, one at a time (the model holds no routed experts: the homes and
+  // views do; a resume overwrites them)
+  const ExpertSource start = ExpertSource::initial(cfg.model, host.layout(), (uint64_t)cfg.train.seed);
   auto mine = experts_homed_at(topo, topo.world_rank, cfg.model.moe_layers(), cfg.model.n_experts);
   if (!mine.empty()) {
-    auto home = std::make_unique<ExpertHome>(cfg, host.layout(), std::move(mine),
-                                             host.params(Arena::EXPERTS));
+    auto home = std::make_unique<ExpertHome>(cfg, host.layout(), std::move(mine), start);
     out.home = home.get();
     out.tiers.push_back(std::make_unique<HomeTier>(cfg, topo, std::move(home), *out.messages, *out.delivery));
   }
-  // every expert homed elsewhere becomes its compact view (a resume overwrites them)
-  auto views = std::make_unique<ExpertViews>(cfg, host.layout(), topo, host.params(Arena::EXPERTS));
+  // every expert homed elsewhere becomes its compact view
+  auto views = std::make_unique<ExpertViews>(cfg, topo, start);
   experts.set_sources(out.home, views.get(), adapters);
   ExpertHome* home = out.home;
   const bool frozen = experts_frozen(cfg.experts);  // (signal none with view full: SPES, homes train)
@@ -48,7 +51,6 @@ void add_expert_tiers(const Config& cfg, const Topology& topo, LearnerModel& mod
     else if (adapters) adapters->add_weight_grad(m, e, g1, g3, g2);
   });
   out.tiers.push_back(std::make_unique<ViewTier>(std::move(views), *out.delivery, frozen));
-  model.release_expert_params();  // the homes and views hold the routed experts now
 }
 
 }  // namespace

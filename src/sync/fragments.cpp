@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "model/param_init.hpp"  // defines: init_arena_range
+
 namespace px {
 
 namespace {
@@ -35,11 +37,22 @@ void FragmentPlan::gather(int f, size_t lo, size_t hi, const float* const arenas
   }
 }
 
+void FragmentPlan::initial(const ParamLayout& layout, uint64_t seed, int f, size_t lo, size_t hi,
+                           float* out) const {
+  for (const FragmentPiece& piece : frags_[f]) {
+    const size_t begin = std::max(lo, piece.flat), end = std::min(hi, piece.flat + piece.size);
+    if (begin < end) {
+      const size_t a0 = piece.offset + (begin - piece.flat);
+      init_arena_range(layout, piece.arena, seed, a0, a0 + (end - begin), out + (begin - lo));
+    }
+  }
+}
+
 void FragmentPlan::scatter(int f, size_t lo, size_t hi, const float* in,
                            float* const arenas[2]) const {
   for (const FragmentPiece& piece : frags_[f]) {
     const size_t begin = std::max(lo, piece.flat), end = std::min(hi, piece.flat + piece.size);
-    if (begin < end)
+    if (begin < end && arenas[(int)piece.arena])
       std::memcpy(arenas[(int)piece.arena] + piece.offset + (begin - piece.flat), in + (begin - lo),
                   sizeof(float) * (end - begin));
   }

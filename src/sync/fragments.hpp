@@ -34,9 +34,13 @@ class FragmentPlan {
   }
   // First element of shard `shard` of `shards` of n elements.
   static size_t shard_begin(size_t n, int shard, int shards) { return n * shard / shards; }
-  // Copies fragment f's flat elements [lo, hi) out of / into the two arenas.
+  // Copies fragment f's flat elements [lo, hi) out of / into the two arenas (scatter: a null
+  // arena's pieces are skipped).
   void gather(int f, size_t lo, size_t hi, const float* const arenas[2], float* out) const;
   void scatter(int f, size_t lo, size_t hi, const float* in, float* const arenas[2]) const;
+  // Fragment f's flat elements [lo, hi) of the run's initial parameters (train.seed = seed),
+  // computed for that range alone (a syncer's shards, without the whole model).
+  void initial(const ParamLayout& layout, uint64_t seed, int f, size_t lo, size_t hi, float* out) const;
   // Calls fn(piece_lo, piece_hi, mean_only) for the parts of [lo, hi) that lie in one tensor,
   // in fragment-flat coordinates (for per-tensor merge rules such as RDA).
   template <class Fn>

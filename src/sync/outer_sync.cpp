@@ -21,13 +21,15 @@ OuterSync::OuterSync(const Config& cfg, const Topology& topo, LearnerModel& mode
     // mode parallax syncs the backbone only: no routed-expert arena, no outer state for it
     const bool skip = a == 1 && cfg.train.mode == TrainMode::PARALLAX;
     arenas_[a] = skip ? nullptr : model.host().params((Arena)a);
-    const size_t n = skip ? 0 : model.host().layout().size((Arena)a);
-    theta_global_[a].assign(arenas_[a], arenas_[a] + n);
-    momentum_[a].assign(n, 0.f);
   }
   for (int f = 0; f < fragments_; ++f) {
     const size_t n = plan_.size(f);
-    ef_.emplace_back(FragmentPlan::shard_begin(n, local_rank_ + 1, island_ranks_) - FragmentPlan::shard_begin(n, local_rank_, island_ranks_));
+    const size_t lo = FragmentPlan::shard_begin(n, local_rank_, island_ranks_),
+                 hi = FragmentPlan::shard_begin(n, local_rank_ + 1, island_ranks_);
+    global_.emplace_back(hi - lo);
+    plan_.gather(f, lo, hi, arenas_, global_.back().data());  // the islands' common start
+    momentum_.emplace_back(hi - lo, 0.f);
+    ef_.emplace_back(hi - lo);
   }
   pending_.resize(fragments_);
   last_tokens_.assign(fragments_, 0);
@@ -75,22 +77,19 @@ double OuterSync::scratch_bytes(const Config& cfg, double n, int island_ranks, i
   const double apply = 4 * m + (island_ranks > 1 ? 4 * n : 0);
   if (cfg.sync.backbone_sync == BackboneSyncKind::SYNCER)  // push: x, delta; send + reply stay
     return std::max(8 * m, apply) + sizeof(PushHeader) + nb + 4 * m;
-  // sync_allreduce: x, g, mom, merged, delta; then the codec's buffers and decoded shards
+  // sync_allreduce: x, merged, delta; then the codec's buffers and decoded shards
   const bool coded = cfg.sync.outer_dtype != WireDtype::FP32 || cfg.sync.merge == MergeKind::RDA;
   const double codec = coded ? nb * (1 + islands) + 4 * m * islands : 0;
-  return 20 * m + std::max(codec, apply);
+  return 12 * m + std::max(codec, apply);
 }
 
 void OuterSync::sync_allreduce(int f) {
   params_to_host();
   const Shard s = shard_of(plan_, f, local_rank_, island_ranks_);
   const size_t m = s.m();
-  float* const tg[2] = {theta_global_[0].data(), theta_global_[1].data()};
-  float* const mo[2] = {momentum_[0].data(), momentum_[1].data()};
-  std::vector<float> x(m), g(m), mom(m), merged(m);
+  std::vector<float>& g = global_[f];
+  std::vector<float> x(m), merged(m);
   plan_.gather(f, s.lo, s.hi, arenas_, x.data());
-  plan_.gather(f, s.lo, s.hi, tg, g.data());
-  plan_.gather(f, s.lo, s.hi, mo, mom.data());
   std::vector<float> delta(m);
   for (size_t i = 0; i < m; ++i) delta[i] = g[i] - x[i];
   const int islands = peers_.size();
@@ -113,9 +112,8 @@ void OuterSync::sync_allreduce(int f) {
     }
     merge_outer(plan_, f, s.lo, s.hi, ptrs, std::vector<double>(islands, 1.0 / islands), rda, merged.data());
   }
-  outer_nesterov(g.data(), mom.data(), merged.data(), m, cfg_.sync.outer_lr,
+  outer_nesterov(g.data(), momentum_[f].data(), merged.data(), m, cfg_.sync.outer_lr,
                  cfg_.sync.outer_momentum);
-  plan_.scatter(f, s.lo, s.hi, mom.data(), mo);
   apply_reply(f, g.data(), true);
 }
 
@@ -124,12 +122,11 @@ void OuterSync::apply_reply(int f, const float* global, bool host_current) {
   const Shard s = shard_of(plan_, f, local_rank_, island_ranks_);
   const size_t m = s.m();
   const double alpha = cfg_.sync.backbone_sync == BackboneSyncKind::SYNCER ? cfg_.sync.mix_alpha : 1.0;
-  float* const tg[2] = {theta_global_[0].data(), theta_global_[1].data()};
   std::vector<float> x(m);
   plan_.gather(f, s.lo, s.hi, arenas_, x.data());
   for (size_t i = 0; i < m; ++i) x[i] = (float)(alpha * global[i] + (1.0 - alpha) * x[i]);
   plan_.scatter(f, s.lo, s.hi, x.data(), arenas_);
-  plan_.scatter(f, s.lo, s.hi, global, tg);
+  if (global != global_[f].data()) std::copy(global, global + m, global_[f].begin());
   if (island_ranks_ == 1) return params_to_device();
   // every island rank gets the whole fragment (the shards of the other local ranks)
   const size_t n = plan_.size(f);
@@ -138,9 +135,6 @@ void OuterSync::apply_reply(int f, const float* global, bool host_current) {
   std::vector<float> full(n);
   island_.allgatherv(x.data(), (int)(m * sizeof(float)), full.data(), bytes, Tier::ISLAND);
   plan_.scatter(f, 0, n, full.data(), arenas_);
-  if (alpha != 1.0)
-    island_.allgatherv(global, (int)(m * sizeof(float)), full.data(), bytes, Tier::ISLAND);
-  plan_.scatter(f, 0, n, full.data(), tg);
   params_to_device();
 }
 
@@ -150,10 +144,8 @@ void OuterSync::push(int f, int64_t step, int64_t tokens) {
   params_to_host();
   const Shard s = shard_of(plan_, f, local_rank_, island_ranks_);
   const size_t m = s.m();
-  float* const tg[2] = {theta_global_[0].data(), theta_global_[1].data()};
-  std::vector<float> x(m), delta(m);
+  std::vector<float> x(m), delta(global_[f]);
   plan_.gather(f, s.lo, s.hi, arenas_, x.data());
-  plan_.gather(f, s.lo, s.hi, tg, delta.data());
   for (size_t i = 0; i < m; ++i) delta[i] -= x[i];
   const WireDtype dt = cfg_.sync.outer_dtype;
   const size_t nb = encoded_bytes(dt, m);
@@ -228,25 +220,19 @@ void OuterSync::finish() {
 }
 
 void OuterSync::save(ParallelCheckpointWriter& w) {
-  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
-    if (theta_global_[(int)a].empty()) continue;  // (mode parallax: the backbone only)
-    w.add_borrowed(std::string("outer/theta_global/") + arena_name(a), as_span(theta_global_[(int)a]));
-    w.add_borrowed(std::string("outer/momentum/") + arena_name(a), as_span(momentum_[(int)a]));
-  }
-  for (size_t f = 0; f < ef_.size(); ++f)
+  for (int f = 0; f < fragments_; ++f) {
+    w.add_borrowed(fmt::format("outer/global/{}", f), as_span(global_[f]));
+    w.add_borrowed(fmt::format("outer/momentum/{}", f), as_span(momentum_[f]));
     w.add_borrowed(fmt::format("outer/ef/{}", f), as_span(ef_[f].residual()));
+  }
 }
 
 void OuterSync::load(const StateReader& r) {
-  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
-    auto& theta = theta_global_[(int)a];
-    if (theta.empty()) continue;
-    r.read_into<float>(std::string("outer/theta_global/") + arena_name(a), std::span<float>(theta));
-    r.read_into<float>(std::string("outer/momentum/") + arena_name(a),
-                       std::span<float>(momentum_[(int)a]));
-  }
-  for (size_t f = 0; f < ef_.size(); ++f)
+  for (int f = 0; f < fragments_; ++f) {
+    r.read_into<float>(fmt::format("outer/global/{}", f), std::span<float>(global_[f]));
+    r.read_into<float>(fmt::format("outer/momentum/{}", f), std::span<float>(momentum_[f]));
     r.read_into<float>(fmt::format("outer/ef/{}", f), std::span<float>(ef_[f].residual()));
+  }
 }
 
 }  // namespace px

@@ -47,8 +47,8 @@ class OuterSync {  // (its state is checkpointed through save/load, by the backb
   // Syncer variant: wait for outstanding replies, then tell the syncers this rank is done.
   void finish();
 
-  // Checkpoint state: global backbone and outer momentum of both arenas, error-feedback
-  // residuals of my shard of every fragment.
+  // Checkpoint state, my shard of every fragment: its global parameters, outer momentum and
+  // error-feedback residual (outer/global/<f>, outer/momentum/<f>, outer/ef/<f>).
   void save(ParallelCheckpointWriter& w);
   void load(const StateReader& r);
 
@@ -76,8 +76,9 @@ class OuterSync {  // (its state is checkpointed through save/load, by the backb
   FragmentPlan plan_;
   int fragments_, every_, island_ranks_, local_rank_;
   float* arenas_[2];
-  std::vector<float> theta_global_[2], momentum_[2];
-  std::vector<ErrorFeedback> ef_;  // per fragment, my shard
+  // per fragment, my shard (ZeRO-1 style: no rank holds the outer state of another's shard)
+  std::vector<std::vector<float>> global_, momentum_;
+  std::vector<ErrorFeedback> ef_;
   struct Pending {
     bool active = false;
     std::vector<uint8_t> send;
@@ -117,19 +118,28 @@ class Syncer final : public Stateful {
     int f = 0, shard = 0;
     size_t lo = 0, hi = 0;
     UnitState st;
-    std::map<int, std::vector<float>> deltas;  // island -> decoded outer gradient
+    // island -> its push as received (header + encoded outer gradient), decoded at the merge a
+    // chunk at a time: a merge holds the islands' encoded shards, not I fp32 copies
+    std::map<int, std::vector<uint8_t>> deltas;
     std::map<int, int64_t> tokens;             // island -> tokens trained since its last push
     int64_t quorum_step = -1;                  // step of the push that completed the quorum
     std::map<int, int64_t> steps;              // island -> step of its push
     int64_t merged_step = -1;                  // newest push step in the last merge
   };
-  void on_push(const std::vector<uint8_t>& msg, int source);  // throws on a malformed push
+  void on_push(std::vector<uint8_t>& msg, int source);  // throws on a malformed push; takes msg
   void merge(Unit& un);
+  // The token-weighted merge (w: per island, in island order) of un's pushes into merged.
+  void merge_decoded(const Unit& un, const std::vector<double>& w, float* merged) const;
   void merge_due();  // units past their quorum whose grace window has closed
   void merge_pending();  // every unit with pushes not merged yet
   // Islands that pushed to un, plus the islands waiting in the learners' agreement (TAG_WAIT).
   int present(const Unit& un) const;
   int needed() const;  // the quorum
+ public:
+  // Elements a merge decodes at a time from every island's push: a tensor piece with RDA (its
+  // norm spans the piece), at most this many with the mean (elementwise).
+  static constexpr size_t kMergeChunk = size_t(1) << 20;
+ private:
 
   const Config& cfg_;
   const Topology& topo_;
@@ -138,7 +148,7 @@ class Syncer final : public Stateful {
   std::unique_ptr<FragmentPlan> plan_;
   std::map<int, Unit> units_;
   struct OutMsg {
-    std::vector<float> data;
+    std::shared_ptr<const std::vector<float>> data;  // one merge's reply, shared by its islands
     MPI_Request req = MPI_REQUEST_NULL;
   };
   std::vector<std::unique_ptr<OutMsg>> out_;

@@ -38,11 +38,11 @@ std::string push_problem(const uint8_t* msg, size_t bytes, int source, const Top
   return "";
 }
 
-std::string push_values_problem(const float* values, size_t n) {
+std::string push_values_problem(const float* values, size_t n, size_t first_index) {
   for (size_t i = 0; i < n; ++i)
     if (!(std::fabs(values[i]) <= kOuterGradientBound))
       return fmt::format("value {} at index {} (outer gradients are finite and at most {:g} in magnitude)",
-                         values[i], i, kOuterGradientBound);
+                         values[i], first_index + i, kOuterGradientBound);
   return "";
 }
 

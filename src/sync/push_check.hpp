@@ -26,7 +26,8 @@ inline constexpr float kOuterGradientBound = 1e8f;
 // What is wrong with the n decoded values of a push: "" when each is finite and within
 // kOuterGradientBound, else the first one that is not ("value nan at index 96 ..."). The
 // codecs' encoders refuse non-finite values, but bf16 and fp32 payloads decode any bits, and
-// the scales of the quantized ones may be as large as a float.
-std::string push_values_problem(const float* values, size_t n);
+// the scales of the quantized ones may be as large as a float. first_index: the index of
+// values[0] in the push (checked a chunk at a time).
+std::string push_values_problem(const float* values, size_t n, size_t first_index = 0);
 
 }  // namespace px

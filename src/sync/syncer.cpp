@@ -16,10 +16,8 @@ namespace px {
 Syncer::Syncer(const Config& cfg, const Topology& topo, Comm& p2p)
     : cfg_(cfg), topo_(topo), p2p_(p2p), island_step_(topo.islands, 0) {
   const int ranks = topo.ranks_per_island, syncers = topo.syncers, fragments = cfg.sync.fragments;
-  MoeModel<float> init(cfg.model, 1, 2);  // the islands' common starting point
-  init.init_params((uint64_t)cfg.train.seed);
-  plan_ = std::make_unique<FragmentPlan>(init.layout(), fragments, cfg.train.mode != TrainMode::PARALLAX);
-  float* const arenas[2] = {init.params(Arena::BACKBONE), init.params(Arena::EXPERTS)};
+  const ParamLayout layout(cfg.model);
+  plan_ = std::make_unique<FragmentPlan>(layout, fragments, cfg.train.mode != TrainMode::PARALLAX);
   for (int f = 0; f < fragments; ++f)
     for (int r = 0; r < ranks; ++r) {
       const int u = f * ranks + r;
@@ -31,7 +29,8 @@ Syncer::Syncer(const Config& cfg, const Topology& topo, Comm& p2p)
       un.hi = FragmentPlan::shard_begin(plan_->size(f), r + 1, ranks);
       un.st.theta.resize(un.hi - un.lo);
       un.st.mom.assign(un.hi - un.lo, 0.f);
-      plan_->gather(f, un.lo, un.hi, arenas, un.st.theta.data());
+      // the islands' common starting point, for my shards only
+      plan_->initial(layout, (uint64_t)cfg.train.seed, f, un.lo, un.hi, un.st.theta.data());
     }
 }
 
@@ -49,7 +48,7 @@ void Syncer::load(const StateReader& r) {
   }
 }
 
-void Syncer::on_push(const std::vector<uint8_t>& msg, int source) {
+void Syncer::on_push(std::vector<uint8_t>& msg, int source) {
   const auto refuse = [&](const std::string& problem) {
     if (!problem.empty())
       throw std::runtime_error(fmt::format("syncer {}: malformed push from rank {}: {}",
@@ -61,10 +60,16 @@ void Syncer::on_push(const std::vector<uint8_t>& msg, int source) {
   std::memcpy(&h, msg.data(), sizeof(h));
   Unit& un = units_.at(h.fragment * ranks + h.shard);
   const size_t m = un.hi - un.lo;
-  std::vector<float>& d = un.deltas[h.island];
-  d.resize(m);
-  decode((WireDtype)h.dtype, msg.data() + sizeof(h), m, d.data());
-  refuse(push_values_problem(d.data(), m));
+  {  // its values are checked now, a chunk at a time (the merge decodes them again)
+    const WireDtype dt = (WireDtype)h.dtype;
+    std::vector<float> chunk(std::min(m, kMergeChunk));
+    for (size_t a = 0; a < m; a += kMergeChunk) {
+      const size_t n = std::min(kMergeChunk, m - a);
+      decode(dt, msg.data() + sizeof(h) + encoded_bytes(dt, a), n, chunk.data());
+      refuse(push_values_problem(chunk.data(), n, a));
+    }
+  }
+  un.deltas[h.island].swap(msg);
   un.tokens[h.island] = h.tokens;
   un.steps[h.island] = h.step;
   if (h.step <= un.merged_step) ++late_pushes_;  // its round was merged without it
@@ -96,20 +101,41 @@ void Syncer::merge_pending() {
     if (!un.deltas.empty()) merge(un);
 }
 
+void Syncer::merge_decoded(const Unit& un, const std::vector<double>& w, float* merged) const {
+  const bool rda = cfg_.sync.merge == MergeKind::RDA;
+  const size_t k = un.deltas.size();
+  std::vector<std::vector<float>> dec(k);
+  std::vector<const float*> ptrs(k);
+  // [a, b): unit-relative; decoding starts at the block (kWireBlock values) that holds a
+  auto merge_range = [&](size_t a, size_t b) {
+    const size_t a0 = a / kWireBlock * kWireBlock, n0 = b - a0;
+    size_t i = 0;
+    for (const auto& [island, msg] : un.deltas) {
+      PushHeader h;
+      std::memcpy(&h, msg.data(), sizeof(h));
+      const WireDtype dt = (WireDtype)h.dtype;
+      dec[i].resize(n0);
+      decode(dt, msg.data() + sizeof(h) + encoded_bytes(dt, a0), n0, dec[i].data());
+      ptrs[i] = dec[i].data() + (a - a0);
+      ++i;
+    }
+    merge_outer(*plan_, un.f, un.lo + a, un.lo + b, ptrs, w, rda, merged + a);
+  };
+  plan_->for_each_tensor(un.f, un.lo, un.hi, [&](size_t a, size_t b, bool) {
+    if (rda) return merge_range(a - un.lo, b - un.lo);  // the piece's norm spans it
+    for (size_t c = a; c < b; c += kMergeChunk) merge_range(c - un.lo, std::min(b, c + kMergeChunk) - un.lo);
+  });
+}
+
 void Syncer::merge(Unit& un) {
   const size_t m = un.hi - un.lo;
   // token-weighted over the islands that pushed
   double total = 0;
   for (auto& [i, t] : un.tokens) total += (double)t;
-  std::vector<const float*> ptrs;
   std::vector<double> w;
-  for (auto& [i, dv] : un.deltas) {
-    ptrs.push_back(dv.data());
-    w.push_back(total > 0 ? un.tokens[i] / total : 1.0 / un.deltas.size());
-  }
+  for (auto& [i, dv] : un.deltas) w.push_back(total > 0 ? un.tokens[i] / total : 1.0 / un.deltas.size());
   std::vector<float> merged(m);
-  merge_outer(*plan_, un.f, un.lo, un.hi, ptrs, w, cfg_.sync.merge == MergeKind::RDA,
-              merged.data());
+  merge_decoded(un, w, merged.data());
   outer_nesterov(un.st.theta.data(), un.st.mom.data(), merged.data(), m, cfg_.sync.outer_lr,
                  cfg_.sync.outer_momentum);
   // one reply per push: to the islands merged now (a late island's push joins the next merge
@@ -122,10 +148,11 @@ void Syncer::merge(Unit& un) {
   un.steps.clear();
   un.quorum_step = -1;
   ++merges_;
+  auto reply = std::make_shared<const std::vector<float>>(un.st.theta);
   for (int i : merged_islands) {
     auto o = std::make_unique<OutMsg>();
-    o->data = un.st.theta;
-    o->req = p2p_.isend(o->data.data(), (int)(m * sizeof(float)), topo_.learner_rank(i, un.shard),
+    o->data = reply;
+    o->req = p2p_.isend(o->data->data(), (int)(m * sizeof(float)), topo_.learner_rank(i, un.shard),
                         reply_tag(un.f), Tier::BACKBONE);
     out_.push_back(std::move(o));
   }

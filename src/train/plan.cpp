@@ -51,12 +51,17 @@ Plan make_plan(const Config& cfg) {
   lr.role = "learner";
   lr.count = NL;
   // sync: every learner's model holds every expert's weights and gradients; AdamW covers the
-  // experts it computes (expert parallel) only
-  const double held = sync ? p.params_backbone + (double)p.params_experts / NL : (double)p.params_total;
+  // experts it computes (expert parallel) only. ZeRO-1 (train.zero = 1): each rank of the
+  // data-parallel group (all learners in sync, the island otherwise) holds the moments of its
+  // 1/D of every all-reduced arena
+  const int DP = sync ? NL : R;
+  const double zero_div = cfg.train.zero == 1 ? DP : 1.0;
+  const double held = sync ? p.params_backbone / zero_div + (double)p.params_experts / NL
+                           : (double)p.params_total / zero_div;
   lr.param_bytes = 4.0 * p.params_total;
   lr.grad_bytes = 4.0 * p.params_total;
   lr.optim_bytes = 8 * held;
-  // parallax: the arena holds every expert (views dequantized to fp32 in this build); the
+  // parallax: the model holds no routed experts (the homes' masters and the views do); the
   // optimizer covers the backbone and, when W = 0, this rank's share of the expert masters
   const int W = t.expert_workers;
   const double homed_params = parallax && W == 0 ? (double)p.params_experts / NL : 0.0;
@@ -75,7 +80,7 @@ Plan make_plan(const Config& cfg) {
     lr.param_bytes = 4.0 * p.params_backbone + 4.0 * homed_params + remote * view_bytes;
     // gradients: the backbone's, plus my experts' pending sum at the home
     lr.grad_bytes = 4.0 * p.params_backbone + 4.0 * homed_params;
-    lr.optim_bytes = 8.0 * p.params_backbone + 12.0 * homed_params;
+    lr.optim_bytes = 8.0 * p.params_backbone / zero_div + 12.0 * homed_params;
   }
   const int MB = cfg.train.micro_batches;  // activations are held for one micro-batch
   // rows of one sketch (one per micro-batch and remote expert; uniform routing assumed: B T k / E
@@ -92,11 +97,15 @@ Plan make_plan(const Config& cfg) {
   if (parallax) lr.other_bytes += ParallaxExperts::buffer_bytes(cfg, max_rows);
   if (sync && NL > 1) lr.other_bytes += ExpertParallel::buffer_bytes(m, max_rows, NL);
   // transients, the larger of: one fragment's outer sync (and, at a home on the learners, a
-  // step's decoded sketches), or while it is built, mode parallax's model before it releases
-  // its routed experts (their weights and gradients)
+  // step's decoded sketches), or while it is built, mode parallax's one initial expert at a
+  // time (model/expert_source.hpp: the homes and views are built expert by expert)
+  const double one_expert = 4.0 * 3 * d * h;
   double run_transient = 0, build_transient = 0;
   if (!sync) run_transient += OuterSync::scratch_bytes(cfg, std::ceil((double)P / cfg.sync.fragments), R, I);
-  if (parallax) build_transient = 8.0 * p.params_experts;
+  // ZeRO-1's reduce-scatter receives my shard of the largest sharded arena
+  if (cfg.train.zero == 1 && DP > 1)
+    run_transient = std::max(run_transient, 4.0 * std::ceil((sync ? p.params_backbone : (double)P) / DP));
+  if (parallax) build_transient = one_expert;
   // a home's decoded sketches of one step: every source's rows of each homed expert, X and dY
   // in fp32, then one expert's forward and backward over them
   const bool sketches = parallax && cfg.experts.signal == ExpertSignalKind::SKETCHES && !experts_frozen(cfg.experts);
@@ -117,7 +126,8 @@ Plan make_plan(const Config& cfg) {
     bps[ep] = NL > 1 ? m.moe_layers() * 4.0 * rows_out * d * 4 : 0;
   } else {
     const double shard = (double)P / R;
-    lr.outer_bytes = 8.0 * P + (cfg.sync.outer_dtype != WireDtype::FP32 ? 4.0 * shard : 0);
+    // my shard's global parameters and outer momentum (+ its error-feedback residual)
+    lr.outer_bytes = 8.0 * shard + (cfg.sync.outer_dtype != WireDtype::FP32 ? 4.0 * shard : 0);
     if (R > 1) bps[isl] = K > 1 ? ring_allreduce_bytes(4 * P, R) / K
                                 : (double)ring_allreduce_bytes(4 * P, R);
     if (R > 1) bps[isl] += 4.0 * shard * (R - 1) / H;  // shards all-gathered after each sync
@@ -173,9 +183,9 @@ Plan make_plan(const Config& cfg) {
     wr.param_bytes = 4 * mine;
     wr.grad_bytes = 4 * mine;
     wr.optim_bytes = 8 * mine;
-    // the larger of: the initial model it builds to start the masters from, a step's sketches
-    wr.other_bytes = std::max((double)MoeModel<float>::heap_bytes(m, 1, 2),
-                              sketch_queue(std::ceil((double)M_ALL * E / W), NL));
+    // the larger of: the initial expert it computes at a time to start a master from, a step's
+    // sketches
+    wr.other_bytes = std::max(one_expert, sketch_queue(std::ceil((double)M_ALL * E / W), NL));
     wr.bytes_per_step.assign(kTierCount, 0.0);
     if (!frozen)  // frozen experts send no views
       wr.bytes_per_step[view_tier] = (4.0 + (double)M * E / W * view_msg) * NL / snap_every;
@@ -186,11 +196,19 @@ Plan make_plan(const Config& cfg) {
     sr.role = "syncer";
     sr.count = t.syncers;
     sr.outer_bytes = 8.0 * P / t.syncers;  // global shards + outer momentum
-    // the larger of: the initial model it builds, a merge of its shards (every island's decoded
-    // push, the merged delta, a reply to every island in flight, the received push)
-    const double shard = P / t.syncers, nb = (double)encoded_bytes(cfg.sync.outer_dtype, (size_t)shard);
-    sr.other_bytes = std::max((double)MoeModel<float>::heap_bytes(m, 1, 2),
-                              4.0 * shard * (2 * I + 1) + nb + sizeof(PushHeader));
+    // the merges of one fragment's units (the fragments are staggered: a fragment's round is
+    // merged before the next one is due), each: every island's push as received (encoded),
+    // the merged delta and its reply (one buffer for every island); one chunk decoded per
+    // island (a tensor piece with RDA); the push being received. Its shards' initial values
+    // are computed in place.
+    const double unit = std::ceil(P / ((double)cfg.sync.fragments * R));
+    const double live = std::min(std::ceil((double)R / t.syncers), std::ceil((double)cfg.sync.fragments * R / t.syncers));
+    const double push = sizeof(PushHeader) + (double)encoded_bytes(cfg.sync.outer_dtype, (size_t)unit);
+    double tensor = 0;  // the largest synced tensor: a merge decodes at most one piece of one at a time
+    for (const ParamSpec& s : L.specs)
+      if (!parallax || s.arena == Arena::BACKBONE) tensor = std::max(tensor, (double)s.size);
+    const double chunk = std::min({unit, tensor, cfg.sync.merge == MergeKind::RDA ? unit : (double)Syncer::kMergeChunk});
+    sr.other_bytes = live * (I * push + 8.0 * unit) + 4.0 * I * chunk + push;
     sr.bytes_per_step.assign(kTierCount, 0.0);
     sr.bytes_per_step[bb] = 4.0 * P / t.syncers * I / H;  // a reply to every island
     p.roles.push_back(sr);

@@ -55,7 +55,7 @@ Held held_at(const Config& cfg, const std::string& path, int rank) {
   MoeModel<float> model(mc, 1, 2);
   model.init_params((uint64_t)cfg.train.seed);
   const Topology topo = topology_of(rank);
-  ExpertViews views(cfg, model.layout(), topo, model.params(Arena::EXPERTS));
+  ExpertViews views(cfg, topo, ExpertSource::arena(cfg.model, model.layout(), model.params(Arena::EXPERTS)));
   if (!path.empty()) {
     views.load(StateReader(path, rank, cfg));
     load_model_params(path, model);  // every expert from its home's master

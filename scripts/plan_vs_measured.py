@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = [
     ("sync 1 rank", 1, ["train.mode=sync"]),
     ("sync 1 rank, 4 micro-batches", 1, ["train.mode=sync", "train.micro_batches=4"]),
+    ("sync 1 rank, recompute attention", 1, ["train.mode=sync", "train.recompute=attention"]),
     ("sync 2 ranks (expert parallel)", 2, ["train.mode=sync", "topology.islands=2"]),
     ("diloco 2 islands x 1", 2, ["train.mode=diloco", "topology.islands=2", "sync.backbone_every=2"]),
     ("diloco 1 island x 2 (D = 2)", 2, ["train.mode=diloco", "topology.ranks_per_island=2"]),
@@ -42,6 +43,9 @@ CASES = [
                                            "topology.expert_workers=1", "sync.backbone_every=2"]),
     ("parallax 1 x 2 + expert worker, ZeRO-1", 3, ["train.mode=parallax", "topology.ranks_per_island=2",
                                                     "topology.expert_workers=1", "train.zero=1"]),
+    ("parallax 2 x 1, recompute experts", 2, ["train.mode=parallax", "topology.islands=2",
+                                              "sync.backbone_every=2", "train.recompute=experts",
+                                              "model.n_layers=3"]),
     ("parallax 2 x 1, full views", 2, ["train.mode=parallax", "topology.islands=2",
                                        "sync.backbone_every=2", "experts.view=full"]),
 ]

@@ -126,7 +126,7 @@ TEST(ParamInit, FragmentShardsEqualTheGatherOfTheWholeModel) {
 
 TEST(ParamInit, AModelWithoutRoutedArenasHoldsNoExpertsAndTheSameBackbone) {
   const Config cfg = tiny();
-  MoeModel<float> whole(cfg.model, 1, 4), backbone_only(cfg.model, 1, 4, false);
+  MoeModel<float> whole(cfg.model, 1, 4), backbone_only(cfg.model, 1, 4, ModelMemory{false});
   whole.init_params(6);
   backbone_only.init_params(6);
   EXPECT_EQ(backbone_only.params(Arena::EXPERTS), nullptr);

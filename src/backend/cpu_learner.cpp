@@ -18,7 +18,7 @@ CpuLearner::CpuLearner(const Config& cfg, Comm& dp, bool expert_parallel, int mi
                        const Topology* topo)
     : dp_(dp), batch_(micro_batch), seq_(cfg.model.seq_len), micro_(cfg.train.micro_batches),
       grad_clip_(cfg.train.grad_clip),
-      model_(cfg.model, micro_batch, cfg.model.seq_len, cfg.train.mode != TrainMode::PARALLAX) {
+      model_(cfg.model, micro_batch, cfg.model.seq_len, learner_model_memory(cfg)) {
   model_.init_params((uint64_t)cfg.train.seed);
   const AdamWConfig ac = adamw_config(cfg);
   const int rows = micro_batch * cfg.model.seq_len * cfg.model.top_k;

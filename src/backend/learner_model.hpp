@@ -64,6 +64,13 @@ class LearnerModel {
 
 // The inner optimizer's settings of cfg.train (every backend).
 AdamWConfig adamw_config(const Config& cfg);
+// What the learner's model holds (mode parallax: no routed arenas nor routed activations;
+// train.recompute: one layer's attention probabilities, and with "experts" one MoE layer's
+// routed hidden activations).
+inline ModelMemory learner_model_memory(const Config& cfg) {
+  return {cfg.train.mode != TrainMode::PARALLAX, cfg.train.recompute != RecomputeKind::NONE,
+          cfg.train.recompute == RecomputeKind::EXPERTS};
+}
 
 // The learner model of cfg.train.device. dp: the data-parallel group (size 1 is fine).
 // expert_parallel: shard routed experts over dp (mode "sync"). topo: needed in mode "parallax".

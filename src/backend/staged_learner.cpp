@@ -25,7 +25,7 @@ void copy_state(MoeModel<float>& from, AdamW& from_opt, MoeModel<float>& to, Ada
 StagedLearner::StagedLearner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_batch,
                              const Topology* topo)
     : device_(cfg, dp, expert_parallel, micro_batch, topo),
-      host_(cfg.model, micro_batch, cfg.model.seq_len, cfg.train.mode != TrainMode::PARALLAX), host_opt_(device_.optimizer()) {
+      host_(cfg.model, micro_batch, cfg.model.seq_len, learner_model_memory(cfg)), host_opt_(device_.optimizer()) {
   host_.init_params((uint64_t)cfg.train.seed);  // the same initial state as the device
 }
 

@@ -18,6 +18,7 @@ namespace px {
 enum class TrainMode { SYNC, DILOCO, PARALLAX };
 enum class DeviceKind { CPU, CUDA, STAGED };
 enum class OptimizerKind { ADAMW, SGD };
+enum class RecomputeKind { NONE, ATTENTION, EXPERTS };
 enum class BackboneSyncKind { ALLREDUCE, SYNCER };
 enum class MergeKind { MEAN, RDA };
 enum class WireDtype { FP32, BF16, INT8, FP4, TERNARY };
@@ -31,6 +32,7 @@ template <> struct EnumNames<ExpertActKind> { static constexpr std::array<std::s
 template <> struct EnumNames<BalanceKind> { static constexpr std::array<std::string_view, 2> v{"aux", "bias"}; };
 template <> struct EnumNames<TrainMode> { static constexpr std::array<std::string_view, 3> v{"sync", "diloco", "parallax"}; };
 template <> struct EnumNames<OptimizerKind> { static constexpr std::array<std::string_view, 2> v{"adamw", "sgd"}; };
+template <> struct EnumNames<RecomputeKind> { static constexpr std::array<std::string_view, 3> v{"none", "attention", "experts"}; };
 template <> struct EnumNames<DeviceKind> { static constexpr std::array<std::string_view, 3> v{"cpu", "cuda", "staged"}; };
 template <> struct EnumNames<BackboneSyncKind> { static constexpr std::array<std::string_view, 2> v{"allreduce", "syncer"}; };
 template <> struct EnumNames<MergeKind> { static constexpr std::array<std::string_view, 2> v{"mean", "rda"}; };
@@ -56,6 +58,10 @@ struct TrainConfig {
   // sync) holds the whole AdamW state; 1 = each holds the moments of its 1/D of every
   // all-reduced arena (gradients reduce-scattered, updated parameters all-gathered).
   int zero = 0;
+  // Recomputation in the backward (bit-identical): "attention" keeps one layer's attention
+  // probabilities (shared by the layers) and recomputes each layer's from its q and k;
+  // "experts" also the routed experts' hidden activations (x W1, x W3, act) from their inputs.
+  RecomputeKind recompute = RecomputeKind::NONE;
   double lr = 3e-3;            // peak AdamW learning rate
   int64_t warmup_steps = 100;  // linear warmup, then cosine decay to min_lr
   double min_lr = 3e-4;

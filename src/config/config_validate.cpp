@@ -160,6 +160,9 @@ void check_supported(const Config& c) {
                      "\"parallax\"; set it to 0 or train.mode = \"parallax\"",
                      t.expert_workers));
   }
+  if (c.train.recompute != RecomputeKind::NONE && c.train.device == DeviceKind::CUDA)
+    fail(fmt::format("train.recompute = \"{}\" is not built for train.device = \"cuda\" yet; use \"none\"",
+                     to_string(c.train.recompute)));
   if (c.train.zero == 1 && c.train.device == DeviceKind::CUDA)
     fail("train.zero = 1 is not built for train.device = \"cuda\" yet; use 0");
   if (c.train.zero == 1 && y.island_every != 1)

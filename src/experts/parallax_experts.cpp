@@ -15,7 +15,8 @@ namespace px {
 double ParallaxExperts::buffer_bytes(const Config& cfg, int max_rows) {
   const double rh = (double)max_rows * cfg.model.expert_hidden, dh = (double)cfg.model.d_model * cfg.model.expert_hidden;
   const bool swiglu = expert_act_of(cfg.model) == cpu::EXPERT_ACT_SWIGLU;
-  return 4.0 * (cfg.model.moe_layers() * rh * (swiglu ? 3 : 2) + 3 * rh + 6 * dh);
+  const double sets = cfg.train.recompute == RecomputeKind::EXPERTS ? 1 : cfg.model.moe_layers();
+  return 4.0 * (sets * rh * (swiglu ? 3 : 2) + 3 * rh + 6 * dh);
 }
 
 ParallaxExperts::ParallaxExperts(const Config& cfg, const Topology& topo, MoeModel<float>& model,
@@ -29,9 +30,11 @@ ParallaxExperts::ParallaxExperts(const Config& cfg, const Topology& topo, MoeMod
   inputs_.assign(M, nullptr);
   bounds_.assign(M, std::vector<int32_t>(n_experts_ + 1, 0));
   const size_t rh = (size_t)max_rows * h_;
-  pre_w1_.assign(M, std::vector<float>(rh));
-  pre_w3_.assign(M, std::vector<float>(expert_act_of(cfg.model) == cpu::EXPERT_ACT_SWIGLU ? rh : 0));
-  act_.assign(M, std::vector<float>(rh));
+  recompute_ = cfg.train.recompute == RecomputeKind::EXPERTS;
+  const int sets = recompute_ ? 1 : M;
+  pre_w1_.assign(sets, std::vector<float>(rh));
+  pre_w3_.assign(sets, std::vector<float>(expert_act_of(cfg.model) == cpu::EXPERT_ACT_SWIGLU ? rh : 0));
+  act_.assign(sets, std::vector<float>(rh));
   scratch1_.resize(rh);
   scratch2_.resize(rh);
   scratch3_.resize(rh);
@@ -72,8 +75,9 @@ void ParallaxExperts::forward(int m, const float* xp, const int32_t* bounds, flo
     weights(m, e, &W1, &W3, &W2);
     const int32_t seg[2] = {0, n};
     const size_t od = (size_t)r0 * d_, oh = (size_t)r0 * h_;
-    cpu::expert_ffn_forward<float>(yp + od, pre_w1_[m].data() + oh, swiglu ? pre_w3_[m].data() + oh : nullptr,
-                                   act_[m].data() + oh, xp + od, W1, W3, W2, seg, 1, d_, h_,
+    const int a = slot(m);
+    cpu::expert_ffn_forward<float>(yp + od, pre_w1_[a].data() + oh, swiglu ? pre_w3_[a].data() + oh : nullptr,
+                                   act_[a].data() + oh, xp + od, W1, W3, W2, seg, 1, d_, h_,
                                    expert_act_of(cfg_.model));
   }
 }
@@ -93,13 +97,18 @@ void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
     const bool dense = (mine || adapters_) && sink_;
     const int32_t seg[2] = {0, n};
     const size_t od = (size_t)r0 * d_, oh = (size_t)r0 * h_;
+    const int a = slot(m);
+    if (recompute_)  // this expert's activations again, as its forward computed them (dxp: the
+      cpu::expert_ffn_forward<float>(dxp + od, pre_w1_[a].data() + oh,  // outputs' scratch, assigned below)
+                                     swiglu ? pre_w3_[a].data() + oh : nullptr, act_[a].data() + oh,
+                                     inputs_[m] + od, W1, W3, W2, seg, 1, d_, h_, expert_act_of(cfg_.model));
     if (dense) std::fill(weight_grad_.begin(), weight_grad_.end(), 0.f);
     float* g1 = weight_grad_.data();
     float* g3 = weight_grad_.data() + wsz;
     float* g2 = weight_grad_.data() + 2 * wsz;
     cpu::expert_ffn_backward<float>(
-        dxp + od, dense ? g1 : nullptr, dense && swiglu ? g3 : nullptr, dense ? g2 : nullptr, dyp + od, inputs_[m] + od, pre_w1_[m].data() + oh,
-        swiglu ? pre_w3_[m].data() + oh : nullptr, act_[m].data() + oh, W1, W3, W2, seg, 1, d_, h_,
+        dxp + od, dense ? g1 : nullptr, dense && swiglu ? g3 : nullptr, dense ? g2 : nullptr, dyp + od, inputs_[m] + od, pre_w1_[a].data() + oh,
+        swiglu ? pre_w3_[a].data() + oh : nullptr, act_[a].data() + oh, W1, W3, W2, seg, 1, d_, h_,
         expert_act_of(cfg_.model), scratch1_.data(), scratch2_.data(), scratch3_.data());
     if (dense) sink_(m, e, g1, swiglu ? g3 : nullptr, g2);
     if (mine || !sketch_) continue;

@@ -78,9 +78,12 @@ class ParallaxExperts final : public RoutedExperts<float> {
   bool sketch_ = false;
   int micro_ = 0, micro_count_ = 1;
   // per layer: the last forward's inputs (the model's activations) and expert activations
+  // (train.recompute = "experts": one set shared by the layers, recomputed in the backward)
   std::vector<const float*> inputs_;
   std::vector<std::vector<int32_t>> bounds_;
+  bool recompute_;
   std::vector<std::vector<float>> pre_w1_, pre_w3_, act_;  // x W1, x W3 (swiglu), activation
+  int slot(int m) const { return recompute_ ? 0 : m; }  // the activation set of MoE layer m
   std::vector<float> scratch1_, scratch2_, scratch3_, sampled_x_, sampled_dy_, weight_grad_;  // weight_grad_: [3, d*h] one expert's gradient
   std::vector<float> view_weights_;  // [3, d*h]: one view's dequantized weights
   GradSink sink_;

@@ -32,6 +32,8 @@ void attention_block_backward(T* dx, T* dg, T* dwq, T* dwk, T* dwv, T* dwo, cons
   T *dy = s.nd[0], *dq = s.nd[1], *dk = s.nd[2], *dv = s.nd[3], *dxn = s.nd[4];
   matmul(dwo, a.y, dh, d, N, d, true, false, true);
   matmul(dy, dh, wo, N, d, d, false, true, false);
+  // (train.recompute = "attention": a.probs is one buffer shared by every layer)
+  if (dm.recompute) attention_probs(a.probs, a.q, a.k, dm.B, dm.Tn, dm.H, dm.hd);
   attention_backward(dq, dk, dv, dy, a.q, a.k, a.v, a.probs, dm.B, dm.Tn, dm.H, dm.hd);
   rope_backward(dq, dq, dm.B, dm.Tn, dm.H, dm.hd);
   rope_backward(dk, dk, dm.B, dm.Tn, dm.H, dm.hd);

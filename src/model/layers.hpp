@@ -10,6 +10,7 @@ namespace px {
 
 struct AttnDims {
   int B, Tn, H, hd;
+  bool recompute = false;  // the backward recomputes the probabilities (shared buffer)
   int N() const { return B * Tn; }
   int d() const { return H * hd; }
 };
@@ -49,6 +50,7 @@ struct MoeDims {
   int N, d, E, k, S, h;
   cpu::ExpertAct kind;
   double aux_alpha;  // 0 disables the aux loss
+  bool recompute_routed = false;  // the backward recomputes the routed hidden activations
 };
 
 // Where the routed experts of a MoE layer run. The default (null) runs all of them here;

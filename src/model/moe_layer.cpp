@@ -58,6 +58,9 @@ void moe_backward(T* dx, T* dwr, T* dsw1, T* dsw3, T* dsw2, T* dew1, T* dew3, T*
   const size_t wsz = (size_t)d * h;
   T *dyp = s.rows_d[0], *dxp = s.rows_d[1], *dgates = s.nk, *dlogits = s.ne;
   combine_rows_backward(dyp, dgates, dout, a.yp, a.gates, a.pos, N, k, d);
+  if (!ctx.experts && dm.recompute_routed)  // the layer's routed activations again (dxp: the
+    expert_ffn_forward(dxp, a.routed.a, a.routed.b, a.routed.act, a.xp, ew1, ew3, ew2, a.bounds,
+                       E, d, h, dm.kind);  // outputs' scratch, assigned by the backward below)
   if (ctx.experts)
     ctx.experts->backward(ctx.moe_layer, dyp, dxp);
   else

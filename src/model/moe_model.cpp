@@ -13,11 +13,11 @@ namespace px {
 using namespace px::cpu;
 
 template <class T>
-MoeModel<T>::MoeModel(const ModelConfig& cfg, int batch, int seq, bool routed_arenas)
-    : cfg_(cfg), layout_(cfg), batch_(batch), seq_(seq) {
+MoeModel<T>::MoeModel(const ModelConfig& cfg, int batch, int seq, ModelMemory mem)
+    : cfg_(cfg), mem_(mem), layout_(cfg), batch_(batch), seq_(seq) {
   backbone_.assign(layout_.backbone_size, 0);
   gbackbone_.assign(layout_.backbone_size, 0);
-  if (routed_arenas) {
+  if (mem.routed_arenas) {
     experts_.assign(layout_.experts_size, 0);
     gexperts_.assign(layout_.experts_size, 0);
   }
@@ -36,14 +36,14 @@ MoeModel<T>::MoeModel(const ModelConfig& cfg, int batch, int seq, bool routed_ar
 }
 
 template <class T>
-size_t MoeModel<T>::activation_bytes(const ModelConfig& cfg, int batch, int seq) {
-  MoeModel<T> m(cfg, batch, seq, SizesOnly{});
+size_t MoeModel<T>::activation_bytes(const ModelConfig& cfg, int batch, int seq, ModelMemory mem) {
+  MoeModel<T> m(cfg, batch, seq, mem, SizesOnly{});
   return m.act_elems_ * sizeof(T) + m.iact_elems_ * sizeof(int32_t);
 }
 
 template <class T>
-MoeModel<T>::MoeModel(const ModelConfig& cfg, int batch, int seq, SizesOnly)
-    : cfg_(cfg), layout_(cfg), batch_(batch), seq_(seq) {
+MoeModel<T>::MoeModel(const ModelConfig& cfg, int batch, int seq, ModelMemory mem, SizesOnly)
+    : cfg_(cfg), mem_(mem), layout_(cfg), batch_(batch), seq_(seq) {
   layer_acts_.resize(cfg.n_layers);
   BumpArena<T> cf;
   BumpArena<int32_t> ci;
@@ -59,6 +59,11 @@ void MoeModel<T>::plan_activations(A& fa, I& ia) {
                h = cfg_.expert_hidden, dh = cfg_.dense_hidden, S = cfg_.n_shared,
                V = cfg_.vocab, H = cfg_.n_heads;
   const bool glu = cfg_.expert_act == ExpertActKind::SWIGLU;
+  const size_t probs = (size_t)batch_ * H * seq_ * seq_;
+  T* shared_probs = mem_.recompute_attention ? fa.take(probs) : nullptr;  // one layer's, shared
+  FfnActs<T> shared_routed{};  // one MoE layer's routed hidden activations, shared
+  if (mem_.routed_arenas && mem_.recompute_experts && cfg_.moe_layers() > 0)
+    shared_routed = {fa.take(N * k * h), glu ? fa.take(N * k * h) : nullptr, fa.take(N * k * h)};
   for (int l = 0; l < cfg_.n_layers; ++l) {
     LayerActs<T>& la = layer_acts_[l];
     la = LayerActs<T>{};
@@ -68,7 +73,7 @@ void MoeModel<T>::plan_activations(A& fa, I& ia) {
     la.attn.q = fa.take(N * d);
     la.attn.k = fa.take(N * d);
     la.attn.v = fa.take(N * d);
-    la.attn.probs = fa.take((size_t)batch_ * H * seq_ * seq_);
+    la.attn.probs = mem_.recompute_attention ? shared_probs : fa.take(probs);
     la.attn.y = fa.take(N * d);
     la.h = fa.take(N * d);
     la.xn2 = fa.take(N * d);
@@ -85,7 +90,10 @@ void MoeModel<T>::plan_activations(A& fa, I& ia) {
       m.pos = ia.take(N * k);
       m.row_token = ia.take(N * k);
       m.xp = fa.take(N * k * d);
-      m.routed = {fa.take(N * k * h), glu ? fa.take(N * k * h) : nullptr, fa.take(N * k * h)};
+      if (mem_.routed_arenas && mem_.recompute_experts)
+        m.routed = shared_routed;
+      else if (mem_.routed_arenas)  // (otherwise the routed experts' executor keeps their activations)
+        m.routed = {fa.take(N * k * h), glu ? fa.take(N * k * h) : nullptr, fa.take(N * k * h)};
       m.yp = fa.take(N * k * d);
       m.shared = {fa.take(S * N * h), glu ? fa.take(S * N * h) : nullptr, fa.take(S * N * h)};
       m.aux_coef = fa.take(E);
@@ -125,7 +133,8 @@ MoeDims MoeModel<T>::moe_dims(int N) const {
                  cfg_.n_shared,
                  cfg_.expert_hidden,
                  cfg_.expert_act == ExpertActKind::SWIGLU ? EXPERT_ACT_SWIGLU : EXPERT_ACT_RELU2,
-                 cfg_.balance == BalanceKind::AUX ? cfg_.aux_alpha : 0.0};
+                 cfg_.balance == BalanceKind::AUX ? cfg_.aux_alpha : 0.0,
+                 mem_.recompute_experts};
 }
 
 template <class T>
@@ -148,7 +157,7 @@ double MoeModel<T>::forward(const int32_t* inputs, const int32_t* targets, int B
   inputs_copy_.assign(inputs, inputs + N);
   const T* bb = backbone_.data();
   const T* ex = experts_.empty() ? nullptr : experts_.data();
-  const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim()};
+  const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim(), mem_.recompute_attention};
   const MoeDims md = moe_dims(N);
   // embedding
   T* x0 = layer_acts_[0].x;
@@ -195,7 +204,7 @@ void MoeModel<T>::backward() {
   const T* ex = experts_.empty() ? nullptr : experts_.data();
   T* gb = gbackbone_.data();
   T* ge = gexperts_.empty() ? nullptr : gexperts_.data();
-  const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim()};
+  const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim(), mem_.recompute_attention};
   const MoeDims md = moe_dims(N);
   const bool glu = md.kind == EXPERT_ACT_SWIGLU, sh = cfg_.n_shared > 0;
   // head and final norm

@@ -13,13 +13,26 @@
 
 namespace px {
 
+// What a model holds besides the backbone's arenas.
+struct ModelMemory {
+  // false: no routed-expert weights, gradients nor routed-row activations (their executor,
+  // set_parallel, holds them: mode parallax's homes and views), so a parallax learner never
+  // holds every expert.
+  bool routed_arenas = true;
+  // true: one layer's attention probabilities [B, H, T, T], shared by every layer; each
+  // layer's backward recomputes its own from q and k (train.recompute = "attention").
+  bool recompute_attention = false;
+  // true: one MoE layer's routed hidden activations (x W1, x W3, act), shared by every layer;
+  // each layer's backward recomputes its own from its expert inputs (train.recompute =
+  // "experts"; the executor of mode parallax does the same with its own buffers).
+  bool recompute_experts = false;
+};
+
 template <class T>
 class MoeModel {
  public:
-  // batch, seq: the largest batch shape forward() will be called with. routed_arenas = false:
-  // no weights nor gradients of the routed experts (their executor, set_parallel, holds them:
-  // mode parallax's homes and views), so a parallax learner never holds every expert.
-  MoeModel(const ModelConfig& cfg, int batch, int seq, bool routed_arenas = true);
+  // batch, seq: the largest batch shape forward() will be called with.
+  MoeModel(const ModelConfig& cfg, int batch, int seq, ModelMemory mem = {});
 
   // The run's initial parameters (model/param_init.hpp) of the arenas it holds; router bias 0.
   void init_params(uint64_t seed);
@@ -77,17 +90,18 @@ class MoeModel {
 
   size_t activation_bytes() const { return acts_.size() * sizeof(T) + iacts_.size() * 4; }
   // The same figure without building a model (for `parallax plan`).
-  static size_t activation_bytes(const ModelConfig& cfg, int batch, int seq);
+  static size_t activation_bytes(const ModelConfig& cfg, int batch, int seq, ModelMemory mem = {});
 
  private:
   struct SizesOnly {};
-  MoeModel(const ModelConfig& cfg, int batch, int seq, SizesOnly);  // activation sizes, no arenas
+  MoeModel(const ModelConfig& cfg, int batch, int seq, ModelMemory mem, SizesOnly);  // sizes only
   template <class A, class I>
   void plan_activations(A& fa, I& ia);
   MoeDims moe_dims(int N) const;
   MoeContext<T> moe_context(int moe_layer) const;
 
   ModelConfig cfg_;
+  ModelMemory mem_;
   ParamLayout layout_;
   int batch_, seq_;
   int cur_B_ = 0, cur_T_ = 0;

@@ -10,6 +10,7 @@
 #include "experts/parallax_experts.hpp"  // defines: ParallaxExperts::buffer_bytes
 #include "sync/outer_sync.hpp"      // defines: OuterSync::scratch_bytes
 #include "parallel/expert_parallel.hpp"  // defines: ExpertParallel::buffer_bytes
+#include "backend/learner_model.hpp"  // defines: learner_model_memory
 #include "model/moe_model.hpp"      // defines: MoeModel::activation_bytes
 #include "model/param_layout.hpp"   // defines: ParamLayout
 #include "parallel/comm.hpp"        // defines: Tier, tier_name, ring_allreduce_bytes
@@ -87,7 +88,7 @@ Plan make_plan(const Config& cfg) {
   // rows per expert and batch, at most ceil(tokens / micro-batches))
   const double sketch_rows = std::min((double)(B / MB) * T * m.top_k / E,
                                       std::ceil((double)cfg.sketch.tokens / MB));
-  lr.act_bytes = (double)MoeModel<float>::activation_bytes(m, B / MB, T);
+  lr.act_bytes = (double)MoeModel<float>::activation_bytes(m, B / MB, T, learner_model_memory(cfg));
   // the token shards a learner holds: its part of the training split and the validation split
   p.train_tokens = shard_token_count(cfg.data.dir, "train");
   p.val_tokens = shard_token_count(cfg.data.dir, "val");

@@ -288,3 +288,23 @@ TEST(MpiParallax, MicroBatchesFollowTheWholeBatchAndResume) {
   EXPECT_LT(*std::min_element(b.losses.begin(), b.losses.end()), b.losses.front() - 0.3)
       << "losses:" << curve;
 }
+
+// train.recompute = "experts" in mode parallax: the executor keeps one MoE layer's routed
+// hidden activations and recomputes each expert's in the backward (views, masters at a worker,
+// sketches from the same rows), the model one layer's attention probabilities: the same losses
+// and evaluations bit for bit as without.
+TEST(MpiParallax, RecomputeIsBitIdentical) {
+  const std::vector<std::string> ov = {"train.mode=\"parallax\"", "topology.islands=2",
+                                       "topology.expert_workers=1", "train.steps=8",
+                                       "sync.backbone_every=4", "experts.snapshot_every=4",
+                                       "data.eval_every=4", "checkpoint.every=0",
+                                       "model.n_layers=3"};  // two MoE layers share the buffers
+  auto with = ov;
+  with.push_back("train.recompute=\"experts\"");
+  const TrainResult a = run(3, tiny(ov), shared_dir("px_recompute_none"));
+  const TrainResult b = run(3, tiny(with), shared_dir("px_recompute_experts"));
+  if (world_rank() != 0) return;
+  ASSERT_EQ(a.losses.size(), 8u);
+  EXPECT_EQ(b.losses, a.losses);
+  EXPECT_EQ(b.evals, a.evals);
+}

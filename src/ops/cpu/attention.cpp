@@ -16,8 +16,7 @@ using StridedOut = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
 }  // namespace
 
 template <class T>
-void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int B, int Tn, int H,
-                       int hd) {
+void attention_probs(T* probs, const T* q, const T* k, int B, int Tn, int H, int hd) {
   const int ld = H * hd;
   const T scale = (T)(1.0 / std::sqrt((double)hd));
 #pragma omp parallel for collapse(2) schedule(static)
@@ -26,8 +25,6 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int
       const size_t off = (size_t)b * Tn * ld + (size_t)hh * hd;
       Strided<T> Q(q + off, Tn, hd, Eigen::OuterStride<>(ld));
       Strided<T> K(k + off, Tn, hd, Eigen::OuterStride<>(ld));
-      Strided<T> V(v + off, Tn, hd, Eigen::OuterStride<>(ld));
-      StridedOut<T> O(out + off, Tn, hd, Eigen::OuterStride<>(ld));
       MapMat<T> P(probs + ((size_t)b * H + hh) * Tn * Tn, Tn, Tn);
       P.noalias() = (Q * K.transpose()) * scale;
       for (int i = 0; i < Tn; ++i) {
@@ -42,6 +39,21 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int
         for (int j = 0; j <= i; ++j) P(i, j) *= inv;
         for (int j = i + 1; j < Tn; ++j) P(i, j) = 0;
       }
+    }
+}
+
+template <class T>
+void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int B, int Tn, int H,
+                       int hd) {
+  attention_probs(probs, q, k, B, Tn, H, hd);
+  const int ld = H * hd;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; ++b)
+    for (int hh = 0; hh < H; ++hh) {
+      const size_t off = (size_t)b * Tn * ld + (size_t)hh * hd;
+      Strided<T> V(v + off, Tn, hd, Eigen::OuterStride<>(ld));
+      StridedOut<T> O(out + off, Tn, hd, Eigen::OuterStride<>(ld));
+      CMapMat<T> P(probs + ((size_t)b * H + hh) * Tn * Tn, Tn, Tn);
       O.noalias() = P * V;
     }
 }
@@ -76,6 +88,8 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
     }
 }
 
+template void attention_probs<float>(float*, const float*, const float*, int, int, int, int);
+template void attention_probs<double>(double*, const double*, const double*, int, int, int, int);
 template void attention_forward<float>(float*, float*, const float*, const float*, const float*,
                                        int, int, int, int);
 template void attention_forward<double>(double*, double*, const double*, const double*,

@@ -34,6 +34,10 @@ template <class T>
 void rope_backward(T* din, const T* dout, int B, int Tn, int H, int hd);
 
 // Causal multi-head attention. q,k,v,out: [B*T, H*hd]; probs: [B, H, T, T] (saved).
+// The causal softmax probabilities [B, H, T, T] of q k^T / sqrt(hd) (upper triangle zeros):
+// attention_forward's first half, called again by a backward that recomputes them.
+template <class T>
+void attention_probs(T* probs, const T* q, const T* k, int B, int Tn, int H, int hd);
 template <class T>
 void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int B, int Tn, int H,
                        int hd);

@@ -10,7 +10,7 @@ namespace px {
 SketchHome::SketchHome(int d, int h, px::cpu::ExpertAct act, SketchKey key, int max_rows,
                        int max_staleness, std::vector<HomeExpertSlot> slots)
     : d_model_(d), hidden_(h), act_kind_(act), max_rows_(max_rows), max_staleness_(max_staleness), table_(key),
-      slots_(std::move(slots)), queued_x_(slots_.size()), queued_dy_(slots_.size()) {
+      slots_(std::move(slots)), queued_(slots_.size()) {
   for (size_t i = 0; i < slots_.size(); ++i) {
     const HomeExpertSlot& slot = slots_[i];
     if (!slot.W1 || !slot.W2 || !slot.dW1 || !slot.dW2 ||
@@ -29,7 +29,8 @@ SketchStatus SketchHome::receive(const uint8_t* bytes, size_t size, int64_t home
   check.known_handle = [this](uint64_t h) { return slot_of_.count(h) > 0; };
   SketchView view;
   SketchStatus status = sketch_verify(bytes, size, check, &view);
-  std::vector<float> X, dY;
+  std::vector<float>& X = one_x_;
+  std::vector<float>& dY = one_dy_;
   if (status == SketchStatus::OK) {
     sketch_unpack(view, X, dY);
     // a sketch that verifies can still hold values whose products overflow the gradient
@@ -40,21 +41,43 @@ SketchStatus SketchHome::receive(const uint8_t* bytes, size_t size, int64_t home
   tally_.add(status);
   if (status != SketchStatus::OK) return status;
   const int slot = slot_of_.at(view.header.handle);
-  queued_x_[slot].insert(queued_x_[slot].end(), X.begin(), X.end());
-  queued_dy_[slot].insert(queued_dy_[slot].end(), dY.begin(), dY.end());
+  Queued q{std::vector<uint8_t>(bytes, bytes + size), view, nullptr};
+  q.base = q.bytes.data();
+  const auto rebase = [&](const uint8_t* p) { return q.base + (p - bytes); };
+  q.view.xs = rebase(view.xs);
+  q.view.dys = rebase(view.dys);
+  q.view.xq = rebase(view.xq);
+  q.view.dyq = rebase(view.dyq);
+  queued_[slot].push_back(std::move(q));
   return status;
 }
 
 size_t SketchHome::queued_rows() const {
   size_t rows = 0;
-  for (const auto& x : queued_x_) rows += x.size() / d_model_;
+  for (const auto& sketches : queued_)
+    for (const Queued& q : sketches) rows += (size_t)q.view.header.n;
   return rows;
 }
 
 size_t SketchHome::accumulate() {
   size_t total = 0;
   for (size_t i = 0; i < slots_.size(); ++i) {
-    const int rows = (int)(queued_x_[i].size() / d_model_);
+    if (queued_.empty() || queued_[i].empty()) continue;
+    // this expert's rows, decoded in arrival order
+    slot_x_.clear();
+    slot_dy_.clear();
+    for (const Queued& q : queued_[i]) {
+      const auto rebase = [&](const uint8_t* p) { return q.bytes.data() + (p - q.base); };
+      SketchView v = q.view;
+      v.xs = rebase(v.xs);
+      v.dys = rebase(v.dys);
+      v.xq = rebase(v.xq);
+      v.dyq = rebase(v.dyq);
+      sketch_unpack(v, one_x_, one_dy_);
+      slot_x_.insert(slot_x_.end(), one_x_.begin(), one_x_.end());
+      slot_dy_.insert(slot_dy_.end(), one_dy_.begin(), one_dy_.end());
+    }
+    const int rows = (int)(slot_x_.size() / d_model_);
     if (rows == 0) continue;
     const HomeExpertSlot& slot = slots_[i];
     const size_t x_values = (size_t)rows * d_model_, h_values = (size_t)rows * hidden_;
@@ -63,14 +86,13 @@ size_t SketchHome::accumulate() {
     for (auto* b : {&ffn_a_, &ffn_b_, &ffn_act_, &dact_scratch_, &da_scratch_, &db_scratch_}) b->resize(h_values);
     const int32_t bounds[2] = {0, rows};
     px::cpu::expert_ffn_forward<float>(ffn_y_.data(), ffn_a_.data(), ffn_b_.data(), ffn_act_.data(),
-                                       queued_x_[i].data(), slot.W1, slot.W3, slot.W2, bounds, 1, d_model_, hidden_, act_kind_);
-    px::cpu::expert_ffn_backward<float>(ffn_dx_.data(), slot.dW1, slot.dW3, slot.dW2, queued_dy_[i].data(),
-                                        queued_x_[i].data(), ffn_a_.data(), ffn_b_.data(), ffn_act_.data(),
+                                       slot_x_.data(), slot.W1, slot.W3, slot.W2, bounds, 1, d_model_, hidden_, act_kind_);
+    px::cpu::expert_ffn_backward<float>(ffn_dx_.data(), slot.dW1, slot.dW3, slot.dW2, slot_dy_.data(),
+                                        slot_x_.data(), ffn_a_.data(), ffn_b_.data(), ffn_act_.data(),
                                         slot.W1, slot.W3, slot.W2, bounds, 1, d_model_, hidden_, act_kind_, dact_scratch_.data(),
                                         da_scratch_.data(), db_scratch_.data());
     total += rows;
-    queued_x_[i].clear();
-    queued_dy_[i].clear();
+    queued_[i].clear();
   }
   return total;
 }

@@ -48,7 +48,9 @@ class SketchHome {
   SketchStatus receive(const uint8_t* bytes, size_t size, int64_t home_step);
 
   // Runs the queued rows of every expert through the master weights and adds their weight
-  // gradients; returns the number of rows processed and clears the queue.
+  // gradients; returns the number of rows processed and clears the queue. The queue holds the
+  // sketches as received (their codes); an expert's rows are decoded when it runs, so at most
+  // one expert's rows are held in fp32.
   size_t accumulate();
 
   const SketchTally& tally() const { return tally_; }
@@ -63,7 +65,13 @@ class SketchHome {
   std::unordered_map<uint64_t, int> slot_of_;  // handle -> index into slots_
   std::vector<HomeExpertSlot> slots_;
   std::vector<int> slot_of_expert_;  // (m, e) -> slot, dense over the registered ids
-  std::vector<std::vector<float>> queued_x_, queued_dy_;  // queued rows per slot
+  struct Queued {
+    std::vector<uint8_t> bytes;  // the sketch as received
+    SketchView view;             // into bytes (rebased when used: the vector may have moved)
+    const uint8_t* base;         // bytes.data() when view was made
+  };
+  std::vector<std::vector<Queued>> queued_;  // per slot, in arrival order
+  std::vector<float> one_x_, one_dy_, slot_x_, slot_dy_;  // decoded rows: one sketch, one slot
   SketchTally tally_;
   // scratch for the expert FFN, grown on demand
   std::vector<float> ffn_y_, ffn_a_, ffn_b_, ffn_act_, ffn_dx_, dact_scratch_, da_scratch_, db_scratch_;

@@ -107,13 +107,15 @@ Plan make_plan(const Config& cfg) {
   if (cfg.train.zero == 1 && DP > 1)
     run_transient = std::max(run_transient, 4.0 * std::ceil((sync ? p.params_backbone : (double)P) / DP));
   if (parallax) build_transient = one_expert;
-  // a home's decoded sketches of one step: every source's rows of each homed expert, X and dY
-  // in fp32, then one expert's forward and backward over them
+  // a home's sketches of one step: every source's sketches of each homed expert as received
+  // (SketchHome keeps the codes), then one expert's rows decoded (X and dY in fp32) and its
+  // forward and backward over them
   const bool sketches = parallax && cfg.experts.signal == ExpertSignalKind::SKETCHES && !experts_frozen(cfg.experts);
   auto sketch_queue = [&](double homed_experts, double sources) {
     if (!sketches || homed_experts <= 0) return 0.0;
-    const double rows = sketch_rows * MB * sources;
-    return homed_experts * rows * 8.0 * d + 4.0 * rows * (2.0 * d + 6.0 * h);
+    const double rows = sketch_rows * MB * sources;  // one expert's rows of a step
+    const double sketch_bytes = (double)sketch_wire_bytes((SketchElem)cfg.sketch.dtype, (int)std::ceil(sketch_rows), (int)d);
+    return homed_experts * MB * sources * sketch_bytes + rows * 8.0 * d + 4.0 * rows * (2.0 * d + 6.0 * h);
   };
   if (W == 0) run_transient += sketch_queue(std::ceil((double)M_ALL * E / NL), NL - 1);
   lr.other_bytes += std::max(run_transient, build_transient);

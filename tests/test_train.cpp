@@ -94,6 +94,26 @@ TEST(TrainTiny, ValidationLossFallsWellBelowUnigramEntropy) {
   EXPECT_TRUE(fs::exists(opt.run_dir + "/config.toml"));
 }
 
+// A checkpoint written with another train.zero (its moments sharded another way) is refused
+// with a message naming the field and the value to resume with.
+TEST(TrainResume, AnotherZeroStageIsRefused) {
+  TrainOptions opt;
+  opt.quiet = true;
+  opt.run_dir = tmp_dir("resume_zero");
+  const std::vector<std::string> ov = {"train.steps=4", "train.warmup_steps=1", "checkpoint.every=4",
+                                       "data.eval_every=0"};
+  train(tiny_config(ov), opt);
+  auto more = ov;
+  more.insert(more.end(), {"train.steps=8", "train.zero=1"});
+  opt.resume = true;
+  try {
+    train(tiny_config(more), opt);
+    FAIL() << "a checkpoint of train.zero = 0 resumed with train.zero = 1";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("resume with train.zero = 0"), std::string::npos) << e.what();
+  }
+}
+
 TEST(TrainResume, BitIdenticalLossesAfterResume) {
   const Config cfg = tiny_config({"train.steps=40", "checkpoint.every=20", "data.eval_every=20",
                                   "log.every=5", "model.balance=\"bias\""});

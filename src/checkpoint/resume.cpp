@@ -38,6 +38,14 @@ Topology saved_topology(const std::string& path, int rank) {
 
 void check_resume_compatible(const std::string& path, const Config& cfg) {
   const Config saved = checkpoint_config(path);
+  if (has_rank_array(path, 0, "outer/theta_global/backbone"))
+    throw UserError(fmt::format("{}: written by an older Parallax (every learner held the whole "
+                                "outer state); resume it with a build of commit 96b0e4f or "
+                                "earlier", path));
+  if (saved.train.zero != cfg.train.zero)
+    throw UserError(fmt::format("{}: written with train.zero = {} (its AdamW moments are sharded "
+                                "another way); resume with train.zero = {}",
+                                path, saved.train.zero, saved.train.zero));
   {
     Config a = cfg;
     a.model = saved.model;

@@ -20,6 +20,14 @@ SketchHome::SketchHome(int d, int h, px::cpu::ExpertAct act, SketchKey key, int 
   }
 }
 
+namespace {
+// v's pointers moved from the bytes at `from` to the same bytes at `to`.
+SketchView rebase(SketchView v, const uint8_t* from, const uint8_t* to) {
+  for (const uint8_t** p : {&v.xs, &v.dys, &v.xq, &v.dyq}) *p = to + (*p - from);
+  return v;
+}
+}  // namespace
+
 SketchStatus SketchHome::receive(const uint8_t* bytes, size_t size, int64_t home_step) {
   SketchCheck check;
   check.d = d_model_;
@@ -43,11 +51,7 @@ SketchStatus SketchHome::receive(const uint8_t* bytes, size_t size, int64_t home
   const int slot = slot_of_.at(view.header.handle);
   Queued q{std::vector<uint8_t>(bytes, bytes + size), view, nullptr};
   q.base = q.bytes.data();
-  const auto rebase = [&](const uint8_t* p) { return q.base + (p - bytes); };
-  q.view.xs = rebase(view.xs);
-  q.view.dys = rebase(view.dys);
-  q.view.xq = rebase(view.xq);
-  q.view.dyq = rebase(view.dyq);
+  q.view = rebase(view, bytes, q.base);
   queued_[slot].push_back(std::move(q));
   return status;
 }
@@ -67,13 +71,7 @@ size_t SketchHome::accumulate() {
     slot_x_.clear();
     slot_dy_.clear();
     for (const Queued& q : queued_[i]) {
-      const auto rebase = [&](const uint8_t* p) { return q.bytes.data() + (p - q.base); };
-      SketchView v = q.view;
-      v.xs = rebase(v.xs);
-      v.dys = rebase(v.dys);
-      v.xq = rebase(v.xq);
-      v.dyq = rebase(v.dyq);
-      sketch_unpack(v, one_x_, one_dy_);
+      sketch_unpack(rebase(q.view, q.base, q.bytes.data()), one_x_, one_dy_);
       slot_x_.insert(slot_x_.end(), one_x_.begin(), one_x_.end());
       slot_dy_.insert(slot_dy_.end(), one_dy_.begin(), one_dy_.end());
     }

@@ -44,7 +44,7 @@ std::array<ArenaWindow, 2> CpuLearner::zero_windows(const Config& cfg, bool expe
   if (cfg.train.zero != 1 || D == 1) return w;
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
     if (a == Arena::EXPERTS && !experts_reduced) continue;
-    const size_t n = model_.layout().size(a);
+    const size_t n = model_.arena_size(a);
     auto begin = [&](int k) { return n * (size_t)k / (size_t)D; };
     for (int k = 0; k < D; ++k) shards_[(int)a].push_back((int)(begin(k + 1) - begin(k)));
     w[(int)a] = {begin(r), begin(r + 1)};
@@ -53,7 +53,7 @@ std::array<ArenaWindow, 2> CpuLearner::zero_windows(const Config& cfg, bool expe
 }
 
 void CpuLearner::reduce_grads(Arena a, float* grads) {
-  if (shards_[(int)a].empty()) dp_.allreduce_sum(grads, (int64_t)model_.layout().size(a), Tier::ISLAND);
+  if (shards_[(int)a].empty()) dp_.allreduce_sum(grads, (int64_t)model_.arena_size(a), Tier::ISLAND);
   else dp_.reduce_scatter_sum(grads, shards_[(int)a], Tier::ISLAND);
 }
 

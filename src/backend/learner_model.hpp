@@ -12,7 +12,8 @@
 //   - parallax(): the routed-experts hook of mode "parallax" (views, masters, sketches).
 // Implementations: CpuLearner (the host model is the live model; sync points are no-ops),
 // CudaLearner (train.device = "cuda": one GPU), StagedLearner (train.device = "staged", for
-// tests: CPU compute on a private copy, so that a missing sync point changes the numbers).
+// tests: CPU compute on a private copy, so that a missing sync point changes the numbers),
+// PipelineLearner (topology.pipeline_stages > 1: this rank's stage of the island's layers).
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -74,7 +75,9 @@ inline ModelMemory learner_model_memory(const Config& cfg) {
 
 // The learner model of cfg.train.device. dp: the data-parallel group (size 1 is fine).
 // expert_parallel: shard routed experts over dp (mode "sync"). topo: needed in mode "parallax".
+// island: needed with topology.pipeline_stages > 1 (its ranks are the stages).
 std::unique_ptr<LearnerModel> make_learner_model(const Config& cfg, Comm& dp, bool expert_parallel,
-                                                 int micro_batch, const Topology* topo);
+                                                 int micro_batch, const Topology* topo,
+                                                 Comm* island = nullptr);
 
 }  // namespace px

@@ -2,12 +2,20 @@
 #include "backend/cpu_learner.hpp"     // defines: CpuLearner
 #include "backend/cuda_learner.hpp"    // defines: CudaLearner
 #include "backend/learner_model.hpp"
+#include "backend/pipeline_learner.hpp"  // defines: PipelineLearner
 #include "backend/staged_learner.hpp"  // defines: StagedLearner
+
+#include <stdexcept>
 
 namespace px {
 
 std::unique_ptr<LearnerModel> make_learner_model(const Config& cfg, Comm& dp, bool expert_parallel,
-                                                 int micro_batch, const Topology* topo) {
+                                                 int micro_batch, const Topology* topo,
+                                                 Comm* island) {
+  if (cfg.topology.pipeline_stages > 1) {
+    if (!island) throw std::logic_error("make_learner_model: a pipeline stage needs its island");
+    return std::make_unique<PipelineLearner>(cfg, *island, dp, micro_batch);
+  }
   switch (cfg.train.device) {
     case DeviceKind::CUDA:
       return std::make_unique<CudaLearner>(cfg, micro_batch);

@@ -8,7 +8,7 @@ namespace px {
 namespace {
 void copy_arena(MoeModel<float>& from, MoeModel<float>& to, Arena a) {
   if (!from.params(a) || !to.params(a)) return;  // (mode parallax: no routed-expert arena)
-  std::copy_n(from.params(a), from.layout().size(a), to.params(a));
+  std::copy_n(from.params(a), from.arena_size(a), to.params(a));
 }
 
 void copy_state(MoeModel<float>& from, AdamW& from_opt, MoeModel<float>& to, AdamW& to_opt) {

@@ -16,7 +16,7 @@ void LearnerState::save(ParallelCheckpointWriter& w) {
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
     if (m.params(a))  // (mode parallax: the routed experts live at their homes and in views)
       w.add_borrowed(std::string("params/") + arena_name(a),
-                     std::span<const float>(m.params(a), m.layout().size(a)));
+                     std::span<const float>(m.params(a), m.arena_size(a)));
     if (!opt.m(a).empty()) {  // (mode parallax: no learner moments for the experts)
       w.add_borrowed(std::string("optim/m/") + arena_name(a), as_span(opt.m(a)));
       w.add_borrowed(std::string("optim/v/") + arena_name(a), as_span(opt.v(a)));
@@ -36,7 +36,7 @@ void LearnerState::load(const StateReader& r) {
   MoeModel<float>& m = model_.host();
   AdamW& opt = model_.optimizer();
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
-    const size_t n = m.layout().size(a);
+    const size_t n = m.arena_size(a);
     if (m.params(a)) r.read_into<float>(std::string("params/") + arena_name(a), {m.params(a), n});
     if (!opt.m(a).empty()) {
       r.read_into<float>(std::string("optim/m/") + arena_name(a), std::span<float>(opt.m(a)));

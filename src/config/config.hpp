@@ -91,6 +91,9 @@ struct TopologyConfig {
   int ranks_per_island = 1;
   int syncers = 0;
   int expert_workers = 0;
+  // P: an island's ranks_per_island ranks form P pipeline stages (stage s holds layers
+  // [s L / P, (s+1) L / P) of the L layers), micro-batches flowing through a 1F1B schedule.
+  int pipeline_stages = 1;
 };
 
 // [sync] cadences and rules of the tiers (DESIGN §5), counted in each island's own steps.

@@ -124,6 +124,7 @@ std::vector<FieldDesc> build_table() {
       field("topology", "ranks_per_island", &C::topology, &P::ranks_per_island, ge(1), le(1 << 16), "ranks per island"),
       field("topology", "syncers", &C::topology, &P::syncers, ge(0), le(1 << 16), "syncer ranks (backbone_sync = syncer)"),
       field("topology", "expert_workers", &C::topology, &P::expert_workers, ge(0), le(1 << 20), "expert-worker ranks (homes of routed experts)"),
+      field("topology", "pipeline_stages", &C::topology, &P::pipeline_stages, ge(1), le_field("model.n_layers"), "pipeline stages per island (1F1B over train.micro_batches)"),
       // ---- [sync]
       field("sync", "island_every", &C::sync, &S::island_every, ge(1), le(kMaxInt), "steps between gradient all-reduces inside an island"),
       field("sync", "backbone_every", &C::sync, &S::backbone_every, ge(1), le(kMaxInt), "inner steps between backbone syncs (DiLoCo H)"),

@@ -58,8 +58,35 @@ void check_range(const FieldDesc& f, const Config& c) {
 
 [[noreturn]] void fail(const std::string& msg) { throw UserError(msg); }
 
+// topology.pipeline_stages: what this first version of pipelined islands is built for.
+void check_pipeline(const Config& c) {
+  const int P = c.topology.pipeline_stages, R = c.topology.ranks_per_island;
+  if (P == 1) return;
+  if (R != P)
+    fail(fmt::format("topology.pipeline_stages = {} with topology.ranks_per_island = {}: data "
+                     "parallel inside a stage is not built yet; use ranks_per_island = {} (one "
+                     "rank per stage)", P, R, P));
+  if (c.train.mode == TrainMode::PARALLAX)
+    fail(fmt::format("topology.pipeline_stages = {} is not built for train.mode = \"parallax\" "
+                     "yet; use 1, or mode \"sync\" or \"diloco\"", P));
+  if (c.train.device != DeviceKind::CPU)
+    fail(fmt::format("topology.pipeline_stages = {} is built for train.device = \"cpu\" only; "
+                     "got \"{}\"", P, to_string(c.train.device)));
+  if (c.train.zero != 0)
+    fail(fmt::format("topology.pipeline_stages = {} with train.zero = {}: ZeRO-1 inside a stage "
+                     "is not built yet; use 0", P, c.train.zero));
+  if (c.sync.island_every != 1)
+    fail(fmt::format("topology.pipeline_stages = {} with sync.island_every = {}: a stage has no "
+                     "island peers to average with; use 1", P, c.sync.island_every));
+  if (c.topology.syncers != 0)
+    fail(fmt::format("topology.pipeline_stages = {} with topology.syncers = {}: syncers of "
+                     "pipelined islands are not built yet; use sync.backbone_sync = "
+                     "\"allreduce\" and 0 syncers", P, c.topology.syncers));
+}
+
 // Rules that a per-field range cannot express.
 void check_cross_fields(const Config& c) {
+  check_pipeline(c);
   const auto& m = c.model;
   if (m.d_model % m.n_heads != 0)
     fail(fmt::format("model.d_model = {}: must be divisible by model.n_heads ({})", m.d_model, m.n_heads));

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 
 #include "model/bump_arena.hpp"  // defines: BumpArena
 #include "model/param_init.hpp"  // defines: init_arena_range
@@ -12,27 +13,28 @@ namespace px {
 
 using namespace px::cpu;
 
+namespace {
+int stage_end(const ModelConfig& cfg, const ModelMemory& mem) {
+  return mem.layer_end < 0 ? cfg.n_layers : mem.layer_end;
+}
+}  // namespace
+
 template <class T>
 MoeModel<T>::MoeModel(const ModelConfig& cfg, int batch, int seq, ModelMemory mem)
-    : cfg_(cfg), mem_(mem), layout_(cfg), batch_(batch), seq_(seq) {
-  backbone_.assign(layout_.backbone_size, 0);
-  gbackbone_.assign(layout_.backbone_size, 0);
+    : MoeModel(cfg, batch, seq, mem, SizesOnly{}) {
+  backbone_.assign(span_[0].size(), 0);
+  gbackbone_.assign(span_[0].size(), 0);
   if (mem.routed_arenas) {
-    experts_.assign(layout_.experts_size, 0);
-    gexperts_.assign(layout_.experts_size, 0);
+    experts_.assign(span_[1].size(), 0);
+    gexperts_.assign(span_[1].size(), 0);
   }
   router_bias_.assign((size_t)cfg.moe_layers() * cfg.n_experts, 0);
-  layer_acts_.resize(cfg.n_layers);
-  BumpArena<T> cf;
-  BumpArena<int32_t> ci;
-  plan_activations(cf, ci);
-  act_elems_ = cf.used();
-  iact_elems_ = ci.used();
-  acts_.assign(cf.used(), 0);
-  iacts_.assign(ci.used(), 0);
+  acts_.assign(act_elems_, 0);
+  iacts_.assign(iact_elems_, 0);
   BumpArena<T> rf(acts_);
   BumpArena<int32_t> ri(iacts_);
   plan_activations(rf, ri);
+  cur_ = &slots_[0];
 }
 
 template <class T>
@@ -43,8 +45,11 @@ size_t MoeModel<T>::activation_bytes(const ModelConfig& cfg, int batch, int seq,
 
 template <class T>
 MoeModel<T>::MoeModel(const ModelConfig& cfg, int batch, int seq, ModelMemory mem, SizesOnly)
-    : cfg_(cfg), mem_(mem), layout_(cfg), batch_(batch), seq_(seq) {
-  layer_acts_.resize(cfg.n_layers);
+    : cfg_(cfg), mem_(mem), layout_(cfg), batch_(batch), seq_(seq), lb_(mem.layer_begin),
+      le_(stage_end(cfg, mem)) {
+  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS})
+    span_[(int)a] = layout_.layers_span(a, lb_, le_);
+  if (!mem.routed_arenas) span_[1] = {};
   BumpArena<T> cf;
   BumpArena<int32_t> ci;
   plan_activations(cf, ci);
@@ -56,17 +61,39 @@ template <class T>
 template <class A, class I>
 void MoeModel<T>::plan_activations(A& fa, I& ia) {
   const size_t N = (size_t)batch_ * seq_, d = cfg_.d_model, E = cfg_.n_experts, k = cfg_.top_k,
-               h = cfg_.expert_hidden, dh = cfg_.dense_hidden, S = cfg_.n_shared,
-               V = cfg_.vocab, H = cfg_.n_heads;
+               h = cfg_.expert_hidden, dh = cfg_.dense_hidden, H = cfg_.n_heads;
   const bool glu = cfg_.expert_act == ExpertActKind::SWIGLU;
   const size_t probs = (size_t)batch_ * H * seq_ * seq_;
   T* shared_probs = mem_.recompute_attention ? fa.take(probs) : nullptr;  // one layer's, shared
   FfnActs<T> shared_routed{};  // one MoE layer's routed hidden activations, shared
-  if (mem_.routed_arenas && mem_.recompute_experts && cfg_.moe_layers() > 0)
+  if (mem_.routed_arenas && mem_.recompute_experts && le_ > std::max(lb_, cfg_.dense_layers))
     shared_routed = {fa.take(N * k * h), glu ? fa.take(N * k * h) : nullptr, fa.take(N * k * h)};
-  for (int l = 0; l < cfg_.n_layers; ++l) {
-    LayerActs<T>& la = layer_acts_[l];
-    la = LayerActs<T>{};
+  slots_.resize(std::max(1, mem_.slots));
+  for (SlotActs& slot : slots_) plan_slot(slot, shared_routed, shared_probs, fa, ia);
+  dres_[0] = fa.take(N * d);
+  dres_[1] = fa.take(N * d);
+  dmid_ = fa.take(N * d);
+  dffn_ = fa.take(N * d);
+  for (auto& p : scratch_.nd) p = fa.take(N * d);
+  const size_t rows = std::max(N * k, N);
+  for (auto& p : scratch_.rows_d) p = fa.take(rows * d);
+  const size_t hid = std::max({N * k * h, N * dh, N * h});
+  for (auto& p : scratch_.rows_h) p = fa.take(hid);
+  scratch_.nk = fa.take(N * k);
+  scratch_.ne = fa.take(N * E);
+}
+
+template <class T>
+template <class A, class I>
+void MoeModel<T>::plan_slot(SlotActs& s, FfnActs<T> shared_routed, T* shared_probs, A& fa, I& ia) {
+  const size_t N = (size_t)batch_ * seq_, d = cfg_.d_model, E = cfg_.n_experts, k = cfg_.top_k,
+               h = cfg_.expert_hidden, dh = cfg_.dense_hidden, S = cfg_.n_shared,
+               V = cfg_.vocab, H = cfg_.n_heads;
+  const bool glu = cfg_.expert_act == ExpertActKind::SWIGLU;
+  const size_t probs = (size_t)batch_ * H * seq_ * seq_;
+  s.layers.assign(cfg_.n_layers, LayerActs<T>{});
+  for (int l = lb_; l < le_; ++l) {
+    LayerActs<T>& la = s.layers[l];
     la.x = fa.take(N * d);
     la.attn.xn = fa.take(N * d);
     la.attn.rstd = fa.take(N);
@@ -99,28 +126,20 @@ void MoeModel<T>::plan_activations(A& fa, I& ia) {
       m.aux_coef = fa.take(E);
     }
   }
-  resid_out_ = fa.take(N * d);
-  xf_ = fa.take(N * d);
-  rstdf_ = fa.take(N);
-  logits_ = fa.take(N * V);
-  dlogits_ = fa.take(N * V);
-  dres_[0] = fa.take(N * d);
-  dres_[1] = fa.take(N * d);
-  dmid_ = fa.take(N * d);
-  dffn_ = fa.take(N * d);
-  for (auto& p : scratch_.nd) p = fa.take(N * d);
-  const size_t rows = std::max(N * k, N);
-  for (auto& p : scratch_.rows_d) p = fa.take(rows * d);
-  const size_t hid = std::max({N * k * h, N * dh, N * h});
-  for (auto& p : scratch_.rows_h) p = fa.take(hid);
-  scratch_.nk = fa.take(N * k);
-  scratch_.ne = fa.take(N * E);
+  s.resid_out = fa.take(N * d);
+  if (le_ == cfg_.n_layers) {
+    s.xf = fa.take(N * d);
+    s.rstdf = fa.take(N);
+    s.logits = fa.take(N * V);
+    s.dlogits = fa.take(N * V);
+  }
 }
 
 template <class T>
 void MoeModel<T>::init_params(uint64_t seed) {
-  init_arena_range(layout_, Arena::BACKBONE, seed, 0, backbone_.size(), backbone_.data());
-  init_arena_range(layout_, Arena::EXPERTS, seed, 0, experts_.size(), experts_.data());
+  init_arena_range(layout_, Arena::BACKBONE, seed, span_[0].lo, span_[0].hi, backbone_.data());
+  if (!experts_.empty())
+    init_arena_range(layout_, Arena::EXPERTS, seed, span_[1].lo, span_[1].hi, experts_.data());
   std::fill(router_bias_.begin(), router_bias_.end(), (T)0);
 }
 
@@ -151,24 +170,63 @@ MoeContext<T> MoeModel<T>::moe_context(int moe_layer) const {
 
 template <class T>
 double MoeModel<T>::forward(const int32_t* inputs, const int32_t* targets, int B, int Tn) {
-  cur_B_ = B;
-  cur_T_ = Tn;
-  const int N = B * Tn, d = cfg_.d_model, V = cfg_.vocab, E = cfg_.n_experts;
-  inputs_copy_.assign(inputs, inputs + N);
-  const T* bb = backbone_.data();
-  const T* ex = experts_.empty() ? nullptr : experts_.data();
+  if (lb_ != 0 || le_ != cfg_.n_layers)
+    throw std::logic_error("MoeModel::forward: a pipeline stage runs forward_stage");
+  cur_ = &slots_[0];
+  cur_->B = B;
+  cur_->Tn = Tn;
+  return run_forward(inputs, targets);
+}
+
+template <class T>
+void MoeModel<T>::backward() {
+  run_backward(nullptr);
+}
+
+template <class T>
+double MoeModel<T>::forward_stage(const int32_t* inputs, const int32_t* targets, int slot) {
+  cur_ = &slots_[slot];
+  cur_->B = batch_;
+  cur_->Tn = seq_;
+  return run_forward(inputs, targets);
+}
+
+template <class T>
+void MoeModel<T>::backward_stage(int slot, const T* d_output) {
+  cur_ = &slots_[slot];
+  run_backward(d_output);
+}
+
+template <class T>
+double MoeModel<T>::run_forward(const int32_t* inputs, const int32_t* targets) {
+  if (lb_ == 0) embed_forward(inputs);
+  last_aux_ = 0;
+  layers_forward();
+  if (le_ != cfg_.n_layers) return last_aux_;
+  return head_forward(targets);
+}
+
+template <class T>
+void MoeModel<T>::embed_forward(const int32_t* inputs) {
+  const int N = cur_->B * cur_->Tn, d = cfg_.d_model;
+  cur_->inputs.assign(inputs, inputs + N);
+  const ArenaView<const T> bb = this->bb();
+  T* x0 = cur_->layers[0].x;
+  for (int n = 0; n < N; ++n)
+    std::memcpy(x0 + (size_t)n * d, bb + (layout_.embed + (size_t)inputs[n] * d), sizeof(T) * d);
+}
+
+template <class T>
+void MoeModel<T>::layers_forward() {
+  const int B = cur_->B, Tn = cur_->Tn, N = B * Tn, d = cfg_.d_model, E = cfg_.n_experts;
+  const ArenaView<const T> bb = this->bb(), ex = this->ex();
   const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim(), mem_.recompute_attention};
   const MoeDims md = moe_dims(N);
-  // embedding
-  T* x0 = layer_acts_[0].x;
-  for (int n = 0; n < N; ++n)
-    std::memcpy(x0 + (size_t)n * d, bb + layout_.embed + (size_t)inputs[n] * d, sizeof(T) * d);
-  last_aux_ = 0;
-  int moe_l = 0;
-  for (int l = 0; l < cfg_.n_layers; ++l) {
-    LayerActs<T>& acts = layer_acts_[l];
+  int moe_l = std::max(0, lb_ - cfg_.dense_layers);
+  for (int l = lb_; l < le_; ++l) {
+    LayerActs<T>& acts = cur_->layers[l];
     const LayerOffsets& offsets = layout_.layers[l];
-    T* next = l + 1 < cfg_.n_layers ? layer_acts_[l + 1].x : resid_out_;
+    T* next = l + 1 < le_ ? cur_->layers[l + 1].x : cur_->resid_out;
     attention_block_forward(acts.h, acts.attn, acts.x, bb + offsets.attn_g, bb + offsets.wq,
                             bb + offsets.wk, bb + offsets.wv, bb + offsets.wo, ad);
     rmsnorm_forward(acts.xn2, acts.rstd2, acts.h, bb + offsets.ffn_g, N, d);
@@ -189,34 +247,59 @@ double MoeModel<T>::forward(const int32_t* inputs, const int32_t* targets, int B
     }
     for (size_t i = 0; i < (size_t)N * d; ++i) next[i] += acts.h[i];
   }
-  rmsnorm_forward(xf_, rstdf_, resid_out_, bb + layout_.final_g, N, d);
-  matmul(logits_, xf_, bb + layout_.head, N, d, V, false, false, false);
+}
+
+template <class T>
+double MoeModel<T>::head_forward(const int32_t* targets) {
+  const int N = cur_->B * cur_->Tn, d = cfg_.d_model, V = cfg_.vocab;
+  const ArenaView<const T> bb = this->bb();
+  rmsnorm_forward(cur_->xf, cur_->rstdf, cur_->resid_out, bb + layout_.final_g, N, d);
+  matmul(cur_->logits, cur_->xf, bb + layout_.head, N, d, V, false, false, false);
   if (!targets) return 0;
   const double Ng = global_tokens_ > 0 ? global_tokens_ : N;
-  last_ce_ = cross_entropy(dlogits_, logits_, targets, N, V, (T)(loss_scale_ / Ng)) * N / Ng;
+  last_ce_ = cross_entropy(cur_->dlogits, cur_->logits, targets, N, V, (T)(loss_scale_ / Ng)) * N / Ng;
   return last_ce_ + last_aux_;
 }
 
 template <class T>
-void MoeModel<T>::backward() {
-  const int B = cur_B_, Tn = cur_T_, N = B * Tn, d = cfg_.d_model, V = cfg_.vocab;
-  const T* bb = backbone_.data();
-  const T* ex = experts_.empty() ? nullptr : experts_.data();
-  T* gb = gbackbone_.data();
-  T* ge = gexperts_.empty() ? nullptr : gexperts_.data();
+void MoeModel<T>::run_backward(const T* d_output) {
+  T* dcur = nullptr;
+  if (le_ == cfg_.n_layers) {
+    dcur = head_backward();
+  } else {
+    const size_t n = (size_t)cur_->B * cur_->Tn * cfg_.d_model;
+    std::copy_n(d_output, n, dres_[0]);
+    dcur = dres_[0];
+  }
+  dcur = layers_backward(dcur);
+  if (lb_ == 0) embed_backward(dcur);
+  dinput_ = dcur;
+}
+
+template <class T>
+T* MoeModel<T>::head_backward() {
+  const int N = cur_->B * cur_->Tn, d = cfg_.d_model, V = cfg_.vocab;
+  const ArenaView<const T> bb = this->bb();
+  const ArenaView<T> gb = this->gb();
+  matmul(gb + layout_.head, cur_->xf, cur_->dlogits, d, N, V, true, false, true);
+  matmul(dmid_, cur_->dlogits, bb + layout_.head, N, V, d, false, true, false);
+  rmsnorm_backward(dres_[0], gb + layout_.final_g, dmid_, cur_->resid_out, bb + layout_.final_g,
+                   cur_->rstdf, N, d);
+  return dres_[0];
+}
+
+template <class T>
+T* MoeModel<T>::layers_backward(T* dcur) {
+  const int B = cur_->B, Tn = cur_->Tn, N = B * Tn, d = cfg_.d_model;
+  const ArenaView<const T> bb = this->bb(), ex = this->ex();
+  const ArenaView<T> gb = this->gb(), ge = this->ge();
   const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim(), mem_.recompute_attention};
   const MoeDims md = moe_dims(N);
   const bool glu = md.kind == EXPERT_ACT_SWIGLU, sh = cfg_.n_shared > 0;
-  // head and final norm
-  matmul(gb + layout_.head, xf_, dlogits_, d, N, V, true, false, true);
-  matmul(dmid_, dlogits_, bb + layout_.head, N, V, d, false, true, false);
-  T* dcur = dres_[0];
-  T* dnext = dres_[1];
-  rmsnorm_backward(dcur, gb + layout_.final_g, dmid_, resid_out_, bb + layout_.final_g, rstdf_, N,
-                   d);
-  int moe_l = cfg_.moe_layers();
-  for (int l = cfg_.n_layers - 1; l >= 0; --l) {
-    const LayerActs<T>& acts = layer_acts_[l];
+  T* dnext = dcur == dres_[0] ? dres_[1] : dres_[0];
+  int moe_l = std::max(0, le_ - cfg_.dense_layers);
+  for (int l = le_ - 1; l >= lb_; --l) {
+    const LayerActs<T>& acts = cur_->layers[l];
     const LayerOffsets& offsets = layout_.layers[l];
     if (!cfg_.is_moe(l)) {
       ffn_backward(dffn_, gb + offsets.dense_w1, gb + offsets.dense_w3, gb + offsets.dense_w2, dcur,
@@ -241,10 +324,16 @@ void MoeModel<T>::backward() {
                              bb + offsets.wo, ad, scratch_);
     std::swap(dcur, dnext);
   }
-  T* gemb = gb + layout_.embed;
+  return dcur;
+}
+
+template <class T>
+void MoeModel<T>::embed_backward(const T* dx) {
+  const int N = cur_->B * cur_->Tn, d = cfg_.d_model;
+  T* gemb = gb() + layout_.embed;
   for (int n = 0; n < N; ++n) {
-    T* row = gemb + (size_t)inputs_copy_[n] * d;
-    const T* g = dcur + (size_t)n * d;
+    T* row = gemb + (size_t)cur_->inputs[n] * d;
+    const T* g = dx + (size_t)n * d;
     for (int i = 0; i < d; ++i) row[i] += g[i];
   }
 }
@@ -261,8 +350,8 @@ std::vector<int64_t> MoeModel<T>::expert_counts() const {
   std::vector<int64_t> c;
   c.reserve((size_t)cfg_.moe_layers() * E);
   for (int l = cfg_.dense_layers; l < cfg_.n_layers; ++l) {
-    const int32_t* b = layer_acts_[l].moe.bounds;
-    for (int e = 0; e < E; ++e) c.push_back(b[e + 1] - b[e]);
+    const int32_t* b = cur_->layers[l].moe.bounds;  // (null outside the stage)
+    for (int e = 0; e < E; ++e) c.push_back(b ? b[e + 1] - b[e] : 0);
   }
   return c;
 }

@@ -26,6 +26,21 @@ struct ModelMemory {
   // each layer's backward recomputes its own from its expert inputs (train.recompute =
   // "experts"; the executor of mode parallax does the same with its own buffers).
   bool recompute_experts = false;
+  // A pipeline stage (topology.pipeline_stages): only layers [layer_begin, layer_end) (-1: to
+  // the last), with the embedding on the first stage and the final norm and head on the last;
+  // the arenas hold those layers' elements alone (params(a)[0] is element span(a).lo).
+  int layer_begin = 0, layer_end = -1;
+  // Sets of the activations a backward reads (a stage keeps one per micro-batch in flight).
+  int slots = 1;
+};
+
+// An arena addressed by the layout's element offsets while holding only span.lo onwards.
+template <class T>
+struct ArenaView {
+  T* data = nullptr;
+  size_t lo = 0;
+  T* operator+(size_t offset) const { return data + (offset - lo); }
+  explicit operator bool() const { return data != nullptr; }
 };
 
 template <class T>
@@ -48,11 +63,32 @@ class MoeModel {
   void backward();
   void zero_grad();
 
+  // A pipeline stage's part of the model on a full micro-batch [batch, seq], in activation
+  // slot `slot`. forward_stage: the first stage embeds inputs, the others read stage_input(slot)
+  // (the previous stage's output, written there by the caller); the last stage returns its CE
+  // share + its layers' aux loss (needs targets), the others their aux loss and leave
+  // stage_output(slot). backward_stage: the gradients of slot's forward ADDED into grads from
+  // d_output (the next stage's input_grad(); null on the last stage); input_grad() is then the
+  // gradient of stage_input(slot) (unused on the first stage), valid until the next backward.
+  double forward_stage(const int32_t* inputs, const int32_t* targets, int slot);
+  void backward_stage(int slot, const T* d_output);
+  T* stage_input(int slot) { return slots_[slot].layers[lb_].x; }
+  const T* stage_output(int slot) const { return slots_[slot].resid_out; }
+  const T* input_grad() const { return dinput_; }
+  bool first_stage() const { return lb_ == 0; }
+  bool last_stage() const { return le_ == cfg_.n_layers; }
+  // The elements of arena a this model holds (the whole arena unless a stage; empty for the
+  // experts without routed arenas), and their number.
+  ArenaSpan span(Arena a) const { return span_[(int)a]; }
+  size_t arena_size(Arena a) const {
+    return a == Arena::BACKBONE ? backbone_.size() : experts_.size();
+  }
+
   // The last forward's cross-entropy: the mean over the local batch, or, with set_parallel,
   // this rank's share (local sum / global_tokens; summing it over ranks gives the mean).
   double last_ce() const { return last_ce_; }
   double last_aux() const { return last_aux_; }
-  const T* logits() const { return logits_; }  // [B*Tn, V] of the last forward
+  const T* logits() const { return cur_->logits; }  // [B*Tn, V] of the last forward
 
   // null for the experts without routed arenas
   T* params(Arena a) {
@@ -64,7 +100,8 @@ class MoeModel {
   const ParamLayout& layout() const { return layout_; }
   const ModelConfig& config() const { return cfg_; }
 
-  // Tokens routed to each expert by the last forward: [moe_layers * E].
+  // Tokens routed to each expert by the last forward: [moe_layers * E] (0 for the layers of
+  // other stages).
   std::vector<int64_t> expert_counts() const;
   // Aux-loss-free balancing state (balance = "bias"): [moe_layers * E], selection only.
   std::vector<T>& router_bias() { return router_bias_; }
@@ -95,32 +132,54 @@ class MoeModel {
  private:
   struct SizesOnly {};
   MoeModel(const ModelConfig& cfg, int batch, int seq, ModelMemory mem, SizesOnly);  // sizes only
+  // The activations one forward saves for its backward (one set per slot).
+  struct SlotActs {
+    std::vector<LayerActs<T>> layers;  // [n_layers]; null outside the stage
+    T* resid_out = nullptr;  // [N, d] output of the stage's last layer
+    T* xf = nullptr;         // [N, d] final normed (last stage)
+    T* rstdf = nullptr;      // [N]
+    T* logits = nullptr;     // [N, V]
+    T* dlogits = nullptr;    // [N, V]
+    std::vector<int32_t> inputs;  // the embedded tokens (first stage)
+    int B = 0, Tn = 0;
+  };
   template <class A, class I>
   void plan_activations(A& fa, I& ia);
+  template <class A, class I>
+  void plan_slot(SlotActs& s, FfnActs<T> shared_routed, T* shared_probs, A& fa, I& ia);
   MoeDims moe_dims(int N) const;
   MoeContext<T> moe_context(int moe_layer) const;
+  // forward_stage / backward_stage of the current slot's shape, and their pieces
+  double run_forward(const int32_t* inputs, const int32_t* targets);
+  void run_backward(const T* d_output);
+  void embed_forward(const int32_t* inputs);
+  void layers_forward();
+  double head_forward(const int32_t* targets);
+  T* head_backward();  // returns the gradient of resid_out
+  T* layers_backward(T* dcur);  // returns the gradient of the first layer's input
+  void embed_backward(const T* dx);
+  ArenaView<const T> bb() const { return {backbone_.data(), span_[0].lo}; }
+  ArenaView<T> gb() { return {gbackbone_.data(), span_[0].lo}; }
+  ArenaView<const T> ex() const { return {experts_.empty() ? nullptr : experts_.data(), span_[1].lo}; }
+  ArenaView<T> ge() { return {gexperts_.empty() ? nullptr : gexperts_.data(), span_[1].lo}; }
 
   ModelConfig cfg_;
   ModelMemory mem_;
   ParamLayout layout_;
   int batch_, seq_;
-  int cur_B_ = 0, cur_T_ = 0;
-  const int32_t* targets_ = nullptr;
-  std::vector<int32_t> inputs_copy_, targets_copy_;
+  int lb_, le_;           // the stage's layers [lb_, le_)
+  ArenaSpan span_[2];     // the arena elements held
   std::vector<T> backbone_, experts_, gbackbone_, gexperts_;
   size_t act_elems_ = 0, iact_elems_ = 0;
   std::vector<T> acts_;
   std::vector<int32_t> iacts_;
   std::vector<T> router_bias_;
-  std::vector<LayerActs<T>> layer_acts_;
-  T* xf_ = nullptr;      // [N, d] final normed
-  T* rstdf_ = nullptr;   // [N]
-  T* resid_out_ = nullptr;  // [N, d] output of the last layer
-  T* logits_ = nullptr;  // [N, V]
-  T* dlogits_ = nullptr; // [N, V]
+  std::vector<SlotActs> slots_;
+  SlotActs* cur_ = nullptr;  // the slot of the last forward
   T* dres_[2] = {nullptr, nullptr};  // [N, d] residual-stream gradients (ping-pong)
   T* dmid_ = nullptr;    // [N, d]
   T* dffn_ = nullptr;    // [N, d]
+  const T* dinput_ = nullptr;  // the last backward's input gradient
   Scratch<T> scratch_{};
   double last_ce_ = 0, last_aux_ = 0;
   double global_tokens_ = 0;

@@ -1,6 +1,7 @@
 // ParamLayout: names, shapes, arenas and init scales of every parameter (DESIGN §2).
 #include "model/param_layout.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace px {
@@ -20,6 +21,7 @@ ParamLayout::ParamLayout(const ModelConfig& c) {
     return specs.back().offset;
   };
   const Arena BB = Arena::BACKBONE, EX = Arena::EXPERTS;
+  first_moe_layer = c.dense_layers;
   embed = add("embed", {V, d}, BB, true, std0);
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
@@ -49,6 +51,18 @@ ParamLayout::ParamLayout(const ModelConfig& c) {
   }
   final_g = add("final_norm", {d}, BB, false, 0);
   head = add("head", {d, V}, BB, true, std0);
+}
+
+ArenaSpan ParamLayout::layers_span(Arena a, int lb, int le) const {
+  const int L = (int)layers.size();
+  if (a == Arena::BACKBONE)  // layers in order between the embedding and the final norm
+    return {lb == 0 ? 0 : layers[lb].attn_g, le == L ? backbone_size : layers[le].attn_g};
+  // the experts arena: [moe_layer][expert] blocks in layer order; w1 opens each layer's block
+  auto first_at_or_after = [&](int l) {
+    l = std::max(l, first_moe_layer);
+    return l < L ? layers[l].expert_w1 : experts_size;
+  };
+  return {first_at_or_after(lb), first_at_or_after(le)};
 }
 
 }  // namespace px

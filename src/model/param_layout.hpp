@@ -16,6 +16,12 @@ enum class Arena { BACKBONE = 0, EXPERTS = 1 };
 // "backbone" / "experts" (checkpoint dataset names).
 inline const char* arena_name(Arena a) { return a == Arena::BACKBONE ? "backbone" : "experts"; }
 
+// Elements [lo, hi) of an arena.
+struct ArenaSpan {
+  size_t lo = 0, hi = 0;
+  size_t size() const { return hi - lo; }
+};
+
 struct ParamSpec {
   std::string name;         // e.g. "layers.1.attn.wq"
   std::vector<int> shape;   // [in, out] for matrices
@@ -39,9 +45,14 @@ struct ParamLayout {
   std::vector<LayerOffsets> layers;
   size_t embed = 0, final_g = 0, head = 0;
   size_t backbone_size = 0, experts_size = 0;
+  int first_moe_layer = 0;  // (model.dense_layers)
 
   explicit ParamLayout(const ModelConfig& c);
   size_t size(Arena a) const { return a == Arena::BACKBONE ? backbone_size : experts_size; }
+  // The contiguous elements of arena a that belong to layers [layer_begin, layer_end) (a
+  // pipeline stage): in the backbone with the embedding when layer_begin = 0 and the final
+  // norm and head when layer_end = n_layers; in the experts arena those layers' experts.
+  ArenaSpan layers_span(Arena a, int layer_begin, int layer_end) const;
 };
 
 }  // namespace px

@@ -9,8 +9,8 @@
 namespace px {
 
 AdamW::AdamW(const ParamLayout& layout, const AdamWConfig& cfg, int expert_begin, int expert_end,
-             std::array<ArenaWindow, 2> windows)
-    : layout_(layout), cfg_(cfg) {
+             std::array<ArenaWindow, 2> windows, std::array<size_t, 2> storage_lo)
+    : layout_(layout), cfg_(cfg), storage_lo_(storage_lo) {
   auto add = [&](int a, size_t offset, size_t size, bool decay) {  // the part inside the window
     const size_t lo = std::max(offset, windows[a].lo), hi = std::min(offset + size, windows[a].hi);
     if (lo < hi) ranges_[a].push_back({lo, hi - lo, decay});
@@ -35,7 +35,7 @@ AdamW::AdamW(const ParamLayout& layout, const AdamWConfig& cfg, int expert_begin
 double AdamW::sq_norm(const float* g, Arena a) const {
   double ss = 0;
   for (const Range& r : ranges_[(int)a]) {
-    const float* p = g + r.offset;
+    const float* p = g + (r.offset - storage_lo_[(int)a]);
 #pragma omp parallel for reduction(+ : ss) schedule(static) if (r.size > 65536)
     for (size_t i = 0; i < r.size; ++i) ss += (double)p[i] * p[i];
   }
@@ -48,17 +48,17 @@ void AdamW::step(float* const params[2], float* const grads[2], double lr, doubl
       cfg_.grad_clip > 0 && norm > cfg_.grad_clip ? (float)(cfg_.grad_clip / norm) : 1.f;
   for (int a = 0; a < 2; ++a)
     for (const Range& r : ranges_[a]) {
-      float* g = grads[a] + r.offset;
+      float* g = grads[a] + (r.offset - storage_lo_[a]);
       if (scale != 1.f)
         for (size_t i = 0; i < r.size; ++i) g[i] *= scale;
       if (cfg_.sgd) {
-        float* p = params[a] + r.offset;
+        float* p = params[a] + (r.offset - storage_lo_[a]);
         const float wd = r.decay ? (float)cfg_.weight_decay : 0.f;
         for (size_t i = 0; i < r.size; ++i) p[i] -= (float)lr * (g[i] + wd * p[i]);
         continue;
       }
       const size_t mo = r.offset - window_lo_[a];
-      cpu::adamw_update(params[a] + r.offset, g, first_moment_[a].data() + mo,
+      cpu::adamw_update(params[a] + (r.offset - storage_lo_[a]), g, first_moment_[a].data() + mo,
                         second_moment_[a].data() + mo, r.size, (float)lr, (float)cfg_.beta1,
                         (float)cfg_.beta2, (float)cfg_.eps,
                         r.decay ? (float)cfg_.weight_decay : 0.f, step_);

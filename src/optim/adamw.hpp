@@ -4,7 +4,8 @@
 // With expert parallelism a rank updates only the routed experts it holds: the expert
 // range [expert_begin, expert_end) selects that slice of every expert tensor [E, ...].
 // With ZeRO-1 a rank updates only its window [lo, hi) of an arena's flat elements, and its
-// moments cover that window alone (m(a)[i] is element lo + i).
+// moments cover that window alone (m(a)[i] is element lo + i). A pipeline stage's window is
+// its layers' elements, and its arenas hold those alone (storage_lo).
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -25,8 +26,11 @@ struct ArenaWindow {
 
 class AdamW {
  public:
+  // storage_lo: the element of arena a at params[a][0] and grads[a][0] (a pipeline stage holds
+  // its layers' elements alone; 0: the whole arena).
   AdamW(const ParamLayout& layout, const AdamWConfig& cfg, int expert_begin = 0,
-        int expert_end = -1, std::array<ArenaWindow, 2> windows = {});
+        int expert_end = -1, std::array<ArenaWindow, 2> windows = {},
+        std::array<size_t, 2> storage_lo = {0, 0});
 
   // Sum of squared gradients over this optimizer's slice (and window) of arena a.
   double sq_norm(const float* grads, Arena a) const;
@@ -51,6 +55,7 @@ class AdamW {
   int step_ = 0;
   std::vector<Range> ranges_[2];
   size_t window_lo_[2] = {0, 0};  // the element of arena a that m(a)[0] belongs to
+  std::array<size_t, 2> storage_lo_;  // the element of arena a that params[a][0] is
   std::vector<float> first_moment_[2], second_moment_[2];
 };
 

@@ -29,6 +29,15 @@ struct Topology {
   static Topology make(int islands, int ranks_per_island, int syncers, int expert_workers, int world_rank,
                        int world_size);
 
+  // Pipelined islands (topology.pipeline_stages = P, set after make): an island's R ranks are
+  // P stages of D = R / P ranks; local rank r is rank r mod D of stage r / D.
+  int pipeline_stages = 1;
+  int stage_ranks() const { return ranks_per_island / pipeline_stages; }
+  int stage() const { return local_rank / stage_ranks(); }
+  // The learner's part of the training data: every stage of a pipeline reads the same one.
+  int data_parts() const { return islands * stage_ranks(); }
+  int data_part() const { return island * stage_ranks() + local_rank % stage_ranks(); }
+
   int learners() const { return islands * ranks_per_island; }
   bool is_learner() const { return role == RoleKind::LEARNER; }
   // World rank of a participant.

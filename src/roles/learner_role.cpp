@@ -18,8 +18,10 @@ LearnerComms learner_comms(RunContext& ctx) {
 }
 
 // The data-parallel group of the model's step: all learners in mode sync (expert parallel),
-// else the island, or the rank alone under the hierarchical island tier.
+// else the island, or the rank alone under the hierarchical island tier. A pipeline stage's:
+// the same stage of every island in mode sync, else the rank alone (one rank per stage).
 Comm& data_parallel_group(const Config& cfg, LearnerComms& c) {
+  if (cfg.topology.pipeline_stages > 1) return cfg.train.mode == TrainMode::SYNC ? c.peers : c.self;
   if (cfg.train.mode == TrainMode::SYNC) return c.learners;
   return cfg.sync.island_every > 1 ? c.self : c.island;
 }
@@ -35,7 +37,8 @@ LearnerRole::LearnerRole(RunContext& ctx)
     : ctx_(ctx), cfg_(ctx.cfg), comms_(learner_comms(ctx)),
       model_(make_learner_model(cfg_, data_parallel_group(cfg_, comms_),
                                 cfg_.train.mode == TrainMode::SYNC,
-                                cfg_.train.batch_size / cfg_.train.micro_batches, &ctx.topo)),
+                                cfg_.train.batch_size / cfg_.train.micro_batches, &ctx.topo,
+                                &comms_.island)),
       tiers_(make_learner_tiers(cfg_, ctx.topo, *model_, comms_, ctx.p2p)),
       stop_(cfg_, ctx.topo, {comms_.learners, comms_.island, comms_.leaders, comms_.control, ctx.p2p}),
       state_(*model_, progress_),
@@ -62,11 +65,11 @@ TrainResult LearnerRole::run() {
     for (auto& t : tiers_.tiers) t->before_step(step);
     StepStats stats = model_->step(inputs_.data(), targets_.data(), lr);
     progress_.step = step;
-    progress_.tokens += (int64_t)B * T * ctx_.topo.learners();
-    progress_.island_tokens += (int64_t)B * T * ctx_.topo.ranks_per_island;
+    progress_.tokens += (int64_t)B * T * ctx_.topo.data_parts();
+    progress_.island_tokens += (int64_t)B * T * ctx_.topo.stage_ranks();
     const StepEvent e = end_step(stats, step, lr);
     for (auto& t : tiers_.tiers) t->after_step(e);
-    metrics_->add_step(stats, (int64_t)B * T * ctx_.topo.learners());
+    metrics_->add_step(stats, (int64_t)B * T * ctx_.topo.data_parts());
     if (step % cfg_.log.every == 0 || e.last) metrics_->write_interval(step, progress_.tokens, lr, e.last);
     if (cfg_.data.eval_every > 0 && (step % cfg_.data.eval_every == 0 || e.last)) evaluate(step);
     if (e.checkpoint_due) checkpoint(step);

@@ -61,8 +61,9 @@ LearnerTiers make_learner_tiers(const Config& cfg, const Topology& topo, Learner
   if (cfg.sync.island_every > 1 && topo.ranks_per_island > 1)
     out.tiers.push_back(std::make_unique<IslandTier>(model, comms.island, cfg.sync.island_every));
   if (cfg.train.mode != TrainMode::SYNC)
-    out.tiers.push_back(std::make_unique<BackboneTier>(cfg, topo, model, comms.learners,
-                                                       comms.peers, comms.island, p2p));
+    out.tiers.push_back(std::make_unique<BackboneTier>(
+        cfg, topo, model, comms.learners, comms.peers,
+        topo.pipeline_stages > 1 ? comms.self : comms.island, p2p));  // (a stage's ranks' island)
   if (cfg.train.mode == TrainMode::PARALLAX) add_expert_tiers(cfg, topo, model, p2p, out);
   return out;
 }

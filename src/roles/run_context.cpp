@@ -88,9 +88,9 @@ void check_inputs(RunContext& ctx) {
   if (cfg.train.device == DeviceKind::CUDA) GpuStepper::require();
   // workers never see the data (DESIGN §1); syncers merge outer gradients and need none either
   if (!ctx.topo.is_learner()) return;
-  const int part = ctx.topo.learner_rank(ctx.topo.island, ctx.topo.local_rank);
+  const int part = ctx.topo.data_part();
   ctx.val_split = std::make_unique<TokenSplit>(cfg.data.dir, "val");
-  ctx.train_split = std::make_unique<TokenSplit>(cfg.data.dir, "train", part, ctx.topo.learners());
+  ctx.train_split = std::make_unique<TokenSplit>(cfg.data.dir, "train", part, ctx.topo.data_parts());
   if (ctx.train_split->vocab_size() > cfg.model.vocab)
     throw UserError(fmt::format("model.vocab = {}: the tokenizer in {} has {} tokens; set "
                                 "model.vocab >= {}",
@@ -125,7 +125,9 @@ RunContext::RunContext(const Config& c, const TrainOptions& o)
       topo(Topology::make(c.topology.islands, c.topology.ranks_per_island, c.topology.syncers,
                           c.topology.expert_workers, world_rank, world_size)),
       run_dir(o.run_dir), ckpt_dir(o.run_dir + "/checkpoints"), world_comm(o.world, stats),
-      p2p(MPI_COMM_NULL, stats) {}
+      p2p(MPI_COMM_NULL, stats) {
+  topo.pipeline_stages = c.topology.pipeline_stages;
+}
 
 std::unique_ptr<RunContext> open_run(const Config& cfg, const TrainOptions& opt) {
   auto ctx = std::make_unique<RunContext>(cfg, opt);

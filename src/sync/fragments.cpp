@@ -16,13 +16,21 @@ int layer_of(const std::string& name) {
 }
 }  // namespace
 
-FragmentPlan::FragmentPlan(const ParamLayout& layout, int fragments, bool with_experts)
+FragmentPlan::FragmentPlan(const ParamLayout& layout, int fragments, bool with_experts,
+                           const ArenaSpan* held)
     : frags_(fragments), sizes_(fragments, 0) {
   for (const ParamSpec& spec : layout.specs) {
     if (!with_experts && spec.arena == Arena::EXPERTS) continue;
+    size_t lo = 0;
+    if (held) {  // tensors lie wholly inside a stage's span or wholly outside
+      const ArenaSpan& span = held[(int)spec.arena];
+      if (spec.offset < span.lo || spec.offset + spec.size > span.hi) continue;
+      lo = span.lo;
+    }
     const int layer = layer_of(spec.name);
     const int f = layer >= 0 ? layer % fragments : (spec.name == "embed" ? 0 : fragments - 1);
-    frags_[f].push_back({spec.arena, spec.offset, spec.size, sizes_[f], spec.name == "embed"});
+    frags_[f].push_back({spec.arena, spec.offset - lo, spec.offset, spec.size, sizes_[f],
+                         spec.name == "embed"});
     sizes_[f] += spec.size;
   }
 }
@@ -42,7 +50,7 @@ void FragmentPlan::initial(const ParamLayout& layout, uint64_t seed, int f, size
   for (const FragmentPiece& piece : frags_[f]) {
     const size_t begin = std::max(lo, piece.flat), end = std::min(hi, piece.flat + piece.size);
     if (begin < end) {
-      const size_t a0 = piece.offset + (begin - piece.flat);
+      const size_t a0 = piece.origin + (begin - piece.flat);
       init_arena_range(layout, piece.arena, seed, a0, a0 + (end - begin), out + (begin - lo));
     }
   }

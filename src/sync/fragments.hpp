@@ -16,7 +16,8 @@ namespace px {
 
 struct FragmentPiece {
   Arena arena;
-  size_t offset;  // in the arena
+  size_t offset;  // in the arena's storage (origin - the held span's lo)
+  size_t origin;  // in the layout's arena
   size_t size;
   size_t flat;    // first element of the piece in the fragment's flattened order
   bool mean_only; // embeddings: always merged by mean (never RDA)
@@ -24,7 +25,10 @@ struct FragmentPiece {
 
 class FragmentPlan {
  public:
-  FragmentPlan(const ParamLayout& layout, int fragments, bool with_experts = true);
+  // held: the span of each arena the model holds (a pipeline stage: its layers'; null: the
+  // whole arenas); the tensors outside are left out and the offsets count from span.lo.
+  FragmentPlan(const ParamLayout& layout, int fragments, bool with_experts = true,
+               const ArenaSpan* held = nullptr);
   int count() const { return (int)frags_.size(); }
   size_t size(int f) const { return sizes_[f]; }
   const std::vector<FragmentPiece>& pieces(int f) const { return frags_[f]; }

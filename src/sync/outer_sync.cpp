@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -12,11 +13,20 @@
 
 namespace px {
 
+namespace {
+// The arena elements the model holds (a pipeline stage: its layers' alone).
+std::array<ArenaSpan, 2> held_spans(const MoeModel<float>& m) {
+  return {m.span(Arena::BACKBONE), m.span(Arena::EXPERTS)};
+}
+}  // namespace
+
 OuterSync::OuterSync(const Config& cfg, const Topology& topo, LearnerModel& model, Comm& peers,
                      Comm& island, Comm& p2p)
     : cfg_(cfg), topo_(topo), model_(model), peers_(peers), island_(island), p2p_(p2p),
-      plan_(model.host().layout(), cfg.sync.fragments, cfg.train.mode != TrainMode::PARALLAX), fragments_(cfg.sync.fragments),
-      every_(cfg.sync.backbone_every), island_ranks_(topo.ranks_per_island), local_rank_(topo.local_rank) {
+      plan_(model.host().layout(), cfg.sync.fragments, cfg.train.mode != TrainMode::PARALLAX,
+            held_spans(model.host()).data()),
+      fragments_(cfg.sync.fragments), every_(cfg.sync.backbone_every),
+      island_ranks_(topo.stage_ranks()), local_rank_(topo.local_rank % topo.stage_ranks()) {
   for (int a = 0; a < 2; ++a) {
     // mode parallax syncs the backbone only: no routed-expert arena, no outer state for it
     const bool skip = a == 1 && cfg.train.mode == TrainMode::PARALLAX;
@@ -52,6 +62,7 @@ void OuterSync::after_step(int64_t step, int64_t tokens) {
   tick(step);
   for (int f = 0; f < fragments_; ++f) {
     if (!FragmentPlan::due(f, step, every_, fragments_)) continue;
+    if (plan_.size(f) == 0) continue;  // (a pipeline stage may hold none of a fragment's layers)
     if (!syncer) {
       sync_allreduce(f);
     } else {

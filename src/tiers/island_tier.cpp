@@ -8,7 +8,7 @@ void IslandTier::after_step(const StepEvent& e) {
   MoeModel<float>& host = model_.host();
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
     float* params = host.params(a);
-    const size_t n = host.layout().size(a);
+    const size_t n = host.arena_size(a);
     model_.to_host(a);
     island_.allreduce_sum(params, (int64_t)n, Tier::ISLAND);
     const float inv = 1.f / (float)island_.size();

@@ -1,0 +1,155 @@
+// defines: PipelineLearner
+#include "backend/pipeline_learner.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "parallel/pipeline_schedule.hpp"  // defines: one_f_one_b, pipeline_slots
+
+namespace px {
+
+namespace {
+constexpr int kTagActivation = 1, kTagGradient = 2;  // (on the pipeline's own communicator)
+
+int layer_begin(const Config& cfg, int stage) {
+  return (int)((int64_t)stage * cfg.model.n_layers / cfg.topology.pipeline_stages);
+}
+}  // namespace
+
+ModelMemory PipelineLearner::stage_memory(const Config& cfg, int stage) {
+  ModelMemory mem = learner_model_memory(cfg);
+  mem.layer_begin = layer_begin(cfg, stage);
+  mem.layer_end = layer_begin(cfg, stage + 1);
+  mem.slots = pipeline_slots(stage, cfg.topology.pipeline_stages, cfg.train.micro_batches);
+  return mem;
+}
+
+PipelineLearner::PipelineLearner(const Config& cfg, Comm& island, Comm& dp, int micro_batch)
+    : dp_(dp), pipe_(Comm::dup(island.get(), island.stats())), stage_(island.rank()),
+      stages_(island.size()), batch_(micro_batch), seq_(cfg.model.seq_len),
+      micro_(cfg.train.micro_batches),
+      slots_(pipeline_slots(stage_, stages_, micro_)), grad_clip_(cfg.train.grad_clip),
+      model_(cfg.model, micro_batch, cfg.model.seq_len, stage_memory(cfg, stage_)) {
+  model_.init_params((uint64_t)cfg.train.seed);
+  const ArenaSpan bb = model_.span(Arena::BACKBONE), ex = model_.span(Arena::EXPERTS);
+  opt_ = std::make_unique<AdamW>(model_.layout(), adamw_config(cfg), 0, -1,
+                                 std::array<ArenaWindow, 2>{ArenaWindow{bb.lo, bb.hi},
+                                                            ArenaWindow{ex.lo, ex.hi}},
+                                 std::array<size_t, 2>{bb.lo, ex.lo});
+  const size_t n = (size_t)batch_ * seq_ * cfg.model.d_model;
+  if (stage_ + 1 < stages_) recv_grad_.assign(n, 0.f);
+  if (stage_ > 0) send_grad_.assign(slots_, std::vector<float>(n, 0.f));
+  act_reqs_.assign(slots_, MPI_REQUEST_NULL);
+  grad_reqs_.assign(slots_, MPI_REQUEST_NULL);
+  if (dp.size() > 1) sum_stats_ = [this](double* v, int k) { dp_.allreduce_sum(v, k, Tier::CONTROL); };
+  set_parallel(false);
+}
+
+void PipelineLearner::set_parallel(bool eval) {
+  if (eval || dp_.size() == 1) model_.set_parallel(0, nullptr, nullptr);
+  else model_.set_parallel((double)batch_ * seq_ * dp_.size(), &sum_stats_, nullptr);
+}
+
+void PipelineLearner::send(const float* data, int slot, int to, std::vector<MPI_Request>& reqs) {
+  const int bytes = (int)((size_t)batch_ * seq_ * model_.config().d_model * sizeof(float));
+  reqs[slot] = pipe_.isend(data, bytes, to, to > stage_ ? kTagActivation : kTagGradient, Tier::ISLAND);
+}
+
+void PipelineLearner::wait_sends() {
+  Comm::wait_all(act_reqs_, "pipeline activation sends");
+  Comm::wait_all(grad_reqs_, "pipeline gradient sends");
+}
+
+void PipelineLearner::forward_micro(int micro, const int32_t* in, const int32_t* tg, Sums& sums) {
+  const int slot = micro % slots_;
+  const size_t per = (size_t)batch_ * seq_;
+  const int bytes = (int)(per * model_.config().d_model * sizeof(float));
+  if (stage_ > 0) pipe_.recv(model_.stage_input(slot), bytes, stage_ - 1, kTagActivation);
+  Comm::wait(act_reqs_[slot], "pipeline send");  // (the slot's output of an earlier micro-batch)
+  model_.forward_stage(in + micro * per, tg + micro * per, slot);
+  if (stage_ + 1 < stages_) send(model_.stage_output(slot), slot, stage_ + 1, act_reqs_);
+  else sums.ce += model_.last_ce();
+  sums.aux += model_.last_aux();
+  const std::vector<int64_t> c = model_.expert_counts();
+  if (sums.counts.empty()) sums.counts.assign(c.size(), 0);
+  for (size_t j = 0; j < c.size(); ++j) sums.counts[j] += c[j];
+}
+
+void PipelineLearner::backward_micro(int micro) {
+  const int slot = micro % slots_;
+  const bool last = stage_ + 1 == stages_;
+  if (!last)
+    pipe_.recv(recv_grad_.data(), (int)(recv_grad_.size() * sizeof(float)), stage_ + 1, kTagGradient);
+  model_.backward_stage(slot, last ? nullptr : recv_grad_.data());
+  if (stage_ == 0) return;
+  Comm::wait(grad_reqs_[slot], "pipeline send");  // (the slot's previous gradient)
+  std::copy_n(model_.input_grad(), send_grad_[slot].size(), send_grad_[slot].data());
+  send(send_grad_[slot].data(), slot, stage_ - 1, grad_reqs_);
+}
+
+StepStats PipelineLearner::combine(Sums& sums) {
+  StepStats s;
+  float* const grads[2] = {model_.grads(Arena::BACKBONE), model_.grads(Arena::EXPERTS)};
+  if (dp_.size() > 1) {  // my stage's gradients, summed over its data-parallel group
+    for (Arena a : {Arena::BACKBONE, Arena::EXPERTS})
+      if (grads[(int)a]) dp_.allreduce_sum(grads[(int)a], (int64_t)model_.arena_size(a), Tier::ISLAND);
+    dp_.allreduce_sum(sums.counts.data(), (int64_t)sums.counts.size(), Tier::CONTROL);
+    dp_.allreduce_sum(&sums.ce, 1, Tier::CONTROL);  // (shares of the group's mean CE)
+  }
+  // over the stages: the CE (the last stage's), the aux losses and squared gradient norms of
+  // every stage's layers, the routing counts of every stage's MoE layers
+  double spread[3] = {sums.ce, sums.aux / micro_, 0.0};
+  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS})
+    if (grads[(int)a]) spread[2] += opt_->sq_norm(grads[(int)a], a);
+  pipe_.allreduce_sum(spread, 3, Tier::CONTROL);
+  pipe_.allreduce_sum(sums.counts.data(), (int64_t)sums.counts.size(), Tier::CONTROL);
+  s.ce = spread[0] / micro_;
+  s.aux = spread[1];
+  s.loss = s.ce + s.aux;
+  s.grad_norm = std::sqrt(spread[2]);
+  s.counts = std::move(sums.counts);
+  return s;
+}
+
+StepStats PipelineLearner::step(const int32_t* in, const int32_t* tg, double lr) {
+  model_.zero_grad();
+  model_.set_loss_scale(1.0 / micro_);
+  Sums sums;
+  for (const PipelineOp& op : one_f_one_b(stage_, stages_, micro_)) {
+    if (op.forward) forward_micro(op.micro, in, tg, sums);
+    else backward_micro(op.micro);
+  }
+  wait_sends();
+  StepStats s = combine(sums);
+  // every stage has the same loss and norm: they skip together (see CpuLearner::step)
+  const double clipped = grad_clip_ > 0 ? std::min(s.grad_norm, grad_clip_) : s.grad_norm;
+  s.skipped = !std::isfinite(s.loss) || !std::isfinite(s.grad_norm) ||
+              !std::isfinite((float)(lr * clipped));
+  if (s.skipped) return s;
+  float* const params[2] = {model_.params(Arena::BACKBONE), model_.params(Arena::EXPERTS)};
+  float* const grads[2] = {model_.grads(Arena::BACKBONE), model_.grads(Arena::EXPERTS)};
+  opt_->step(params, grads, lr, s.grad_norm);
+  model_.update_router_bias(s.counts);
+  return s;
+}
+
+double PipelineLearner::eval_batch(const int32_t* in, const int32_t* tg) {
+  // every rank of a stage evaluates the same batch: local statistics; the last stage's mean
+  // CE over the micro-batches reaches every stage
+  set_parallel(true);
+  Sums sums;
+  for (int i = 0; i < micro_; ++i) forward_micro(i, in, tg, sums);
+  wait_sends();
+  set_parallel(false);
+  pipe_.allreduce_sum(&sums.ce, 1, Tier::CONTROL);
+  return sums.ce / micro_;
+}
+
+double PipelineLearner::eval_batch_without_routed(const int32_t* in, const int32_t* tg) {
+  model_.set_drop_routed(true);
+  const double ce = eval_batch(in, tg);
+  model_.set_drop_routed(false);
+  return ce;
+}
+
+}  // namespace px

@@ -1,0 +1,70 @@
+#pragma once
+// A pipeline stage of an island (topology.pipeline_stages = P > 1; DESIGN §3): this rank holds
+// layers [s L / P, (s+1) L / P) of the model (the embedding on stage 0, the final norm and head
+// on stage P-1), their parameters, gradients and AdamW moments alone, and one set of
+// activations per micro-batch in flight. A step runs the batch's train.micro_batches through
+// the 1F1B schedule (parallel/pipeline_schedule.hpp): activations go to the next stage and
+// their gradients come back point-to-point on the island (counted in tier "island"); then
+// the stage's gradients are all-reduced over its data-parallel group (mode "sync": the same
+// stage of every island), the global gradient norm, the loss and the routing counts are
+// summed over the stages, and every stage steps its own AdamW. The host copy is the live
+// model (CPU): every sync point is a no-op.
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "backend/learner_model.hpp"  // defines: LearnerModel, StepStats
+
+namespace px {
+
+class PipelineLearner final : public LearnerModel {
+ public:
+  // island: the island's ranks (rank = stage); dp: the stage's data-parallel group (size 1 is
+  // fine). Collective over the island (it duplicates it for the pipeline's messages).
+  PipelineLearner(const Config& cfg, Comm& island, Comm& dp, int micro_batch);
+
+  StepStats step(const int32_t* inputs, const int32_t* targets, double lr) override;
+  double eval_batch(const int32_t* inputs, const int32_t* targets) override;
+  double eval_batch_without_routed(const int32_t* inputs, const int32_t* targets) override;
+
+  MoeModel<float>& host() override { return model_; }
+  AdamW& optimizer() override { return *opt_; }
+  void to_host(Arena) override {}
+  void to_device(Arena) override {}
+  void state_to_host() override {}
+  void state_to_device() override {}
+  ParallaxExperts* parallax() override { return nullptr; }
+  const ExpertParallel* expert_parallel() const override { return nullptr; }
+
+  // The model a stage holds (for `parallax plan`).
+  static ModelMemory stage_memory(const Config& cfg, int stage);
+
+ private:
+  // One micro-batch through this stage: receive its input (stage > 0), forward, send the
+  // output (stage < P-1); or receive the output's gradient (stage < P-1), backward, send the
+  // input's gradient (stage > 0). `sums` gathers the forward's CE share, aux loss and counts.
+  struct Sums {
+    double ce = 0, aux = 0;
+    std::vector<int64_t> counts;
+  };
+  void forward_micro(int micro, const int32_t* inputs, const int32_t* targets, Sums& sums);
+  void backward_micro(int micro);
+  void send(const float* data, int slot, int to, std::vector<MPI_Request>& reqs);
+  void wait_sends();
+  void set_parallel(bool eval);
+  // The step's statistics summed over the data-parallel group and the stages.
+  StepStats combine(Sums& sums);
+
+  Comm& dp_;
+  Comm pipe_;  // a dup of the island for the stages' messages
+  int stage_, stages_, batch_, seq_, micro_, slots_;
+  double grad_clip_;
+  MoeModel<float> model_;
+  std::unique_ptr<AdamW> opt_;
+  std::function<void(double*, int)> sum_stats_;
+  std::vector<float> recv_grad_;               // [N, d] the next stage's input gradient
+  std::vector<std::vector<float>> send_grad_;  // per slot: my input gradient in flight
+  std::vector<MPI_Request> act_reqs_, grad_reqs_;  // per slot
+};
+
+}  // namespace px

@@ -1,0 +1,34 @@
+#pragma once
+// The 1F1B pipeline schedule (PipeDream-Flush, as Megatron-LM runs it): stage s of P, with M
+// micro-batches, runs min(P - 1 - s, M) warm-up forwards, then alternates one forward and one
+// backward, then drains the remaining backwards. Stage s never holds more than
+// min(P - s, M) micro-batches' activations (pipeline_slots), and a micro-batch's backward on
+// a stage comes after that stage's forward of it and after the next stage's backward of it.
+#include <vector>
+
+namespace px {
+
+struct PipelineOp {
+  bool forward;  // else backward
+  int micro;     // micro-batch index in [0, M)
+};
+
+inline int pipeline_slots(int stage, int stages, int micro_batches) {
+  const int in_flight = stages - stage;
+  return in_flight < micro_batches ? in_flight : micro_batches;
+}
+
+inline std::vector<PipelineOp> one_f_one_b(int stage, int stages, int micro_batches) {
+  const int warmup = stages - 1 - stage < micro_batches ? stages - 1 - stage : micro_batches;
+  std::vector<PipelineOp> ops;
+  ops.reserve(2 * (size_t)micro_batches);
+  for (int i = 0; i < warmup; ++i) ops.push_back({true, i});
+  for (int i = warmup; i < micro_batches; ++i) {
+    ops.push_back({true, i});
+    ops.push_back({false, i - warmup});
+  }
+  for (int i = micro_batches - warmup; i < micro_batches; ++i) ops.push_back({false, i});
+  return ops;
+}
+
+}  // namespace px

@@ -48,15 +48,27 @@ CASES = [
                                               "model.n_layers=3"]),
     ("parallax 2 x 1, full views", 2, ["train.mode=parallax", "topology.islands=2",
                                        "sync.backbone_every=2", "experts.view=full"]),
+    ("sync 2 x 2 stages, 4 micro-batches", 4, ["train.mode=sync", "topology.islands=2",
+                                               "topology.ranks_per_island=2", "topology.pipeline_stages=2",
+                                               "model.n_layers=4", "train.micro_batches=4"]),
+    ("diloco 1 x 4 stages, 4 micro-batches", 4, ["train.mode=diloco", "topology.ranks_per_island=4",
+                                                 "topology.pipeline_stages=4", "model.n_layers=4",
+                                                 "train.micro_batches=4", "sync.backbone_every=2"]),
+    ("diloco 2 x 2 stages, 2 micro-batches, recompute attention", 4,
+     ["train.mode=diloco", "topology.islands=2", "topology.ranks_per_island=2",
+      "topology.pipeline_stages=2", "model.n_layers=4", "train.micro_batches=2",
+      "sync.backbone_every=2", "train.recompute=attention"]),
 ]
 COMMON = ["train.steps=4", "train.warmup_steps=1", "data.eval_every=4", "data.eval_batches=2",
           "checkpoint.every=4", "log.every=2"]
 
 
 def role_of(rank, topo):
-    learners = topo["islands"] * topo["ranks_per_island"]
+    R = topo["ranks_per_island"]
+    learners = topo["islands"] * R
+    stages = topo.get("pipeline_stages", 1)
     if rank < learners:
-        return "learner"
+        return "learner" if stages == 1 else f"learner stage {(rank % R) // (R // stages)}"
     return "syncer" if rank < learners + topo.get("syncers", 0) else "expert worker"
 
 

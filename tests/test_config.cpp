@@ -305,3 +305,25 @@ TEST(Config, FullViewAndSpesBaseline) {
   expect_user_error([] { parse(kMinimal, {"experts.view=fp32"}); },
                     {"experts.view = \"fp32\"", "ternary", "lowrank", "full"});
 }
+
+// topology.pipeline_stages: one rank per stage, modes sync and diloco on the CPU; the other
+// combinations are refused, naming the fields.
+TEST(Config, PipelineStages) {
+  const std::vector<std::string> two = {"model.n_layers=4", "topology.ranks_per_island=2",
+                                        "topology.pipeline_stages=2"};
+  auto with = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), two.begin(), two.end());
+    return parse(kMinimal, more);
+  };
+  EXPECT_EQ(with({}).topology.pipeline_stages, 2);
+  EXPECT_NO_THROW(with({"train.mode=diloco", "topology.islands=2"}));
+  expect_user_error([&] { parse(kMinimal, {"model.n_layers=4", "topology.pipeline_stages=5"}); },
+                    {"topology.pipeline_stages = 5", "model.n_layers (4)"});
+  expect_user_error([&] { with({"topology.ranks_per_island=4"}); },
+                    {"topology.pipeline_stages = 2", "ranks_per_island = 4", "not built yet"});
+  expect_user_error([&] { with({"train.mode=parallax"}); },
+                    {"topology.pipeline_stages = 2", "mode = \"parallax\""});
+  expect_user_error([&] { with({"train.zero=1"}); }, {"train.zero = 1"});
+  expect_user_error([&] { with({"train.mode=diloco", "topology.syncers=1", "sync.backbone_sync=syncer"}); },
+                    {"topology.syncers = 1"});
+}

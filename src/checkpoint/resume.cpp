@@ -2,6 +2,8 @@
 // checkpoint_tokenizer, load_model_params
 #include "checkpoint/resume.hpp"
 
+#include "parallel/pipeline_schedule.hpp"  // defines: pipeline_layer_begin
+
 #include <fmt/format.h>
 
 #include "checkpoint/stateful.hpp"        // defines: StateReader
@@ -100,8 +102,29 @@ void read_global_backbone(const std::string& path, const ParamLayout& layout, fl
 }
 }  // namespace
 
+namespace {
+// A pipelined run's parameters: island 0's stage s (world rank s) holds its layers' spans.
+void read_pipeline_stages(const std::string& path, const Config& saved, MoeModel<float>& model) {
+  const ParamLayout& layout = model.layout();
+  const int P = saved.topology.pipeline_stages, L = saved.model.n_layers;
+  for (int s = 0; s < P; ++s) {
+    const int lb = pipeline_layer_begin(s, P, L), le = pipeline_layer_begin(s + 1, P, L);
+    for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
+      const ArenaSpan span = layout.layers_span(a, lb, le);
+      if (span.size() == 0 || !model.params(a)) continue;
+      const auto part = read_rank_array<float>(path, s, std::string("params/") + arena_name(a), span.size());
+      std::copy(part.begin(), part.end(), model.params(a) + span.lo);
+    }
+  }
+  const auto bias = read_rank_array<float>(path, 0, "model/router_bias", model.router_bias().size());
+  std::copy(bias.begin(), bias.end(), model.router_bias().begin());
+}
+}  // namespace
+
 void load_model_params(const std::string& path, MoeModel<float>& model, bool global_backbone) {
   const ParamLayout& layout = model.layout();
+  if (const Config saved = checkpoint_config(path); saved.topology.pipeline_stages > 1)
+    return read_pipeline_stages(path, saved, model);  // (the stages' own parameters)
   if (global_backbone && has_global_backbone(path)) {
     read_global_backbone(path, layout, model.params(Arena::BACKBONE));
   } else {

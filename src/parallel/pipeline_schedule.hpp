@@ -13,6 +13,12 @@ struct PipelineOp {
   int micro;     // micro-batch index in [0, M)
 };
 
+// The first layer of stage `stage` of `stages` over n_layers layers (stage s holds
+// [s L / P, (s+1) L / P): the later stages get the extra layers of an uneven split).
+inline int pipeline_layer_begin(int stage, int stages, int n_layers) {
+  return (int)((long long)stage * n_layers / stages);
+}
+
 inline int pipeline_slots(int stage, int stages, int micro_batches) {
   const int in_flight = stages - stage;
   return in_flight < micro_batches ? in_flight : micro_batches;

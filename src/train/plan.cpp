@@ -1,5 +1,6 @@
 // make_plan: memory, FLOPs and traffic per role from the config alone.
 #include "train/plan.hpp"
+#include "train/plan_pipeline.hpp"  // defines: pipeline_stage_plan
 
 #include <fmt/format.h>
 
@@ -41,7 +42,8 @@ Plan make_plan(const Config& cfg) {
       6.0 * p.params_active + 12.0 * m.n_layers * d * m.seq_len / 2.0;  // causal: half the T x T
   const int I = t.islands, R = t.ranks_per_island, NL = I * R;
   const int B = cfg.train.batch_size, T = m.seq_len;
-  p.tokens_per_step = (int64_t)B * T * NL;
+  const int data_parts = I * (R / t.pipeline_stages);  // (every stage of an island: one part)
+  p.tokens_per_step = (int64_t)B * T * data_parts;
   const bool sync = cfg.train.mode == TrainMode::SYNC;
   const bool parallax = cfg.train.mode == TrainMode::PARALLAX;
   // the parameters the backbone tier syncs: all of them, or the backbone alone in parallax
@@ -92,8 +94,14 @@ Plan make_plan(const Config& cfg) {
   // the token shards a learner holds: its part of the training split and the validation split
   p.train_tokens = shard_token_count(cfg.data.dir, "train");
   p.val_tokens = shard_token_count(cfg.data.dir, "val");
-  if (p.train_tokens > 0) lr.other_bytes += 4.0 * std::ceil((double)p.train_tokens / NL);
-  if (p.val_tokens > 0) lr.other_bytes += 4.0 * (double)p.val_tokens;
+  double token_bytes = 0;
+  if (p.train_tokens > 0) token_bytes += 4.0 * std::ceil((double)p.train_tokens / data_parts);
+  if (p.val_tokens > 0) token_bytes += 4.0 * (double)p.val_tokens;
+  if (t.pipeline_stages > 1) {  // (modes sync and diloco, one rank per stage)
+    for (int s = 0; s < t.pipeline_stages; ++s) p.roles.push_back(pipeline_stage_plan(cfg, s, token_bytes));
+    return p;
+  }
+  lr.other_bytes += token_bytes;
   const int max_rows = (B / MB) * T * m.top_k;
   if (parallax) lr.other_bytes += ParallaxExperts::buffer_bytes(cfg, max_rows);
   if (sync && NL > 1) lr.other_bytes += ExpertParallel::buffer_bytes(m, max_rows, NL);
@@ -261,9 +269,12 @@ std::string format_plan(const Config& cfg, const Plan& p) {
                    count(p.params_active));
   o += fmt::format("training FLOPs per token: {:.3g} (6 x active + causal attention)\n",
                    p.train_flops_per_token);
-  o += fmt::format("mode {}, {} islands x {} ranks + {} syncers + {} expert workers; {} tokens per "
+  o += fmt::format("mode {}, {} islands x {} ranks{} + {} syncers + {} expert workers; {} tokens per "
                    "step ({} micro-batch(es) of {} sequences per learner)\n",
                    to_string(cfg.train.mode), cfg.topology.islands, cfg.topology.ranks_per_island,
+                   cfg.topology.pipeline_stages > 1
+                       ? fmt::format(" ({} pipeline stages)", cfg.topology.pipeline_stages)
+                       : std::string(),
                    cfg.topology.syncers, cfg.topology.expert_workers, p.tokens_per_step,
                    cfg.train.micro_batches, cfg.train.batch_size / cfg.train.micro_batches);
   if (p.train_tokens >= 0 && p.val_tokens >= 0)
@@ -288,7 +299,7 @@ std::string format_plan(const Config& cfg, const Plan& p) {
         tot += r.bytes_per_step[i];
       }
     o += fmt::format("{}\n", tot > 0 ? "" : " none");
-    if (r.role == "learner" && tot > 0)
+    if (r.role.rfind("learner", 0) == 0 && tot > 0)
       o += fmt::format("  bytes sent per token this rank trains: {:.2f}\n",
                        tot / ((double)p.tokens_per_step / r.count));
   }

@@ -1,0 +1,67 @@
+// make_plan's learners of pipelined islands (topology.pipeline_stages = P > 1): one role per
+// stage, each from the arena spans, activation slots and messages of its own layers.
+#include "train/plan_pipeline.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "backend/pipeline_learner.hpp"  // defines: PipelineLearner::stage_memory
+#include "model/moe_model.hpp"           // defines: MoeModel::activation_bytes
+#include "parallel/comm.hpp"             // defines: Tier, ring_allreduce_bytes
+#include "sync/codec.hpp"                // defines: encoded_bytes
+#include "sync/fragments.hpp"            // defines: FragmentPlan
+#include "sync/outer_sync.hpp"           // defines: OuterSync::scratch_bytes
+
+namespace px {
+
+RolePlan pipeline_stage_plan(const Config& cfg, int stage, double token_bytes) {
+  const ModelConfig& m = cfg.model;
+  const int I = cfg.topology.islands, MB = cfg.train.micro_batches;
+  const int B = cfg.train.batch_size, T = m.seq_len;
+  const bool sync = cfg.train.mode == TrainMode::SYNC;
+  const ModelMemory mem = PipelineLearner::stage_memory(cfg, stage);
+  const MoeModel<float> sizes(m, 1, 1, mem);  // (its arenas: the stage's spans; activations tiny)
+  const ArenaSpan held[2] = {sizes.span(Arena::BACKBONE), sizes.span(Arena::EXPERTS)};
+  const double n = (double)held[0].size() + (double)held[1].size();
+  RolePlan r;
+  r.role = fmt::format("learner stage {}", stage);
+  r.count = I;
+  r.param_bytes = 4 * n;
+  r.grad_bytes = 4 * n;
+  r.optim_bytes = 8 * n;  // every element of the stage: no expert parallelism inside a stage
+  r.act_bytes = (double)MoeModel<float>::activation_bytes(m, B / MB, T, mem);
+  const bool first = stage == 0, last = stage + 1 == cfg.topology.pipeline_stages;
+  const double boundary = 4.0 * (B / MB) * T * m.d_model;  // one micro-batch's [N, d] in fp32
+  // the next stage's input gradient as received, my input gradients in flight (one per slot)
+  r.other_bytes = token_bytes + (last ? 0 : boundary) + (first ? 0 : mem.slots * boundary);
+  r.bytes_per_step.assign(kTierCount, 0.0);
+  auto& bps = r.bytes_per_step;
+  const int isl = (int)Tier::ISLAND, bb = (int)Tier::BACKBONE;
+  // every micro-batch's output to the next stage, its input gradient to the previous one
+  bps[isl] = ((last ? 0 : 1) + (first ? 0 : 1)) * MB * boundary;
+  if (sync) {  // the stage's gradients, all-reduced over the same stage of every island
+    bps[isl] += (double)ring_allreduce_bytes((int64_t)(4 * n), I);
+    return r;
+  }
+  // diloco: each stage syncs its own parts of the fragments with its peers (no island shards)
+  const FragmentPlan frags(sizes.layout(), cfg.sync.fragments, true, held);
+  double largest = 0;
+  for (int f = 0; f < frags.count(); ++f) largest = std::max(largest, (double)frags.size(f));
+  r.outer_bytes = 8 * n + (cfg.sync.outer_dtype != WireDtype::FP32 ? 4 * n : 0);
+  r.other_bytes += OuterSync::scratch_bytes(cfg, largest, 1, I);
+  const WireDtype dt = cfg.sync.outer_dtype;
+  double per_period = 0;  // every fragment once per outer period
+  for (int f = 0; f < frags.count(); ++f) {
+    const double k = (double)frags.size(f);
+    if (k == 0) continue;
+    per_period += dt == WireDtype::FP32 && cfg.sync.merge == MergeKind::MEAN
+                      ? (double)ring_allreduce_bytes((int64_t)(4 * k), I)
+                      : (double)encoded_bytes(dt, (size_t)k) * (I - 1);
+  }
+  bps[bb] = per_period / cfg.sync.backbone_every;
+  return r;
+}
+
+}  // namespace px

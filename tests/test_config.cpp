@@ -306,7 +306,7 @@ TEST(Config, FullViewAndSpesBaseline) {
                     {"experts.view = \"fp32\"", "ternary", "lowrank", "full"});
 }
 
-// topology.pipeline_stages: one rank per stage, modes sync and diloco on the CPU; the other
+// topology.pipeline_stages: P stages of R / P ranks, modes sync and diloco on the CPU; the other
 // combinations are refused, naming the fields.
 TEST(Config, PipelineStages) {
   const std::vector<std::string> two = {"model.n_layers=4", "topology.ranks_per_island=2",
@@ -319,8 +319,9 @@ TEST(Config, PipelineStages) {
   EXPECT_NO_THROW(with({"train.mode=diloco", "topology.islands=2"}));
   expect_user_error([&] { parse(kMinimal, {"model.n_layers=4", "topology.pipeline_stages=5"}); },
                     {"topology.pipeline_stages = 5", "model.n_layers (4)"});
-  expect_user_error([&] { with({"topology.ranks_per_island=4"}); },
-                    {"topology.pipeline_stages = 2", "ranks_per_island = 4", "not built yet"});
+  EXPECT_NO_THROW(with({"topology.ranks_per_island=4"}));  // 2 stages of 2 ranks
+  expect_user_error([&] { with({"topology.ranks_per_island=3"}); },
+                    {"topology.pipeline_stages = 2", "must divide topology.ranks_per_island = 3"});
   expect_user_error([&] { with({"train.mode=parallax"}); },
                     {"topology.pipeline_stages = 2", "mode = \"parallax\""});
   expect_user_error([&] { with({"train.zero=1"}); }, {"train.zero = 1"});

@@ -75,7 +75,8 @@ inline ModelMemory learner_model_memory(const Config& cfg) {
 
 // The learner model of cfg.train.device. dp: the data-parallel group (size 1 is fine).
 // expert_parallel: shard routed experts over dp (mode "sync"). topo: needed in mode "parallax".
-// island: needed with topology.pipeline_stages > 1 (its ranks are the stages).
+// island: with topology.pipeline_stages > 1, the island's ranks that are my pipeline (rank =
+// stage).
 std::unique_ptr<LearnerModel> make_learner_model(const Config& cfg, Comm& dp, bool expert_parallel,
                                                  int micro_batch, const Topology* topo,
                                                  Comm* island = nullptr);

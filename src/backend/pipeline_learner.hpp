@@ -1,12 +1,13 @@
 #pragma once
-// A pipeline stage of an island (topology.pipeline_stages = P > 1; DESIGN §3): this rank holds
+// A pipeline stage of an island (topology.pipeline_stages = P > 1, D = ranks_per_island / P
+// ranks per stage; DESIGN §3): this rank holds
 // layers [s L / P, (s+1) L / P) of the model (the embedding on stage 0, the final norm and head
 // on stage P-1), their parameters, gradients and AdamW moments alone, and one set of
 // activations per micro-batch in flight. A step runs the batch's train.micro_batches through
 // the 1F1B schedule (parallel/pipeline_schedule.hpp): activations go to the next stage and
 // their gradients come back point-to-point on the island (counted in tier "island"); then
-// the stage's gradients are all-reduced over its data-parallel group (mode "sync": the same
-// stage of every island), the global gradient norm, the loss and the routing counts are
+// the stage's gradients are all-reduced over its data-parallel group (the stage's D ranks of
+// the island; mode "sync": of every island), the global gradient norm, the loss and the routing counts are
 // summed over the stages, and every stage steps its own AdamW. The host copy is the live
 // model (CPU): every sync point is a no-op.
 #include <functional>
@@ -19,8 +20,8 @@ namespace px {
 
 class PipelineLearner final : public LearnerModel {
  public:
-  // island: the island's ranks (rank = stage); dp: the stage's data-parallel group (size 1 is
-  // fine). Collective over the island (it duplicates it for the pipeline's messages).
+  // island: my pipeline's ranks of the island (rank = stage); dp: the stage's data-parallel
+  // group (size 1 is fine). Collective over island (it duplicates it for the messages).
   PipelineLearner(const Config& cfg, Comm& island, Comm& dp, int micro_batch);
 
   StepStats step(const int32_t* inputs, const int32_t* targets, double lr) override;

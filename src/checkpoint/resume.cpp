@@ -103,7 +103,8 @@ void read_global_backbone(const std::string& path, const ParamLayout& layout, fl
 }  // namespace
 
 namespace {
-// A pipelined run's parameters: island 0's stage s (world rank s) holds its layers' spans.
+// A pipelined run's parameters: island 0's stage s (its first rank, world rank s D) holds its
+// layers' spans.
 void read_pipeline_stages(const std::string& path, const Config& saved, MoeModel<float>& model) {
   const ParamLayout& layout = model.layout();
   const int P = saved.topology.pipeline_stages, L = saved.model.n_layers;
@@ -112,7 +113,8 @@ void read_pipeline_stages(const std::string& path, const Config& saved, MoeModel
     for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
       const ArenaSpan span = layout.layers_span(a, lb, le);
       if (span.size() == 0 || !model.params(a)) continue;
-      const auto part = read_rank_array<float>(path, s, std::string("params/") + arena_name(a), span.size());
+      const int rank = s * (saved.topology.ranks_per_island / P);  // (island 0, stage s, rank 0 in it)
+      const auto part = read_rank_array<float>(path, rank, std::string("params/") + arena_name(a), span.size());
       std::copy(part.begin(), part.end(), model.params(a) + span.lo);
     }
   }

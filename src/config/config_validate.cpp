@@ -62,10 +62,9 @@ void check_range(const FieldDesc& f, const Config& c) {
 void check_pipeline(const Config& c) {
   const int P = c.topology.pipeline_stages, R = c.topology.ranks_per_island;
   if (P == 1) return;
-  if (R != P)
-    fail(fmt::format("topology.pipeline_stages = {} with topology.ranks_per_island = {}: data "
-                     "parallel inside a stage is not built yet; use ranks_per_island = {} (one "
-                     "rank per stage)", P, R, P));
+  if (R % P != 0)
+    fail(fmt::format("topology.pipeline_stages = {} must divide topology.ranks_per_island = {} "
+                     "(P stages of R / P data-parallel ranks each)", P, R));
   if (c.train.mode == TrainMode::PARALLAX)
     fail(fmt::format("topology.pipeline_stages = {} is not built for train.mode = \"parallax\" "
                      "yet; use 1, or mode \"sync\" or \"diloco\"", P));

@@ -12,16 +12,26 @@ namespace px {
 namespace {
 
 LearnerComms learner_comms(RunContext& ctx) {
-  return {Comm(ctx.comms.learners, ctx.stats), Comm(ctx.comms.island, ctx.stats),
-          Comm(ctx.comms.peers, ctx.stats),    Comm(MPI_COMM_SELF, ctx.stats),
-          Comm(ctx.comms.leaders, ctx.stats),  Comm(ctx.comms.control, ctx.stats)};
+  LearnerComms c{Comm(ctx.comms.learners, ctx.stats), Comm(ctx.comms.island, ctx.stats),
+                 Comm(ctx.comms.peers, ctx.stats),    Comm(MPI_COMM_SELF, ctx.stats),
+                 Comm(ctx.comms.leaders, ctx.stats),  Comm(ctx.comms.control, ctx.stats),
+                 Comm(MPI_COMM_NULL, ctx.stats),      Comm(MPI_COMM_NULL, ctx.stats),
+                 Comm(MPI_COMM_NULL, ctx.stats)};
+  const Topology& t = ctx.topo;
+  if (t.pipeline_stages > 1) {  // (collective over the island, then over the learners)
+    const int D = t.stage_ranks(), in_stage = t.local_rank % D;
+    c.stage = Comm::split(ctx.comms.island, t.stage(), in_stage, ctx.stats);
+    c.pipeline = Comm::split(ctx.comms.island, in_stage, t.stage(), ctx.stats);
+    c.stage_peers = Comm::split(ctx.comms.learners, t.stage(), t.world_rank, ctx.stats);
+  }
+  return c;
 }
 
 // The data-parallel group of the model's step: all learners in mode sync (expert parallel),
 // else the island, or the rank alone under the hierarchical island tier. A pipeline stage's:
-// the same stage of every island in mode sync, else the rank alone (one rank per stage).
+// the same stage of every island in mode sync, else the stage's ranks of the island.
 Comm& data_parallel_group(const Config& cfg, LearnerComms& c) {
-  if (cfg.topology.pipeline_stages > 1) return cfg.train.mode == TrainMode::SYNC ? c.peers : c.self;
+  if (cfg.topology.pipeline_stages > 1) return cfg.train.mode == TrainMode::SYNC ? c.stage_peers : c.stage;
   if (cfg.train.mode == TrainMode::SYNC) return c.learners;
   return cfg.sync.island_every > 1 ? c.self : c.island;
 }
@@ -38,7 +48,7 @@ LearnerRole::LearnerRole(RunContext& ctx)
       model_(make_learner_model(cfg_, data_parallel_group(cfg_, comms_),
                                 cfg_.train.mode == TrainMode::SYNC,
                                 cfg_.train.batch_size / cfg_.train.micro_batches, &ctx.topo,
-                                &comms_.island)),
+                                &comms_.pipeline)),
       tiers_(make_learner_tiers(cfg_, ctx.topo, *model_, comms_, ctx.p2p)),
       stop_(cfg_, ctx.topo, {comms_.learners, comms_.island, comms_.leaders, comms_.control, ctx.p2p}),
       state_(*model_, progress_),

@@ -63,7 +63,7 @@ LearnerTiers make_learner_tiers(const Config& cfg, const Topology& topo, Learner
   if (cfg.train.mode != TrainMode::SYNC)
     out.tiers.push_back(std::make_unique<BackboneTier>(
         cfg, topo, model, comms.learners, comms.peers,
-        topo.pipeline_stages > 1 ? comms.self : comms.island, p2p));  // (a stage's ranks' island)
+        topo.pipeline_stages > 1 ? comms.stage : comms.island, p2p));  // (a stage's ranks' island)
   if (cfg.train.mode == TrainMode::PARALLAX) add_expert_tiers(cfg, topo, model, p2p, out);
   return out;
 }

@@ -16,6 +16,10 @@ namespace px {
 struct LearnerComms {
   Comm learners, island, peers, self;
   Comm leaders, control;  // island leaders; the learners' control messages (StopAgreement)
+  // Pipelined islands (topology.pipeline_stages > 1; null Comms otherwise): the D ranks of my
+  // island and stage (rank = rank in the stage), the P ranks of my island with my rank in
+  // the stage (rank = stage), the I x D learners of my stage in every island.
+  Comm stage, pipeline, stage_peers;
 };
 
 struct LearnerTiers {

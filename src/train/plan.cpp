@@ -97,7 +97,7 @@ Plan make_plan(const Config& cfg) {
   double token_bytes = 0;
   if (p.train_tokens > 0) token_bytes += 4.0 * std::ceil((double)p.train_tokens / data_parts);
   if (p.val_tokens > 0) token_bytes += 4.0 * (double)p.val_tokens;
-  if (t.pipeline_stages > 1) {  // (modes sync and diloco, one rank per stage)
+  if (t.pipeline_stages > 1) {  // (modes sync and diloco)
     for (int s = 0; s < t.pipeline_stages; ++s) p.roles.push_back(pipeline_stage_plan(cfg, s, token_bytes));
     return p;
   }

@@ -19,6 +19,7 @@ namespace px {
 RolePlan pipeline_stage_plan(const Config& cfg, int stage, double token_bytes) {
   const ModelConfig& m = cfg.model;
   const int I = cfg.topology.islands, MB = cfg.train.micro_batches;
+  const int D = cfg.topology.ranks_per_island / cfg.topology.pipeline_stages;  // ranks per stage
   const int B = cfg.train.batch_size, T = m.seq_len;
   const bool sync = cfg.train.mode == TrainMode::SYNC;
   const ModelMemory mem = PipelineLearner::stage_memory(cfg, stage);
@@ -27,7 +28,7 @@ RolePlan pipeline_stage_plan(const Config& cfg, int stage, double token_bytes) {
   const double n = (double)held[0].size() + (double)held[1].size();
   RolePlan r;
   r.role = fmt::format("learner stage {}", stage);
-  r.count = I;
+  r.count = I * D;
   r.param_bytes = 4 * n;
   r.grad_bytes = 4 * n;
   r.optim_bytes = 8 * n;  // every element of the stage: no expert parallelism inside a stage
@@ -41,20 +42,24 @@ RolePlan pipeline_stage_plan(const Config& cfg, int stage, double token_bytes) {
   const int isl = (int)Tier::ISLAND, bb = (int)Tier::BACKBONE;
   // every micro-batch's output to the next stage, its input gradient to the previous one
   bps[isl] = ((last ? 0 : 1) + (first ? 0 : 1)) * MB * boundary;
-  if (sync) {  // the stage's gradients, all-reduced over the same stage of every island
-    bps[isl] += (double)ring_allreduce_bytes((int64_t)(4 * n), I);
-    return r;
-  }
-  // diloco: each stage syncs its own parts of the fragments with its peers (no island shards)
+  // the stage's gradients, all-reduced over the same stage of every island (sync) or over the
+  // stage's ranks of the island (diloco)
+  const int dp = sync ? I * D : D;
+  if (dp > 1) bps[isl] += (double)ring_allreduce_bytes((int64_t)(4 * n), dp);
+  if (sync) return r;
+  // diloco: the stage's ranks of every island sync its parts of the fragments, rank r of the
+  // stage its shard r, which the stage's ranks then all-gather
   const FragmentPlan frags(sizes.layout(), cfg.sync.fragments, true, held);
   double largest = 0;
   for (int f = 0; f < frags.count(); ++f) largest = std::max(largest, (double)frags.size(f));
-  r.outer_bytes = 8 * n + (cfg.sync.outer_dtype != WireDtype::FP32 ? 4 * n : 0);
-  r.other_bytes += OuterSync::scratch_bytes(cfg, largest, 1, I);
+  const double shard = n / D;
+  r.outer_bytes = 8 * shard + (cfg.sync.outer_dtype != WireDtype::FP32 ? 4 * shard : 0);
+  r.other_bytes += OuterSync::scratch_bytes(cfg, largest, D, I);
+  if (D > 1) bps[isl] += 4.0 * shard * (D - 1) / cfg.sync.backbone_every;  // the all-gathers
   const WireDtype dt = cfg.sync.outer_dtype;
   double per_period = 0;  // every fragment once per outer period
   for (int f = 0; f < frags.count(); ++f) {
-    const double k = (double)frags.size(f);
+    const double k = std::ceil((double)frags.size(f) / D);  // my shard of fragment f
     if (k == 0) continue;
     per_period += dt == WireDtype::FP32 && cfg.sync.merge == MergeKind::MEAN
                       ? (double)ring_allreduce_bytes((int64_t)(4 * k), I)

@@ -1,5 +1,5 @@
-// Pipelined islands (topology.pipeline_stages = P, one rank per stage) with real ranks: the
-// island's ranks are the stages of a 4-layer model, micro-batches flow 1F1B with the
+// Pipelined islands (topology.pipeline_stages = P, D ranks per stage) with real ranks: the
+// island's ranks are P stages of a 4-layer model, micro-batches flow 1F1B with the
 // activations and their gradients point-to-point. Against the unpipelined run of the same
 // micro-batches (train.micro_batches, one rank per island): the losses agree to 1e-4 relative
 // over 8 steps and the parameters (the stages' arena spans joined) to 1e-3 relative after
@@ -45,8 +45,9 @@ std::vector<std::string> base(std::vector<std::string> ov) {
   return ov;
 }
 
-// Island 0's stages' spans of arena `name`, joined in stage order (the whole arena).
-std::vector<float> joined(const std::string& path, int P, const char* name, const Config& cfg) {
+// Island 0's stages' spans of arena `name` (from each stage's first rank, world rank s D),
+// joined in stage order (the whole arena).
+std::vector<float> joined(const std::string& path, int P, int D, const char* name, const Config& cfg) {
   std::vector<float> out;
   for (int s = 0; s < P; ++s) {
     ModelMemory mem;
@@ -55,42 +56,47 @@ std::vector<float> joined(const std::string& path, int P, const char* name, cons
     const MoeModel<float> m(cfg.model, 1, 1, mem);
     const Arena a = std::string(name) == "params/backbone" ? Arena::BACKBONE : Arena::EXPERTS;
     if (m.arena_size(a) == 0) continue;  // (a stage of dense layers only holds no experts)
-    const auto part = read_rank_array<float>(path, s, name, m.arena_size(a));
+    const auto part = read_rank_array<float>(path, s * D, name, m.arena_size(a));
     out.insert(out.end(), part.begin(), part.end());
   }
   return out;
 }
 
-// The routed experts of an unpipelined run: in mode sync each of the 2 ranks steps only the
-// experts it holds (expert parallel), so each expert is read from its rank.
-std::vector<float> unpipelined_experts(const std::string& path, const Config& cfg, const ParamLayout& L) {
+// The routed experts of an unpipelined run on `ranks` ranks: in mode sync each rank steps only
+// the experts it holds (expert parallel), so each expert is read from its rank.
+std::vector<float> unpipelined_experts(const std::string& path, const Config& cfg, const ParamLayout& L,
+                                       int ranks) {
   std::vector<float> out = read_rank_array<float>(path, 0, "params/experts", L.experts_size);
   if (cfg.train.mode != TrainMode::SYNC) return out;
-  const auto other = read_rank_array<float>(path, 1, "params/experts", L.experts_size);
-  const auto range = read_rank_array<int64_t>(path, 1, "ep/expert_range", 2);
-  const int E = cfg.model.n_experts;
-  for (const ParamSpec& spec : L.specs) {
-    if (spec.arena != Arena::EXPERTS) continue;
-    const size_t per = spec.size / E;
-    std::copy_n(other.begin() + spec.offset + per * range[0], per * (range[1] - range[0]),
-                out.begin() + spec.offset + per * range[0]);
+  for (int r = 1; r < ranks; ++r) {
+    const auto other = read_rank_array<float>(path, r, "params/experts", L.experts_size);
+    const auto range = read_rank_array<int64_t>(path, r, "ep/expert_range", 2);
+    const int E = cfg.model.n_experts;
+    for (const ParamSpec& spec : L.specs) {
+      if (spec.arena != Arena::EXPERTS) continue;
+      const size_t per = spec.size / E;
+      std::copy_n(other.begin() + spec.offset + per * range[0], per * (range[1] - range[0]),
+                  out.begin() + spec.offset + per * range[0]);
+    }
   }
   return out;
 }
 
-// Runs ov unpipelined (2 islands x 1 rank) and with P stages (2 x P ranks) at M micro-batches;
-// on rank 0 compares losses, evaluations and the parameters after the last step.
-void expect_pipeline_follows_unpipelined(const std::vector<std::string>& ov, int P, int M,
+// Runs ov unpipelined (2 islands x D ranks) and with P stages of D ranks (2 x P D ranks) at M
+// micro-batches (the same data parts); on rank 0 compares losses, evaluations and the
+// parameters after the last step.
+void expect_pipeline_follows_unpipelined(const std::vector<std::string>& ov, int P, int D, int M,
                                          const std::string& tag) {
   std::vector<std::string> plain = base(ov), piped = base(ov);
-  plain.push_back("train.micro_batches=" + std::to_string(M));
+  plain.insert(plain.end(), {"train.micro_batches=" + std::to_string(M),
+                             "topology.ranks_per_island=" + std::to_string(D)});
   piped.insert(piped.end(), {"train.micro_batches=" + std::to_string(M),
-                             "topology.ranks_per_island=" + std::to_string(P),
+                             "topology.ranks_per_island=" + std::to_string(P * D),
                              "topology.pipeline_stages=" + std::to_string(P)});
   const Config a_cfg = tiny(plain), b_cfg = tiny(piped);
   const std::string da = shared_dir(tag + "_plain"), db = shared_dir(tag + "_piped");
-  const TrainResult a = run(2, a_cfg, da);
-  const TrainResult b = run(2 * P, b_cfg, db);
+  const TrainResult a = run(2 * D, a_cfg, da);
+  const TrainResult b = run(2 * P * D, b_cfg, db);
   if (world_rank() != 0) return;
   expect_close(b.losses, a.losses, 1e-4);
   ASSERT_EQ(b.evals.size(), a.evals.size());
@@ -98,27 +104,38 @@ void expect_pipeline_follows_unpipelined(const std::vector<std::string>& ov, int
     EXPECT_NEAR(b.evals[i].second, a.evals[i].second, 1e-4 * a.evals[i].second) << tag;
   const std::string pa = checkpoint_path(da, 8), pb = checkpoint_path(db, 8);
   const ParamLayout L(a_cfg.model);
-  expect_arrays_close(joined(pb, P, "params/backbone", b_cfg),
+  expect_arrays_close(joined(pb, P, D, "params/backbone", b_cfg),
                       read_rank_array<float>(pa, 0, "params/backbone", L.backbone_size), 1e-3,
                       tag + " backbone");
-  expect_arrays_close(joined(pb, P, "params/experts", b_cfg), unpipelined_experts(pa, a_cfg, L),
+  expect_arrays_close(joined(pb, P, D, "params/experts", b_cfg), unpipelined_experts(pa, a_cfg, L, 2 * D),
                       1e-3, tag + " experts");
 }
 
 }  // namespace
 
 TEST(MpiPipeline, SyncTwoStagesFollowTheUnpipelinedRun) {
-  expect_pipeline_follows_unpipelined({}, 2, 4, "sync_p2");
+  expect_pipeline_follows_unpipelined({}, 2, 1, 4, "sync_p2");
+}
+
+// Two stages of two ranks (D = 2): a stage's gradients all-reduced over its 4 ranks (sync) or
+// its 2 ranks of the island (diloco, whose outer sync shards each stage's fragments over them).
+TEST(MpiPipeline, SyncTwoStagesOfTwoRanksFollowTheUnpipelinedRun) {
+  expect_pipeline_follows_unpipelined({}, 2, 2, 2, "sync_p2d2");
+}
+
+TEST(MpiPipeline, DilocoTwoStagesOfTwoRanksFollowTheUnpipelinedRun) {
+  expect_pipeline_follows_unpipelined({"train.mode=\"diloco\"", "sync.backbone_every=3",
+                                       "sync.fragments=2"}, 2, 2, 2, "diloco_p2d2");
 }
 
 // Four stages with fewer micro-batches than stages: stage s keeps min(P - s, M) in flight.
 TEST(MpiPipeline, SyncFourStagesFollowTheUnpipelinedRun) {
-  expect_pipeline_follows_unpipelined({}, 4, 2, "sync_p4");
+  expect_pipeline_follows_unpipelined({}, 4, 1, 2, "sync_p4");
 }
 
 TEST(MpiPipeline, DilocoFourStagesFollowTheUnpipelinedRun) {
   expect_pipeline_follows_unpipelined({"train.mode=\"diloco\"", "sync.backbone_every=3",
-                                       "sync.fragments=2"}, 4, 4, "diloco_p4");
+                                       "sync.fragments=2"}, 4, 1, 4, "diloco_p4");
 }
 
 // Mode diloco on 2 stages: the island tier carries the M micro-batches' activations (stage 0,

@@ -33,8 +33,7 @@ PipelineLearner::PipelineLearner(const Config& cfg, Comm& island, Comm& dp, int 
   model_.init_params((uint64_t)cfg.train.seed);
   const ArenaSpan bb = model_.span(Arena::BACKBONE), ex = model_.span(Arena::EXPERTS);
   opt_ = std::make_unique<AdamW>(model_.layout(), adamw_config(cfg), 0, -1,
-                                 std::array<ArenaWindow, 2>{ArenaWindow{bb.lo, bb.hi},
-                                                            ArenaWindow{ex.lo, ex.hi}},
+                                 optimizer_windows(cfg.train.zero == 1),
                                  std::array<size_t, 2>{bb.lo, ex.lo});
   const size_t n = (size_t)batch_ * seq_ * cfg.model.d_model;
   if (stage_ + 1 < stages_) recv_grad_.assign(n, 0.f);
@@ -43,6 +42,21 @@ PipelineLearner::PipelineLearner(const Config& cfg, Comm& island, Comm& dp, int 
   grad_reqs_.assign(slots_, MPI_REQUEST_NULL);
   if (dp.size() > 1) sum_stats_ = [this](double* v, int k) { dp_.allreduce_sum(v, k, Tier::CONTROL); };
   set_parallel(false);
+}
+
+std::array<ArenaWindow, 2> PipelineLearner::optimizer_windows(bool zero) {
+  std::array<ArenaWindow, 2> w{};
+  const int D = dp_.size(), r = dp_.rank();
+  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
+    const ArenaSpan span = model_.span(a);
+    w[(int)a] = {span.lo, span.hi};
+    if (!zero || D == 1 || span.size() == 0) continue;
+    // ZeRO-1: my 1/D of the stage's span, in the order of the group's ranks
+    auto begin = [&](int k) { return span.size() * (size_t)k / (size_t)D; };
+    for (int k = 0; k < D; ++k) shards_[(int)a].push_back((int)(begin(k + 1) - begin(k)));
+    w[(int)a] = {span.lo + begin(r), span.lo + begin(r + 1)};
+  }
+  return w;
 }
 
 void PipelineLearner::set_parallel(bool eval) {
@@ -90,17 +104,27 @@ void PipelineLearner::backward_micro(int micro) {
 StepStats PipelineLearner::combine(Sums& sums) {
   StepStats s;
   float* const grads[2] = {model_.grads(Arena::BACKBONE), model_.grads(Arena::EXPERTS)};
-  if (dp_.size() > 1) {  // my stage's gradients, summed over its data-parallel group
-    for (Arena a : {Arena::BACKBONE, Arena::EXPERTS})
-      if (grads[(int)a]) dp_.allreduce_sum(grads[(int)a], (int64_t)model_.arena_size(a), Tier::ISLAND);
+  // over the stage's data-parallel group: its gradients (all-reduced, or with ZeRO-1 my shard
+  // reduce-scattered, then the shards' squared norms summed), the counts, the CE shares
+  const bool zero = !shards_[0].empty() || !shards_[1].empty();
+  double sq = 0;
+  if (dp_.size() > 1) {
+    for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
+      float* g = grads[(int)a];
+      if (!g) continue;
+      if (shards_[(int)a].empty()) dp_.allreduce_sum(g, (int64_t)model_.arena_size(a), Tier::ISLAND);
+      else dp_.reduce_scatter_sum(g, shards_[(int)a], Tier::ISLAND);
+    }
     dp_.allreduce_sum(sums.counts.data(), (int64_t)sums.counts.size(), Tier::CONTROL);
-    dp_.allreduce_sum(&sums.ce, 1, Tier::CONTROL);  // (shares of the group's mean CE)
   }
+  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS})
+    if (grads[(int)a]) sq += opt_->sq_norm(grads[(int)a], a);
+  double group[2] = {sums.ce, zero ? sq : 0.0};  // (shares of the group's mean CE)
+  if (dp_.size() > 1) dp_.allreduce_sum(group, zero ? 2 : 1, Tier::CONTROL);
+  if (zero) sq = group[1];
   // over the stages: the CE (the last stage's), the aux losses and squared gradient norms of
   // every stage's layers, the routing counts of every stage's MoE layers
-  double spread[3] = {sums.ce, sums.aux / micro_, 0.0};
-  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS})
-    if (grads[(int)a]) spread[2] += opt_->sq_norm(grads[(int)a], a);
+  double spread[3] = {group[0], sums.aux / micro_, sq};
   pipe_.allreduce_sum(spread, 3, Tier::CONTROL);
   pipe_.allreduce_sum(sums.counts.data(), (int64_t)sums.counts.size(), Tier::CONTROL);
   s.ce = spread[0] / micro_;
@@ -129,6 +153,8 @@ StepStats PipelineLearner::step(const int32_t* in, const int32_t* tg, double lr)
   float* const params[2] = {model_.params(Arena::BACKBONE), model_.params(Arena::EXPERTS)};
   float* const grads[2] = {model_.grads(Arena::BACKBONE), model_.grads(Arena::EXPERTS)};
   opt_->step(params, grads, lr, s.grad_norm);
+  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS})  // ZeRO-1: every rank's updated shard to all
+    if (!shards_[(int)a].empty()) dp_.allgather_blocks(params[(int)a], shards_[(int)a], Tier::ISLAND);
   model_.update_router_bias(s.counts);
   return s;
 }

@@ -8,8 +8,10 @@
 // their gradients come back point-to-point on the island (counted in tier "island"); then
 // the stage's gradients are all-reduced over its data-parallel group (the stage's D ranks of
 // the island; mode "sync": of every island), the global gradient norm, the loss and the routing counts are
-// summed over the stages, and every stage steps its own AdamW. The host copy is the live
+// summed over the stages, and every stage steps its own AdamW (train.zero = 1: each rank of the
+// group its 1/D of the stage's span, ZeRO-1: gradients reduce-scattered, shards all-gathered). The host copy is the live
 // model (CPU): every sync point is a no-op.
+#include <array>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -53,6 +55,9 @@ class PipelineLearner final : public LearnerModel {
   void send(const float* data, int slot, int to, std::vector<MPI_Request>& reqs);
   void wait_sends();
   void set_parallel(bool eval);
+  // The spans of the arenas my AdamW steps: the stage's, or (train.zero = 1) my 1/D of them
+  // (sets shards_).
+  std::array<ArenaWindow, 2> optimizer_windows(bool zero);
   // The step's statistics summed over the data-parallel group and the stages.
   StepStats combine(Sums& sums);
 
@@ -66,6 +71,7 @@ class PipelineLearner final : public LearnerModel {
   std::vector<float> recv_grad_;               // [N, d] the next stage's input gradient
   std::vector<std::vector<float>> send_grad_;  // per slot: my input gradient in flight
   std::vector<MPI_Request> act_reqs_, grad_reqs_;  // per slot
+  std::vector<int> shards_[2];  // ZeRO-1: elements per rank of the group (empty: not sharded)
 };
 
 }  // namespace px

@@ -71,9 +71,6 @@ void check_pipeline(const Config& c) {
   if (c.train.device != DeviceKind::CPU)
     fail(fmt::format("topology.pipeline_stages = {} is built for train.device = \"cpu\" only; "
                      "got \"{}\"", P, to_string(c.train.device)));
-  if (c.train.zero != 0)
-    fail(fmt::format("topology.pipeline_stages = {} with train.zero = {}: ZeRO-1 inside a stage "
-                     "is not built yet; use 0", P, c.train.zero));
   if (c.sync.island_every != 1)
     fail(fmt::format("topology.pipeline_stages = {} with sync.island_every = {}: a stage has no "
                      "island peers to average with; use 1", P, c.sync.island_every));

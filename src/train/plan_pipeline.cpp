@@ -31,7 +31,13 @@ RolePlan pipeline_stage_plan(const Config& cfg, int stage, double token_bytes) {
   r.count = I * D;
   r.param_bytes = 4 * n;
   r.grad_bytes = 4 * n;
-  r.optim_bytes = 8 * n;  // every element of the stage: no expert parallelism inside a stage
+  // every element of the stage (no expert parallelism inside a stage), or with ZeRO-1 my 1/dp
+  // of each arena's span, dp the stage's data-parallel group
+  const int dp = sync ? I * D : D;
+  const bool zero = cfg.train.zero == 1 && dp > 1;
+  r.optim_bytes = 0;
+  for (const ArenaSpan& span : held)
+    r.optim_bytes += 8.0 * (zero ? std::ceil((double)span.size() / dp) : (double)span.size());
   r.act_bytes = (double)MoeModel<float>::activation_bytes(m, B / MB, T, mem);
   const bool first = stage == 0, last = stage + 1 == cfg.topology.pipeline_stages;
   const double boundary = 4.0 * (B / MB) * T * m.d_model;  // one micro-batch's [N, d] in fp32
@@ -44,9 +50,14 @@ RolePlan pipeline_stage_plan(const Config& cfg, int stage, double token_bytes) {
   bps[isl] = ((last ? 0 : 1) + (first ? 0 : 1)) * MB * boundary;
   // the stage's gradients, all-reduced over the same stage of every island (sync) or over the
   // stage's ranks of the island (diloco)
-  const int dp = sync ? I * D : D;
-  if (dp > 1) bps[isl] += (double)ring_allreduce_bytes((int64_t)(4 * n), dp);
-  if (sync) return r;
+  if (dp > 1) bps[isl] += (double)ring_allreduce_bytes((int64_t)(4 * n), dp);  // (or ZeRO-1's
+  // reduce-scatter + all-gather: the same bytes)
+  // ZeRO-1's reduce-scatter receives my shard of the larger span
+  const double zero_transient = zero ? 4.0 * std::ceil((double)std::max(held[0].size(), held[1].size()) / dp) : 0;
+  if (sync) {
+    r.other_bytes += zero_transient;
+    return r;
+  }
   // diloco: the stage's ranks of every island sync its parts of the fragments, rank r of the
   // stage its shard r, which the stage's ranks then all-gather
   const FragmentPlan frags(sizes.layout(), cfg.sync.fragments, true, held);
@@ -54,7 +65,7 @@ RolePlan pipeline_stage_plan(const Config& cfg, int stage, double token_bytes) {
   for (int f = 0; f < frags.count(); ++f) largest = std::max(largest, (double)frags.size(f));
   const double shard = n / D;
   r.outer_bytes = 8 * shard + (cfg.sync.outer_dtype != WireDtype::FP32 ? 4 * shard : 0);
-  r.other_bytes += OuterSync::scratch_bytes(cfg, largest, D, I);
+  r.other_bytes += std::max(OuterSync::scratch_bytes(cfg, largest, D, I), zero_transient);
   if (D > 1) bps[isl] += 4.0 * shard * (D - 1) / cfg.sync.backbone_every;  // the all-gathers
   const WireDtype dt = cfg.sync.outer_dtype;
   double per_period = 0;  // every fragment once per outer period

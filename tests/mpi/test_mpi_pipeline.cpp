@@ -5,7 +5,8 @@
 // over 8 steps and the parameters (the stages' arena spans joined) to 1e-3 relative after
 // them, in modes sync (the stage's gradients all-reduced over the same stage of each island)
 // and diloco (each stage's outer sync over its peers); the island tier counts exactly the
-// micro-batches' activations and gradients; a pipelined run resumes bit-identically.
+// micro-batches' activations and gradients; ZeRO-1 inside a stage shards the moments (each
+// rank's equal its slice of the unsharded ones); a pipelined run resumes bit-identically.
 // (Tolerances: fp32 sums in another order -- the stages' norms, the all-reduces -- grow over
 // the steps; routing near-ties make token-by-token comparisons meaningless.)
 #include <gtest/gtest.h>
@@ -86,13 +87,14 @@ std::vector<float> unpipelined_experts(const std::string& path, const Config& cf
 // micro-batches (the same data parts); on rank 0 compares losses, evaluations and the
 // parameters after the last step.
 void expect_pipeline_follows_unpipelined(const std::vector<std::string>& ov, int P, int D, int M,
-                                         const std::string& tag) {
+                                         const std::string& tag, bool zero = false) {
   std::vector<std::string> plain = base(ov), piped = base(ov);
   plain.insert(plain.end(), {"train.micro_batches=" + std::to_string(M),
                              "topology.ranks_per_island=" + std::to_string(D)});
   piped.insert(piped.end(), {"train.micro_batches=" + std::to_string(M),
                              "topology.ranks_per_island=" + std::to_string(P * D),
                              "topology.pipeline_stages=" + std::to_string(P)});
+  if (zero) piped.push_back("train.zero=1");
   const Config a_cfg = tiny(plain), b_cfg = tiny(piped);
   const std::string da = shared_dir(tag + "_plain"), db = shared_dir(tag + "_piped");
   const TrainResult a = run(2 * D, a_cfg, da);
@@ -109,6 +111,24 @@ void expect_pipeline_follows_unpipelined(const std::vector<std::string>& ov, int
                       tag + " backbone");
   expect_arrays_close(joined(pb, P, D, "params/experts", b_cfg), unpipelined_experts(pa, a_cfg, L, 2 * D),
                       1e-3, tag + " experts");
+  if (!zero || a_cfg.train.mode == TrainMode::SYNC) return;
+  // ZeRO-1 (mode diloco, group = the stage's D ranks): rank k of stage s holds the moments of
+  // its 1/D of the stage's backbone span alone, equal to that slice of the unsharded moments
+  for (int s = 0; s < P; ++s) {
+    ModelMemory mem;
+    mem.layer_begin = s * a_cfg.model.n_layers / P;
+    mem.layer_end = (s + 1) * a_cfg.model.n_layers / P;
+    const ArenaSpan span = MoeModel<float>(a_cfg.model, 1, 1, mem).span(Arena::BACKBONE);
+    for (int k = 0; k < D; ++k) {
+      const size_t lo = span.lo + span.size() * k / D, hi = span.lo + span.size() * (k + 1) / D;
+      for (const char* mv : {"optim/m/backbone", "optim/v/backbone"}) {
+        const auto whole = read_rank_array<float>(pa, 0, mv, L.backbone_size);
+        const auto mine = read_rank_array<float>(pb, s * D + k, mv, hi - lo);
+        expect_arrays_close(mine, std::vector<float>(whole.begin() + lo, whole.begin() + hi), 1e-2,
+                            tag + " " + mv + " stage " + std::to_string(s) + " shard " + std::to_string(k));
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -129,6 +149,13 @@ TEST(MpiPipeline, DilocoTwoStagesOfTwoRanksFollowTheUnpipelinedRun) {
 }
 
 // Four stages with fewer micro-batches than stages: stage s keeps min(P - s, M) in flight.
+// ZeRO-1 inside the stages (train.zero = 1): the same updates from sharded moments.
+TEST(MpiPipeline, ZeroInsideTwoStagesOfTwoRanksFollowsTheUnshardedRun) {
+  expect_pipeline_follows_unpipelined({"train.mode=\"diloco\"", "sync.backbone_every=3"}, 2, 2, 2,
+                                      "diloco_p2d2_zero", true);
+  expect_pipeline_follows_unpipelined({}, 2, 2, 2, "sync_p2d2_zero", true);
+}
+
 TEST(MpiPipeline, SyncFourStagesFollowTheUnpipelinedRun) {
   expect_pipeline_follows_unpipelined({}, 4, 1, 2, "sync_p4");
 }

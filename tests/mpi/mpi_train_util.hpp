@@ -6,6 +6,7 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -100,6 +101,19 @@ inline void expect_close(const std::vector<double>& a, const std::vector<double>
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i)
     EXPECT_NEAR(a[i], b[i], rel * std::abs(b[i])) << "step " << i + 1;
+}
+
+// max |a - b| <= rel * max |b| (+ a floor for arrays near zero), over arrays that are not all 0
+inline void expect_arrays_close(const std::vector<float>& a, const std::vector<float>& b, double rel,
+                                const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, (double)std::abs(a[i] - b[i]));
+    scale = std::max(scale, (double)std::abs(b[i]));
+  }
+  EXPECT_LE(diff, rel * scale + 1e-12) << what << ": max difference " << diff << ", scale " << scale;
+  EXPECT_GT(scale, 0) << what << ": the comparison must see nonzero values";
 }
 
 inline std::vector<std::string> no_noise() {  // make modes comparable: linear optimizer, no clipping

@@ -21,23 +21,22 @@
 #include "parallel/comm.hpp"           // defines: Tier
 #include "train/trainer.hpp"           // defines: train, TrainResult
 
-#include "mpi_train_util.hpp"  // defines: world_rank, shared_dir, tiny, run, expect_close, checkpoint_path
+#include "mpi_train_util.hpp"  // defines: world_rank, shared_dir, tiny, run, expect_close, expect_arrays_close, checkpoint_path
 
 using namespace px;
 using namespace px::test;
 
 namespace {
 
-void expect_arrays_close(const std::vector<float>& a, const std::vector<float>& b, double rel,
-                         const std::string& what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, (double)std::abs(a[i] - b[i]));
-    scale = std::max(scale, (double)std::abs(b[i]));
-  }
-  EXPECT_LE(diff, rel * scale) << what << ": max difference " << diff << ", scale " << scale;
-  EXPECT_GT(scale, 0) << what;
+const std::vector<std::string> kDiloco = {"train.mode=\"diloco\"", "sync.backbone_every=3",
+                                          "sync.fragments=2"};
+
+// Stage s of P's span of arena a (the layers [s L / P, (s+1) L / P)).
+ArenaSpan stage_span(const Config& cfg, int P, int s, Arena a) {
+  ModelMemory mem;
+  mem.layer_begin = s * cfg.model.n_layers / P;
+  mem.layer_end = (s + 1) * cfg.model.n_layers / P;
+  return MoeModel<float>(cfg.model, 1, 1, mem).span(a);
 }
 
 std::vector<std::string> base(std::vector<std::string> ov) {
@@ -50,14 +49,11 @@ std::vector<std::string> base(std::vector<std::string> ov) {
 // joined in stage order (the whole arena).
 std::vector<float> joined(const std::string& path, int P, int D, const char* name, const Config& cfg) {
   std::vector<float> out;
+  const Arena a = std::string(name) == "params/backbone" ? Arena::BACKBONE : Arena::EXPERTS;
   for (int s = 0; s < P; ++s) {
-    ModelMemory mem;
-    mem.layer_begin = s * cfg.model.n_layers / P;
-    mem.layer_end = (s + 1) * cfg.model.n_layers / P;
-    const MoeModel<float> m(cfg.model, 1, 1, mem);
-    const Arena a = std::string(name) == "params/backbone" ? Arena::BACKBONE : Arena::EXPERTS;
-    if (m.arena_size(a) == 0) continue;  // (a stage of dense layers only holds no experts)
-    const auto part = read_rank_array<float>(path, s * D, name, m.arena_size(a));
+    const size_t n = stage_span(cfg, P, s, a).size();
+    if (n == 0) continue;  // (a stage of dense layers only holds no experts)
+    const auto part = read_rank_array<float>(path, s * D, name, n);
     out.insert(out.end(), part.begin(), part.end());
   }
   return out;
@@ -115,10 +111,7 @@ void expect_pipeline_follows_unpipelined(const std::vector<std::string>& ov, int
   // ZeRO-1 (mode diloco, group = the stage's D ranks): rank k of stage s holds the moments of
   // its 1/D of the stage's backbone span alone, equal to that slice of the unsharded moments
   for (int s = 0; s < P; ++s) {
-    ModelMemory mem;
-    mem.layer_begin = s * a_cfg.model.n_layers / P;
-    mem.layer_end = (s + 1) * a_cfg.model.n_layers / P;
-    const ArenaSpan span = MoeModel<float>(a_cfg.model, 1, 1, mem).span(Arena::BACKBONE);
+    const ArenaSpan span = stage_span(a_cfg, P, s, Arena::BACKBONE);
     for (int k = 0; k < D; ++k) {
       const size_t lo = span.lo + span.size() * k / D, hi = span.lo + span.size() * (k + 1) / D;
       for (const char* mv : {"optim/m/backbone", "optim/v/backbone"}) {
@@ -144,25 +137,22 @@ TEST(MpiPipeline, SyncTwoStagesOfTwoRanksFollowTheUnpipelinedRun) {
 }
 
 TEST(MpiPipeline, DilocoTwoStagesOfTwoRanksFollowTheUnpipelinedRun) {
-  expect_pipeline_follows_unpipelined({"train.mode=\"diloco\"", "sync.backbone_every=3",
-                                       "sync.fragments=2"}, 2, 2, 2, "diloco_p2d2");
+  expect_pipeline_follows_unpipelined(kDiloco, 2, 2, 2, "diloco_p2d2");
 }
 
-// Four stages with fewer micro-batches than stages: stage s keeps min(P - s, M) in flight.
 // ZeRO-1 inside the stages (train.zero = 1): the same updates from sharded moments.
 TEST(MpiPipeline, ZeroInsideTwoStagesOfTwoRanksFollowsTheUnshardedRun) {
-  expect_pipeline_follows_unpipelined({"train.mode=\"diloco\"", "sync.backbone_every=3"}, 2, 2, 2,
-                                      "diloco_p2d2_zero", true);
+  expect_pipeline_follows_unpipelined(kDiloco, 2, 2, 2, "diloco_p2d2_zero", true);
   expect_pipeline_follows_unpipelined({}, 2, 2, 2, "sync_p2d2_zero", true);
 }
 
+// Four stages with fewer micro-batches than stages: stage s keeps min(P - s, M) in flight.
 TEST(MpiPipeline, SyncFourStagesFollowTheUnpipelinedRun) {
   expect_pipeline_follows_unpipelined({}, 4, 1, 2, "sync_p4");
 }
 
 TEST(MpiPipeline, DilocoFourStagesFollowTheUnpipelinedRun) {
-  expect_pipeline_follows_unpipelined({"train.mode=\"diloco\"", "sync.backbone_every=3",
-                                       "sync.fragments=2"}, 4, 1, 4, "diloco_p4");
+  expect_pipeline_follows_unpipelined(kDiloco, 4, 1, 4, "diloco_p4");
 }
 
 // Mode diloco on 2 stages: the island tier carries the M micro-batches' activations (stage 0,

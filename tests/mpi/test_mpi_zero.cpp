@@ -17,24 +17,12 @@
 #include "parallel/comm.hpp"              // defines: Tier
 #include "train/trainer.hpp"              // defines: train, TrainResult
 
-#include "mpi_train_util.hpp"  // defines: world_rank, shared_dir, tiny, run, expect_close, checkpoint_path
+#include "mpi_train_util.hpp"  // defines: world_rank, shared_dir, tiny, run, expect_close, expect_arrays_close, checkpoint_path
 
 using namespace px;
 using namespace px::test;
 
 namespace {
-
-// max |a - b| <= rel * max |b| (+ a floor for arrays near zero)
-void expect_arrays_close(const std::vector<float>& a, const std::vector<float>& b, double rel,
-                         const std::string& what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, (double)std::abs(a[i] - b[i]));
-    scale = std::max(scale, (double)std::abs(b[i]));
-  }
-  EXPECT_LE(diff, rel * scale + 1e-12) << what << ": max difference " << diff << ", scale " << scale;
-}
 
 // Runs cfg with zero = 0 and 1 on `ranks` ranks whose data-parallel group has D ranks; on rank
 // 0 compares losses, evaluations, parameters, each shard's moments and the island bytes.

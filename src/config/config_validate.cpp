@@ -74,10 +74,6 @@ void check_pipeline(const Config& c) {
   if (c.sync.island_every != 1)
     fail(fmt::format("topology.pipeline_stages = {} with sync.island_every = {}: a stage has no "
                      "island peers to average with; use 1", P, c.sync.island_every));
-  if (c.topology.syncers != 0)
-    fail(fmt::format("topology.pipeline_stages = {} with topology.syncers = {}: syncers of "
-                     "pipelined islands are not built yet; use sync.backbone_sync = "
-                     "\"allreduce\" and 0 syncers", P, c.topology.syncers));
 }
 
 // Rules that a per-field range cannot express.

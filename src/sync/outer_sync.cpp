@@ -160,12 +160,13 @@ void OuterSync::push(int f, int64_t step, int64_t tokens) {
   for (size_t i = 0; i < m; ++i) delta[i] -= x[i];
   const WireDtype dt = cfg_.sync.outer_dtype;
   const size_t nb = encoded_bytes(dt, m);
-  PushHeader h{step, tokens - last_tokens_[f], (int64_t)m, topo_.island, f, local_rank_, (int32_t)dt};
+  // (shard: my local rank, which names my pipeline stage too; its values: my shard of the stage's)
+  PushHeader h{step, tokens - last_tokens_[f], (int64_t)m, topo_.island, f, topo_.local_rank, (int32_t)dt};
   last_tokens_[f] = tokens;
   p.send.resize(sizeof(h) + nb);
   std::memcpy(p.send.data(), &h, sizeof(h));
   ef_[f].encode(dt, delta.data(), p.send.data() + sizeof(h));
-  const int unit = f * island_ranks_ + local_rank_;
+  const int unit = f * topo_.ranks_per_island + topo_.local_rank;
   const int dest = topo_.syncer_rank(unit % topo_.syncers);
   p.sreq = p2p_.isend(p.send.data(), (int)p.send.size(), dest, TAG_PUSH, Tier::BACKBONE);
   p.reply.resize(m);
@@ -210,7 +211,7 @@ void OuterSync::restore(int64_t step, int64_t tokens) {
 
 void OuterSync::tick(int64_t step) {
   if (cfg_.sync.backbone_sync != BackboneSyncKind::SYNCER || cfg_.sync.grace_steps == 0 ||
-      local_rank_ != 0)
+      topo_.local_rank != 0)
     return;
   const int64_t msg[2] = {step, topo_.island};
   for (int s = 0; s < topo_.syncers; ++s) {

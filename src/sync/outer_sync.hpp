@@ -115,7 +115,8 @@ class Syncer final : public Stateful {
     std::vector<float> theta, mom;
   };
   struct Unit {
-    int f = 0, shard = 0;
+    int f = 0, shard = 0;  // shard: the learners' local rank (of pipeline stage shard / D)
+    int stage = 0;
     size_t lo = 0, hi = 0;
     UnitState st;
     // island -> its push as received (header + encoded outer gradient), decoded at the merge a
@@ -145,7 +146,7 @@ class Syncer final : public Stateful {
   const Topology& topo_;
   Comm& p2p_;
   std::vector<int64_t> island_step_;  // newest step each island has reported (push or tick)
-  std::unique_ptr<FragmentPlan> plan_;
+  std::vector<FragmentPlan> plans_;  // per pipeline stage (one without pipelining)
   std::map<int, Unit> units_;
   struct OutMsg {
     std::shared_ptr<const std::vector<float>> data;  // one merge's reply, shared by its islands

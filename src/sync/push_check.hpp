@@ -5,6 +5,7 @@
 // tests/fuzz/).
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "parallel/topology.hpp"  // defines: Topology
@@ -16,8 +17,14 @@ namespace px {
 // What is wrong with a push of `bytes` bytes from world rank `source` that a syncer (index
 // `syncer`) received (header fields in range, the unit is this syncer's, the sender is the
 // learner of that island and shard, the length matches the shard and dtype); "" when nothing.
+// plans: one per pipeline stage (topology.pipeline_stages; the shard's local rank r of R is
+// rank r mod D of stage r / D, D = R / P, and its values are that stage's shard r mod D).
 std::string push_problem(const uint8_t* msg, size_t bytes, int source, const Topology& topo,
-                         const FragmentPlan& plan, int syncer);
+                         std::span<const FragmentPlan> plans, int syncer);
+inline std::string push_problem(const uint8_t* msg, size_t bytes, int source, const Topology& topo,
+                                const FragmentPlan& plan, int syncer) {
+  return push_problem(msg, bytes, source, topo, std::span<const FragmentPlan>(&plan, 1), syncer);
+}
 
 // The largest |value| of an accepted outer gradient: a parameter's change over one outer step
 // is orders of magnitude below it, and the merge and the outer Nesterov step stay finite.

@@ -10,14 +10,22 @@
 #include "sync/outer_merge.hpp"   // defines: merge_outer, outer_nesterov
 #include "sync/outer_sync.hpp"    // defines: Syncer, PushHeader, SyncTag
 #include "sync/push_check.hpp"    // defines: push_problem, push_values_problem
+#include "parallel/pipeline_schedule.hpp"  // defines: pipeline_layer_begin
 
 namespace px {
 
 Syncer::Syncer(const Config& cfg, const Topology& topo, Comm& p2p)
     : cfg_(cfg), topo_(topo), p2p_(p2p), island_step_(topo.islands, 0) {
   const int ranks = topo.ranks_per_island, syncers = topo.syncers, fragments = cfg.sync.fragments;
+  const int P = cfg.topology.pipeline_stages, D = ranks / P, L = cfg.model.n_layers;
   const ParamLayout layout(cfg.model);
-  plan_ = std::make_unique<FragmentPlan>(layout, fragments, cfg.train.mode != TrainMode::PARALLAX);
+  const bool with_experts = cfg.train.mode != TrainMode::PARALLAX;
+  for (int s = 0; s < P; ++s) {  // a pipeline stage's learners sync its layers' tensors alone
+    const int lb = pipeline_layer_begin(s, P, L), le = pipeline_layer_begin(s + 1, P, L);
+    const ArenaSpan held[2] = {layout.layers_span(Arena::BACKBONE, lb, le),
+                               layout.layers_span(Arena::EXPERTS, lb, le)};
+    plans_.emplace_back(layout, fragments, with_experts, P > 1 ? held : nullptr);
+  }
   for (int f = 0; f < fragments; ++f)
     for (int r = 0; r < ranks; ++r) {
       const int u = f * ranks + r;
@@ -25,12 +33,14 @@ Syncer::Syncer(const Config& cfg, const Topology& topo, Comm& p2p)
       Unit& un = units_[u];
       un.f = f;
       un.shard = r;
-      un.lo = FragmentPlan::shard_begin(plan_->size(f), r, ranks);
-      un.hi = FragmentPlan::shard_begin(plan_->size(f), r + 1, ranks);
+      un.stage = r / D;
+      const size_t n = plans_[un.stage].size(f);
+      un.lo = FragmentPlan::shard_begin(n, r % D, D);
+      un.hi = FragmentPlan::shard_begin(n, r % D + 1, D);
       un.st.theta.resize(un.hi - un.lo);
       un.st.mom.assign(un.hi - un.lo, 0.f);
       // the islands' common starting point, for my shards only
-      plan_->initial(layout, (uint64_t)cfg.train.seed, f, un.lo, un.hi, un.st.theta.data());
+      plans_[un.stage].initial(layout, (uint64_t)cfg.train.seed, f, un.lo, un.hi, un.st.theta.data());
     }
 }
 
@@ -54,7 +64,7 @@ void Syncer::on_push(std::vector<uint8_t>& msg, int source) {
       throw std::runtime_error(fmt::format("syncer {}: malformed push from rank {}: {}",
                                            topo_.syncer_index, source, problem));
   };
-  refuse(push_problem(msg.data(), msg.size(), source, topo_, *plan_, topo_.syncer_index));
+  refuse(push_problem(msg.data(), msg.size(), source, topo_, plans_, topo_.syncer_index));
   const int islands = topo_.islands, ranks = topo_.ranks_per_island;
   PushHeader h;
   std::memcpy(&h, msg.data(), sizeof(h));
@@ -119,9 +129,9 @@ void Syncer::merge_decoded(const Unit& un, const std::vector<double>& w, float* 
       ptrs[i] = dec[i].data() + (a - a0);
       ++i;
     }
-    merge_outer(*plan_, un.f, un.lo + a, un.lo + b, ptrs, w, rda, merged + a);
+    merge_outer(plans_[un.stage], un.f, un.lo + a, un.lo + b, ptrs, w, rda, merged + a);
   };
-  plan_->for_each_tensor(un.f, un.lo, un.hi, [&](size_t a, size_t b, bool) {
+  plans_[un.stage].for_each_tensor(un.f, un.lo, un.hi, [&](size_t a, size_t b, bool) {
     if (rda) return merge_range(a - un.lo, b - un.lo);  // the piece's norm spans it
     for (size_t c = a; c < b; c += kMergeChunk) merge_range(c - un.lo, std::min(b, c + kMergeChunk) - un.lo);
   });

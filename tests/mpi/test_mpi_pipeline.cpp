@@ -4,7 +4,8 @@
 // micro-batches (train.micro_batches, one rank per island): the losses agree to 1e-4 relative
 // over 8 steps and the parameters (the stages' arena spans joined) to 1e-3 relative after
 // them, in modes sync (the stage's gradients all-reduced over the same stage of each island)
-// and diloco (each stage's outer sync over its peers); the island tier counts exactly the
+// and diloco (each stage's outer sync over its peers, or through a syncer); the island tier
+// counts exactly the
 // micro-batches' activations and gradients; ZeRO-1 inside a stage shards the moments (each
 // rank's equal its slice of the unsharded ones); a pipelined run resumes bit-identically.
 // (Tolerances: fp32 sums in another order -- the stages' norms, the all-reduces -- grow over
@@ -93,8 +94,9 @@ void expect_pipeline_follows_unpipelined(const std::vector<std::string>& ov, int
   if (zero) piped.push_back("train.zero=1");
   const Config a_cfg = tiny(plain), b_cfg = tiny(piped);
   const std::string da = shared_dir(tag + "_plain"), db = shared_dir(tag + "_piped");
-  const TrainResult a = run(2 * D, a_cfg, da);
-  const TrainResult b = run(2 * P * D, b_cfg, db);
+  const int S = a_cfg.topology.syncers;
+  const TrainResult a = run(2 * D + S, a_cfg, da);
+  const TrainResult b = run(2 * P * D + S, b_cfg, db);
   if (world_rank() != 0) return;
   expect_close(b.losses, a.losses, 1e-4);
   ASSERT_EQ(b.evals.size(), a.evals.size());
@@ -138,6 +140,14 @@ TEST(MpiPipeline, SyncTwoStagesOfTwoRanksFollowTheUnpipelinedRun) {
 
 TEST(MpiPipeline, DilocoTwoStagesOfTwoRanksFollowTheUnpipelinedRun) {
   expect_pipeline_follows_unpipelined(kDiloco, 2, 2, 2, "diloco_p2d2");
+}
+
+// A syncer serving pipelined islands: its units are (fragment, local rank), each a shard of
+// the fragment's part in that rank's stage (deterministic: every push merged in step).
+TEST(MpiPipeline, DilocoTwoStagesWithASyncerFollowTheUnpipelinedRun) {
+  auto ov = kDiloco;
+  ov.insert(ov.end(), {"topology.syncers=1", "sync.backbone_sync=\"syncer\"", "train.deterministic=true"});
+  expect_pipeline_follows_unpipelined(ov, 2, 1, 2, "diloco_p2_syncer");
 }
 
 // ZeRO-1 inside the stages (train.zero = 1): the same updates from sharded moments.

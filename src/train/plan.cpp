@@ -26,6 +26,37 @@
 
 namespace px {
 
+namespace {
+// The syncers' memory and traffic: their units of the P synced parameters (DESIGN §5).
+RolePlan syncer_plan(const Config& cfg, const ParamLayout& L, double P) {
+  const TopologyConfig& t = cfg.topology;
+  const int I = t.islands, R = t.ranks_per_island;
+  const bool parallax = cfg.train.mode == TrainMode::PARALLAX;
+  const double H = cfg.sync.backbone_every;
+  const int bb = (int)Tier::BACKBONE;
+  RolePlan sr;
+  sr.role = "syncer";
+  sr.count = t.syncers;
+  sr.outer_bytes = 8.0 * P / t.syncers;  // global shards + outer momentum
+  // the pushes of one fragment's units (the fragments are staggered: a fragment's round is
+  // merged before the next one is due): every island's push as received (encoded); one merge
+  // at a time: the merged delta and its reply (one buffer for every island) and one chunk
+  // decoded per island (a tensor piece with RDA); the push being received. Its shards'
+  // initial values are computed in place.
+  const double unit = std::ceil(P / ((double)cfg.sync.fragments * R));
+  const double live = std::min(std::ceil((double)R / t.syncers), std::ceil((double)cfg.sync.fragments * R / t.syncers));
+  const double push = sizeof(PushHeader) + (double)encoded_bytes(cfg.sync.outer_dtype, (size_t)unit);
+  double tensor = 0;  // the largest synced tensor: a merge decodes at most one piece of one at a time
+  for (const ParamSpec& s : L.specs)
+    if (!parallax || s.arena == Arena::BACKBONE) tensor = std::max(tensor, (double)s.size);
+  const double chunk = std::min({unit, tensor, cfg.sync.merge == MergeKind::RDA ? unit : (double)Syncer::kMergeChunk});
+  sr.other_bytes = live * I * push + 8.0 * unit + 4.0 * I * chunk + push;
+  sr.bytes_per_step.assign(kTierCount, 0.0);
+  sr.bytes_per_step[bb] = 4.0 * P / t.syncers * I / H;  // a reply to every island
+  return sr;
+}
+}  // namespace
+
 Plan make_plan(const Config& cfg) {
   const ModelConfig& m = cfg.model;
   const TopologyConfig& t = cfg.topology;
@@ -99,6 +130,7 @@ Plan make_plan(const Config& cfg) {
   if (p.val_tokens > 0) token_bytes += 4.0 * (double)p.val_tokens;
   if (t.pipeline_stages > 1) {  // (modes sync and diloco)
     for (int s = 0; s < t.pipeline_stages; ++s) p.roles.push_back(pipeline_stage_plan(cfg, s, token_bytes));
+    if (t.syncers > 0) p.roles.push_back(syncer_plan(cfg, L, P));
     return p;
   }
   lr.other_bytes += token_bytes;
@@ -202,28 +234,7 @@ Plan make_plan(const Config& cfg) {
       wr.bytes_per_step[view_tier] = (4.0 + (double)M * E / W * view_msg) * NL / snap_every;
     p.roles.push_back(wr);
   }
-  if (t.syncers > 0) {
-    RolePlan sr;
-    sr.role = "syncer";
-    sr.count = t.syncers;
-    sr.outer_bytes = 8.0 * P / t.syncers;  // global shards + outer momentum
-    // the merges of one fragment's units (the fragments are staggered: a fragment's round is
-    // merged before the next one is due), each: every island's push as received (encoded),
-    // the merged delta and its reply (one buffer for every island); one chunk decoded per
-    // island (a tensor piece with RDA); the push being received. Its shards' initial values
-    // are computed in place.
-    const double unit = std::ceil(P / ((double)cfg.sync.fragments * R));
-    const double live = std::min(std::ceil((double)R / t.syncers), std::ceil((double)cfg.sync.fragments * R / t.syncers));
-    const double push = sizeof(PushHeader) + (double)encoded_bytes(cfg.sync.outer_dtype, (size_t)unit);
-    double tensor = 0;  // the largest synced tensor: a merge decodes at most one piece of one at a time
-    for (const ParamSpec& s : L.specs)
-      if (!parallax || s.arena == Arena::BACKBONE) tensor = std::max(tensor, (double)s.size);
-    const double chunk = std::min({unit, tensor, cfg.sync.merge == MergeKind::RDA ? unit : (double)Syncer::kMergeChunk});
-    sr.other_bytes = live * (I * push + 8.0 * unit) + 4.0 * I * chunk + push;
-    sr.bytes_per_step.assign(kTierCount, 0.0);
-    sr.bytes_per_step[bb] = 4.0 * P / t.syncers * I / H;  // a reply to every island
-    p.roles.push_back(sr);
-  }
+  if (t.syncers > 0) p.roles.push_back(syncer_plan(cfg, L, P));
   return p;
 }
 

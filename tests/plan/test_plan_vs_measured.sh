@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `parallax plan` = measurement: every rank of the small configs of scripts/plan_vs_measured.py
 # (sync 1 and 2 ranks, micro-batches, diloco with islands, D = 2 and a syncer, parallax with and
-# without an expert worker, full views) peaks within 15% of the plan's memory for its role
+# without an expert worker, full views, pipeline stages with D = 1 and 2, ZeRO-1 and a syncer)
+# peaks within 15% of the plan's memory for its role
 # (the C++ heap, counted by the replaced operator new). Prints the table.
 # Usage: test_plan_vs_measured.sh PARALLAX_BINARY SOURCE_DIR WORK_DIR
 set -euo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `parallax plan` = measurement: every rank of the small configs of scripts/plan_vs_measured.py
 # (sync 1 and 2 ranks, micro-batches, diloco with islands, D = 2 and a syncer, parallax with and
-# without an expert worker, full views, pipeline stages with D = 1 and 2, ZeRO-1 and a syncer)
+# without an expert worker, full views, pipeline stages with D = 1 and 2 and ZeRO-1)
 # peaks within 15% of the plan's memory for its role
 # (the C++ heap, counted by the replaced operator new). Prints the table.
 # Usage: test_plan_vs_measured.sh PARALLAX_BINARY SOURCE_DIR WORK_DIR

@@ -44,10 +44,7 @@ std::array<ArenaWindow, 2> CpuLearner::zero_windows(const Config& cfg, bool expe
   if (cfg.train.zero != 1 || D == 1) return w;
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
     if (a == Arena::EXPERTS && !experts_reduced) continue;
-    const size_t n = model_.arena_size(a);
-    auto begin = [&](int k) { return n * (size_t)k / (size_t)D; };
-    for (int k = 0; k < D; ++k) shards_[(int)a].push_back((int)(begin(k + 1) - begin(k)));
-    w[(int)a] = {begin(r), begin(r + 1)};
+    w[(int)a] = zero_shard(0, model_.arena_size(a), r, D, shards_[(int)a]);
   }
   return w;
 }
@@ -115,12 +112,8 @@ StepStats CpuLearner::step(const int32_t* in, const int32_t* tg, double lr) {
   s.ce = spread[0];
   s.loss = s.ce + s.aux;
   s.grad_norm = std::sqrt(sq);
-  // every rank of the group has the same all-reduced loss and norm: they skip together; also
-  // when the step could overflow fp32 (plain SGD at a divergent lr: lr x the clipped norm
-  // bounds every |lr g_i|; an AdamW step is bounded by lr)
-  const double clipped = grad_clip_ > 0 ? std::min(s.grad_norm, grad_clip_) : s.grad_norm;
-  s.skipped = !std::isfinite(s.loss) || !std::isfinite(s.grad_norm) ||
-              !std::isfinite((float)(lr * clipped));
+  // every rank of the group has the same all-reduced loss and norm: they skip together
+  s.skipped = step_must_skip(s, lr, grad_clip_);
   if (s.skipped) return s;
   opt_->step(params, grads, lr, s.grad_norm);
   for (int a = 0; a < 2; ++a)  // ZeRO-1: every rank's updated shard to every rank

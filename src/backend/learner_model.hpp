@@ -14,6 +14,8 @@
 // CudaLearner (train.device = "cuda": one GPU), StagedLearner (train.device = "staged", for
 // tests: CPU compute on a private copy, so that a missing sync point changes the numbers),
 // PipelineLearner (topology.pipeline_stages > 1: this rank's stage of the island's layers).
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -62,6 +64,15 @@ class LearnerModel {
   virtual ParallaxExperts* parallax() = 0;
   virtual const ExpertParallel* expert_parallel() const = 0;
 };
+
+// Whether a step whose group-wide loss and gradient norm are s's must be skipped (the same
+// on every rank of the group): a non-finite loss or norm, or an update that could overflow
+// fp32 (plain SGD at a divergent lr: lr x the clipped norm bounds every |lr g_i|; an AdamW
+// step is bounded by lr).
+inline bool step_must_skip(const StepStats& s, double lr, double grad_clip) {
+  const double clipped = grad_clip > 0 ? std::min(s.grad_norm, grad_clip) : s.grad_norm;
+  return !std::isfinite(s.loss) || !std::isfinite(s.grad_norm) || !std::isfinite((float)(lr * clipped));
+}
 
 // The inner optimizer's settings of cfg.train (every backend).
 AdamWConfig adamw_config(const Config& cfg);

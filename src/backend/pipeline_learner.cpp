@@ -36,6 +36,7 @@ PipelineLearner::PipelineLearner(const Config& cfg, Comm& island, Comm& dp, int 
                                  optimizer_windows(cfg.train.zero == 1),
                                  std::array<size_t, 2>{bb.lo, ex.lo});
   const size_t n = (size_t)batch_ * seq_ * cfg.model.d_model;
+  boundary_bytes_ = (int)(n * sizeof(float));
   if (stage_ + 1 < stages_) recv_grad_.assign(n, 0.f);
   if (stage_ > 0) send_grad_.assign(slots_, std::vector<float>(n, 0.f));
   act_reqs_.assign(slots_, MPI_REQUEST_NULL);
@@ -51,10 +52,7 @@ std::array<ArenaWindow, 2> PipelineLearner::optimizer_windows(bool zero) {
     const ArenaSpan span = model_.span(a);
     w[(int)a] = {span.lo, span.hi};
     if (!zero || D == 1 || span.size() == 0) continue;
-    // ZeRO-1: my 1/D of the stage's span, in the order of the group's ranks
-    auto begin = [&](int k) { return span.size() * (size_t)k / (size_t)D; };
-    for (int k = 0; k < D; ++k) shards_[(int)a].push_back((int)(begin(k + 1) - begin(k)));
-    w[(int)a] = {span.lo + begin(r), span.lo + begin(r + 1)};
+    w[(int)a] = zero_shard(span.lo, span.size(), r, D, shards_[(int)a]);  // my 1/D of the span
   }
   return w;
 }
@@ -65,8 +63,7 @@ void PipelineLearner::set_parallel(bool eval) {
 }
 
 void PipelineLearner::send(const float* data, int slot, int to, std::vector<MPI_Request>& reqs) {
-  const int bytes = (int)((size_t)batch_ * seq_ * model_.config().d_model * sizeof(float));
-  reqs[slot] = pipe_.isend(data, bytes, to, to > stage_ ? kTagActivation : kTagGradient, Tier::ISLAND);
+  reqs[slot] = pipe_.isend(data, boundary_bytes_, to, to > stage_ ? kTagActivation : kTagGradient, Tier::ISLAND);
 }
 
 void PipelineLearner::wait_sends() {
@@ -77,8 +74,7 @@ void PipelineLearner::wait_sends() {
 void PipelineLearner::forward_micro(int micro, const int32_t* in, const int32_t* tg, Sums& sums) {
   const int slot = micro % slots_;
   const size_t per = (size_t)batch_ * seq_;
-  const int bytes = (int)(per * model_.config().d_model * sizeof(float));
-  if (stage_ > 0) pipe_.recv(model_.stage_input(slot), bytes, stage_ - 1, kTagActivation);
+  if (stage_ > 0) pipe_.recv(model_.stage_input(slot), boundary_bytes_, stage_ - 1, kTagActivation);
   Comm::wait(act_reqs_[slot], "pipeline send");  // (the slot's output of an earlier micro-batch)
   model_.forward_stage(in + micro * per, tg + micro * per, slot);
   if (stage_ + 1 < stages_) send(model_.stage_output(slot), slot, stage_ + 1, act_reqs_);
@@ -93,7 +89,7 @@ void PipelineLearner::backward_micro(int micro) {
   const int slot = micro % slots_;
   const bool last = stage_ + 1 == stages_;
   if (!last)
-    pipe_.recv(recv_grad_.data(), (int)(recv_grad_.size() * sizeof(float)), stage_ + 1, kTagGradient);
+    pipe_.recv(recv_grad_.data(), boundary_bytes_, stage_ + 1, kTagGradient);
   model_.backward_stage(slot, last ? nullptr : recv_grad_.data());
   if (stage_ == 0) return;
   Comm::wait(grad_reqs_[slot], "pipeline send");  // (the slot's previous gradient)
@@ -145,10 +141,8 @@ StepStats PipelineLearner::step(const int32_t* in, const int32_t* tg, double lr)
   }
   wait_sends();
   StepStats s = combine(sums);
-  // every stage has the same loss and norm: they skip together (see CpuLearner::step)
-  const double clipped = grad_clip_ > 0 ? std::min(s.grad_norm, grad_clip_) : s.grad_norm;
-  s.skipped = !std::isfinite(s.loss) || !std::isfinite(s.grad_norm) ||
-              !std::isfinite((float)(lr * clipped));
+  // every stage has the same loss and norm: they skip together
+  s.skipped = step_must_skip(s, lr, grad_clip_);
   if (s.skipped) return s;
   float* const params[2] = {model_.params(Arena::BACKBONE), model_.params(Arena::EXPERTS)};
   float* const grads[2] = {model_.grads(Arena::BACKBONE), model_.grads(Arena::EXPERTS)};

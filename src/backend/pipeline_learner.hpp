@@ -64,6 +64,7 @@ class PipelineLearner final : public LearnerModel {
   Comm& dp_;
   Comm pipe_;  // a dup of the island for the stages' messages
   int stage_, stages_, batch_, seq_, micro_, slots_;
+  int boundary_bytes_ = 0;  // one micro-batch's [N, d] fp32 activations (or their gradient)
   double grad_clip_;
   MoeModel<float> model_;
   std::unique_ptr<AdamW> opt_;

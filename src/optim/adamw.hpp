@@ -24,6 +24,14 @@ struct ArenaWindow {
   size_t lo = 0, hi = SIZE_MAX;  // (the default: the whole arena)
 };
 
+// ZeRO-1's split of n elements starting at lo over `ranks` ranks: appends every rank's count
+// to counts (in rank order) and returns the window of rank `rank`.
+inline ArenaWindow zero_shard(size_t lo, size_t n, int rank, int ranks, std::vector<int>& counts) {
+  auto begin = [&](int k) { return n * (size_t)k / (size_t)ranks; };
+  for (int k = 0; k < ranks; ++k) counts.push_back((int)(begin(k + 1) - begin(k)));
+  return {lo + begin(rank), lo + begin(rank + 1)};
+}
+
 class AdamW {
  public:
   // storage_lo: the element of arena a at params[a][0] and grads[a][0] (a pipeline stage holds

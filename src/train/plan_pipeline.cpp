@@ -9,6 +9,7 @@
 
 #include "backend/pipeline_learner.hpp"  // defines: PipelineLearner::stage_memory
 #include "model/moe_model.hpp"           // defines: MoeModel::activation_bytes
+#include "model/param_layout.hpp"        // defines: ParamLayout, ArenaSpan
 #include "parallel/comm.hpp"             // defines: Tier, ring_allreduce_bytes
 #include "sync/codec.hpp"                // defines: encoded_bytes
 #include "sync/fragments.hpp"            // defines: FragmentPlan
@@ -23,8 +24,9 @@ RolePlan pipeline_stage_plan(const Config& cfg, int stage, double token_bytes) {
   const int B = cfg.train.batch_size, T = m.seq_len;
   const bool sync = cfg.train.mode == TrainMode::SYNC;
   const ModelMemory mem = PipelineLearner::stage_memory(cfg, stage);
-  const MoeModel<float> sizes(m, 1, 1, mem);  // (its arenas: the stage's spans; activations tiny)
-  const ArenaSpan held[2] = {sizes.span(Arena::BACKBONE), sizes.span(Arena::EXPERTS)};
+  const ParamLayout layout(m);  // (the spans alone: the plan allocates no model)
+  const ArenaSpan held[2] = {layout.layers_span(Arena::BACKBONE, mem.layer_begin, mem.layer_end),
+                             layout.layers_span(Arena::EXPERTS, mem.layer_begin, mem.layer_end)};
   const double n = (double)held[0].size() + (double)held[1].size();
   RolePlan r;
   r.role = fmt::format("learner stage {}", stage);
@@ -60,7 +62,7 @@ RolePlan pipeline_stage_plan(const Config& cfg, int stage, double token_bytes) {
   }
   // diloco: the stage's ranks of every island sync its parts of the fragments, rank r of the
   // stage its shard r, which the stage's ranks then all-gather
-  const FragmentPlan frags(sizes.layout(), cfg.sync.fragments, true, held);
+  const FragmentPlan frags(layout, cfg.sync.fragments, true, held);
   double largest = 0;
   for (int f = 0; f < frags.count(); ++f) largest = std::max(largest, (double)frags.size(f));
   const double shard = n / D;

@@ -34,10 +34,8 @@ const std::vector<std::string> kDiloco = {"train.mode=\"diloco\"", "sync.backbon
 
 // Stage s of P's span of arena a (the layers [s L / P, (s+1) L / P)).
 ArenaSpan stage_span(const Config& cfg, int P, int s, Arena a) {
-  ModelMemory mem;
-  mem.layer_begin = s * cfg.model.n_layers / P;
-  mem.layer_end = (s + 1) * cfg.model.n_layers / P;
-  return MoeModel<float>(cfg.model, 1, 1, mem).span(a);
+  const int L = cfg.model.n_layers;
+  return ParamLayout(cfg.model).layers_span(a, s * L / P, (s + 1) * L / P);
 }
 
 std::vector<std::string> base(std::vector<std::string> ov) {

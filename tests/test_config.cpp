@@ -306,7 +306,8 @@ TEST(Config, FullViewAndSpesBaseline) {
                     {"experts.view = \"fp32\"", "ternary", "lowrank", "full"});
 }
 
-// topology.pipeline_stages: P stages of R / P ranks, modes sync and diloco on the CPU; the other
+// topology.pipeline_stages: P stages of R / P ranks, modes sync, diloco and parallax (expert
+// workers, sketches) on the CPU; the other
 // combinations are refused, naming the fields.
 TEST(Config, PipelineStages) {
   const std::vector<std::string> two = {"model.n_layers=4", "topology.ranks_per_island=2",
@@ -322,8 +323,13 @@ TEST(Config, PipelineStages) {
   EXPECT_NO_THROW(with({"topology.ranks_per_island=4"}));  // 2 stages of 2 ranks
   expect_user_error([&] { with({"topology.ranks_per_island=3"}); },
                     {"topology.pipeline_stages = 2", "must divide topology.ranks_per_island = 3"});
+  // mode parallax: with expert workers and the sketch (or no) signal
+  EXPECT_NO_THROW(with({"train.mode=parallax", "topology.expert_workers=1"}));
+  EXPECT_NO_THROW(with({"train.mode=parallax", "topology.expert_workers=1", "experts.signal=none"}));
   expect_user_error([&] { with({"train.mode=parallax"}); },
-                    {"topology.pipeline_stages = 2", "mode = \"parallax\""});
+                    {"topology.pipeline_stages = 2", "mode \"parallax\"", "topology.expert_workers > 0"});
+  expect_user_error([&] { with({"train.mode=parallax", "topology.expert_workers=1", "experts.signal=adapters"}); },
+                    {"topology.pipeline_stages = 2", "experts.signal = \"adapters\""});
   EXPECT_NO_THROW(with({"train.zero=1", "topology.ranks_per_island=4"}));  // ZeRO-1 in a stage
   EXPECT_NO_THROW(with({"train.mode=diloco", "topology.syncers=1", "sync.backbone_sync=syncer"}));
 }

@@ -14,7 +14,7 @@ std::unique_ptr<LearnerModel> make_learner_model(const Config& cfg, Comm& dp, bo
                                                  Comm* island) {
   if (cfg.topology.pipeline_stages > 1) {
     if (!island) throw std::logic_error("make_learner_model: a pipeline stage needs its island");
-    return std::make_unique<PipelineLearner>(cfg, *island, dp, micro_batch);
+    return std::make_unique<PipelineLearner>(cfg, *island, dp, micro_batch, topo);
   }
   switch (cfg.train.device) {
     case DeviceKind::CUDA:

@@ -24,15 +24,22 @@ ModelMemory PipelineLearner::stage_memory(const Config& cfg, int stage) {
   return mem;
 }
 
-PipelineLearner::PipelineLearner(const Config& cfg, Comm& island, Comm& dp, int micro_batch)
+PipelineLearner::PipelineLearner(const Config& cfg, Comm& island, Comm& dp, int micro_batch,
+                                 const Topology* topo)
     : dp_(dp), pipe_(Comm::dup(island.get(), island.stats())), stage_(island.rank()),
       stages_(island.size()), batch_(micro_batch), seq_(cfg.model.seq_len),
       micro_(cfg.train.micro_batches),
       slots_(pipeline_slots(stage_, stages_, micro_)), grad_clip_(cfg.train.grad_clip),
       model_(cfg.model, micro_batch, cfg.model.seq_len, stage_memory(cfg, stage_)) {
   model_.init_params((uint64_t)cfg.train.seed);
+  const bool parallax = cfg.train.mode == TrainMode::PARALLAX;
+  if (parallax) {
+    if (!topo) throw std::logic_error("PipelineLearner: mode parallax needs the topology");
+    parallax_ = std::make_unique<ParallaxExperts>(cfg, *topo, model_,
+                                                  micro_batch * seq_ * cfg.model.top_k, slots_);
+  }
   const ArenaSpan bb = model_.span(Arena::BACKBONE), ex = model_.span(Arena::EXPERTS);
-  opt_ = std::make_unique<AdamW>(model_.layout(), adamw_config(cfg), 0, -1,
+  opt_ = std::make_unique<AdamW>(model_.layout(), adamw_config(cfg), 0, parallax ? 0 : -1,
                                  optimizer_windows(cfg.train.zero == 1),
                                  std::array<size_t, 2>{bb.lo, ex.lo});
   const size_t n = (size_t)batch_ * seq_ * cfg.model.d_model;
@@ -51,15 +58,15 @@ std::array<ArenaWindow, 2> PipelineLearner::optimizer_windows(bool zero) {
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
     const ArenaSpan span = model_.span(a);
     w[(int)a] = {span.lo, span.hi};
-    if (!zero || D == 1 || span.size() == 0) continue;
+    if (!zero || D == 1 || !model_.params(a)) continue;  // (parallax: no routed-expert arena)
     w[(int)a] = zero_shard(span.lo, span.size(), r, D, shards_[(int)a]);  // my 1/D of the span
   }
   return w;
 }
 
 void PipelineLearner::set_parallel(bool eval) {
-  if (eval || dp_.size() == 1) model_.set_parallel(0, nullptr, nullptr);
-  else model_.set_parallel((double)batch_ * seq_ * dp_.size(), &sum_stats_, nullptr);
+  if (eval || dp_.size() == 1) model_.set_parallel(0, nullptr, parallax_.get());
+  else model_.set_parallel((double)batch_ * seq_ * dp_.size(), &sum_stats_, parallax_.get());
 }
 
 void PipelineLearner::send(const float* data, int slot, int to, std::vector<MPI_Request>& reqs) {
@@ -76,6 +83,7 @@ void PipelineLearner::forward_micro(int micro, const int32_t* in, const int32_t*
   const size_t per = (size_t)batch_ * seq_;
   if (stage_ > 0) pipe_.recv(model_.stage_input(slot), boundary_bytes_, stage_ - 1, kTagActivation);
   Comm::wait(act_reqs_[slot], "pipeline send");  // (the slot's output of an earlier micro-batch)
+  if (parallax_) parallax_->begin_micro_batch(micro, micro_);
   model_.forward_stage(in + micro * per, tg + micro * per, slot);
   if (stage_ + 1 < stages_) send(model_.stage_output(slot), slot, stage_ + 1, act_reqs_);
   else sums.ce += model_.last_ce();

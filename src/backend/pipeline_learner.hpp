@@ -10,21 +10,26 @@
 // the island; mode "sync": of every island), the global gradient norm, the loss and the routing counts are
 // summed over the stages, and every stage steps its own AdamW (train.zero = 1: each rank of the
 // group its 1/D of the stage's span, ZeRO-1: gradients reduce-scattered, shards all-gathered). The host copy is the live
-// model (CPU): every sync point is a no-op.
+// model (CPU): every sync point is a no-op. Mode parallax: the stage's MoE layers run their
+// routed experts from views (ParallaxExperts, one saved set per slot) and the backward of each
+// micro-batch packs its sketches for the experts' homes (expert workers); the model holds no
+// routed experts.
 #include <array>
 #include <functional>
 #include <memory>
 #include <vector>
 
 #include "backend/learner_model.hpp"  // defines: LearnerModel, StepStats
+#include "experts/parallax_experts.hpp"  // defines: ParallaxExperts
 
 namespace px {
 
 class PipelineLearner final : public LearnerModel {
  public:
   // island: my pipeline's ranks of the island (rank = stage); dp: the stage's data-parallel
-  // group (size 1 is fine). Collective over island (it duplicates it for the messages).
-  PipelineLearner(const Config& cfg, Comm& island, Comm& dp, int micro_batch);
+  // group (size 1 is fine); topo: this rank's (mode parallax). Collective over island (it
+  // duplicates it for the messages).
+  PipelineLearner(const Config& cfg, Comm& island, Comm& dp, int micro_batch, const Topology* topo);
 
   StepStats step(const int32_t* inputs, const int32_t* targets, double lr) override;
   double eval_batch(const int32_t* inputs, const int32_t* targets) override;
@@ -36,7 +41,7 @@ class PipelineLearner final : public LearnerModel {
   void to_device(Arena) override {}
   void state_to_host() override {}
   void state_to_device() override {}
-  ParallaxExperts* parallax() override { return nullptr; }
+  ParallaxExperts* parallax() override { return parallax_.get(); }
   const ExpertParallel* expert_parallel() const override { return nullptr; }
 
   // The model a stage holds (for `parallax plan`).
@@ -67,6 +72,8 @@ class PipelineLearner final : public LearnerModel {
   int boundary_bytes_ = 0;  // one micro-batch's [N, d] fp32 activations (or their gradient)
   double grad_clip_;
   MoeModel<float> model_;
+  // mode parallax: the routed experts of my stage's MoE layers, from their homes' views
+  std::unique_ptr<ParallaxExperts> parallax_;
   std::unique_ptr<AdamW> opt_;
   std::function<void(double*, int)> sum_stats_;
   std::vector<float> recv_grad_;               // [N, d] the next stage's input gradient

@@ -65,9 +65,13 @@ void check_pipeline(const Config& c) {
   if (R % P != 0)
     fail(fmt::format("topology.pipeline_stages = {} must divide topology.ranks_per_island = {} "
                      "(P stages of R / P data-parallel ranks each)", P, R));
-  if (c.train.mode == TrainMode::PARALLAX)
-    fail(fmt::format("topology.pipeline_stages = {} is not built for train.mode = \"parallax\" "
-                     "yet; use 1, or mode \"sync\" or \"diloco\"", P));
+  if (c.train.mode == TrainMode::PARALLAX && c.topology.expert_workers == 0)
+    fail(fmt::format("topology.pipeline_stages = {} in mode \"parallax\" is built with expert "
+                     "workers homing the experts (topology.expert_workers > 0) for now; got 0: "
+                     "homes on the learners of a pipeline are not built yet", P));
+  if (c.train.mode == TrainMode::PARALLAX && c.experts.signal == ExpertSignalKind::ADAPTERS)
+    fail(fmt::format("topology.pipeline_stages = {} with experts.signal = \"adapters\" is not "
+                     "built yet; use \"sketches\" (or \"none\")", P));
   if (c.train.device != DeviceKind::CPU)
     fail(fmt::format("topology.pipeline_stages = {} is built for train.device = \"cpu\" only; "
                      "got \"{}\"", P, to_string(c.train.device)));

@@ -62,12 +62,34 @@ void set_lowrank_factors(std::vector<LowrankExpertView>& views, const std::vecto
   if (o != f.size()) throw std::invalid_argument("low-rank factors: more values than the surrogates hold");
 }
 
+std::vector<uint8_t> view_message_part(const std::vector<uint8_t>& msg, MoeLayerRange layers) {
+  const uint8_t *p = msg.data(), *end = msg.data() + msg.size();
+  std::vector<uint8_t> out(4, 0);
+  uint32_t kept = 0;
+  const uint32_t n = take<uint32_t>(p, end, "the expert count");
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint8_t* entry = p;
+    const int32_t m = take<int32_t>(p, end, "an expert id");
+    take<int32_t>(p, end, "an expert id");
+    const uint32_t len = take<uint32_t>(p, end, "an expert length");
+    if ((size_t)(end - p) < len) throw std::invalid_argument("view message truncated in a view");
+    p += len;
+    if (!layers.holds(m)) continue;
+    out.insert(out.end(), entry, p);
+    ++kept;
+  }
+  std::memcpy(out.data(), &kept, 4);
+  return out;
+}
+
 ExpertViews::ExpertViews(const Config& cfg, const Topology& topo, const ExpertSource& start)
-    : cfg_(cfg), kind_(cfg.experts.view) {
+    : cfg_(cfg), kind_(cfg.experts.view),
+      held_(stage_moe_layers(topo.is_learner() ? topo.stage() : 0, topo.pipeline_stages,
+                             cfg.model.n_layers, cfg.model.dense_layers)) {
   const ModelConfig& mc = cfg.model;
   const int E = mc.n_experts;
   slot_.assign((size_t)mc.moe_layers() * E, -1);
-  for (int m = 0; m < mc.moe_layers(); ++m)
+  for (int m = held_.lo; m < held_.hi; ++m)
     for (int e = 0; e < E; ++e) {
       if (expert_home(topo, m, e, E) == topo.world_rank) continue;
       const float *W1, *W3, *W2;
@@ -143,7 +165,9 @@ void ExpertViews::apply(const uint8_t* bytes, size_t size) {
     if (m < 0 || m >= mc.moe_layers() || e < 0 || e >= mc.n_experts)
       throw std::invalid_argument("view message names expert " + who + " outside the model");
     const int s = slot(m, e);
-    if (s < 0) throw std::invalid_argument("view message for expert " + who + ", homed here");
+    if (s < 0)
+      throw std::invalid_argument("view message for expert " + who +
+                                  (held_.holds(m) ? ", homed here" : ", of another pipeline stage's layers"));
     if ((size_t)(end - p) < len) throw std::invalid_argument("view message truncated in a view");
     if (kind_ == ViewKind::LOWRANK) {
       LowrankExpertView delta = lowrank_expert_from_wire(p, len);

@@ -12,7 +12,8 @@
 //              baseline with signal "none", experts/expert_signal.hpp).
 // Ternary and low-rank views are compact; the island's expert executor dequantizes (copies,
 // for full views) one expert at a time.
-// At start every rank builds the views from the same initial weights (no message).
+// At start every rank builds the views from the same initial weights (no message). A stage of
+// a pipelined island (topology.pipeline_stages > 1) holds the views of its own MoE layers alone.
 //
 // View message: u32 count, then per expert i32 moe_layer, i32 expert, u32 bytes and a ternary
 // expert (ternary_expert_to_wire), a low-rank expert delta (lowrank_expert_to_wire) or a full
@@ -28,6 +29,7 @@
 #include "model/param_layout.hpp"     // defines: ParamLayout
 #include "model/ternary_view.hpp"     // defines: TernaryExpertView
 #include "parallel/expert_placement.hpp"  // defines: ExpertId
+#include "parallel/pipeline_schedule.hpp"  // defines: MoeLayerRange
 #include "parallel/topology.hpp"      // defines: Topology
 
 namespace px {
@@ -40,14 +42,19 @@ uint64_t view_seed(const Config& cfg, int moe_layer, int expert, int64_t step);
 std::vector<float> lowrank_factors(const std::vector<LowrankExpertView>& views);
 void set_lowrank_factors(std::vector<LowrankExpertView>& views, const std::vector<float>& f);
 
+// The part of view message `msg` for the MoE layers `layers` (a stage's: same format, the
+// experts in the same order; a message of no expert when it has none of them).
+std::vector<uint8_t> view_message_part(const std::vector<uint8_t>& msg, MoeLayerRange layers);
+
 class ExpertViews final : public Stateful {
  public:
-  // Builds the view of every expert not homed at topo.world_rank from its (initial) weights in
-  // start (every rank has the same ones), one expert at a time.
+  // Builds the view of every expert of my stage's MoE layers not homed at topo.world_rank from
+  // its (initial) weights in start (every rank has the same ones), one expert at a time.
   ExpertViews(const Config& cfg, const Topology& topo, const ExpertSource& start);
   // Applies a home's view message. Throws std::invalid_argument on a malformed message, naming
   // what is wrong (nothing is changed then for the experts after the bad one).
   void apply(const uint8_t* bytes, size_t size);
+  // A view held here: an expert of my stage's MoE layers homed elsewhere.
   bool remote(int moe_layer, int expert) const { return slot(moe_layer, expert) >= 0; }
   // The dense weights of remote expert (m, e): W1, W3 [d, h] (W3 null for relu2), W2 [h, d].
   void dequantize(int moe_layer, int expert, float* W1, float* W3, float* W2) const;
@@ -77,7 +84,9 @@ class ExpertViews final : public Stateful {
 
   const Config& cfg_;
   ViewKind kind_;
+  MoeLayerRange held_;  // my stage's MoE layers
   std::vector<int> slot_;  // [moe_layers * E]: index into the views of kind_, -1 for my own experts
+                           // and those of other stages' layers
   std::vector<ExpertId> ids_;  // the remote experts, by slot
   std::vector<TernaryExpertView> ternary_views_;
   std::vector<LowrankExpertView> lowrank_views_;

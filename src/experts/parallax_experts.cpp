@@ -12,26 +12,29 @@
 namespace px {
 
 
-double ParallaxExperts::buffer_bytes(const Config& cfg, int max_rows) {
+double ParallaxExperts::buffer_bytes(const Config& cfg, int max_rows, int moe_layers, int slots) {
   const double rh = (double)max_rows * cfg.model.expert_hidden, dh = (double)cfg.model.d_model * cfg.model.expert_hidden;
   const bool swiglu = expert_act_of(cfg.model) == cpu::EXPERT_ACT_SWIGLU;
-  const double sets = cfg.train.recompute == RecomputeKind::EXPERTS ? 1 : cfg.model.moe_layers();
+  const double sets = cfg.train.recompute == RecomputeKind::EXPERTS ? 1 : (double)moe_layers * slots;
   return 4.0 * (sets * rh * (swiglu ? 3 : 2) + 3 * rh + 6 * dh);
 }
 
 ParallaxExperts::ParallaxExperts(const Config& cfg, const Topology& topo, MoeModel<float>& model,
-                                 int max_rows)
+                                 int max_rows, int slots)
     : cfg_(cfg), model_(model), my_rank_(topo.world_rank), n_experts_(cfg.model.n_experts),
-      d_(cfg.model.d_model), h_(cfg.model.expert_hidden),
-      adapters_(cfg.experts.signal == ExpertSignalKind::ADAPTERS), key_(run_sketch_key(cfg)) {
+      d_(cfg.model.d_model), h_(cfg.model.expert_hidden), data_part_((uint64_t)topo.data_part()),
+      adapters_(cfg.experts.signal == ExpertSignalKind::ADAPTERS), key_(run_sketch_key(cfg)),
+      held_(stage_moe_layers(topo.is_learner() ? topo.stage() : 0, topo.pipeline_stages, cfg.model.n_layers, cfg.model.dense_layers)) {
   const int M = cfg.model.moe_layers();
   for (int m = 0; m < M; ++m)
     for (int e = 0; e < n_experts_; ++e) home_.push_back(expert_home(topo, m, e, n_experts_));
-  inputs_.assign(M, nullptr);
-  bounds_.assign(M, std::vector<int32_t>(n_experts_ + 1, 0));
+  const size_t per_slot = (size_t)held_.count(), saves = per_slot * slots;
+  micro_of_.assign(slots, 0);
+  inputs_.assign(saves, nullptr);
+  bounds_.assign(saves, std::vector<int32_t>(n_experts_ + 1, 0));
   const size_t rh = (size_t)max_rows * h_;
   recompute_ = cfg.train.recompute == RecomputeKind::EXPERTS;
-  const int sets = recompute_ ? 1 : M;
+  const size_t sets = recompute_ ? 1 : saves;
   pre_w1_.assign(sets, std::vector<float>(rh));
   pre_w3_.assign(sets, std::vector<float>(expert_act_of(cfg.model) == cpu::EXPERT_ACT_SWIGLU ? rh : 0));
   act_.assign(sets, std::vector<float>(rh));
@@ -65,8 +68,10 @@ void ParallaxExperts::weights(int m, int e, const float** W1, const float** W3, 
 
 void ParallaxExperts::forward(int m, const float* xp, const int32_t* bounds, float* yp) {
   if (!views_) throw std::logic_error("ParallaxExperts: set_sources before the first forward");
-  inputs_[m] = xp;
-  std::copy(bounds, bounds + n_experts_ + 1, bounds_[m].begin());
+  if (!held_.holds(m)) throw std::logic_error("ParallaxExperts: a MoE layer of another stage");
+  inputs_[saved(m)] = xp;
+  micro_of_[slot_] = micro_;
+  std::copy(bounds, bounds + n_experts_ + 1, bounds_[saved(m)].begin());
   const bool swiglu = expert_act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
   for (int e = 0; e < n_experts_; ++e) {
     const int r0 = bounds[e], n = bounds[e + 1] - r0;
@@ -75,7 +80,7 @@ void ParallaxExperts::forward(int m, const float* xp, const int32_t* bounds, flo
     weights(m, e, &W1, &W3, &W2);
     const int32_t seg[2] = {0, n};
     const size_t od = (size_t)r0 * d_, oh = (size_t)r0 * h_;
-    const int a = slot(m);
+    const size_t a = set_of(m);
     cpu::expert_ffn_forward<float>(yp + od, pre_w1_[a].data() + oh, swiglu ? pre_w3_[a].data() + oh : nullptr,
                                    act_[a].data() + oh, xp + od, W1, W3, W2, seg, 1, d_, h_,
                                    expert_act_of(cfg_.model));
@@ -85,7 +90,9 @@ void ParallaxExperts::forward(int m, const float* xp, const int32_t* bounds, flo
 void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
   const bool swiglu = expert_act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
   const size_t wsz = (size_t)d_ * h_;
-  const auto& bd = bounds_[m];
+  const auto& bd = bounds_[saved(m)];
+  const float* x = inputs_[saved(m)];
+  const int micro = micro_of_[slot_];
   for (int e = 0; e < n_experts_; ++e) {
     const int r0 = bd[e], n = bd[e + 1] - r0;
     if (n == 0) continue;
@@ -97,31 +104,31 @@ void ParallaxExperts::backward(int m, const float* dyp, float* dxp) {
     const bool dense = (mine || adapters_) && sink_;
     const int32_t seg[2] = {0, n};
     const size_t od = (size_t)r0 * d_, oh = (size_t)r0 * h_;
-    const int a = slot(m);
+    const size_t a = set_of(m);
     if (recompute_)  // this expert's activations again, as its forward computed them (dxp: the
       cpu::expert_ffn_forward<float>(dxp + od, pre_w1_[a].data() + oh,  // outputs' scratch, assigned below)
                                      swiglu ? pre_w3_[a].data() + oh : nullptr, act_[a].data() + oh,
-                                     inputs_[m] + od, W1, W3, W2, seg, 1, d_, h_, expert_act_of(cfg_.model));
+                                     x + od, W1, W3, W2, seg, 1, d_, h_, expert_act_of(cfg_.model));
     if (dense) std::fill(weight_grad_.begin(), weight_grad_.end(), 0.f);
     float* g1 = weight_grad_.data();
     float* g3 = weight_grad_.data() + wsz;
     float* g2 = weight_grad_.data() + 2 * wsz;
     cpu::expert_ffn_backward<float>(
-        dxp + od, dense ? g1 : nullptr, dense && swiglu ? g3 : nullptr, dense ? g2 : nullptr, dyp + od, inputs_[m] + od, pre_w1_[a].data() + oh,
+        dxp + od, dense ? g1 : nullptr, dense && swiglu ? g3 : nullptr, dense ? g2 : nullptr, dyp + od, x + od, pre_w1_[a].data() + oh,
         swiglu ? pre_w3_[a].data() + oh : nullptr, act_[a].data() + oh, W1, W3, W2, seg, 1, d_, h_,
         expert_act_of(cfg_.model), scratch1_.data(), scratch2_.data(), scratch3_.data());
     if (dense) sink_(m, e, g1, swiglu ? g3 : nullptr, g2);
     if (mine || !sketch_) continue;
     // a sketch of this expert's rows for its home (DESIGN §7)
     SketchSample sample;
-    uint64_t seed = splitmix64((uint64_t)cfg_.train.seed ^ 0x736b65746368ull) + (uint64_t)my_rank_;
-    if (micro_ > 0) seed = splitmix64(seed ^ (uint64_t)micro_);  // (micro-batch 0: the stream of a whole batch)
+    uint64_t seed = splitmix64((uint64_t)cfg_.train.seed ^ 0x736b65746368ull) + data_part_;
+    if (micro > 0) seed = splitmix64(seed ^ (uint64_t)micro);  // (micro-batch 0: the stream of a whole batch)
     const int rows = (cfg_.sketch.tokens + micro_count_ - 1) / micro_count_;
-    sketch_sample_rows(sample, inputs_[m] + od, dyp + od, n, d_, rows, seed, (int)step_,
+    sketch_sample_rows(sample, x + od, dyp + od, n, d_, rows, seed, (int)step_,
                        m * n_experts_ + e);
     // a sketch every S = sketch_every steps stands for S steps of this source's signal
     for (float& w : sample.weight) w *= (float)cfg_.experts.sketch_every;
-    sketch_gather(sample, inputs_[m] + od, dyp + od, d_, sampled_x_, sampled_dy_);
+    sketch_gather(sample, x + od, dyp + od, d_, sampled_x_, sampled_dy_);
     SketchMeta meta{sketch_handle(key_, m, e), step_, my_rank_, (SketchElem)cfg_.sketch.dtype};
     auto& box = outbox_[home_of(m, e)];
     box.emplace_back();

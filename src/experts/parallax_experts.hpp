@@ -17,6 +17,7 @@
 #include "config/config.hpp"              // defines: Config
 #include "model/layers.hpp"               // defines: RoutedExperts
 #include "model/moe_model.hpp"            // defines: MoeModel
+#include "parallel/pipeline_schedule.hpp" // defines: MoeLayerRange
 #include "parallel/topology.hpp"          // defines: Topology
 #include "sketch/sketch_handle.hpp"       // defines: SketchKey
 #include "experts/expert_home.hpp"           // defines: ExpertHome
@@ -27,11 +28,15 @@ namespace px {
 
 class ParallaxExperts final : public RoutedExperts<float> {
  public:
-  // max_rows: N*k of one micro-batch.
-  ParallaxExperts(const Config& cfg, const Topology& topo, MoeModel<float>& model, int max_rows);
-  // The heap its buffers take (for `parallax plan`): per MoE layer the expert pre-activations
-  // and activations of max_rows rows, three scratch buffers, one expert's weights and gradient.
-  static double buffer_bytes(const Config& cfg, int max_rows);
+  // max_rows: N*k of one micro-batch. A pipeline stage (topology.pipeline_stages > 1) runs
+  // the MoE layers of its own layers alone, with `slots` micro-batches in flight (each its own
+  // saved inputs, routing and activations, MoeModel's slots).
+  ParallaxExperts(const Config& cfg, const Topology& topo, MoeModel<float>& model, int max_rows,
+                  int slots = 1);
+  // The heap its buffers take (for `parallax plan`): per MoE layer held and slot the expert
+  // pre-activations and activations of max_rows rows (train.recompute = "experts": one set),
+  // three scratch buffers, one expert's weights and gradient.
+  static double buffer_bytes(const Config& cfg, int max_rows, int moe_layers, int slots);
 
   // The step the next backward belongs to (steps completed after it) and whether it sketches.
   void begin_step(int64_t step, bool sketch) {
@@ -66,24 +71,33 @@ class ParallaxExperts final : public RoutedExperts<float> {
 
   void forward(int moe_layer, const float* xp, const int32_t* bounds, float* yp) override;
   void backward(int moe_layer, const float* dyp, float* dxp) override;
+  void use_slot(int slot) override { slot_ = slot; }
+  const MoeLayerRange& held() const { return held_; }  // the MoE layers this rank runs
 
  private:
   const Config& cfg_;
   MoeModel<float>& model_;
   int my_rank_, n_experts_, d_, h_;
+  // the stream of this rank's sketches: its part of the training data (its world rank unless
+  // pipelined; every stage of a pipeline reads the same part)
+  uint64_t data_part_;
   bool adapters_;  // experts.signal = "adapters": dense weight gradients of the views too
   std::vector<int> home_;  // [moe_layers * E] world rank of each expert's home
   SketchKey key_;
+  MoeLayerRange held_;
   int64_t step_ = 0;
   bool sketch_ = false;
   int micro_ = 0, micro_count_ = 1;
-  // per layer: the last forward's inputs (the model's activations) and expert activations
-  // (train.recompute = "experts": one set shared by the layers, recomputed in the backward)
+  int slot_ = 0;  // the activation slot of the next forward / backward
+  std::vector<int> micro_of_;  // per slot: the micro-batch its forward ran (1F1B reorders)
+  // per (slot, held layer): the forward's inputs (the model's activations), routing and expert
+  // activations (train.recompute = "experts": one set shared by all, recomputed in the backward)
   std::vector<const float*> inputs_;
   std::vector<std::vector<int32_t>> bounds_;
   bool recompute_;
   std::vector<std::vector<float>> pre_w1_, pre_w3_, act_;  // x W1, x W3 (swiglu), activation
-  int slot(int m) const { return recompute_ ? 0 : m; }  // the activation set of MoE layer m
+  size_t saved(int m) const { return (size_t)slot_ * held_.count() + (m - held_.lo); }
+  size_t set_of(int m) const { return recompute_ ? 0 : saved(m); }  // the activation set of layer m
   std::vector<float> scratch1_, scratch2_, scratch3_, sampled_x_, sampled_dy_, weight_grad_;  // weight_grad_: [3, d*h] one expert's gradient
   std::vector<float> view_weights_;  // [3, d*h]: one view's dequantized weights
   GradSink sink_;

@@ -63,6 +63,9 @@ struct RoutedExperts {
   // dyp in the order of the last forward; writes dxp; expert weight gradients accumulate
   // where the experts live.
   virtual void backward(int moe_layer, const T* dyp, T* dxp) = 0;
+  // The activation slot (a pipeline stage's micro-batch in flight, MoeModel's slots) the next
+  // forward or backward belongs to; the model calls it before each (0 when not pipelined).
+  virtual void use_slot(int slot) { (void)slot; }
 };
 
 // How one MoE layer's local batch relates to the batch the loss averages over.

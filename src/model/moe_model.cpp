@@ -199,6 +199,7 @@ void MoeModel<T>::backward_stage(int slot, const T* d_output) {
 
 template <class T>
 double MoeModel<T>::run_forward(const int32_t* inputs, const int32_t* targets) {
+  if (experts_exec_) experts_exec_->use_slot((int)(cur_ - slots_.data()));
   if (lb_ == 0) embed_forward(inputs);
   last_aux_ = 0;
   layers_forward();
@@ -263,6 +264,7 @@ double MoeModel<T>::head_forward(const int32_t* targets) {
 
 template <class T>
 void MoeModel<T>::run_backward(const T* d_output) {
+  if (experts_exec_) experts_exec_->use_slot((int)(cur_ - slots_.data()));
   T* dcur = nullptr;
   if (le_ == cfg_.n_layers) {
     dcur = head_backward();

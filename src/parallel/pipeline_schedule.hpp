@@ -19,6 +19,19 @@ inline int pipeline_layer_begin(int stage, int stages, int n_layers) {
   return (int)((long long)stage * n_layers / stages);
 }
 
+// The MoE layers [lo, hi) of stage `stage` (MoE layer m is layer dense_layers + m); all of
+// them when stages = 1.
+struct MoeLayerRange {
+  int lo = 0, hi = 0;
+  bool holds(int moe_layer) const { return moe_layer >= lo && moe_layer < hi; }
+  int count() const { return hi - lo; }
+};
+inline MoeLayerRange stage_moe_layers(int stage, int stages, int n_layers, int dense_layers) {
+  auto moe_of = [&](int layer) { return layer > dense_layers ? layer - dense_layers : 0; };
+  return {moe_of(pipeline_layer_begin(stage, stages, n_layers)),
+          moe_of(pipeline_layer_begin(stage + 1, stages, n_layers))};
+}
+
 inline int pipeline_slots(int stage, int stages, int micro_batches) {
   const int in_flight = stages - stage;
   return in_flight < micro_batches ? in_flight : micro_batches;

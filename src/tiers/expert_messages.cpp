@@ -11,7 +11,7 @@
 namespace px {
 
 ExpertMessages::ExpertMessages(const Config& cfg, const Topology& topo, Comm& p2p)
-    : topo_(topo), p2p_(p2p), bundles_from_(topo.world_size, 0), views_from_(topo.world_size, 0),
+    : cfg_(cfg), topo_(topo), p2p_(p2p), bundles_from_(topo.world_size, 0), views_from_(topo.world_size, 0),
       deltas_from_(topo.world_size, 0) {
   for (int r = 0; r < topo.world_size; ++r)
     if (!experts_homed_at(topo, r, cfg.model.moe_layers(), cfg.model.n_experts).empty())
@@ -64,9 +64,16 @@ void ExpertMessages::send_deltas(std::map<int, std::vector<uint8_t>> by_home) {
 }
 
 void ExpertMessages::send_view(std::vector<uint8_t> msg, Tier t) {
-  auto buf = std::make_shared<std::vector<uint8_t>>(std::move(msg));
+  // pipelined islands: each stage's ranks get the views of the stage's MoE layers alone
+  const int P = topo_.pipeline_stages;
+  std::vector<std::shared_ptr<std::vector<uint8_t>>> part(P);
+  if (P == 1) part[0] = std::make_shared<std::vector<uint8_t>>(std::move(msg));
+  for (int s = 0; s < P && P > 1; ++s)
+    part[s] = std::make_shared<std::vector<uint8_t>>(view_message_part(
+        msg, stage_moe_layers(s, P, cfg_.model.n_layers, cfg_.model.dense_layers)));
+  const int D = topo_.stage_ranks();
   for (int r = 0; r < topo_.learners(); ++r)
-    if (r != topo_.world_rank) send(buf, r, TAG_SNAPSHOT, t);
+    if (r != topo_.world_rank) send(part[(r % topo_.ranks_per_island) / D], r, TAG_SNAPSHOT, t);
 }
 
 void ExpertMessages::parse_bundle(const std::vector<uint8_t>& buf, int src, ExpertHome& home,

@@ -38,7 +38,8 @@ class ExpertMessages {
                     std::map<int, std::vector<std::vector<uint8_t>>> outbox);
   // Learner: its delta message to every home except itself (an empty one where it has none).
   void send_deltas(std::map<int, std::vector<uint8_t>> by_home);
-  // Home: `msg` to every learner except itself, counted in tier t (snapshot or surrogate).
+  // Home: `msg` to every learner except itself, counted in tier t (snapshot or surrogate); to
+  // a stage of a pipelined island its stage's part of it (view_message_part).
   void send_view(std::vector<uint8_t> msg, Tier t);
   void wait_sends();  // completes this rank's outstanding sends
   void progress();    // releases the buffers of sends that have completed (non-blocking)
@@ -74,6 +75,7 @@ class ExpertMessages {
   void parse_bundle(const std::vector<uint8_t>& buf, int src, ExpertHome& home, int64_t home_step,
                     Taken& t);
 
+  const Config& cfg_;
   const Topology& topo_;
   Comm& p2p_;
   std::vector<int> homes_;

@@ -135,7 +135,7 @@ Plan make_plan(const Config& cfg) {
   }
   lr.other_bytes += token_bytes;
   const int max_rows = (B / MB) * T * m.top_k;
-  if (parallax) lr.other_bytes += ParallaxExperts::buffer_bytes(cfg, max_rows);
+  if (parallax) lr.other_bytes += ParallaxExperts::buffer_bytes(cfg, max_rows, m.moe_layers(), 1);
   if (sync && NL > 1) lr.other_bytes += ExpertParallel::buffer_bytes(m, max_rows, NL);
   // transients, the larger of: one fragment's outer sync (and, at a home on the learners, a
   // step's decoded sketches), or while it is built, mode parallax's one initial expert at a

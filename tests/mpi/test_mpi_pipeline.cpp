@@ -39,10 +39,15 @@ ArenaSpan stage_span(const Config& cfg, int P, int s, Arena a) {
 }
 
 std::vector<std::string> base(std::vector<std::string> ov) {
-  ov.insert(ov.end(), {"model.n_layers=4", "train.steps=8", "data.eval_every=4",
-                       "checkpoint.every=8", "topology.islands=2"});
+  ov.insert(ov.begin(), {"model.n_layers=4", "train.steps=8", "data.eval_every=4",
+                         "checkpoint.every=8", "topology.islands=2"});
   return ov;
 }
+
+// Mode parallax with one expert worker homing every routed expert (lockstep: deterministic).
+const std::vector<std::string> kParallax = {"train.mode=\"parallax\"", "topology.expert_workers=1",
+                                            "train.deterministic=true", "sync.backbone_every=3",
+                                            "sync.fragments=2", "experts.snapshot_every=2"};
 
 // Island 0's stages' spans of arena `name` (from each stage's first rank, world rank s D),
 // joined in stage order (the whole arena).
@@ -78,9 +83,28 @@ std::vector<float> unpipelined_experts(const std::string& path, const Config& cf
   return out;
 }
 
-// Runs ov unpipelined (2 islands x D ranks) and with P stages of D ranks (2 x P D ranks) at M
-// micro-batches (the same data parts); on rank 0 compares losses, evaluations and the
-// parameters after the last step.
+// Mode parallax: each stage of island 0 holds the views of its own MoE layers' experts alone,
+// every one of them (the checkpoint's views/state: per view i32 layer, expert, bytes, words).
+void expect_stage_views(const std::string& path, const Config& cfg, int P, int D) {
+  const ModelConfig& m = cfg.model;
+  for (int s = 0; s < P; ++s) {
+    const int lo = std::max(0, s * m.n_layers / P - m.dense_layers),
+              hi = std::max(0, (s + 1) * m.n_layers / P - m.dense_layers);
+    const size_t n = (size_t)read_rank_array<int64_t>(path, s * D, "views/state_words", 1)[0];
+    const auto w = read_rank_array<int32_t>(path, s * D, "views/state", n);
+    int views = 0;
+    for (size_t i = 0; i + 3 <= w.size(); i += 3 + ((size_t)w[i + 2] + 3) / 4, ++views) {
+      EXPECT_GE(w[i], lo) << "stage " << s;
+      EXPECT_LT(w[i], hi) << "stage " << s;
+    }
+    EXPECT_EQ(views, (hi - lo) * m.n_experts) << "stage " << s;
+  }
+}
+
+// Runs ov unpipelined (I islands x D ranks, I = 2 unless ov says) and with P stages of D ranks
+// (I x P D ranks) at M micro-batches (the same data parts); on rank 0 compares losses,
+// evaluations and the parameters after the last step (mode parallax: the backbone and the
+// worker's expert masters, which learn from the stages' sketches).
 void expect_pipeline_follows_unpipelined(const std::vector<std::string>& ov, int P, int D, int M,
                                          const std::string& tag, bool zero = false) {
   std::vector<std::string> plain = base(ov), piped = base(ov);
@@ -92,9 +116,9 @@ void expect_pipeline_follows_unpipelined(const std::vector<std::string>& ov, int
   if (zero) piped.push_back("train.zero=1");
   const Config a_cfg = tiny(plain), b_cfg = tiny(piped);
   const std::string da = shared_dir(tag + "_plain"), db = shared_dir(tag + "_piped");
-  const int S = a_cfg.topology.syncers;
-  const TrainResult a = run(2 * D + S, a_cfg, da);
-  const TrainResult b = run(2 * P * D + S, b_cfg, db);
+  const int I = a_cfg.topology.islands, S = a_cfg.topology.syncers, W = a_cfg.topology.expert_workers;
+  const TrainResult a = run(I * D + S + W, a_cfg, da);
+  const TrainResult b = run(I * P * D + S + W, b_cfg, db);
   if (world_rank() != 0) return;
   expect_close(b.losses, a.losses, 1e-4);
   ASSERT_EQ(b.evals.size(), a.evals.size());
@@ -105,8 +129,14 @@ void expect_pipeline_follows_unpipelined(const std::vector<std::string>& ov, int
   expect_arrays_close(joined(pb, P, D, "params/backbone", b_cfg),
                       read_rank_array<float>(pa, 0, "params/backbone", L.backbone_size), 1e-3,
                       tag + " backbone");
-  expect_arrays_close(joined(pb, P, D, "params/experts", b_cfg), unpipelined_experts(pa, a_cfg, L, 2 * D),
-                      1e-3, tag + " experts");
+  if (a_cfg.train.mode == TrainMode::PARALLAX) expect_stage_views(pb, b_cfg, P, D);
+  if (a_cfg.train.mode == TrainMode::PARALLAX)  // every expert's master at the worker
+    expect_arrays_close(read_rank_array<float>(pb, I * P * D + S, "home/masters", L.experts_size),
+                        read_rank_array<float>(pa, I * D + S, "home/masters", L.experts_size), 1e-3,
+                        tag + " expert masters");
+  else
+    expect_arrays_close(joined(pb, P, D, "params/experts", b_cfg), unpipelined_experts(pa, a_cfg, L, I * D),
+                        1e-3, tag + " experts");
   if (!zero || a_cfg.train.mode == TrainMode::SYNC) return;
   // ZeRO-1 (mode diloco, group = the stage's D ranks): rank k of stage s holds the moments of
   // its 1/D of the stage's backbone span alone, equal to that slice of the unsharded moments
@@ -161,6 +191,34 @@ TEST(MpiPipeline, SyncFourStagesFollowTheUnpipelinedRun) {
 
 TEST(MpiPipeline, DilocoFourStagesFollowTheUnpipelinedRun) {
   expect_pipeline_follows_unpipelined(kDiloco, 4, 1, 4, "diloco_p4");
+}
+
+// Mode parallax: each stage runs its MoE layers' experts from their views alone (one saved set
+// per micro-batch in flight), its backwards sketch them for the worker (the micro-batch's
+// stream of its data part), and the worker sends each stage its layers' views.
+TEST(MpiPipeline, ParallaxTwoStagesFollowTheUnpipelinedRun) {
+  expect_pipeline_follows_unpipelined(kParallax, 2, 1, 4, "parallax_p2");
+}
+
+TEST(MpiPipeline, ParallaxTwoStagesOfTwoRanksFollowTheUnpipelinedRun) {
+  auto ov = kParallax;
+  ov.push_back("topology.islands=1");
+  expect_pipeline_follows_unpipelined(ov, 2, 2, 2, "parallax_p2d2");
+}
+
+// Four stages (stage 0: the dense layer alone, no routed expert) with low-rank views, and the
+// routed activations recomputed in the backward.
+TEST(MpiPipeline, ParallaxFourStagesLowrankRecomputeFollowTheUnpipelinedRun) {
+  auto ov = kParallax;
+  ov.insert(ov.end(), {"topology.islands=1", "experts.view=\"lowrank\"", "train.recompute=\"experts\""});
+  expect_pipeline_follows_unpipelined(ov, 4, 1, 4, "parallax_p4_lowrank");
+}
+
+// A pipelined parallax run resumes bit-identically (the stages' views, the worker's home).
+TEST(MpiPipeline, ParallaxTwoStagesResume) {
+  auto ov = kParallax;
+  ov.insert(ov.end(), {"train.micro_batches=2", "topology.ranks_per_island=2", "topology.pipeline_stages=2"});
+  expect_bit_identical_resume(5, tiny(base(ov)), "parallax_p2", 4);
 }
 
 // Mode diloco on 2 stages: the island tier carries the M micro-batches' activations (stage 0,

@@ -1,6 +1,7 @@
 // make_plan: memory, FLOPs and traffic per role from the config alone.
 #include "train/plan.hpp"
 #include "train/plan_pipeline.hpp"  // defines: pipeline_stage_plan
+#include "train/plan_experts.hpp"   // defines: view_bytes, add_signal_bytes, expert_worker_plan, ...
 
 #include <fmt/format.h>
 
@@ -102,25 +103,13 @@ Plan make_plan(const Config& cfg) {
   const int M_ALL = m.moe_layers();
   if (parallax) {
     // weights: the backbone, my experts' masters (W = 0) and the views of the others
-    // (ternary: 2-bit codes + an fp32 scale per output unit; lowrank: fp32 factors; full: fp32
-    // weights)
-    const double mats = m.expert_act == ExpertActKind::SWIGLU ? 3 : 2;
-    const ViewKind vk = cfg.experts.view;
-    const double view_bytes =
-        vk == ViewKind::LOWRANK ? 4.0 * cfg.experts.surrogate_rank * mats * (d + h)
-        : vk == ViewKind::FULL  ? 4.0 * mats * d * h
-                                : mats * (double)d * h / 4.0 + 4.0 * ((mats - 1) * h + d);  // codes + scales
     const double remote = (double)M_ALL * E - (W == 0 ? (double)M_ALL * E / NL : 0.0);
-    lr.param_bytes = 4.0 * p.params_backbone + 4.0 * homed_params + remote * view_bytes;
+    lr.param_bytes = 4.0 * p.params_backbone + 4.0 * homed_params + remote * view_bytes(cfg);
     // gradients: the backbone's, plus my experts' pending sum at the home
     lr.grad_bytes = 4.0 * p.params_backbone + 4.0 * homed_params;
     lr.optim_bytes = 8.0 * p.params_backbone / zero_div + 12.0 * homed_params;
   }
   const int MB = cfg.train.micro_batches;  // activations are held for one micro-batch
-  // rows of one sketch (one per micro-batch and remote expert; uniform routing assumed: B T k / E
-  // rows per expert and batch, at most ceil(tokens / micro-batches))
-  const double sketch_rows = std::min((double)(B / MB) * T * m.top_k / E,
-                                      std::ceil((double)cfg.sketch.tokens / MB));
   lr.act_bytes = (double)MoeModel<float>::activation_bytes(m, B / MB, T, learner_model_memory(cfg));
   // the token shards a learner holds: its part of the training split and the validation split
   p.train_tokens = shard_token_count(cfg.data.dir, "train");
@@ -128,8 +117,10 @@ Plan make_plan(const Config& cfg) {
   double token_bytes = 0;
   if (p.train_tokens > 0) token_bytes += 4.0 * std::ceil((double)p.train_tokens / data_parts);
   if (p.val_tokens > 0) token_bytes += 4.0 * (double)p.val_tokens;
-  if (t.pipeline_stages > 1) {  // (modes sync and diloco)
+  if (t.pipeline_stages > 1) {
     for (int s = 0; s < t.pipeline_stages; ++s) p.roles.push_back(pipeline_stage_plan(cfg, s, token_bytes));
+    if (parallax && t.expert_workers > 0)
+      p.roles.push_back(expert_worker_plan(cfg, (double)p.params_experts, data_parts));
     if (t.syncers > 0) p.roles.push_back(syncer_plan(cfg, L, P));
     return p;
   }
@@ -147,17 +138,8 @@ Plan make_plan(const Config& cfg) {
   if (cfg.train.zero == 1 && DP > 1)
     run_transient = std::max(run_transient, 4.0 * std::ceil((sync ? p.params_backbone : (double)P) / DP));
   if (parallax) build_transient = one_expert;
-  // a home's sketches of one step: every source's sketches of each homed expert as received
-  // (SketchHome keeps the codes), then one expert's rows decoded (X and dY in fp32) and its
-  // forward and backward over them
-  const bool sketches = parallax && cfg.experts.signal == ExpertSignalKind::SKETCHES && !experts_frozen(cfg.experts);
-  auto sketch_queue = [&](double homed_experts, double sources) {
-    if (!sketches || homed_experts <= 0) return 0.0;
-    const double rows = sketch_rows * MB * sources;  // one expert's rows of a step
-    const double sketch_bytes = (double)sketch_wire_bytes((SketchElem)cfg.sketch.dtype, (int)std::ceil(sketch_rows), (int)d);
-    return homed_experts * MB * sources * sketch_bytes + rows * 8.0 * d + 4.0 * rows * (2.0 * d + 6.0 * h);
-  };
-  if (W == 0) run_transient += sketch_queue(std::ceil((double)M_ALL * E / NL), NL - 1);
+  // a home on the learners: a step's sketches (SketchHome keeps the codes until its update)
+  if (parallax && W == 0) run_transient += sketch_queue_bytes(cfg, std::ceil((double)M_ALL * E / NL), NL - 1);
   lr.other_bytes += std::max(run_transient, build_transient);
   lr.bytes_per_step.assign(kTierCount, 0.0);
   auto& bps = lr.bytes_per_step;
@@ -186,54 +168,19 @@ Plan make_plan(const Config& cfg) {
     bps[bb] = per_sync / H;
   }
   const int M = m.moe_layers();
-  const auto act = m.expert_act == ExpertActKind::SWIGLU ? cpu::EXPERT_ACT_SWIGLU : cpu::EXPERT_ACT_RELU2;
-  const bool lowrank = cfg.experts.view == ViewKind::LOWRANK;
-  // a view message per expert: a ternary or full snapshot, or a low-rank delta at update_rank
-  const double view_msg =
-      12.0 + (double)(lowrank ? lowrank_expert_wire_bytes(act, (int)d, (int)h, cfg.experts.update_rank)
-                      : cfg.experts.view == ViewKind::FULL ? full_expert_wire_bytes(act, (int)d, (int)h)
-                                                           : ternary_expert_wire_bytes(act, (int)d, (int)h));
-  const bool frozen = experts_frozen(cfg.experts);  // no view messages
-  const double snap_every = lowrank ? cfg.experts.surrogate_every : cfg.experts.snapshot_every;
-  const int view_tier = (int)(lowrank ? Tier::SURROGATE : Tier::SNAPSHOT);
   if (parallax) {
-    // sketches: every expert homed elsewhere that gets rows (uniform routing assumed:
-    // B T k / E rows each), one sketch per micro-batch of at most ceil(tokens / micro-batches)
-    // rows, plus one bundle header per home
-    const double sk = MB * (4.0 + (double)sketch_wire_bytes((SketchElem)cfg.sketch.dtype,
-                                                            (int)std::ceil(sketch_rows), (int)d));
+    // sketches (or adapter deltas) of every expert homed elsewhere, a bundle header per home
     const double remote = W > 0 ? (double)M * E : (double)M * E * (NL - 1) / NL;
     const double homes = W > 0 ? W : std::min<double>(NL, (double)M * E) - 1;
-    if (cfg.experts.signal == ExpertSignalKind::SKETCHES) {
-      bps[(int)Tier::SKETCH] = (remote * sk) / cfg.experts.sketch_every + homes * sizeof(SketchBundleHeader);
-    } else if (cfg.experts.signal == ExpertSignalKind::NONE) {  // frozen experts or SPES: flags only
-      bps[(int)Tier::CONTROL] += homes * sizeof(SketchBundleHeader);
-    } else {  // adapter deltas: A and B of every weight of every remote expert, fp32
-      const double r = cfg.experts.adapter_rank, mats = m.expert_act == ExpertActKind::SWIGLU ? 3 : 2;
-      bps[(int)Tier::ADAPTER] = (remote * (20.0 + 4.0 * r * mats * (d + h)) + 4.0 * homes) /
-                                cfg.experts.adapter_every;
-      bps[(int)Tier::CONTROL] += homes * sizeof(SketchBundleHeader);  // empty bundles: flags only
-    }
-    if (W == 0 && !frozen)  // my experts' views to every other learner
-      bps[view_tier] = (4.0 + (double)M * E / NL * view_msg) * (NL - 1) / snap_every;
+    add_signal_bytes(cfg, remote, homes, bps);
+    const bool lowrank = cfg.experts.view == ViewKind::LOWRANK;
+    const double every = lowrank ? cfg.experts.surrogate_every : cfg.experts.snapshot_every;
+    if (W == 0 && !experts_frozen(cfg.experts))  // my experts' views to every other learner
+      bps[(int)(lowrank ? Tier::SURROGATE : Tier::SNAPSHOT)] =
+          (4.0 + (double)M * E / NL * view_message_bytes(cfg)) * (NL - 1) / every;
   }
   p.roles.push_back(lr);
-  if (parallax && W > 0) {
-    RolePlan wr;
-    wr.role = "expert worker";
-    wr.count = W;
-    const double mine = (double)p.params_experts / W;
-    wr.param_bytes = 4 * mine;
-    wr.grad_bytes = 4 * mine;
-    wr.optim_bytes = 8 * mine;
-    // the larger of: the initial expert it computes at a time to start a master from, a step's
-    // sketches
-    wr.other_bytes = std::max(one_expert, sketch_queue(std::ceil((double)M_ALL * E / W), NL));
-    wr.bytes_per_step.assign(kTierCount, 0.0);
-    if (!frozen)  // frozen experts send no views
-      wr.bytes_per_step[view_tier] = (4.0 + (double)M * E / W * view_msg) * NL / snap_every;
-    p.roles.push_back(wr);
-  }
+  if (parallax && W > 0) p.roles.push_back(expert_worker_plan(cfg, (double)p.params_experts, NL));
   if (t.syncers > 0) p.roles.push_back(syncer_plan(cfg, L, P));
   return p;
 }

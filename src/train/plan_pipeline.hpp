@@ -1,6 +1,6 @@
 #pragma once
 // `parallax plan` for pipelined islands (topology.pipeline_stages = P > 1, D = R / P ranks per
-// stage; modes sync and diloco): stage s's learners hold layers [s L / P, (s+1) L / P).
+// stage; modes sync, diloco and parallax): stage s's learners hold layers [s L / P, (s+1) L / P).
 #include "config/config.hpp"  // defines: Config
 #include "train/plan.hpp"     // defines: RolePlan
 

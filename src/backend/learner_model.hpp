@@ -80,8 +80,13 @@ AdamWConfig adamw_config(const Config& cfg);
 // train.recompute: one layer's attention probabilities, and with "experts" one MoE layer's
 // routed hidden activations).
 inline ModelMemory learner_model_memory(const Config& cfg) {
-  return {cfg.train.mode != TrainMode::PARALLAX, cfg.train.recompute != RecomputeKind::NONE,
-          cfg.train.recompute == RecomputeKind::EXPERTS};
+  const RecomputeKind r = cfg.train.recompute;
+  ModelMemory mem;
+  mem.routed_arenas = cfg.train.mode != TrainMode::PARALLAX;
+  mem.recompute_attention = r == RecomputeKind::ATTENTION || r == RecomputeKind::EXPERTS;
+  mem.recompute_experts = r == RecomputeKind::EXPERTS;
+  mem.recompute_layers = r == RecomputeKind::LAYERS;  // (the layer's activations, one set)
+  return mem;
 }
 
 // The learner model of cfg.train.device. dp: the data-parallel group (size 1 is fine).

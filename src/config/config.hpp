@@ -18,7 +18,7 @@ namespace px {
 enum class TrainMode { SYNC, DILOCO, PARALLAX };
 enum class DeviceKind { CPU, CUDA, STAGED };
 enum class OptimizerKind { ADAMW, SGD };
-enum class RecomputeKind { NONE, ATTENTION, EXPERTS };
+enum class RecomputeKind { NONE, ATTENTION, EXPERTS, LAYERS };
 enum class BackboneSyncKind { ALLREDUCE, SYNCER };
 enum class MergeKind { MEAN, RDA };
 enum class WireDtype { FP32, BF16, INT8, FP4, TERNARY };
@@ -32,7 +32,7 @@ template <> struct EnumNames<ExpertActKind> { static constexpr std::array<std::s
 template <> struct EnumNames<BalanceKind> { static constexpr std::array<std::string_view, 2> v{"aux", "bias"}; };
 template <> struct EnumNames<TrainMode> { static constexpr std::array<std::string_view, 3> v{"sync", "diloco", "parallax"}; };
 template <> struct EnumNames<OptimizerKind> { static constexpr std::array<std::string_view, 2> v{"adamw", "sgd"}; };
-template <> struct EnumNames<RecomputeKind> { static constexpr std::array<std::string_view, 3> v{"none", "attention", "experts"}; };
+template <> struct EnumNames<RecomputeKind> { static constexpr std::array<std::string_view, 4> v{"none", "attention", "experts", "layers"}; };
 template <> struct EnumNames<DeviceKind> { static constexpr std::array<std::string_view, 3> v{"cpu", "cuda", "staged"}; };
 template <> struct EnumNames<BackboneSyncKind> { static constexpr std::array<std::string_view, 2> v{"allreduce", "syncer"}; };
 template <> struct EnumNames<MergeKind> { static constexpr std::array<std::string_view, 2> v{"mean", "rda"}; };

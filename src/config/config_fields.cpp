@@ -104,7 +104,7 @@ std::vector<FieldDesc> build_table() {
       field("train", "batch_size", &C::train, &T::batch_size, ge(1), le(1 << 20), "sequences per step per island rank"),
       field("train", "micro_batches", &C::train, &T::micro_batches, ge(1), le(1 << 20), "micro-batches per step (gradient accumulation; must divide batch_size): activations are held for batch_size / micro_batches sequences"),
       field("train", "zero", &C::train, &T::zero, ge(0), le(1), "ZeRO stage: 0 (every rank holds the AdamW moments) | 1 (each rank of the data-parallel group holds its 1/D shard: gradients reduce-scattered, parameters all-gathered)"),
-      field("train", "recompute", &C::train, &T::recompute, none(), none(), "recomputation in the backward, bit-identical: none | attention (one layer's attention probabilities are held, each layer's recomputed from q and k) | experts (also the routed experts' hidden activations, from their inputs)"),
+      field("train", "recompute", &C::train, &T::recompute, none(), none(), "recomputation in the backward, bit-identical: none | attention (one layer's attention probabilities are held, each layer's recomputed from q and k) | experts (also the routed experts' hidden activations, from their inputs) | layers (each layer keeps its input alone and its backward runs its forward again: one layer's activations are held)"),
       field("train", "lr", &C::train, &T::lr, gt(0), le(10), "peak learning rate (AdamW)"),
       field("train", "warmup_steps", &C::train, &T::warmup_steps, ge(0), le_field("train.steps"), "linear warmup steps, then cosine decay"),
       field("train", "min_lr", &C::train, &T::min_lr, ge(0), le_field("train.lr"), "learning rate at the end of the decay"),

@@ -11,11 +11,19 @@
 
 namespace px {
 
+namespace {
+// One set of routed activations for all layers and slots: each backward recomputes its layer's
+// (train.recompute = "experts") or runs after the forward of its layer again ("layers").
+bool shared_set(const Config& cfg) {
+  return cfg.train.recompute == RecomputeKind::EXPERTS || cfg.train.recompute == RecomputeKind::LAYERS;
+}
+}  // namespace
+
 
 double ParallaxExperts::buffer_bytes(const Config& cfg, int max_rows, int moe_layers, int slots) {
   const double rh = (double)max_rows * cfg.model.expert_hidden, dh = (double)cfg.model.d_model * cfg.model.expert_hidden;
   const bool swiglu = expert_act_of(cfg.model) == cpu::EXPERT_ACT_SWIGLU;
-  const double sets = cfg.train.recompute == RecomputeKind::EXPERTS ? 1 : (double)moe_layers * slots;
+  const double sets = shared_set(cfg) ? 1 : (double)moe_layers * slots;
   return 4.0 * (sets * rh * (swiglu ? 3 : 2) + 3 * rh + 6 * dh);
 }
 
@@ -34,7 +42,7 @@ ParallaxExperts::ParallaxExperts(const Config& cfg, const Topology& topo, MoeMod
   bounds_.assign(saves, std::vector<int32_t>(n_experts_ + 1, 0));
   const size_t rh = (size_t)max_rows * h_;
   recompute_ = cfg.train.recompute == RecomputeKind::EXPERTS;
-  const size_t sets = recompute_ ? 1 : saves;
+  const size_t sets = shared_set(cfg) ? 1 : saves;
   pre_w1_.assign(sets, std::vector<float>(rh));
   pre_w3_.assign(sets, std::vector<float>(expert_act_of(cfg.model) == cpu::EXPERT_ACT_SWIGLU ? rh : 0));
   act_.assign(sets, std::vector<float>(rh));
@@ -70,7 +78,6 @@ void ParallaxExperts::forward(int m, const float* xp, const int32_t* bounds, flo
   if (!views_) throw std::logic_error("ParallaxExperts: set_sources before the first forward");
   if (!held_.holds(m)) throw std::logic_error("ParallaxExperts: a MoE layer of another stage");
   inputs_[saved(m)] = xp;
-  micro_of_[slot_] = micro_;
   std::copy(bounds, bounds + n_experts_ + 1, bounds_[saved(m)].begin());
   const bool swiglu = expert_act_of(cfg_.model) == cpu::EXPERT_ACT_SWIGLU;
   for (int e = 0; e < n_experts_; ++e) {

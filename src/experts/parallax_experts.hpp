@@ -71,7 +71,10 @@ class ParallaxExperts final : public RoutedExperts<float> {
 
   void forward(int moe_layer, const float* xp, const int32_t* bounds, float* yp) override;
   void backward(int moe_layer, const float* dyp, float* dxp) override;
-  void use_slot(int slot) override { slot_ = slot; }
+  void use_slot(int slot, bool forward) override {
+    slot_ = slot;
+    if (forward) micro_of_[slot] = micro_;  // (a recomputed forward keeps the slot's micro-batch)
+  }
   const MoeLayerRange& held() const { return held_; }  // the MoE layers this rank runs
 
  private:
@@ -91,13 +94,14 @@ class ParallaxExperts final : public RoutedExperts<float> {
   int slot_ = 0;  // the activation slot of the next forward / backward
   std::vector<int> micro_of_;  // per slot: the micro-batch its forward ran (1F1B reorders)
   // per (slot, held layer): the forward's inputs (the model's activations), routing and expert
-  // activations (train.recompute = "experts": one set shared by all, recomputed in the backward)
+  // activations (train.recompute = "experts": one set shared by all, recomputed in the backward;
+  // "layers": one set, the backward runs after its layer's forward again)
   std::vector<const float*> inputs_;
   std::vector<std::vector<int32_t>> bounds_;
   bool recompute_;
   std::vector<std::vector<float>> pre_w1_, pre_w3_, act_;  // x W1, x W3 (swiglu), activation
   size_t saved(int m) const { return (size_t)slot_ * held_.count() + (m - held_.lo); }
-  size_t set_of(int m) const { return recompute_ ? 0 : saved(m); }  // the activation set of layer m
+  size_t set_of(int m) const { return act_.size() == 1 ? 0 : saved(m); }  // the activation set of layer m
   std::vector<float> scratch1_, scratch2_, scratch3_, sampled_x_, sampled_dy_, weight_grad_;  // weight_grad_: [3, d*h] one expert's gradient
   std::vector<float> view_weights_;  // [3, d*h]: one view's dequantized weights
   GradSink sink_;

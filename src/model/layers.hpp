@@ -64,8 +64,10 @@ struct RoutedExperts {
   // where the experts live.
   virtual void backward(int moe_layer, const T* dyp, T* dxp) = 0;
   // The activation slot (a pipeline stage's micro-batch in flight, MoeModel's slots) the next
-  // forward or backward belongs to; the model calls it before each (0 when not pipelined).
-  virtual void use_slot(int slot) { (void)slot; }
+  // forward (forward = true) or backward belongs to; the model calls it before each (slot 0
+  // when not pipelined). A backward may run the forward of its layers again first
+  // (train.recompute = "layers"): same slot, no call.
+  virtual void use_slot(int slot, bool forward) { (void)slot, (void)forward; }
 };
 
 // How one MoE layer's local batch relates to the batch the loss averages over.

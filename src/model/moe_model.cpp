@@ -68,6 +68,12 @@ void MoeModel<T>::plan_activations(A& fa, I& ia) {
   FfnActs<T> shared_routed{};  // one MoE layer's routed hidden activations, shared
   if (mem_.routed_arenas && mem_.recompute_experts && le_ > std::max(lb_, cfg_.dense_layers))
     shared_routed = {fa.take(N * k * h), glu ? fa.take(N * k * h) : nullptr, fa.take(N * k * h)};
+  if (mem_.recompute_layers) {  // one dense and one MoE layer's activations, shared by all
+    const bool dense = lb_ < std::min(le_, cfg_.dense_layers), moe = le_ > std::max(lb_, cfg_.dense_layers);
+    if (dense) shared_layer_[0] = plan_layer(false, shared_routed, shared_probs, fa, ia);
+    if (moe) shared_layer_[1] = plan_layer(true, shared_routed, shared_probs, fa, ia);
+    recompute_out_ = fa.take(N * d);
+  }
   slots_.resize(std::max(1, mem_.slots));
   for (SlotActs& slot : slots_) plan_slot(slot, shared_routed, shared_probs, fa, ia);
   dres_[0] = fa.take(N * d);
@@ -85,46 +91,63 @@ void MoeModel<T>::plan_activations(A& fa, I& ia) {
 
 template <class T>
 template <class A, class I>
-void MoeModel<T>::plan_slot(SlotActs& s, FfnActs<T> shared_routed, T* shared_probs, A& fa, I& ia) {
+LayerActs<T> MoeModel<T>::plan_layer(bool moe, FfnActs<T> shared_routed, T* shared_probs, A& fa, I& ia) {
   const size_t N = (size_t)batch_ * seq_, d = cfg_.d_model, E = cfg_.n_experts, k = cfg_.top_k,
-               h = cfg_.expert_hidden, dh = cfg_.dense_hidden, S = cfg_.n_shared,
-               V = cfg_.vocab, H = cfg_.n_heads;
+               h = cfg_.expert_hidden, dh = cfg_.dense_hidden, S = cfg_.n_shared, H = cfg_.n_heads;
   const bool glu = cfg_.expert_act == ExpertActKind::SWIGLU;
   const size_t probs = (size_t)batch_ * H * seq_ * seq_;
+  LayerActs<T> la{};
+  la.attn.xn = fa.take(N * d);
+  la.attn.rstd = fa.take(N);
+  la.attn.q = fa.take(N * d);
+  la.attn.k = fa.take(N * d);
+  la.attn.v = fa.take(N * d);
+  la.attn.probs = mem_.recompute_attention ? shared_probs : fa.take(probs);
+  la.attn.y = fa.take(N * d);
+  la.h = fa.take(N * d);
+  la.xn2 = fa.take(N * d);
+  la.rstd2 = fa.take(N);
+  if (!moe) {
+    la.dense = {fa.take(N * dh), fa.take(N * dh), fa.take(N * dh)};
+    return la;
+  }
+  MoeActs<T>& m = la.moe;
+  m.logits = fa.take(N * E);
+  m.probs = fa.take(N * E);
+  m.gates = fa.take(N * k);
+  m.idx = ia.take(N * k);
+  m.bounds = ia.take(E + 1);
+  m.pos = ia.take(N * k);
+  m.row_token = ia.take(N * k);
+  m.xp = fa.take(N * k * d);
+  if (mem_.routed_arenas && mem_.recompute_experts)
+    m.routed = shared_routed;
+  else if (mem_.routed_arenas)  // (otherwise the routed experts' executor keeps their activations)
+    m.routed = {fa.take(N * k * h), glu ? fa.take(N * k * h) : nullptr, fa.take(N * k * h)};
+  m.yp = fa.take(N * k * d);
+  m.shared = {fa.take(S * N * h), glu ? fa.take(S * N * h) : nullptr, fa.take(S * N * h)};
+  m.aux_coef = fa.take(E);
+  return la;
+}
+
+template <class T>
+template <class A, class I>
+void MoeModel<T>::plan_slot(SlotActs& s, FfnActs<T> shared_routed, T* shared_probs, A& fa, I& ia) {
+  const size_t N = (size_t)batch_ * seq_, d = cfg_.d_model, E = cfg_.n_experts, V = cfg_.vocab;
   s.layers.assign(cfg_.n_layers, LayerActs<T>{});
   for (int l = lb_; l < le_; ++l) {
     LayerActs<T>& la = s.layers[l];
     la.x = fa.take(N * d);
-    la.attn.xn = fa.take(N * d);
-    la.attn.rstd = fa.take(N);
-    la.attn.q = fa.take(N * d);
-    la.attn.k = fa.take(N * d);
-    la.attn.v = fa.take(N * d);
-    la.attn.probs = mem_.recompute_attention ? shared_probs : fa.take(probs);
-    la.attn.y = fa.take(N * d);
-    la.h = fa.take(N * d);
-    la.xn2 = fa.take(N * d);
-    la.rstd2 = fa.take(N);
-    if (!cfg_.is_moe(l)) {
-      la.dense = {fa.take(N * dh), fa.take(N * dh), fa.take(N * dh)};
-    } else {
-      MoeActs<T>& m = la.moe;
-      m.logits = fa.take(N * E);
-      m.probs = fa.take(N * E);
-      m.gates = fa.take(N * k);
-      m.idx = ia.take(N * k);
-      m.bounds = ia.take(E + 1);
-      m.pos = ia.take(N * k);
-      m.row_token = ia.take(N * k);
-      m.xp = fa.take(N * k * d);
-      if (mem_.routed_arenas && mem_.recompute_experts)
-        m.routed = shared_routed;
-      else if (mem_.routed_arenas)  // (otherwise the routed experts' executor keeps their activations)
-        m.routed = {fa.take(N * k * h), glu ? fa.take(N * k * h) : nullptr, fa.take(N * k * h)};
-      m.yp = fa.take(N * k * d);
-      m.shared = {fa.take(S * N * h), glu ? fa.take(S * N * h) : nullptr, fa.take(S * N * h)};
-      m.aux_coef = fa.take(E);
+    if (!mem_.recompute_layers) {
+      const T* x = la.x;
+      la = plan_layer(cfg_.is_moe(l), shared_routed, shared_probs, fa, ia);
+      la.x = const_cast<T*>(x);
+      continue;
     }
+    const T* x = la.x;
+    la = shared_layer_[cfg_.is_moe(l) ? 1 : 0];  // (its own routing counts: expert_counts reads them)
+    la.x = const_cast<T*>(x);
+    if (cfg_.is_moe(l)) la.moe.bounds = ia.take(E + 1);
   }
   s.resid_out = fa.take(N * d);
   if (le_ == cfg_.n_layers) {
@@ -199,7 +222,7 @@ void MoeModel<T>::backward_stage(int slot, const T* d_output) {
 
 template <class T>
 double MoeModel<T>::run_forward(const int32_t* inputs, const int32_t* targets) {
-  if (experts_exec_) experts_exec_->use_slot((int)(cur_ - slots_.data()));
+  if (experts_exec_) experts_exec_->use_slot((int)(cur_ - slots_.data()), true);
   if (lb_ == 0) embed_forward(inputs);
   last_aux_ = 0;
   layers_forward();
@@ -219,35 +242,41 @@ void MoeModel<T>::embed_forward(const int32_t* inputs) {
 
 template <class T>
 void MoeModel<T>::layers_forward() {
+  int moe_l = std::max(0, lb_ - cfg_.dense_layers);
+  for (int l = lb_; l < le_; ++l) {
+    T* next = l + 1 < le_ ? cur_->layers[l + 1].x : cur_->resid_out;
+    last_aux_ += layer_forward(l, cur_->layers[l], next, moe_l);
+    if (cfg_.is_moe(l)) ++moe_l;
+  }
+}
+
+template <class T>
+double MoeModel<T>::layer_forward(int l, LayerActs<T>& acts, T* next, int moe_l) {
   const int B = cur_->B, Tn = cur_->Tn, N = B * Tn, d = cfg_.d_model, E = cfg_.n_experts;
   const ArenaView<const T> bb = this->bb(), ex = this->ex();
   const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim(), mem_.recompute_attention};
   const MoeDims md = moe_dims(N);
-  int moe_l = std::max(0, lb_ - cfg_.dense_layers);
-  for (int l = lb_; l < le_; ++l) {
-    LayerActs<T>& acts = cur_->layers[l];
-    const LayerOffsets& offsets = layout_.layers[l];
-    T* next = l + 1 < le_ ? cur_->layers[l + 1].x : cur_->resid_out;
-    attention_block_forward(acts.h, acts.attn, acts.x, bb + offsets.attn_g, bb + offsets.wq,
-                            bb + offsets.wk, bb + offsets.wv, bb + offsets.wo, ad);
-    rmsnorm_forward(acts.xn2, acts.rstd2, acts.h, bb + offsets.ffn_g, N, d);
-    if (!cfg_.is_moe(l)) {
-      ffn_forward(next, acts.dense, acts.xn2, bb + offsets.dense_w1, bb + offsets.dense_w3,
-                  bb + offsets.dense_w2, N, d, cfg_.dense_hidden, EXPERT_ACT_SWIGLU);
-    } else {
-      const bool glu = md.kind == EXPERT_ACT_SWIGLU, sh = cfg_.n_shared > 0;
-      const T* bias = cfg_.balance == BalanceKind::BIAS ? router_bias_.data() + (size_t)moe_l * E
-                                                        : nullptr;
-      moe_forward(next, acts.moe, acts.xn2, bb + offsets.router, sh ? bb + offsets.shared_w1 : nullptr,
-                  sh && glu ? bb + offsets.shared_w3 : nullptr, sh ? bb + offsets.shared_w2 : nullptr,
-                  ex ? ex + offsets.expert_w1 : nullptr, ex && glu ? ex + offsets.expert_w3 : nullptr,
-                  ex ? ex + offsets.expert_w2 : nullptr, bias, md,
-                  moe_context(moe_l), scratch_.nd[5]);
-      last_aux_ += acts.moe.aux_loss;
-      ++moe_l;
-    }
-    for (size_t i = 0; i < (size_t)N * d; ++i) next[i] += acts.h[i];
+  const LayerOffsets& offsets = layout_.layers[l];
+  attention_block_forward(acts.h, acts.attn, acts.x, bb + offsets.attn_g, bb + offsets.wq,
+                          bb + offsets.wk, bb + offsets.wv, bb + offsets.wo, ad);
+  rmsnorm_forward(acts.xn2, acts.rstd2, acts.h, bb + offsets.ffn_g, N, d);
+  double aux = 0;
+  if (!cfg_.is_moe(l)) {
+    ffn_forward(next, acts.dense, acts.xn2, bb + offsets.dense_w1, bb + offsets.dense_w3,
+                bb + offsets.dense_w2, N, d, cfg_.dense_hidden, EXPERT_ACT_SWIGLU);
+  } else {
+    const bool glu = md.kind == EXPERT_ACT_SWIGLU, sh = cfg_.n_shared > 0;
+    const T* bias = cfg_.balance == BalanceKind::BIAS ? router_bias_.data() + (size_t)moe_l * E
+                                                      : nullptr;
+    moe_forward(next, acts.moe, acts.xn2, bb + offsets.router, sh ? bb + offsets.shared_w1 : nullptr,
+                sh && glu ? bb + offsets.shared_w3 : nullptr, sh ? bb + offsets.shared_w2 : nullptr,
+                ex ? ex + offsets.expert_w1 : nullptr, ex && glu ? ex + offsets.expert_w3 : nullptr,
+                ex ? ex + offsets.expert_w2 : nullptr, bias, md,
+                moe_context(moe_l), scratch_.nd[5]);
+    aux = acts.moe.aux_loss;
   }
+  for (size_t i = 0; i < (size_t)N * d; ++i) next[i] += acts.h[i];
+  return aux;
 }
 
 template <class T>
@@ -264,7 +293,7 @@ double MoeModel<T>::head_forward(const int32_t* targets) {
 
 template <class T>
 void MoeModel<T>::run_backward(const T* d_output) {
-  if (experts_exec_) experts_exec_->use_slot((int)(cur_ - slots_.data()));
+  if (experts_exec_) experts_exec_->use_slot((int)(cur_ - slots_.data()), false);
   T* dcur = nullptr;
   if (le_ == cfg_.n_layers) {
     dcur = head_backward();
@@ -301,8 +330,10 @@ T* MoeModel<T>::layers_backward(T* dcur) {
   T* dnext = dcur == dres_[0] ? dres_[1] : dres_[0];
   int moe_l = std::max(0, le_ - cfg_.dense_layers);
   for (int l = le_ - 1; l >= lb_; --l) {
-    const LayerActs<T>& acts = cur_->layers[l];
+    LayerActs<T>& acts = cur_->layers[l];
     const LayerOffsets& offsets = layout_.layers[l];
+    // (recompute_layers: the shared activations become layer l's again)
+    if (mem_.recompute_layers) layer_forward(l, acts, recompute_out_, moe_l - (cfg_.is_moe(l) ? 1 : 0));
     if (!cfg_.is_moe(l)) {
       ffn_backward(dffn_, gb + offsets.dense_w1, gb + offsets.dense_w3, gb + offsets.dense_w2, dcur,
                    acts.dense, acts.xn2, bb + offsets.dense_w1, bb + offsets.dense_w3,

@@ -26,6 +26,11 @@ struct ModelMemory {
   // each layer's backward recomputes its own from its expert inputs (train.recompute =
   // "experts"; the executor of mode parallax does the same with its own buffers).
   bool recompute_experts = false;
+  // true: each layer keeps only its input per slot; one set of a layer's activations is shared
+  // by every layer and slot, and each layer's backward first recomputes its forward from its
+  // input (train.recompute = "layers"; the layer's routing is recomputed too, and its routed
+  // experts' executor runs the layer's experts again).
+  bool recompute_layers = false;
   // A pipeline stage (topology.pipeline_stages): only layers [layer_begin, layer_end) (-1: to
   // the last), with the embedding on the first stage and the final norm and head on the last;
   // the arenas hold those layers' elements alone (params(a)[0] is element span(a).lo).
@@ -147,6 +152,9 @@ class MoeModel {
   void plan_activations(A& fa, I& ia);
   template <class A, class I>
   void plan_slot(SlotActs& s, FfnActs<T> shared_routed, T* shared_probs, A& fa, I& ia);
+  // One layer's activations (but its input x), of a dense or a MoE layer.
+  template <class A, class I>
+  LayerActs<T> plan_layer(bool moe, FfnActs<T> shared_routed, T* shared_probs, A& fa, I& ia);
   MoeDims moe_dims(int N) const;
   MoeContext<T> moe_context(int moe_layer) const;
   // forward_stage / backward_stage of the current slot's shape, and their pieces
@@ -154,6 +162,8 @@ class MoeModel {
   void run_backward(const T* d_output);
   void embed_forward(const int32_t* inputs);
   void layers_forward();
+  // Layer l's forward from acts.x into acts and next (moe_l: its MoE index; returns its aux loss).
+  double layer_forward(int l, LayerActs<T>& acts, T* next, int moe_l);
   double head_forward(const int32_t* targets);
   T* head_backward();  // returns the gradient of resid_out
   T* layers_backward(T* dcur);  // returns the gradient of the first layer's input
@@ -179,6 +189,8 @@ class MoeModel {
   T* dres_[2] = {nullptr, nullptr};  // [N, d] residual-stream gradients (ping-pong)
   T* dmid_ = nullptr;    // [N, d]
   T* dffn_ = nullptr;    // [N, d]
+  T* recompute_out_ = nullptr;  // [N, d] a recomputed layer's output (recompute_layers)
+  LayerActs<T> shared_layer_[2]{};  // recompute_layers: the shared activations of a dense / MoE layer
   const T* dinput_ = nullptr;  // the last backward's input gradient
   Scratch<T> scratch_{};
   double last_ce_ = 0, last_aux_ = 0;

@@ -189,6 +189,12 @@ TEST(MpiPipeline, SyncFourStagesFollowTheUnpipelinedRun) {
   expect_pipeline_follows_unpipelined({}, 4, 1, 2, "sync_p4");
 }
 
+// Whole-layer recomputation in mode sync (its routing statistics all-reduced again over the
+// stage's group in the recomputed forward).
+TEST(MpiPipeline, SyncTwoStagesOfTwoRanksRecomputeLayersFollowTheUnpipelinedRun) {
+  expect_pipeline_follows_unpipelined({"train.recompute=\"layers\""}, 2, 2, 2, "sync_p2d2_layers");
+}
+
 TEST(MpiPipeline, DilocoFourStagesFollowTheUnpipelinedRun) {
   expect_pipeline_follows_unpipelined(kDiloco, 4, 1, 4, "diloco_p4");
 }
@@ -200,9 +206,11 @@ TEST(MpiPipeline, ParallaxTwoStagesFollowTheUnpipelinedRun) {
   expect_pipeline_follows_unpipelined(kParallax, 2, 1, 4, "parallax_p2");
 }
 
-TEST(MpiPipeline, ParallaxTwoStagesOfTwoRanksFollowTheUnpipelinedRun) {
+// (with whole-layer recomputation: each slot keeps its layers' inputs alone, and the backward
+// runs each layer's forward again, its routed experts from the views included)
+TEST(MpiPipeline, ParallaxTwoStagesOfTwoRanksRecomputeLayersFollowTheUnpipelinedRun) {
   auto ov = kParallax;
-  ov.push_back("topology.islands=1");
+  ov.insert(ov.end(), {"topology.islands=1", "train.recompute=\"layers\""});
   expect_pipeline_follows_unpipelined(ov, 2, 2, 2, "parallax_p2d2");
 }
 

@@ -64,7 +64,8 @@ void MoeModel<T>::plan_activations(A& fa, I& ia) {
                h = cfg_.expert_hidden, dh = cfg_.dense_hidden, H = cfg_.n_heads;
   const bool glu = cfg_.expert_act == ExpertActKind::SWIGLU;
   const size_t probs = (size_t)batch_ * H * seq_ * seq_;
-  T* shared_probs = mem_.recompute_attention ? fa.take(probs) : nullptr;  // one layer's, shared
+  // one layer's, shared (recompute_layers: by the shared dense and MoE sets too)
+  T* shared_probs = mem_.recompute_attention || mem_.recompute_layers ? fa.take(probs) : nullptr;
   FfnActs<T> shared_routed{};  // one MoE layer's routed hidden activations, shared
   if (mem_.routed_arenas && mem_.recompute_experts && le_ > std::max(lb_, cfg_.dense_layers))
     shared_routed = {fa.take(N * k * h), glu ? fa.take(N * k * h) : nullptr, fa.take(N * k * h)};
@@ -102,7 +103,7 @@ LayerActs<T> MoeModel<T>::plan_layer(bool moe, FfnActs<T> shared_routed, T* shar
   la.attn.q = fa.take(N * d);
   la.attn.k = fa.take(N * d);
   la.attn.v = fa.take(N * d);
-  la.attn.probs = mem_.recompute_attention ? shared_probs : fa.take(probs);
+  la.attn.probs = mem_.recompute_attention || mem_.recompute_layers ? shared_probs : fa.take(probs);
   la.attn.y = fa.take(N * d);
   la.h = fa.take(N * d);
   la.xn2 = fa.take(N * d);

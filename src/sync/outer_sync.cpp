@@ -84,8 +84,9 @@ void OuterSync::params_to_device() {
 
 double OuterSync::scratch_bytes(const Config& cfg, double n, int island_ranks, int islands) {
   const double m = std::ceil(n / island_ranks), nb = (double)encoded_bytes(cfg.sync.outer_dtype, (size_t)m);
-  // apply_reply: x, and the whole fragment when the island has several ranks
-  const double apply = 4 * m + (island_ranks > 1 ? 4 * n : 0);
+  // apply_reply: x, and when the island has several ranks one round of the fragment's all-gather
+  // (a 1/D of every rank's shard)
+  const double apply = 4 * m + (island_ranks > 1 ? 4.0 * island_ranks * std::ceil(m / island_ranks) : 0);
   if (cfg.sync.backbone_sync == BackboneSyncKind::SYNCER)  // push: x, delta; send + reply stay
     return std::max(8 * m, apply) + sizeof(PushHeader) + nb + 4 * m;
   // sync_allreduce: x, merged, delta; then the codec's buffers and decoded shards
@@ -139,14 +140,39 @@ void OuterSync::apply_reply(int f, const float* global, bool host_current) {
   plan_.scatter(f, s.lo, s.hi, x.data(), arenas_);
   if (global != global_[f].data()) std::copy(global, global + m, global_[f].begin());
   if (island_ranks_ == 1) return params_to_device();
-  // every island rank gets the whole fragment (the shards of the other local ranks)
-  const size_t n = plan_.size(f);
-  std::vector<int> bytes(island_ranks_);
-  for (int r = 0; r < island_ranks_; ++r) bytes[r] = (int)(shard_of(plan_, f, r, island_ranks_).m() * sizeof(float));
-  std::vector<float> full(n);
-  island_.allgatherv(x.data(), (int)(m * sizeof(float)), full.data(), bytes, Tier::ISLAND);
-  plan_.scatter(f, 0, n, full.data(), arenas_);
+  gather_fragment(f, x);
   params_to_device();
+}
+
+void OuterSync::gather_fragment(int f, const std::vector<float>& mine) {
+  // every island rank gets the whole fragment (the shards of the other local ranks), in D
+  // rounds: in round k each rank sends the k-th 1/D of its shard, so that no rank holds more
+  // than about a shard of the others' values at a time (the same bytes as one all-gather)
+  const int D = island_ranks_;
+  std::vector<Shard> shards;
+  size_t largest = 0;
+  for (int r = 0; r < D; ++r) {
+    shards.push_back(shard_of(plan_, f, r, D));
+    largest = std::max(largest, shards.back().m());
+  }
+  const size_t c = (largest + D - 1) / D;  // elements per rank and round
+  std::vector<float> round(c * D);
+  std::vector<int> bytes(D);
+  for (int k = 0; k < D; ++k) {
+    auto piece = [&](int r) {  // rank r's elements [k c, k c + n) of its shard
+      const size_t lo = std::min(shards[r].m(), k * c);
+      return std::pair<size_t, size_t>{lo, std::min(shards[r].m(), lo + c) - lo};
+    };
+    for (int r = 0; r < D; ++r) bytes[r] = (int)(piece(r).second * sizeof(float));
+    const auto [my_lo, my_n] = piece(local_rank_);
+    island_.allgatherv(mine.data() + my_lo, (int)(my_n * sizeof(float)), round.data(), bytes, Tier::ISLAND);
+    size_t at = 0;  // (the received pieces, packed in rank order)
+    for (int r = 0; r < D; ++r) {
+      const auto [lo, n] = piece(r);
+      if (n > 0) plan_.scatter(f, shards[r].lo + lo, shards[r].lo + lo + n, round.data() + at, arenas_);
+      at += n;
+    }
+  }
 }
 
 void OuterSync::push(int f, int64_t step, int64_t tokens) {

@@ -64,6 +64,8 @@ class OuterSync {  // (its state is checkpointed through save/load, by the backb
   // Mixes `global` into my shard, then the island all-gathers the fragment; host_current:
   // the host copy was brought up to date in this sync already.
   void apply_reply(int f, const float* global, bool host_current);
+  // The island's shards of fragment f (mine: my shard's values) into every rank's arenas.
+  void gather_fragment(int f, const std::vector<float>& mine);
   void params_to_host();
   void params_to_device();
   void poll_replies(bool wait);

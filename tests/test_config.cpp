@@ -331,5 +331,8 @@ TEST(Config, PipelineStages) {
   expect_user_error([&] { with({"train.mode=parallax", "topology.expert_workers=1", "experts.signal=adapters"}); },
                     {"topology.pipeline_stages = 2", "experts.signal = \"adapters\""});
   EXPECT_NO_THROW(with({"train.zero=1", "topology.ranks_per_island=4"}));  // ZeRO-1 in a stage
+  EXPECT_NO_THROW(with({"topology.pipeline_split=ends"}));
+  expect_user_error([&] { with({"topology.ranks_per_island=4", "topology.pipeline_stages=4", "topology.pipeline_split=ends"}); },
+                    {"topology.pipeline_split = \"ends\"", "4 stages", "stage 3 without a layer"});
   EXPECT_NO_THROW(with({"train.mode=diloco", "topology.syncers=1", "sync.backbone_sync=syncer"}));
 }

@@ -12,7 +12,7 @@ namespace {
 constexpr int kTagActivation = 1, kTagGradient = 2;  // (on the pipeline's own communicator)
 
 int layer_begin(const Config& cfg, int stage) {
-  return pipeline_layer_begin(stage, cfg.topology.pipeline_stages, cfg.model.n_layers);
+  return pipeline_layer_begin(stage, cfg.topology.pipeline_stages, cfg.model.n_layers, cfg.topology.split_ends());
 }
 }  // namespace
 

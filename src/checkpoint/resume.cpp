@@ -21,7 +21,8 @@ bool rehoming(const std::string& path, const Config& cfg) {
   const TopologyConfig &s = saved.topology, &t = cfg.topology;
   if (cfg.train.mode != TrainMode::PARALLAX || saved.train.mode != TrainMode::PARALLAX ||
       s.expert_workers == t.expert_workers || s.islands != t.islands ||
-      s.ranks_per_island != t.ranks_per_island || s.syncers != t.syncers)
+      s.ranks_per_island != t.ranks_per_island || s.syncers != t.syncers ||
+      s.pipeline_stages != t.pipeline_stages || s.pipeline_split != t.pipeline_split)
     return false;
   if (cfg.experts.view != ViewKind::TERNARY || cfg.experts.signal != ExpertSignalKind::SKETCHES)
     throw UserError(fmt::format("{}: resuming with topology.expert_workers = {} (was {}) re-homes "
@@ -103,16 +104,40 @@ void read_global_backbone(const std::string& path, const ParamLayout& layout, fl
 }  // namespace
 
 namespace {
+// A pipelined run's global backbone of the last outer sync: rank k of island 0's stage s (world
+// rank s D + k) holds shard k of the stage's part of every fragment.
+void read_global_backbone_stages(const std::string& path, const Config& saved, const ParamLayout& layout,
+                                 float* backbone) {
+  const int P = saved.topology.pipeline_stages, D = saved.topology.ranks_per_island / P;
+  const int L = saved.model.n_layers;
+  const bool ends = saved.topology.split_ends(), experts = saved.train.mode != TrainMode::PARALLAX;
+  for (int s = 0; s < P; ++s) {
+    const int lb = pipeline_layer_begin(s, P, L, ends), le = pipeline_layer_begin(s + 1, P, L, ends);
+    const ArenaSpan held[2] = {layout.layers_span(Arena::BACKBONE, lb, le),
+                               experts ? layout.layers_span(Arena::EXPERTS, lb, le) : ArenaSpan{}};
+    const FragmentPlan plan(layout, saved.sync.fragments, experts, held);
+    float* const arenas[2] = {backbone + held[0].lo, nullptr};  // (the plan's storage offsets)
+    for (int f = 0; f < plan.count(); ++f)
+      for (int k = 0; k < D && plan.size(f) > 0; ++k) {
+        const size_t lo = FragmentPlan::shard_begin(plan.size(f), k, D), hi = FragmentPlan::shard_begin(plan.size(f), k + 1, D);
+        const auto shard = read_rank_array<float>(path, s * D + k, fmt::format("outer/global/{}", f), hi - lo);
+        plan.scatter(f, lo, hi, shard.data(), arenas);
+      }
+  }
+}
+
 // A pipelined run's parameters: island 0's stage s (its first rank, world rank s D) holds its
 // layers' spans.
 void read_pipeline_stages(const std::string& path, const Config& saved, MoeModel<float>& model) {
   const ParamLayout& layout = model.layout();
   const int P = saved.topology.pipeline_stages, L = saved.model.n_layers;
   for (int s = 0; s < P; ++s) {
-    const int lb = pipeline_layer_begin(s, P, L), le = pipeline_layer_begin(s + 1, P, L);
+    const bool ends = saved.topology.split_ends();
+    const int lb = pipeline_layer_begin(s, P, L, ends), le = pipeline_layer_begin(s + 1, P, L, ends);
     for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
       const ArenaSpan span = layout.layers_span(a, lb, le);
       if (span.size() == 0 || !model.params(a)) continue;
+      if (a == Arena::EXPERTS && saved.train.mode == TrainMode::PARALLAX) continue;  // (the homes')
       const int rank = s * (saved.topology.ranks_per_island / P);  // (island 0, stage s, rank 0 in it)
       const auto part = read_rank_array<float>(path, rank, std::string("params/") + arena_name(a), span.size());
       std::copy(part.begin(), part.end(), model.params(a) + span.lo);
@@ -121,12 +146,35 @@ void read_pipeline_stages(const std::string& path, const Config& saved, MoeModel
   const auto bias = read_rank_array<float>(path, 0, "model/router_bias", model.router_bias().size());
   std::copy(bias.begin(), bias.end(), model.router_bias().begin());
 }
+
+// Mode parallax: the learners hold views of the experts homed elsewhere; every expert's master
+// comes from its home.
+void read_home_masters(const std::string& path, const Config& saved, MoeModel<float>& model) {
+  const ParamLayout& layout = model.layout();
+  const TopologyConfig& tc = saved.topology;
+  const int world = (int)checkpoint_world_size(path);
+  for (int r = 0; r < world; ++r) {
+    if (!has_rank_array(path, r, "home/masters")) continue;
+    const Topology topo =
+        Topology::make(tc.islands, tc.ranks_per_island, tc.syncers, tc.expert_workers, r, world);
+    ExpertHome home(saved, layout,
+                    experts_homed_at(topo, r, saved.model.moe_layers(), saved.model.n_experts),
+                    ExpertSource::arena(saved.model, layout, model.params(Arena::EXPERTS)));
+    home.load(StateReader(path, r, saved));
+    home.write_forward_weights(model.params(Arena::EXPERTS));
+  }
+}
 }  // namespace
 
 void load_model_params(const std::string& path, MoeModel<float>& model, bool global_backbone) {
   const ParamLayout& layout = model.layout();
-  if (const Config saved = checkpoint_config(path); saved.topology.pipeline_stages > 1)
-    return read_pipeline_stages(path, saved, model);  // (the stages' own parameters)
+  if (const Config saved = checkpoint_config(path); saved.topology.pipeline_stages > 1) {
+    read_pipeline_stages(path, saved, model);  // (the stages' own parameters)
+    if (global_backbone && has_global_backbone(path))
+      read_global_backbone_stages(path, saved, model.layout(), model.params(Arena::BACKBONE));
+    if (saved.train.mode == TrainMode::PARALLAX) read_home_masters(path, saved, model);
+    return;
+  }
   if (global_backbone && has_global_backbone(path)) {
     read_global_backbone(path, layout, model.params(Arena::BACKBONE));
   } else {
@@ -151,22 +199,8 @@ void load_model_params(const std::string& path, MoeModel<float>& model, bool glo
     }
     if (e0 == 0 && e1 == model.config().n_experts) break;
   }
-  // mode parallax: the learners' arenas hold views of the experts homed elsewhere; take every
-  // expert's master from its home
-  const Config saved = checkpoint_config(path);
-  if (saved.train.mode == TrainMode::PARALLAX) {
-    const TopologyConfig& tc = saved.topology;
-    for (int r = 0; r < world; ++r) {
-      if (!has_rank_array(path, r, "home/masters")) continue;
-      const Topology topo =
-          Topology::make(tc.islands, tc.ranks_per_island, tc.syncers, tc.expert_workers, r, world);
-      ExpertHome home(saved, layout,
-                      experts_homed_at(topo, r, saved.model.moe_layers(), saved.model.n_experts),
-                      ExpertSource::arena(saved.model, layout, model.params(Arena::EXPERTS)));
-      home.load(StateReader(path, r, saved));
-      home.write_forward_weights(model.params(Arena::EXPERTS));
-    }
-  }
+  if (const Config saved = checkpoint_config(path); saved.train.mode == TrainMode::PARALLAX)
+    read_home_masters(path, saved, model);
   const auto bias = read_rank_array<float>(path, 0, "model/router_bias", model.router_bias().size());
   std::copy(bias.begin(), bias.end(), model.router_bias().begin());
 }

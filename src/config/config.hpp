@@ -25,6 +25,7 @@ enum class WireDtype { FP32, BF16, INT8, FP4, TERNARY };
 enum class ExpertSignalKind { SKETCHES, ADAPTERS, NONE };
 enum class ViewKind { TERNARY, LOWRANK, FULL };
 enum class SketchDtype { INT8, FP8, BF16 };
+enum class PipelineSplitKind { EVEN, ENDS };
 
 // The TOML spelling of each enumerator, indexed by the enumerator's value.
 template <class E> struct EnumNames;
@@ -33,6 +34,7 @@ template <> struct EnumNames<BalanceKind> { static constexpr std::array<std::str
 template <> struct EnumNames<TrainMode> { static constexpr std::array<std::string_view, 3> v{"sync", "diloco", "parallax"}; };
 template <> struct EnumNames<OptimizerKind> { static constexpr std::array<std::string_view, 2> v{"adamw", "sgd"}; };
 template <> struct EnumNames<RecomputeKind> { static constexpr std::array<std::string_view, 4> v{"none", "attention", "experts", "layers"}; };
+template <> struct EnumNames<PipelineSplitKind> { static constexpr std::array<std::string_view, 2> v{"even", "ends"}; };
 template <> struct EnumNames<DeviceKind> { static constexpr std::array<std::string_view, 3> v{"cpu", "cuda", "staged"}; };
 template <> struct EnumNames<BackboneSyncKind> { static constexpr std::array<std::string_view, 2> v{"allreduce", "syncer"}; };
 template <> struct EnumNames<MergeKind> { static constexpr std::array<std::string_view, 2> v{"mean", "rda"}; };
@@ -94,6 +96,10 @@ struct TopologyConfig {
   // P: an island's ranks_per_island ranks form P pipeline stages (stage s holds layers
   // [s L / P, (s+1) L / P) of the L layers), micro-batches flowing through a 1F1B schedule.
   int pipeline_stages = 1;
+  // Which layers each stage holds (parallel/pipeline_schedule.hpp: pipeline_layer_begin):
+  // "even", or "ends" (the embedding and the head count as one layer each).
+  PipelineSplitKind pipeline_split = PipelineSplitKind::EVEN;
+  bool split_ends() const { return pipeline_split == PipelineSplitKind::ENDS; }
 };
 
 // [sync] cadences and rules of the tiers (DESIGN §5), counted in each island's own steps.

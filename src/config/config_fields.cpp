@@ -125,6 +125,7 @@ std::vector<FieldDesc> build_table() {
       field("topology", "syncers", &C::topology, &P::syncers, ge(0), le(1 << 16), "syncer ranks (backbone_sync = syncer)"),
       field("topology", "expert_workers", &C::topology, &P::expert_workers, ge(0), le(1 << 20), "expert-worker ranks (homes of routed experts)"),
       field("topology", "pipeline_stages", &C::topology, &P::pipeline_stages, ge(1), le_field("model.n_layers"), "pipeline stages per island (1F1B over train.micro_batches)"),
+      field("topology", "pipeline_split", &C::topology, &P::pipeline_split, none(), none(), "which layers each pipeline stage holds: even (L / P each) | ends (the embedding and the head count as one layer each: the first and last stages hold fewer)"),
       // ---- [sync]
       field("sync", "island_every", &C::sync, &S::island_every, ge(1), le(kMaxInt), "steps between gradient all-reduces inside an island"),
       field("sync", "backbone_every", &C::sync, &S::backbone_every, ge(1), le(kMaxInt), "inner steps between backbone syncs (DiLoCo H)"),

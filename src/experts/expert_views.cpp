@@ -85,7 +85,7 @@ std::vector<uint8_t> view_message_part(const std::vector<uint8_t>& msg, MoeLayer
 ExpertViews::ExpertViews(const Config& cfg, const Topology& topo, const ExpertSource& start)
     : cfg_(cfg), kind_(cfg.experts.view),
       held_(stage_moe_layers(topo.is_learner() ? topo.stage() : 0, topo.pipeline_stages,
-                             cfg.model.n_layers, cfg.model.dense_layers)) {
+                             cfg.model.n_layers, cfg.model.dense_layers, topo.pipeline_ends)) {
   const ModelConfig& mc = cfg.model;
   const int E = mc.n_experts;
   slot_.assign((size_t)mc.moe_layers() * E, -1);

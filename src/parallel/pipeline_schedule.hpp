@@ -13,10 +13,15 @@ struct PipelineOp {
   int micro;     // micro-batch index in [0, M)
 };
 
-// The first layer of stage `stage` of `stages` over n_layers layers (stage s holds
-// [s L / P, (s+1) L / P): the later stages get the extra layers of an uneven split).
-inline int pipeline_layer_begin(int stage, int stages, int n_layers) {
-  return (int)((long long)stage * n_layers / stages);
+// The first layer of stage `stage` of `stages` over n_layers layers. topology.pipeline_split
+// "even" (ends = false): stage s holds [s L / P, (s+1) L / P) (the later stages get the extra
+// layers of an uneven split). "ends" (ends = true): the embedding and the head count as one
+// layer each (Megatron's account-for-embedding split), so that the first and last stages hold
+// fewer transformer layers: stage s starts at round(s (L + 2) / P) - 1 (clamped to [0, L]).
+inline int pipeline_layer_begin(int stage, int stages, int n_layers, bool ends) {
+  if (!ends || stage == 0 || stage == stages) return (int)((long long)stage * n_layers / stages);
+  const long long r = (2LL * stage * (n_layers + 2) + stages) / (2LL * stages) - 1;  // (rounded)
+  return (int)(r < 0 ? 0 : r > n_layers ? n_layers : r);
 }
 
 // The MoE layers [lo, hi) of stage `stage` (MoE layer m is layer dense_layers + m); all of
@@ -26,10 +31,10 @@ struct MoeLayerRange {
   bool holds(int moe_layer) const { return moe_layer >= lo && moe_layer < hi; }
   int count() const { return hi - lo; }
 };
-inline MoeLayerRange stage_moe_layers(int stage, int stages, int n_layers, int dense_layers) {
+inline MoeLayerRange stage_moe_layers(int stage, int stages, int n_layers, int dense_layers, bool ends) {
   auto moe_of = [&](int layer) { return layer > dense_layers ? layer - dense_layers : 0; };
-  return {moe_of(pipeline_layer_begin(stage, stages, n_layers)),
-          moe_of(pipeline_layer_begin(stage + 1, stages, n_layers))};
+  return {moe_of(pipeline_layer_begin(stage, stages, n_layers, ends)),
+          moe_of(pipeline_layer_begin(stage + 1, stages, n_layers, ends))};
 }
 
 inline int pipeline_slots(int stage, int stages, int micro_batches) {

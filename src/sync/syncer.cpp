@@ -21,7 +21,8 @@ Syncer::Syncer(const Config& cfg, const Topology& topo, Comm& p2p)
   const ParamLayout layout(cfg.model);
   const bool with_experts = cfg.train.mode != TrainMode::PARALLAX;
   for (int s = 0; s < P; ++s) {  // a pipeline stage's learners sync its layers' tensors alone
-    const int lb = pipeline_layer_begin(s, P, L), le = pipeline_layer_begin(s + 1, P, L);
+    const bool ends = cfg.topology.split_ends();
+    const int lb = pipeline_layer_begin(s, P, L, ends), le = pipeline_layer_begin(s + 1, P, L, ends);
     const ArenaSpan held[2] = {layout.layers_span(Arena::BACKBONE, lb, le),
                                layout.layers_span(Arena::EXPERTS, lb, le)};
     plans_.emplace_back(layout, fragments, with_experts, P > 1 ? held : nullptr);

@@ -70,7 +70,7 @@ void ExpertMessages::send_view(std::vector<uint8_t> msg, Tier t) {
   if (P == 1) part[0] = std::make_shared<std::vector<uint8_t>>(std::move(msg));
   for (int s = 0; s < P && P > 1; ++s)
     part[s] = std::make_shared<std::vector<uint8_t>>(view_message_part(
-        msg, stage_moe_layers(s, P, cfg_.model.n_layers, cfg_.model.dense_layers)));
+        msg, stage_moe_layers(s, P, cfg_.model.n_layers, cfg_.model.dense_layers, topo_.pipeline_ends)));
   const int D = topo_.stage_ranks();
   for (int r = 0; r < topo_.learners(); ++r)
     if (r != topo_.world_rank) send(part[(r % topo_.ranks_per_island) / D], r, TAG_SNAPSHOT, t);

@@ -34,7 +34,7 @@ RolePlan pipeline_stage_plan(const Config& cfg, int stage, double token_bytes) {
   const ArenaSpan held[2] = {layout.layers_span(Arena::BACKBONE, mem.layer_begin, mem.layer_end),
                              parallax ? ArenaSpan{} : layout.layers_span(Arena::EXPERTS, mem.layer_begin, mem.layer_end)};
   const double n = (double)held[0].size() + (double)held[1].size();
-  const MoeLayerRange moe = stage_moe_layers(stage, cfg.topology.pipeline_stages, m.n_layers, m.dense_layers);
+  const MoeLayerRange moe = stage_moe_layers(stage, cfg.topology.pipeline_stages, m.n_layers, m.dense_layers, cfg.topology.split_ends());
   const double views = parallax ? (double)moe.count() * m.n_experts : 0;  // (all homed at the workers)
   RolePlan r;
   r.role = fmt::format("learner stage {}", stage);

@@ -20,6 +20,8 @@
 #include "io/checkpoint_parallel.hpp"  // defines: read_rank_array
 #include "model/moe_model.hpp"         // defines: MoeModel, ModelMemory
 #include "parallel/comm.hpp"           // defines: Tier
+#include "parallel/pipeline_schedule.hpp"  // defines: pipeline_layer_begin, stage_moe_layers
+#include "train/assembled_eval.hpp"    // defines: evaluate_checkpoint
 #include "train/trainer.hpp"           // defines: train, TrainResult
 
 #include "mpi_train_util.hpp"  // defines: world_rank, shared_dir, tiny, run, expect_close, expect_arrays_close, checkpoint_path
@@ -32,10 +34,12 @@ namespace {
 const std::vector<std::string> kDiloco = {"train.mode=\"diloco\"", "sync.backbone_every=3",
                                           "sync.fragments=2"};
 
-// Stage s of P's span of arena a (the layers [s L / P, (s+1) L / P)).
+// Stage s of P's span of arena a (its layers by cfg's topology.pipeline_split).
 ArenaSpan stage_span(const Config& cfg, int P, int s, Arena a) {
   const int L = cfg.model.n_layers;
-  return ParamLayout(cfg.model).layers_span(a, s * L / P, (s + 1) * L / P);
+  const bool ends = cfg.topology.split_ends();
+  return ParamLayout(cfg.model).layers_span(a, pipeline_layer_begin(s, P, L, ends),
+                                            pipeline_layer_begin(s + 1, P, L, ends));
 }
 
 std::vector<std::string> base(std::vector<std::string> ov) {
@@ -88,8 +92,8 @@ std::vector<float> unpipelined_experts(const std::string& path, const Config& cf
 void expect_stage_views(const std::string& path, const Config& cfg, int P, int D) {
   const ModelConfig& m = cfg.model;
   for (int s = 0; s < P; ++s) {
-    const int lo = std::max(0, s * m.n_layers / P - m.dense_layers),
-              hi = std::max(0, (s + 1) * m.n_layers / P - m.dense_layers);
+    const MoeLayerRange moe = stage_moe_layers(s, P, m.n_layers, m.dense_layers, cfg.topology.split_ends());
+    const int lo = moe.lo, hi = moe.hi;
     const size_t n = (size_t)read_rank_array<int64_t>(path, s * D, "views/state_words", 1)[0];
     const auto w = read_rank_array<int32_t>(path, s * D, "views/state", n);
     int views = 0;
@@ -130,6 +134,10 @@ void expect_pipeline_follows_unpipelined(const std::vector<std::string>& ov, int
                       read_rank_array<float>(pa, 0, "params/backbone", L.backbone_size), 1e-3,
                       tag + " backbone");
   if (a_cfg.train.mode == TrainMode::PARALLAX) expect_stage_views(pb, b_cfg, P, D);
+  // the model the run produced (`parallax eval`): the stages' global backbone (modes diloco,
+  // parallax; else island 0's) joined with the experts (parallax: the homes' masters)
+  const double ea = evaluate_checkpoint(pa, "", 2, false).loss, eb = evaluate_checkpoint(pb, "", 2, false).loss;
+  EXPECT_NEAR(eb, ea, 1e-4 * ea) << tag << " assembled eval";
   if (a_cfg.train.mode == TrainMode::PARALLAX)  // every expert's master at the worker
     expect_arrays_close(read_rank_array<float>(pb, I * P * D + S, "home/masters", L.experts_size),
                         read_rank_array<float>(pa, I * D + S, "home/masters", L.experts_size), 1e-3,
@@ -220,6 +228,15 @@ TEST(MpiPipeline, ParallaxFourStagesLowrankRecomputeFollowTheUnpipelinedRun) {
   auto ov = kParallax;
   ov.insert(ov.end(), {"topology.islands=1", "experts.view=\"lowrank\"", "train.recompute=\"experts\""});
   expect_pipeline_follows_unpipelined(ov, 4, 1, 4, "parallax_p4_lowrank");
+}
+
+// The "ends" split (the embedding and the head count as a layer each): 5 layers on 2 stages are
+// [0, 3) and [3, 5) instead of [0, 2) and [2, 5).
+TEST(MpiPipeline, ParallaxTwoStagesSplitAtTheEndsFollowTheUnpipelinedRun) {
+  auto ov = kParallax;
+  ov.insert(ov.end(), {"model.n_layers=5", "topology.pipeline_split=\"ends\""});
+  ASSERT_EQ(pipeline_layer_begin(1, 2, 5, true), 3);
+  expect_pipeline_follows_unpipelined(ov, 2, 1, 2, "parallax_p2_ends");
 }
 
 // A pipelined parallax run resumes bit-identically (the stages' views, the worker's home).

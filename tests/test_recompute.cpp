@@ -1,5 +1,6 @@
-// train.recompute = "attention" (ModelMemory::recompute_attention): the layers share one
-// layer's attention probabilities and each layer's backward recomputes its own from q and k;
+// train.recompute = "attention" (ModelMemory::recompute_attention): no layer keeps its
+// attention probabilities (one head's at a time) and each layer's backward recomputes them from
+// q and k;
 // "experts" (recompute_experts) also shares one MoE layer's routed hidden activations. The
 // loss and every gradient equal the stored path's bit for bit (that path has the
 // finite-difference tests, test_grad_model.cpp), in fp32 and fp64, over two forward/backward
@@ -76,7 +77,7 @@ void expect_recompute_is_bit_identical(bool experts) {
   const size_t glu = mc.expert_act == ExpertActKind::SWIGLU ? 3 : 2;
   const size_t one_moe = glu * B * S * mc.top_k * mc.expert_hidden * sizeof(T);
   EXPECT_EQ(stored - recomputed,
-            (mc.n_layers - 1) * one_layer + (experts ? (mc.moe_layers() - 1) * one_moe : 0));
+            mc.n_layers * one_layer + (experts ? (mc.moe_layers() - 1) * one_moe : 0));
 }
 
 // train.recompute = "layers": each layer keeps its input (and its routing counts) alone; one
@@ -97,10 +98,10 @@ void expect_layer_recompute_is_bit_identical() {
   const size_t moe_set = MoeModel<T>::activation_bytes(mc, B, S, ModelMemory{}) -
                          MoeModel<T>::activation_bytes(two, B, S, ModelMemory{});  // 2 MoE layers' stored
   // (the recomputed model: one MoE set for three layers, each layer's own bounds besides the
-  // set's, the recomputed layer's output; and one attention probabilities buffer for the dense
-  // and the MoE set)
+  // set's, the recomputed layer's output; and no attention probabilities in the dense and the
+  // MoE set)
   const size_t probs = (size_t)B * mc.n_heads * S * S * sizeof(T);
-  EXPECT_EQ(stored - recomputed, moe_set - 2 * x - 3 * bounds - x + probs);
+  EXPECT_EQ(stored - recomputed, moe_set - 2 * x - 3 * bounds - x + 2 * probs);
   EXPECT_EQ(recomputed - MoeModel<T>::activation_bytes(two, B, S, one), 2 * (x + bounds));
 }
 

@@ -18,7 +18,8 @@ void attention_block_forward(T* h, AttentionActs<T>& a, const T* x, const T* g, 
   matmul(a.v, a.xn, wv, N, d, d, false, false, false);
   rope_forward(a.q, a.q, dm.B, dm.Tn, dm.H, dm.hd);
   rope_forward(a.k, a.k, dm.B, dm.Tn, dm.H, dm.hd);
-  attention_forward(a.y, a.probs, a.q, a.k, a.v, dm.B, dm.Tn, dm.H, dm.hd);
+  if (dm.recompute) attention_forward_streamed(a.y, a.q, a.k, a.v, dm.B, dm.Tn, dm.H, dm.hd);
+  else attention_forward(a.y, a.probs, a.q, a.k, a.v, dm.B, dm.Tn, dm.H, dm.hd);
   std::copy(x, x + (size_t)N * d, h);
   matmul(h, a.y, wo, N, d, d, false, false, true);
 }
@@ -32,9 +33,9 @@ void attention_block_backward(T* dx, T* dg, T* dwq, T* dwk, T* dwv, T* dwo, cons
   T *dy = s.nd[0], *dq = s.nd[1], *dk = s.nd[2], *dv = s.nd[3], *dxn = s.nd[4];
   matmul(dwo, a.y, dh, d, N, d, true, false, true);
   matmul(dy, dh, wo, N, d, d, false, true, false);
-  // (train.recompute = "attention": a.probs is one buffer shared by every layer)
-  if (dm.recompute) attention_probs(a.probs, a.q, a.k, dm.B, dm.Tn, dm.H, dm.hd);
-  attention_backward(dq, dk, dv, dy, a.q, a.k, a.v, a.probs, dm.B, dm.Tn, dm.H, dm.hd);
+  // (train.recompute: no probabilities kept, each head's recomputed from q and k)
+  if (dm.recompute) attention_backward_streamed(dq, dk, dv, dy, a.q, a.k, a.v, dm.B, dm.Tn, dm.H, dm.hd);
+  else attention_backward(dq, dk, dv, dy, a.q, a.k, a.v, a.probs, dm.B, dm.Tn, dm.H, dm.hd);
   rope_backward(dq, dq, dm.B, dm.Tn, dm.H, dm.hd);
   rope_backward(dk, dk, dm.B, dm.Tn, dm.H, dm.hd);
   matmul(dwq, a.xn, dq, d, N, d, true, false, true);

@@ -10,7 +10,7 @@ namespace px {
 
 struct AttnDims {
   int B, Tn, H, hd;
-  bool recompute = false;  // the backward recomputes the probabilities (shared buffer)
+  bool recompute = false;  // no probabilities kept: each head's held alone, recomputed in the backward
   int N() const { return B * Tn; }
   int d() const { return H * hd; }
 };

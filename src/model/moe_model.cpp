@@ -61,22 +61,19 @@ template <class T>
 template <class A, class I>
 void MoeModel<T>::plan_activations(A& fa, I& ia) {
   const size_t N = (size_t)batch_ * seq_, d = cfg_.d_model, E = cfg_.n_experts, k = cfg_.top_k,
-               h = cfg_.expert_hidden, dh = cfg_.dense_hidden, H = cfg_.n_heads;
+               h = cfg_.expert_hidden, dh = cfg_.dense_hidden;
   const bool glu = cfg_.expert_act == ExpertActKind::SWIGLU;
-  const size_t probs = (size_t)batch_ * H * seq_ * seq_;
-  // one layer's, shared (recompute_layers: by the shared dense and MoE sets too)
-  T* shared_probs = mem_.recompute_attention || mem_.recompute_layers ? fa.take(probs) : nullptr;
   FfnActs<T> shared_routed{};  // one MoE layer's routed hidden activations, shared
   if (mem_.routed_arenas && mem_.recompute_experts && le_ > std::max(lb_, cfg_.dense_layers))
     shared_routed = {fa.take(N * k * h), glu ? fa.take(N * k * h) : nullptr, fa.take(N * k * h)};
   if (mem_.recompute_layers) {  // one dense and one MoE layer's activations, shared by all
     const bool dense = lb_ < std::min(le_, cfg_.dense_layers), moe = le_ > std::max(lb_, cfg_.dense_layers);
-    if (dense) shared_layer_[0] = plan_layer(false, shared_routed, shared_probs, fa, ia);
-    if (moe) shared_layer_[1] = plan_layer(true, shared_routed, shared_probs, fa, ia);
+    if (dense) shared_layer_[0] = plan_layer(false, shared_routed, fa, ia);
+    if (moe) shared_layer_[1] = plan_layer(true, shared_routed, fa, ia);
     recompute_out_ = fa.take(N * d);
   }
   slots_.resize(std::max(1, mem_.slots));
-  for (SlotActs& slot : slots_) plan_slot(slot, shared_routed, shared_probs, fa, ia);
+  for (SlotActs& slot : slots_) plan_slot(slot, shared_routed, fa, ia);
   dres_[0] = fa.take(N * d);
   dres_[1] = fa.take(N * d);
   dmid_ = fa.take(N * d);
@@ -92,7 +89,7 @@ void MoeModel<T>::plan_activations(A& fa, I& ia) {
 
 template <class T>
 template <class A, class I>
-LayerActs<T> MoeModel<T>::plan_layer(bool moe, FfnActs<T> shared_routed, T* shared_probs, A& fa, I& ia) {
+LayerActs<T> MoeModel<T>::plan_layer(bool moe, FfnActs<T> shared_routed, A& fa, I& ia) {
   const size_t N = (size_t)batch_ * seq_, d = cfg_.d_model, E = cfg_.n_experts, k = cfg_.top_k,
                h = cfg_.expert_hidden, dh = cfg_.dense_hidden, S = cfg_.n_shared, H = cfg_.n_heads;
   const bool glu = cfg_.expert_act == ExpertActKind::SWIGLU;
@@ -103,7 +100,8 @@ LayerActs<T> MoeModel<T>::plan_layer(bool moe, FfnActs<T> shared_routed, T* shar
   la.attn.q = fa.take(N * d);
   la.attn.k = fa.take(N * d);
   la.attn.v = fa.take(N * d);
-  la.attn.probs = mem_.recompute_attention || mem_.recompute_layers ? shared_probs : fa.take(probs);
+  // (recomputed: no probabilities kept, the attention holds one head's at a time)
+  la.attn.probs = recompute_probs() ? nullptr : fa.take(probs);
   la.attn.y = fa.take(N * d);
   la.h = fa.take(N * d);
   la.xn2 = fa.take(N * d);
@@ -133,7 +131,7 @@ LayerActs<T> MoeModel<T>::plan_layer(bool moe, FfnActs<T> shared_routed, T* shar
 
 template <class T>
 template <class A, class I>
-void MoeModel<T>::plan_slot(SlotActs& s, FfnActs<T> shared_routed, T* shared_probs, A& fa, I& ia) {
+void MoeModel<T>::plan_slot(SlotActs& s, FfnActs<T> shared_routed, A& fa, I& ia) {
   const size_t N = (size_t)batch_ * seq_, d = cfg_.d_model, E = cfg_.n_experts, V = cfg_.vocab;
   s.layers.assign(cfg_.n_layers, LayerActs<T>{});
   for (int l = lb_; l < le_; ++l) {
@@ -141,7 +139,7 @@ void MoeModel<T>::plan_slot(SlotActs& s, FfnActs<T> shared_routed, T* shared_pro
     la.x = fa.take(N * d);
     if (!mem_.recompute_layers) {
       const T* x = la.x;
-      la = plan_layer(cfg_.is_moe(l), shared_routed, shared_probs, fa, ia);
+      la = plan_layer(cfg_.is_moe(l), shared_routed, fa, ia);
       la.x = const_cast<T*>(x);
       continue;
     }
@@ -255,7 +253,7 @@ template <class T>
 double MoeModel<T>::layer_forward(int l, LayerActs<T>& acts, T* next, int moe_l) {
   const int B = cur_->B, Tn = cur_->Tn, N = B * Tn, d = cfg_.d_model, E = cfg_.n_experts;
   const ArenaView<const T> bb = this->bb(), ex = this->ex();
-  const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim(), mem_.recompute_attention};
+  const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim(), recompute_probs()};
   const MoeDims md = moe_dims(N);
   const LayerOffsets& offsets = layout_.layers[l];
   attention_block_forward(acts.h, acts.attn, acts.x, bb + offsets.attn_g, bb + offsets.wq,
@@ -325,7 +323,7 @@ T* MoeModel<T>::layers_backward(T* dcur) {
   const int B = cur_->B, Tn = cur_->Tn, N = B * Tn, d = cfg_.d_model;
   const ArenaView<const T> bb = this->bb(), ex = this->ex();
   const ArenaView<T> gb = this->gb(), ge = this->ge();
-  const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim(), mem_.recompute_attention};
+  const AttnDims ad{B, Tn, cfg_.n_heads, cfg_.head_dim(), recompute_probs()};
   const MoeDims md = moe_dims(N);
   const bool glu = md.kind == EXPERT_ACT_SWIGLU, sh = cfg_.n_shared > 0;
   T* dnext = dcur == dres_[0] ? dres_[1] : dres_[0];

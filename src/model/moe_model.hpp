@@ -19,8 +19,9 @@ struct ModelMemory {
   // set_parallel, holds them: mode parallax's homes and views), so a parallax learner never
   // holds every expert.
   bool routed_arenas = true;
-  // true: one layer's attention probabilities [B, H, T, T], shared by every layer; each
-  // layer's backward recomputes its own from q and k (train.recompute = "attention").
+  // true: no layer keeps its attention probabilities [B, H, T, T]: the attention holds one
+  // head's at a time and each layer's backward recomputes them from q and k (train.recompute =
+  // "attention"; "layers" does the same).
   bool recompute_attention = false;
   // true: one MoE layer's routed hidden activations (x W1, x W3, act), shared by every layer;
   // each layer's backward recomputes its own from its expert inputs (train.recompute =
@@ -151,10 +152,12 @@ class MoeModel {
   template <class A, class I>
   void plan_activations(A& fa, I& ia);
   template <class A, class I>
-  void plan_slot(SlotActs& s, FfnActs<T> shared_routed, T* shared_probs, A& fa, I& ia);
+  void plan_slot(SlotActs& s, FfnActs<T> shared_routed, A& fa, I& ia);
   // One layer's activations (but its input x), of a dense or a MoE layer.
   template <class A, class I>
-  LayerActs<T> plan_layer(bool moe, FfnActs<T> shared_routed, T* shared_probs, A& fa, I& ia);
+  LayerActs<T> plan_layer(bool moe, FfnActs<T> shared_routed, A& fa, I& ia);
+  // Attention probabilities recomputed in the backward (train.recompute other than "none").
+  bool recompute_probs() const { return mem_.recompute_attention || mem_.recompute_layers; }
   MoeDims moe_dims(int N) const;
   MoeContext<T> moe_context(int moe_layer) const;
   // forward_stage / backward_stage of the current slot's shape, and their pieces

@@ -44,6 +44,13 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int
 template <class T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
                         const T* probs, int B, int Tn, int H, int hd);
+// The same, holding one head's probabilities at a time (no [B, H, T, T] buffer): the backward
+// recomputes each head's from q and k (train.recompute). Bit-identical to the stored path.
+template <class T>
+void attention_forward_streamed(T* out, const T* q, const T* k, const T* v, int B, int Tn, int H, int hd);
+template <class T>
+void attention_backward_streamed(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k,
+                                 const T* v, int B, int Tn, int H, int hd);
 
 // SwiGLU activation: act = silu(a) * b, elementwise over n values.
 template <class T>

@@ -45,9 +45,10 @@ PipelineLearner::PipelineLearner(const Config& cfg, Comm& island, Comm& dp, int 
   const size_t n = (size_t)batch_ * seq_ * cfg.model.d_model;
   boundary_bytes_ = (int)(n * sizeof(float));
   if (stage_ + 1 < stages_) recv_grad_.assign(n, 0.f);
-  if (stage_ > 0) send_grad_.assign(slots_, std::vector<float>(n, 0.f));
-  act_reqs_.assign(slots_, MPI_REQUEST_NULL);
-  grad_reqs_.assign(slots_, MPI_REQUEST_NULL);
+  if (stage_ + 1 < stages_) send_act_.assign(kSendBuffers, std::vector<float>(n, 0.f));
+  if (stage_ > 0) send_grad_.assign(kSendBuffers, std::vector<float>(n, 0.f));
+  act_reqs_.assign(kSendBuffers, MPI_REQUEST_NULL);
+  grad_reqs_.assign(kSendBuffers, MPI_REQUEST_NULL);
   if (dp.size() > 1) sum_stats_ = [this](double* v, int k) { dp_.allreduce_sum(v, k, Tier::CONTROL); };
   set_parallel(false);
 }
@@ -82,10 +83,14 @@ void PipelineLearner::forward_micro(int micro, const int32_t* in, const int32_t*
   const int slot = micro % slots_;
   const size_t per = (size_t)batch_ * seq_;
   if (stage_ > 0) pipe_.recv(model_.stage_input(slot), boundary_bytes_, stage_ - 1, kTagActivation);
-  Comm::wait(act_reqs_[slot], "pipeline send");  // (the slot's output of an earlier micro-batch)
   if (parallax_) parallax_->begin_micro_batch(micro, micro_);
   model_.forward_stage(in + micro * per, tg + micro * per, slot);
-  if (stage_ + 1 < stages_) send(model_.stage_output(slot), slot, stage_ + 1, act_reqs_);
+  if (stage_ + 1 < stages_) {  // (a ring of send buffers: the next stage takes them in order)
+    const int buf = micro % kSendBuffers;
+    Comm::wait(act_reqs_[buf], "pipeline send");  // (the buffer's earlier micro-batch)
+    std::copy_n(model_.stage_output(slot), send_act_[buf].size(), send_act_[buf].data());
+    send(send_act_[buf].data(), buf, stage_ + 1, act_reqs_);
+  }
   else sums.ce += model_.last_ce();
   sums.aux += model_.last_aux();
   const std::vector<int64_t> c = model_.expert_counts();
@@ -100,9 +105,12 @@ void PipelineLearner::backward_micro(int micro) {
     pipe_.recv(recv_grad_.data(), boundary_bytes_, stage_ + 1, kTagGradient);
   model_.backward_stage(slot, last ? nullptr : recv_grad_.data());
   if (stage_ == 0) return;
-  Comm::wait(grad_reqs_[slot], "pipeline send");  // (the slot's previous gradient)
-  std::copy_n(model_.input_grad(), send_grad_[slot].size(), send_grad_[slot].data());
-  send(send_grad_[slot].data(), slot, stage_ - 1, grad_reqs_);
+  // (a ring of buffers: the previous stage takes its gradients in order, each at its own
+  // backward of that micro-batch, which waits on nothing of this stage's later ones)
+  const int buf = micro % kSendBuffers;
+  Comm::wait(grad_reqs_[buf], "pipeline send");  // (the buffer's previous gradient)
+  std::copy_n(model_.input_grad(), send_grad_[buf].size(), send_grad_[buf].data());
+  send(send_grad_[buf].data(), buf, stage_ - 1, grad_reqs_);
 }
 
 StepStats PipelineLearner::combine(Sums& sums) {

@@ -44,6 +44,7 @@ class PipelineLearner final : public LearnerModel {
   ParallaxExperts* parallax() override { return parallax_.get(); }
   const ExpertParallel* expert_parallel() const override { return nullptr; }
 
+  static constexpr int kSendBuffers = 2;  // a stage's outputs (and input gradients) in flight at a time
   // The model a stage holds (for `parallax plan`).
   static ModelMemory stage_memory(const Config& cfg, int stage);
 
@@ -77,8 +78,8 @@ class PipelineLearner final : public LearnerModel {
   std::unique_ptr<AdamW> opt_;
   std::function<void(double*, int)> sum_stats_;
   std::vector<float> recv_grad_;               // [N, d] the next stage's input gradient
-  std::vector<std::vector<float>> send_grad_;  // per slot: my input gradient in flight
-  std::vector<MPI_Request> act_reqs_, grad_reqs_;  // per slot
+  std::vector<std::vector<float>> send_act_, send_grad_;  // [kSendBuffers]: my outputs, input gradients in flight
+  std::vector<MPI_Request> act_reqs_, grad_reqs_;  // per send buffer
   std::vector<int> shards_[2];  // ZeRO-1: elements per rank of the group (empty: not sharded)
 };
 

@@ -72,6 +72,7 @@ void MoeModel<T>::plan_activations(A& fa, I& ia) {
     if (moe) shared_layer_[1] = plan_layer(true, shared_routed, fa, ia);
     recompute_out_ = fa.take(N * d);
   }
+  if (le_ != cfg_.n_layers) stage_out_ = fa.take(N * d);
   slots_.resize(std::max(1, mem_.slots));
   for (SlotActs& slot : slots_) plan_slot(slot, shared_routed, fa, ia);
   dres_[0] = fa.take(N * d);
@@ -148,7 +149,8 @@ void MoeModel<T>::plan_slot(SlotActs& s, FfnActs<T> shared_routed, A& fa, I& ia)
     la.x = const_cast<T*>(x);
     if (cfg_.is_moe(l)) la.moe.bounds = ia.take(E + 1);
   }
-  s.resid_out = fa.take(N * d);
+  // (a stage before the last: its output is read right after each forward, one buffer for all)
+  s.resid_out = le_ == cfg_.n_layers ? fa.take(N * d) : stage_out_;
   if (le_ == cfg_.n_layers) {
     s.xf = fa.take(N * d);
     s.rstdf = fa.take(N);

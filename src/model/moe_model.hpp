@@ -79,6 +79,7 @@ class MoeModel {
   double forward_stage(const int32_t* inputs, const int32_t* targets, int slot);
   void backward_stage(int slot, const T* d_output);
   T* stage_input(int slot) { return slots_[slot].layers[lb_].x; }
+  // (valid until the next forward_stage: a stage before the last keeps one output buffer)
   const T* stage_output(int slot) const { return slots_[slot].resid_out; }
   const T* input_grad() const { return dinput_; }
   bool first_stage() const { return lb_ == 0; }
@@ -193,6 +194,7 @@ class MoeModel {
   T* dmid_ = nullptr;    // [N, d]
   T* dffn_ = nullptr;    // [N, d]
   T* recompute_out_ = nullptr;  // [N, d] a recomputed layer's output (recompute_layers)
+  T* stage_out_ = nullptr;      // [N, d] the output of a stage before the last (every slot's)
   LayerActs<T> shared_layer_[2]{};  // recompute_layers: the shared activations of a dense / MoE layer
   const T* dinput_ = nullptr;  // the last backward's input gradient
   Scratch<T> scratch_{};

@@ -51,8 +51,10 @@ RolePlan pipeline_stage_plan(const Config& cfg, int stage, double token_bytes) {
   r.act_bytes = (double)MoeModel<float>::activation_bytes(m, B / MB, T, mem);
   const bool first = stage == 0, last = stage + 1 == cfg.topology.pipeline_stages;
   const double boundary = 4.0 * (B / MB) * T * m.d_model;  // one micro-batch's [N, d] in fp32
-  // the next stage's input gradient as received, my input gradients in flight (one per slot)
-  r.other_bytes = token_bytes + (last ? 0 : boundary) + (first ? 0 : mem.slots * boundary);
+  // the next stage's input gradient as received; my outputs and input gradients in flight (a
+  // ring of kSendBuffers each)
+  const int ring = PipelineLearner::kSendBuffers;
+  r.other_bytes = token_bytes + (last ? 0 : (1 + ring) * boundary) + (first ? 0 : ring * boundary);
   // parallax: the stage's routed rows of every micro-batch in flight (ParallaxExperts)
   if (parallax)
     r.other_bytes += ParallaxExperts::buffer_bytes(cfg, (B / MB) * T * m.top_k, moe.count(), mem.slots);

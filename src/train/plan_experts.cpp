@@ -92,7 +92,13 @@ RolePlan expert_worker_plan(const Config& cfg, double params_experts, int data_p
   // sketches (one source per data part)
   const double experts = (double)m.moe_layers() * m.n_experts;
   const double one_expert = 4.0 * 3 * m.d_model * m.expert_hidden;
-  wr.other_bytes = std::max(one_expert, sketch_queue_bytes(cfg, std::ceil(experts / W), data_parts));
+  const double homed = std::ceil(experts / W);
+  wr.other_bytes = std::max(one_expert, sketch_queue_bytes(cfg, homed, data_parts));
+  // view "lowrank": the islands' surrogates of its experts (and their copy in a checkpoint), a
+  // view message (and, to pipelined islands, its stages' parts)
+  if (cfg.experts.view == ViewKind::LOWRANK)
+    wr.other_bytes += 2 * homed * view_bytes(cfg) +
+                      homed * view_message_bytes(cfg) * (t.pipeline_stages > 1 ? 2 : 1);
   wr.bytes_per_step.assign(kTierCount, 0.0);
   // frozen experts send no views; the others: a message to every learner, each of its experts
   // to the learners that run it (every learner, or a pipeline stage's: one per data part)

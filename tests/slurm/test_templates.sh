@@ -92,6 +92,10 @@ j2=$(CONFIG=experiments/tiny.toml RUN_DIR=runs/syncer EXTRA_OVERRIDES="$short" \
      sbatch --parsable $small --gpus-per-node=0 : --nodes=1 --ntasks=1 --cpus-per-task=1 slurm/syncer_cpu_node.sbatch)
 j3=$(CONFIG=experiments/tiny.toml RUN_DIR=runs/workers EXTRA_OVERRIDES="$short" \
      sbatch --parsable $small : $small slurm/parallax_workers.sbatch)
+# ---- parallax_scale: an island of 2 pipeline stages + a syncer + an expert worker -------------
+j5=$(CONFIG=experiments/tiny.toml RUN_DIR=runs/scale RANKS_PER_ISLAND=2 \
+     EXTRA_OVERRIDES="$short train.mode=parallax model.n_layers=4 topology.pipeline_stages=2 train.micro_batches=2 sync.backbone_sync=syncer" \
+     sbatch --parsable --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --gpus-per-node=0 : $small : $small slurm/parallax_scale.sbatch)
 # ---- a sweep array from a sweep file ----------------------------------------------------------
 cat > "$work/mini.toml" <<TOML
 [sweep]
@@ -124,7 +128,7 @@ n1=$(grep -oE "resumed from .*\(step [0-9]+\)" "$log1" | tail -1 | grep -oE "[0-
 wait_log 120 "$log1" "step +$(( (n1 / 10 + 5) * 10 ))/400"
 scontrol requeue "$j1"
 wait_log 120 "$log1" "restart 2: .*--resume"
-wait_jobs 240 "$j0" "$j1" "$j2" "$j3" "$j4"
+wait_jobs 240 "$j0" "$j1" "$j2" "$j3" "$j4" "$j5"
 
 # ---- checks ----------------------------------------------------------------------------------
 [[ $(job_field "$j0" JobState) == FAILED && $(job_field "$j0" Reason) == JobLaunchFailure ]] \
@@ -132,11 +136,11 @@ wait_jobs 240 "$j0" "$j1" "$j2" "$j3" "$j4"
 grep -q "Could not open stdout file $nologs/logs/" "$SLURM_LOCAL_DIR"/log/slurmd-*.log || fail "no 'Could not open stdout file' in the slurmd logs"
 echo "ok: without logs/ the job fails at launch (JobLaunchFailure: Could not open stdout file)"
 
-for j in "$j1" "$j2" "$j3" "$j4"; do
+for j in "$j1" "$j2" "$j3" "$j4" "$j5"; do
   [[ $(job_field "$j" JobState) == COMPLETED && $(job_field "$j" ExitCode) == 0:0 ]] \
     || fail "job $j: state $(job_field "$j" JobState), exit $(job_field "$j" ExitCode)"
 done
-echo "ok: jobs $j1 $j2 $j3 $j4 (and every component and array task) COMPLETED with exit 0:0"
+echo "ok: jobs $j1 $j2 $j3 $j4 $j5 (and every component and array task) COMPLETED with exit 0:0"
 
 grep -q "USR1: asking parallax to checkpoint, then requeueing $j1" "$log1" || fail "no USR1 line"
 [[ $(job_field "$j1" Restarts) == 2 ]] || fail "job $j1: $(job_field "$j1" Restarts) restarts, 2 expected"
@@ -151,14 +155,15 @@ echo "ok: island_per_node: USR1 and scontrol requeue each -> checkpoint -> reque
 [[ -f $repo/runs/islands/checkpoints/step_00000400.h5 ]] || fail "runs/islands: no checkpoint of step 400"
 grep -q "2 islands x 1 ranks" "$log1" || fail "island_per_node did not run 2 islands"
 
-for d in syncer workers; do
+for d in syncer workers scale; do
   [[ $(last_step "$repo/runs/$d/metrics.h5") == 40 && -f $repo/runs/$d/checkpoints/step_00000040.h5 ]] \
     || fail "runs/$d: metrics.h5 or the checkpoint of step 40 missing"
 done
 grep -q "1 syncers" "$repo/logs/parallax-syncer-$j2.out" || fail "syncer_cpu_node ran without its syncer"
 grep -qE "backbone +[0-9.]+ \| +[1-9]" "$repo/logs/parallax-syncer-$j2.out" || fail "the syncer sent no backbone bytes"
 grep -q "1 expert worker" "$repo/logs/parallax-workers-$j3.out" || fail "parallax_workers ran without its worker"
-echo "ok: syncer_cpu_node and parallax_workers (heterogeneous jobs): 40 steps, metrics.h5, checkpoints"
+grep -q "1 islands x 2 ranks + 1 syncer(s) + 1 expert worker(s)" "$repo/logs/parallax-scale-$j5.out" || fail "parallax_scale ran another topology"
+echo "ok: syncer_cpu_node, parallax_workers and parallax_scale (heterogeneous jobs): 40 steps, metrics.h5, checkpoints"
 
 for run in diloco parallax; do
   d=$repo/runs/sweeps/mini/$run/seed1

@@ -19,7 +19,7 @@
 
 namespace px {
 
-class CpuLearner final : public LearnerModel {
+class CpuLearner final : public HostLearnerModel {
  public:
   CpuLearner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_batch,
              const Topology* topo = nullptr);
@@ -30,10 +30,6 @@ class CpuLearner final : public LearnerModel {
 
   MoeModel<float>& host() override { return model_; }
   AdamW& optimizer() override { return *opt_; }
-  void to_host(Arena) override {}
-  void to_device(Arena) override {}
-  void state_to_host() override {}
-  void state_to_device() override {}
 
   ParallaxExperts* parallax() override { return parallax_.get(); }
   const ExpertParallel* expert_parallel() const override { return expert_parallel_.get(); }

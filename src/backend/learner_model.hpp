@@ -65,6 +65,16 @@ class LearnerModel {
   virtual const ExpertParallel* expert_parallel() const = 0;
 };
 
+// A CPU learner whose host copy is the live model: every sync point is a no-op (CpuLearner,
+// PipelineLearner).
+class HostLearnerModel : public LearnerModel {
+ public:
+  void to_host(Arena) override {}
+  void to_device(Arena) override {}
+  void state_to_host() override {}
+  void state_to_device() override {}
+};
+
 // Whether a step whose group-wide loss and gradient norm are s's must be skipped (the same
 // on every rank of the group): a non-finite loss or norm, or an update that could overflow
 // fp32 (plain SGD at a divergent lr: lr x the clipped norm bounds every |lr g_i|; an AdamW
@@ -77,7 +87,7 @@ inline bool step_must_skip(const StepStats& s, double lr, double grad_clip) {
 // The inner optimizer's settings of cfg.train (every backend).
 AdamWConfig adamw_config(const Config& cfg);
 // What the learner's model holds (mode parallax: no routed arenas nor routed activations;
-// train.recompute: one layer's attention probabilities, and with "experts" one MoE layer's
+// train.recompute: no attention probabilities, and with "experts" one MoE layer's
 // routed hidden activations).
 inline ModelMemory learner_model_memory(const Config& cfg) {
   const RecomputeKind r = cfg.train.recompute;

@@ -70,8 +70,8 @@ void PipelineLearner::set_parallel(bool eval) {
   else model_.set_parallel((double)batch_ * seq_ * dp_.size(), &sum_stats_, parallax_.get());
 }
 
-void PipelineLearner::send(const float* data, int slot, int to, std::vector<MPI_Request>& reqs) {
-  reqs[slot] = pipe_.isend(data, boundary_bytes_, to, to > stage_ ? kTagActivation : kTagGradient, Tier::ISLAND);
+void PipelineLearner::send(const float* data, int buf, int to, std::vector<MPI_Request>& reqs) {
+  reqs[buf] = pipe_.isend(data, boundary_bytes_, to, to > stage_ ? kTagActivation : kTagGradient, Tier::ISLAND);
 }
 
 void PipelineLearner::wait_sends() {

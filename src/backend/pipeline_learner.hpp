@@ -24,7 +24,7 @@
 
 namespace px {
 
-class PipelineLearner final : public LearnerModel {
+class PipelineLearner final : public HostLearnerModel {
  public:
   // island: my pipeline's ranks of the island (rank = stage); dp: the stage's data-parallel
   // group (size 1 is fine); topo: this rank's (mode parallax). Collective over island (it
@@ -37,10 +37,6 @@ class PipelineLearner final : public LearnerModel {
 
   MoeModel<float>& host() override { return model_; }
   AdamW& optimizer() override { return *opt_; }
-  void to_host(Arena) override {}
-  void to_device(Arena) override {}
-  void state_to_host() override {}
-  void state_to_device() override {}
   ParallaxExperts* parallax() override { return parallax_.get(); }
   const ExpertParallel* expert_parallel() const override { return nullptr; }
 
@@ -58,7 +54,7 @@ class PipelineLearner final : public LearnerModel {
   };
   void forward_micro(int micro, const int32_t* inputs, const int32_t* targets, Sums& sums);
   void backward_micro(int micro);
-  void send(const float* data, int slot, int to, std::vector<MPI_Request>& reqs);
+  void send(const float* data, int buf, int to, std::vector<MPI_Request>& reqs);
   void wait_sends();
   void set_parallel(bool eval);
   // The spans of the arenas my AdamW steps: the stage's, or (train.zero = 1) my 1/D of them

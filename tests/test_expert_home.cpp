@@ -284,3 +284,58 @@ TEST(ExpertHome, TernaryNativeComputesWithTheViewAndTrainsTheLatentMaster) {
   views.apply(msg.data(), msg.size());
   expect_forward_is_the_view("after an update and a snapshot");
 }
+
+// A pipeline stage (topology.pipeline_stages = 2) holds the views of its own MoE layers alone;
+// a worker's view message splits into the stages' parts (view_message_part), each of which
+// its stage applies, and a stage refuses a view of another stage's layers.
+TEST(ExpertViews, APipelineStageHoldsItsLayersAndTakesItsPartOfAViewMessage) {
+  Config cfg = load_config(std::string(PX_SOURCE_DIR) + "/experiments/tiny.toml",
+                           {"train.mode=\"parallax\"", "model.n_layers=5", "topology.ranks_per_island=2",
+                            "topology.pipeline_stages=2", "topology.expert_workers=1"});
+  MoeModel<float> model(cfg.model, 1, 2);
+  model.init_params(7);
+  const ExpertSource src = ExpertSource::arena(cfg.model, model.layout(), model.params(Arena::EXPERTS));
+  auto topo_of = [&](int rank) {
+    Topology t = Topology::make(1, 2, 0, 1, rank, 3);
+    t.pipeline_stages = 2;
+    return t;
+  };
+  const Topology t0 = topo_of(0), t1 = topo_of(1), tw = topo_of(2);
+  ExpertViews v0(cfg, t0, src), v1(cfg, t1, src);
+  const int E = cfg.model.n_experts;
+  // 5 layers, 1 dense: stage 0 holds layers [0, 2) = MoE layer 0, stage 1 layers [2, 5) = MoE 1..3
+  for (int m = 0; m < cfg.model.moe_layers(); ++m)
+    for (int e = 0; e < E; ++e) {
+      EXPECT_EQ(v0.remote(m, e), m == 0) << m;
+      EXPECT_EQ(v1.remote(m, e), m >= 1) << m;
+    }
+  EXPECT_EQ(3 * v0.bytes(), v1.bytes());
+  ExpertHome home(cfg, model.layout(), experts_homed_at(tw, 2, cfg.model.moe_layers(), E), src);
+  for (float& w : home.masters()) w *= 1.5f;
+  const std::vector<uint8_t> msg = home.view_message(1);
+  const auto p0 = view_message_part(msg, stage_moe_layers(0, 2, 5, 1, false));
+  const auto p1 = view_message_part(msg, stage_moe_layers(1, 2, 5, 1, false));
+  uint32_t n = 0, n0 = 0, n1 = 0;
+  std::memcpy(&n, msg.data(), 4);
+  std::memcpy(&n0, p0.data(), 4);
+  std::memcpy(&n1, p1.data(), 4);
+  EXPECT_EQ(n0, (uint32_t)E);
+  EXPECT_EQ(n1, (uint32_t)(3 * E));
+  EXPECT_EQ(n0 + n1, n);
+  EXPECT_EQ(p0.size() + p1.size(), msg.size() + 4);  // (each part its own count)
+  v0.apply(p0.data(), p0.size());
+  v1.apply(p1.data(), p1.size());
+  const size_t wsz = (size_t)cfg.model.d_model * cfg.model.expert_hidden;
+  std::vector<float> W1(wsz), W3(wsz), W2(wsz), V1(wsz), V3(wsz), V2(wsz);
+  for (int m = 0; m < cfg.model.moe_layers(); ++m) {  // every view is its master's snapshot now
+    const float *m1, *m3, *m2;
+    home.forward_weights(m, 3, &m1, &m3, &m2);
+    ternary_view_from_master(m1, m3, m2, cfg.model.d_model, cfg.model.expert_hidden,
+                             cpu::EXPERT_ACT_SWIGLU).dequantize(W1.data(), W3.data(), W2.data());
+    (m == 0 ? v0 : v1).dequantize(m, 3, V1.data(), V3.data(), V2.data());
+    ASSERT_EQ(W1, V1) << m;
+    ASSERT_EQ(W2, V2) << m;
+  }
+  EXPECT_THROW(v0.apply(msg.data(), msg.size()), std::invalid_argument);  // (layers 1..3 too)
+  EXPECT_THROW(v0.apply(p1.data(), p1.size()), std::invalid_argument);
+}

@@ -291,8 +291,8 @@ TEST(MpiParallax, MicroBatchesFollowTheWholeBatchAndResume) {
 
 // train.recompute = "experts" in mode parallax: the executor keeps one MoE layer's routed
 // hidden activations and recomputes each expert's in the backward (views, masters at a worker,
-// sketches from the same rows), the model one layer's attention probabilities: the same losses
-// and evaluations bit for bit as without.
+// sketches from the same rows), the model no attention probabilities; "layers" recomputes whole
+// layers: the same losses and evaluations bit for bit as without.
 TEST(MpiParallax, RecomputeIsBitIdentical) {
   const std::vector<std::string> ov = {"train.mode=\"parallax\"", "topology.islands=2",
                                        "topology.expert_workers=1", "train.steps=8",
@@ -303,8 +303,13 @@ TEST(MpiParallax, RecomputeIsBitIdentical) {
   with.push_back("train.recompute=\"experts\"");
   const TrainResult a = run(3, tiny(ov), shared_dir("px_recompute_none"));
   const TrainResult b = run(3, tiny(with), shared_dir("px_recompute_experts"));
+  auto layers = ov;  // whole layers: the backward runs each layer's forward again (the views too)
+  layers.push_back("train.recompute=\"layers\"");
+  const TrainResult c = run(3, tiny(layers), shared_dir("px_recompute_layers"));
   if (world_rank() != 0) return;
   ASSERT_EQ(a.losses.size(), 8u);
   EXPECT_EQ(b.losses, a.losses);
   EXPECT_EQ(b.evals, a.evals);
+  EXPECT_EQ(c.losses, a.losses);
+  EXPECT_EQ(c.evals, a.evals);
 }

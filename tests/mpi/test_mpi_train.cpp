@@ -75,6 +75,25 @@ TEST(MpiTrain, SyncMicroBatchesOnFourRanksEqualOneRankWithTheWholeBatch) {
   expect_four_ranks_equal_one(micro_cfg, cfg, 4, 43, false);
 }
 
+// train.recompute = "layers" with expert parallelism (mode sync, 2 ranks, 2 micro-batches): the
+// backward runs each layer's forward again, the rows' dispatch and the routing statistics'
+// all-reduce included (counted: more expert-parallel bytes), and the losses and evaluations
+// are those of the stored path bit for bit.
+TEST(MpiTrain, SyncExpertParallelRecomputeLayersIsBitIdentical) {
+  const std::vector<std::string> ov = {"topology.islands=2", "model.n_layers=3", "train.steps=6",
+                                       "train.micro_batches=2", "data.eval_every=3", "checkpoint.every=0"};
+  auto layers = ov;
+  layers.push_back("train.recompute=\"layers\"");
+  const TrainResult a = run(2, tiny(ov), shared_dir("sync_ep_stored"));
+  const TrainResult b = run(2, tiny(layers), shared_dir("sync_ep_layers"));
+  if (world_rank() != 0) return;
+  ASSERT_EQ(a.losses.size(), 6u);
+  EXPECT_EQ(b.losses, a.losses);
+  EXPECT_EQ(b.evals, a.evals);
+  const int ep = (int)Tier::EXPERT_PARALLEL;
+  EXPECT_GT(b.comm_bytes[ep][0], a.comm_bytes[ep][0]);
+}
+
 // DiLoCo with H = 1, outer lr 1, momentum 0 (and a linear inner optimizer) == data parallel.
 TEST(MpiTrain, DilocoWithHOneEqualsSync) {
   auto ov = no_noise();

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -50,6 +51,17 @@ namespace px::cuda {
 inline int ceil_div(long a, long b) { return (int)((a + b - 1) / b); }
 
 // True when at least one CUDA device is usable (tests skip otherwise).
+// The current device's name (cudaDeviceProp::name, e.g. "NVIDIA H100 80GB HBM3").
+inline std::string device_name() {
+  int dev = 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  return prop.name;
+}
+
 inline bool device_available() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {

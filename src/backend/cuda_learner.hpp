@@ -28,6 +28,7 @@ class CudaLearner final : public LearnerModel {
 
   ParallaxExperts* parallax() override { return nullptr; }
   const ExpertParallel* expert_parallel() const override { return nullptr; }
+  std::string device_name() const override { return GpuStepper::device_name(); }
 
  private:
   const Config& cfg_;

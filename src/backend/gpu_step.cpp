@@ -18,6 +18,8 @@ struct GpuStepper::Impl {
   Impl(const ModelConfig& c, int b, int t) : model(c, b, t) {}
 };
 
+std::string GpuStepper::device_name() { return cuda::device_name(); }
+
 void GpuStepper::require() {
   if (!cuda::device_available())
     throw UserError("train.device = \"cuda\": no CUDA device is visible on this machine "
@@ -64,6 +66,7 @@ double GpuStepper::eval(const int32_t* in, const int32_t* tg) {
 struct GpuStepper::Impl {};
 
 GpuStepper::GpuStepper(const ModelConfig&, int, int) { require(); }
+std::string GpuStepper::device_name() { return ""; }
 void GpuStepper::require() {
   throw UserError("train.device = \"cuda\": this build has no CUDA backend (nvcc was not found "
                   "at configure time; build with -DPARALLAX_CUDA=ON on a machine with the CUDA "

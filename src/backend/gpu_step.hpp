@@ -4,6 +4,7 @@
 // and write. This file's .cpp is the one place that knows whether CUDA was compiled in.
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "model/moe_model.hpp"  // defines: MoeModel, ModelConfig
@@ -15,6 +16,8 @@ class GpuStepper {
  public:
   // Throws UserError when this build has no CUDA backend or no GPU is visible.
   static void require();
+  // The GPU's name ("" without CUDA).
+  static std::string device_name();
   GpuStepper(const ModelConfig& cfg, int batch, int seq);
   ~GpuStepper();
   // Parameters, AdamW moments and step count: host -> GPU and GPU -> host.

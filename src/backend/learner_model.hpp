@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "config/config.hpp"            // defines: Config
@@ -63,6 +64,8 @@ class LearnerModel {
   // learners: the expert-parallel executor (null otherwise).
   virtual ParallaxExperts* parallax() = 0;
   virtual const ExpertParallel* expert_parallel() const = 0;
+  // The accelerator's name ("" on the CPU): the progress line's MFU (train/mfu.hpp).
+  virtual std::string device_name() const { return ""; }
 };
 
 // A CPU learner whose host copy is the live model: every sync point is a no-op (CpuLearner,

@@ -10,6 +10,7 @@
 
 #include "roles/memory_peaks.hpp"    // defines: peak_rss_bytes, gather_memory_peaks
 #include "roles/stop_agreement.hpp"  // defines: islands_decoupled
+#include "train/mfu.hpp"            // defines: model_flops_utilization
 
 namespace px {
 
@@ -167,12 +168,19 @@ void LearnerMetrics::write_interval(int64_t step, int64_t total_tokens, double l
   interval_start_ = clock_type::now();
 }
 
+double LearnerMetrics::mfu(const IntervalRow& row) const {
+  // (row.tokens_per_s: every learner's together, or one island's when decoupled)
+  const int per = decoupled_ ? ctx_.topo.ranks_per_island : ctx_.topo.learners();
+  return model_flops_utilization(row.tokens_per_s / per, flops_per_token_, peak_flops_);
+}
+
 void LearnerMetrics::log_progress(const IntervalRow& row) const {
   const int64_t steps = ctx_.cfg.train.steps;
   const double eta = seconds_since(ctx_.t0) / (double)(row.step - start_step_) * (double)(steps - row.step);
   ctx_.log->info("step {:>6}/{} | loss {:.4f} | aux {:.4f} | lr {:.2e} | gnorm {:.3f} | "
-                 "{:.0f} tok/s | ETA {}{}{}",
+                 "{:.0f} tok/s{} | ETA {}{}{}",
                  row.step, steps, row.ce, row.aux, row.lr, row.grad_norm, row.tokens_per_s,
+                 peak_flops_ > 0 ? fmt::format(" | MFU {:.1f}%", 100 * mfu(row)) : "",
                  fmt_duration(eta),
                  row.skipped ? fmt::format(" | {} steps skipped (non-finite)", row.skipped) : "",
                  decoupled_ ? fmt::format(" | island {}", ctx_.topo.island) : "");
@@ -189,6 +197,7 @@ void LearnerMetrics::write_row(const IntervalRow& row) {
   m.append("/train/tokens", row.tokens);
   m.append("/train/time_s", row.time_s);
   m.append("/train/tokens_per_s", row.tokens_per_s);
+  if (peak_flops_ > 0) m.append("/train/mfu", mfu(row));
   m.append("/train/grad_norm", row.grad_norm);
   m.append("/train/skipped_steps", row.skipped);
   m.append_row("/experts/load", row.load,

@@ -50,6 +50,12 @@ class LearnerMetrics {
   // row is the mean over islands (overwritten in place). Fills res.evals (rank 0: the rows'
   // values; elsewhere the mean over learners, or over my island when decoupled).
   void write_eval(int64_t step, double* loss, bool ablation);
+  // A GPU run: the progress line and /train/mfu show the model FLOPs utilization of a learner
+  // (its tokens per second x flops_per_token against peak_flops, train/mfu.hpp).
+  void set_peak_flops(double peak_flops, double flops_per_token) {
+    peak_flops_ = peak_flops;
+    flops_per_token_ = flops_per_token;
+  }
   void flush();
   // The final byte counts (collective over the world, with syncers and workers), the closing
   // table and line (from res: evaluations, steps, seconds); fills res.comm_bytes on rank 0.
@@ -81,6 +87,9 @@ class LearnerMetrics {
   int64_t skipped_ = 0;  // steps my island skipped since the start (non-finite loss or norm)
   int steps_ = 0;
   int64_t tokens_ = 0;
+  double peak_flops_ = 0, flops_per_token_ = 0;  // set_peak_flops (0: no MFU)
+  // A learner's model FLOPs utilization at the row's tokens per second (0 without a peak).
+  double mfu(const IntervalRow& row) const;
   std::chrono::steady_clock::time_point interval_start_ = std::chrono::steady_clock::now();
 };
 

@@ -5,6 +5,7 @@
 
 #include "checkpoint/resume.hpp"   // defines: rehoming
 #include "optim/lr_schedule.hpp"  // defines: lr_at
+#include "train/mfu.hpp"           // defines: peak_bf16_flops, train_flops_per_token
 #include "util/errors.hpp"         // defines: UserError
 
 namespace px {
@@ -64,6 +65,11 @@ TrainResult LearnerRole::run() {
   res_.start_step = progress_.step;
   metrics_ = std::make_unique<LearnerMetrics>(ctx_, comms_.learners, comms_.island, comms_.control,
                                               progress_.step, rehomed_, res_);
+  if (const std::string gpu = model_->device_name(); !gpu.empty()) {  // a GPU run: MFU
+    const double peak = peak_bf16_flops(gpu);
+    if (peak > 0) metrics_->set_peak_flops(peak, train_flops_per_token(cfg_.model));
+    else ctx_.log->info("device \"{}\" is not in the peak-FLOPs table (train/mfu.cpp): no MFU", gpu);
+  }
   announce();
   const int B = cfg_.train.batch_size, T = cfg_.model.seq_len;
   const int64_t steps = cfg_.train.steps;

@@ -1,6 +1,7 @@
 // make_plan: memory, FLOPs and traffic per role from the config alone.
 #include "train/plan.hpp"
 #include "train/plan_pipeline.hpp"  // defines: pipeline_stage_plan
+#include "train/mfu.hpp"            // defines: train_flops_per_token
 #include "train/plan_experts.hpp"   // defines: view_bytes, add_signal_bytes, expert_worker_plan, ...
 
 #include <fmt/format.h>
@@ -70,8 +71,7 @@ Plan make_plan(const Config& cfg) {
   const int64_t per_expert = (m.expert_act == ExpertActKind::SWIGLU ? 3 : 2) * d * h;
   // active matmul parameters per token (the embedding lookup is not a product)
   p.params_active = p.params_backbone - (int64_t)m.vocab * d + m.moe_layers() * m.top_k * per_expert;
-  p.train_flops_per_token =
-      6.0 * p.params_active + 12.0 * m.n_layers * d * m.seq_len / 2.0;  // causal: half the T x T
+  p.train_flops_per_token = train_flops_per_token(m);
   const int I = t.islands, R = t.ranks_per_island, NL = I * R;
   const int B = cfg.train.batch_size, T = m.seq_len;
   const int data_parts = I * (R / t.pipeline_stages);  // (every stage of an island: one part)

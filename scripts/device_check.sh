@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The prepared GPU session (issue: GPU in every mode, item 6): run on a lent GPU machine from
+# the repo root, with the bundle built here first:
+#   BENCH=1 bash scripts/device_bundle.sh 90        # here: binaries for sm_90 into .gpu/
+#   (device) bash scripts/device_check.sh           # there, the ignored .gpu/ carried along
+# Runs, each under its own time limit so that the whole fits in about 8 minutes: the CUDA
+# tests (all, then the whole model through the sm90 expert GEMM), the grouped expert FFN and
+# sketch benchmarks, the one-GPU step benchmark (MFU of the ~1B MoE), and 300 training steps
+# of experiments/small.toml on the GPU (tokens/s and MFU from the progress line). Writes every
+# step's log and summary.md under $OUT (or ./device_check) and prints the summary last.
+# Not yet in it: multi-rank GPU runs (not built: train.device = "cuda" trains one rank).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+OUT=${OUT:-$PWD/device_check}
+mkdir -p "$OUT"
+[ -d .gpu ] || { echo "device_check: no .gpu/ here: run 'BENCH=1 bash scripts/device_bundle.sh 90' first and carry .gpu" >&2; exit 2; }
+cd .gpu || exit 2
+# shellcheck source=/dev/null
+source env.sh
+rows=()
+step() {  # name seconds command...: runs it, keeps its log, records its status
+  local name=$1 secs=$2
+  shift 2
+  local t0=$SECONDS
+  timeout "$secs" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  rows+=("| $name | $rc | $((SECONDS - t0)) s |")
+  echo "[$name] exit $rc in $((SECONDS - t0)) s"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
+step cuda_tests 240 ./parallax_cuda_tests
+step cuda_model_sm90 120 env PX_EXPERT_GEMM=sm90 ./parallax_cuda_tests --gtest_filter='CudaModel*'
+[ -x ./bench_cuda ] && step bench_ffn 60 ./bench_cuda ffn
+[ -x ./bench_cuda ] && step bench_sketch 60 ./bench_cuda
+[ -x ./bench_cuda_step ] && step bench_step 120 ./bench_cuda_step
+step train_small 90 ./parallax train small.toml --out "$OUT/train_small" train.device=cuda \
+  data.dir="$PWD/data/fortunes-2048" train.steps=300 data.eval_every=100 checkpoint.every=0 log.every=50
+
+{
+  echo "# device_check $(date -Is)"
+  echo
+  echo "GPU: $(cat "$OUT/gpu.txt")"
+  echo
+  echo "| step | exit | time |"
+  echo "|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+  echo
+  echo '```'
+  grep -hE "^\[  (PASSED|FAILED) *\]|tests? ran" "$OUT/cuda_tests.log" "$OUT/cuda_model_sm90.log" 2>/dev/null
+  grep -hE "RATIO|MFU" "$OUT"/bench_*.log 2>/dev/null | tail -20
+  grep -hE "step +[0-9]+/300|validation loss" "$OUT/train_small.log" 2>/dev/null | tail -4
+  echo '```'
+} > "$OUT/summary.md"
+cat "$OUT/summary.md"

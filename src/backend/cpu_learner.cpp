@@ -122,12 +122,6 @@ StepStats CpuLearner::step(const int32_t* in, const int32_t* tg, double lr) {
   return s;
 }
 
-double CpuLearner::eval_batch_without_routed(const int32_t* in, const int32_t* tg) {
-  model_.set_drop_routed(true);
-  const double ce = eval_batch(in, tg);
-  model_.set_drop_routed(false);
-  return ce;
-}
 
 double CpuLearner::eval_batch(const int32_t* in, const int32_t* tg) {
   // every rank evaluates the same batch: local statistics, local mean

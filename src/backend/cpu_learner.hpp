@@ -26,7 +26,6 @@ class CpuLearner final : public HostLearnerModel {
 
   StepStats step(const int32_t* inputs, const int32_t* targets, double lr) override;
   double eval_batch(const int32_t* inputs, const int32_t* targets) override;
-  double eval_batch_without_routed(const int32_t* inputs, const int32_t* targets) override;
 
   MoeModel<float>& host() override { return model_; }
   AdamW& optimizer() override { return *opt_; }

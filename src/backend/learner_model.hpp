@@ -72,6 +72,13 @@ class LearnerModel {
 // PipelineLearner).
 class HostLearnerModel : public LearnerModel {
  public:
+  // eval_batch with every routed expert's output left out (data.eval_without_routed).
+  double eval_batch_without_routed(const int32_t* inputs, const int32_t* targets) override {
+    host().set_drop_routed(true);
+    const double ce = eval_batch(inputs, targets);
+    host().set_drop_routed(false);
+    return ce;
+  }
   void to_host(Arena) override {}
   void to_device(Arena) override {}
   void state_to_host() override {}

@@ -5,21 +5,20 @@
 #include <cmath>
 
 #include "parallel/pipeline_schedule.hpp"  // defines: one_f_one_b, pipeline_slots
+#include "parallel/pipeline_split.hpp"     // defines: PipelineSplit
 
 namespace px {
 
 namespace {
 constexpr int kTagActivation = 1, kTagGradient = 2;  // (on the pipeline's own communicator)
 
-int layer_begin(const Config& cfg, int stage) {
-  return pipeline_layer_begin(stage, cfg.topology.pipeline_stages, cfg.model.n_layers, cfg.topology.split_ends());
-}
 }  // namespace
 
 ModelMemory PipelineLearner::stage_memory(const Config& cfg, int stage) {
   ModelMemory mem = learner_model_memory(cfg);
-  mem.layer_begin = layer_begin(cfg, stage);
-  mem.layer_end = layer_begin(cfg, stage + 1);
+  const LayerRange layers = PipelineSplit(cfg).layers(stage);
+  mem.layer_begin = layers.begin;
+  mem.layer_end = layers.end;
   mem.slots = pipeline_slots(stage, cfg.topology.pipeline_stages, cfg.train.micro_batches);
   return mem;
 }
@@ -181,11 +180,5 @@ double PipelineLearner::eval_batch(const int32_t* in, const int32_t* tg) {
   return sums.ce / micro_;
 }
 
-double PipelineLearner::eval_batch_without_routed(const int32_t* in, const int32_t* tg) {
-  model_.set_drop_routed(true);
-  const double ce = eval_batch(in, tg);
-  model_.set_drop_routed(false);
-  return ce;
-}
 
 }  // namespace px

@@ -2,7 +2,7 @@
 // checkpoint_tokenizer, load_model_params
 #include "checkpoint/resume.hpp"
 
-#include "parallel/pipeline_schedule.hpp"  // defines: pipeline_layer_begin
+#include "parallel/pipeline_split.hpp"  // defines: PipelineSplit
 
 #include <fmt/format.h>
 
@@ -109,13 +109,11 @@ namespace {
 void read_global_backbone_stages(const std::string& path, const Config& saved, const ParamLayout& layout,
                                  float* backbone) {
   const int P = saved.topology.pipeline_stages, D = saved.topology.ranks_per_island / P;
-  const int L = saved.model.n_layers;
-  const bool ends = saved.topology.split_ends(), experts = saved.train.mode != TrainMode::PARALLAX;
+  const bool experts = saved.train.mode != TrainMode::PARALLAX;
+  const PipelineSplit split(saved);
   for (int s = 0; s < P; ++s) {
-    const int lb = pipeline_layer_begin(s, P, L, ends), le = pipeline_layer_begin(s + 1, P, L, ends);
-    const ArenaSpan held[2] = {layout.layers_span(Arena::BACKBONE, lb, le),
-                               experts ? layout.layers_span(Arena::EXPERTS, lb, le) : ArenaSpan{}};
-    const FragmentPlan plan(layout, saved.sync.fragments, experts, held);
+    const auto held = split.spans(layout, s, experts);
+    const FragmentPlan plan(layout, saved.sync.fragments, experts, held.data());
     float* const arenas[2] = {backbone + held[0].lo, nullptr};  // (the plan's storage offsets)
     for (int f = 0; f < plan.count(); ++f)
       for (int k = 0; k < D && plan.size(f) > 0; ++k) {
@@ -130,14 +128,14 @@ void read_global_backbone_stages(const std::string& path, const Config& saved, c
 // layers' spans.
 void read_pipeline_stages(const std::string& path, const Config& saved, MoeModel<float>& model) {
   const ParamLayout& layout = model.layout();
-  const int P = saved.topology.pipeline_stages, L = saved.model.n_layers;
+  const int P = saved.topology.pipeline_stages;
+  const PipelineSplit split(saved);
   for (int s = 0; s < P; ++s) {
-    const bool ends = saved.topology.split_ends();
-    const int lb = pipeline_layer_begin(s, P, L, ends), le = pipeline_layer_begin(s + 1, P, L, ends);
+    // (mode parallax: no experts span, the homes hold them)
+    const auto spans = split.spans(layout, s, saved.train.mode != TrainMode::PARALLAX);
     for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
-      const ArenaSpan span = layout.layers_span(a, lb, le);
+      const ArenaSpan span = spans[(int)a];
       if (span.size() == 0 || !model.params(a)) continue;
-      if (a == Arena::EXPERTS && saved.train.mode == TrainMode::PARALLAX) continue;  // (the homes')
       const int rank = s * (saved.topology.ranks_per_island / P);  // (island 0, stage s, rank 0 in it)
       const auto part = read_rank_array<float>(path, rank, std::string("params/") + arena_name(a), span.size());
       std::copy(part.begin(), part.end(), model.params(a) + span.lo);

@@ -6,7 +6,7 @@
 
 #include "config/config.hpp"
 #include "config/config_fields.hpp"  // defines: config_fields, Bound, numeric_value
-#include "parallel/pipeline_schedule.hpp"  // defines: pipeline_layer_begin
+#include "parallel/pipeline_split.hpp"  // defines: PipelineSplit
 #include "util/errors.hpp"           // defines: UserError
 
 namespace px {
@@ -76,9 +76,9 @@ void check_pipeline(const Config& c) {
   if (c.train.device != DeviceKind::CPU)
     fail(fmt::format("topology.pipeline_stages = {} is built for train.device = \"cpu\" only; "
                      "got \"{}\"", P, to_string(c.train.device)));
+  const PipelineSplit split(c);
   for (int s = 0; s < P; ++s)  // (the even split gives every stage a layer: P <= n_layers)
-    if (pipeline_layer_begin(s + 1, P, c.model.n_layers, c.topology.split_ends()) <=
-        pipeline_layer_begin(s, P, c.model.n_layers, c.topology.split_ends()))
+    if (split.layers(s).end <= split.layers(s).begin)
       fail(fmt::format("topology.pipeline_split = \"{}\" with {} stages of model.n_layers = {} "
                        "leaves stage {} without a layer; use fewer stages or \"even\"",
                        to_string(c.topology.pipeline_split), P, c.model.n_layers, s));

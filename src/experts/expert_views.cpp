@@ -13,6 +13,7 @@
 #include "model/full_view.hpp"            // defines: full_view_from_master, full_expert_from_wire
 #include "model/ternary_view.hpp"         // defines: ternary_view_from_master, ternary_expert_from_wire
 #include "parallel/expert_placement.hpp"  // defines: expert_home
+#include "parallel/pipeline_split.hpp"    // defines: PipelineSplit
 #include "util/byte_reader.hpp"    // defines: take_field
 #include "util/errors.hpp"         // defines: UserError
 #include "util/hash_rng.hpp"              // defines: splitmix64
@@ -84,8 +85,7 @@ std::vector<uint8_t> view_message_part(const std::vector<uint8_t>& msg, MoeLayer
 
 ExpertViews::ExpertViews(const Config& cfg, const Topology& topo, const ExpertSource& start)
     : cfg_(cfg), kind_(cfg.experts.view),
-      held_(stage_moe_layers(topo.is_learner() ? topo.stage() : 0, topo.pipeline_stages,
-                             cfg.model.n_layers, cfg.model.dense_layers, topo.pipeline_ends)) {
+      held_(PipelineSplit(cfg).held_moe_layers(topo)) {
   const ModelConfig& mc = cfg.model;
   const int E = mc.n_experts;
   slot_.assign((size_t)mc.moe_layers() * E, -1);

@@ -4,6 +4,7 @@
 #include "model/expert_slices.hpp"          // defines: expert_act_of
 #include "ops/cpu/cpu_ops.hpp"              // defines: expert_ffn_forward, expert_ffn_backward
 #include "parallel/expert_placement.hpp"    // defines: expert_home
+#include "parallel/pipeline_split.hpp"      // defines: PipelineSplit
 #include "sketch/sketch_sample.hpp"         // defines: sketch_sample_rows, sketch_gather
 #include "wire/sketch_wire.hpp"             // defines: sketch_encode
 #include "experts/expert_home.hpp"             // defines: run_sketch_key
@@ -32,7 +33,7 @@ ParallaxExperts::ParallaxExperts(const Config& cfg, const Topology& topo, MoeMod
     : cfg_(cfg), model_(model), my_rank_(topo.world_rank), n_experts_(cfg.model.n_experts),
       d_(cfg.model.d_model), h_(cfg.model.expert_hidden), data_part_((uint64_t)topo.data_part()),
       adapters_(cfg.experts.signal == ExpertSignalKind::ADAPTERS), key_(run_sketch_key(cfg)),
-      held_(stage_moe_layers(topo.is_learner() ? topo.stage() : 0, topo.pipeline_stages, cfg.model.n_layers, cfg.model.dense_layers, topo.pipeline_ends)) {
+      held_(PipelineSplit(cfg).held_moe_layers(topo)) {
   const int M = cfg.model.moe_layers();
   for (int m = 0; m < M; ++m)
     for (int e = 0; e < n_experts_; ++e) home_.push_back(expert_home(topo, m, e, n_experts_));

@@ -136,18 +136,13 @@ void MoeModel<T>::plan_slot(SlotActs& s, FfnActs<T> shared_routed, A& fa, I& ia)
   const size_t N = (size_t)batch_ * seq_, d = cfg_.d_model, E = cfg_.n_experts, V = cfg_.vocab;
   s.layers.assign(cfg_.n_layers, LayerActs<T>{});
   for (int l = lb_; l < le_; ++l) {
+    T* x = fa.take(N * d);
+    const bool moe = cfg_.is_moe(l);
     LayerActs<T>& la = s.layers[l];
-    la.x = fa.take(N * d);
-    if (!mem_.recompute_layers) {
-      const T* x = la.x;
-      la = plan_layer(cfg_.is_moe(l), shared_routed, fa, ia);
-      la.x = const_cast<T*>(x);
-      continue;
-    }
-    const T* x = la.x;
-    la = shared_layer_[cfg_.is_moe(l) ? 1 : 0];  // (its own routing counts: expert_counts reads them)
-    la.x = const_cast<T*>(x);
-    if (cfg_.is_moe(l)) la.moe.bounds = ia.take(E + 1);
+    la = mem_.recompute_layers ? shared_layer_[moe ? 1 : 0] : plan_layer(moe, shared_routed, fa, ia);
+    la.x = x;
+    // (recompute_layers: its own routing counts, which expert_counts reads)
+    if (mem_.recompute_layers && moe) la.moe.bounds = ia.take(E + 1);
   }
   // (a stage before the last: its output is read right after each forward, one buffer for all)
   s.resid_out = le_ == cfg_.n_layers ? fa.take(N * d) : stage_out_;

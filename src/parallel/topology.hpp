@@ -32,7 +32,6 @@ struct Topology {
   // Pipelined islands (topology.pipeline_stages = P, set after make): an island's R ranks are
   // P stages of D = R / P ranks; local rank r is rank r mod D of stage r / D.
   int pipeline_stages = 1;
-  bool pipeline_ends = false;  // topology.pipeline_split = "ends" (pipeline_layer_begin)
   int stage_ranks() const { return ranks_per_island / pipeline_stages; }
   int stage() const { return local_rank / stage_ranks(); }
   // The learner's part of the training data: every stage of a pipeline reads the same one.

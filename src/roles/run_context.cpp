@@ -127,7 +127,6 @@ RunContext::RunContext(const Config& c, const TrainOptions& o)
       run_dir(o.run_dir), ckpt_dir(o.run_dir + "/checkpoints"), world_comm(o.world, stats),
       p2p(MPI_COMM_NULL, stats) {
   topo.pipeline_stages = c.topology.pipeline_stages;
-  topo.pipeline_ends = c.topology.split_ends();
 }
 
 std::unique_ptr<RunContext> open_run(const Config& cfg, const TrainOptions& opt) {

@@ -10,22 +10,19 @@
 #include "sync/outer_merge.hpp"   // defines: merge_outer, outer_nesterov
 #include "sync/outer_sync.hpp"    // defines: Syncer, PushHeader, SyncTag
 #include "sync/push_check.hpp"    // defines: push_problem, push_values_problem
-#include "parallel/pipeline_schedule.hpp"  // defines: pipeline_layer_begin
+#include "parallel/pipeline_split.hpp"  // defines: PipelineSplit
 
 namespace px {
 
 Syncer::Syncer(const Config& cfg, const Topology& topo, Comm& p2p)
     : cfg_(cfg), topo_(topo), p2p_(p2p), island_step_(topo.islands, 0) {
   const int ranks = topo.ranks_per_island, syncers = topo.syncers, fragments = cfg.sync.fragments;
-  const int P = cfg.topology.pipeline_stages, D = ranks / P, L = cfg.model.n_layers;
+  const int P = cfg.topology.pipeline_stages, D = ranks / P;
   const ParamLayout layout(cfg.model);
   const bool with_experts = cfg.train.mode != TrainMode::PARALLAX;
   for (int s = 0; s < P; ++s) {  // a pipeline stage's learners sync its layers' tensors alone
-    const bool ends = cfg.topology.split_ends();
-    const int lb = pipeline_layer_begin(s, P, L, ends), le = pipeline_layer_begin(s + 1, P, L, ends);
-    const ArenaSpan held[2] = {layout.layers_span(Arena::BACKBONE, lb, le),
-                               layout.layers_span(Arena::EXPERTS, lb, le)};
-    plans_.emplace_back(layout, fragments, with_experts, P > 1 ? held : nullptr);
+    const auto held = PipelineSplit(cfg).spans(layout, s, true);
+    plans_.emplace_back(layout, fragments, with_experts, P > 1 ? held.data() : nullptr);
   }
   for (int f = 0; f < fragments; ++f)
     for (int r = 0; r < ranks; ++r) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "parallel/expert_placement.hpp"  // defines: experts_homed_at
+#include "parallel/pipeline_split.hpp"    // defines: PipelineSplit
 
 namespace px {
 
@@ -66,11 +67,11 @@ void ExpertMessages::send_deltas(std::map<int, std::vector<uint8_t>> by_home) {
 void ExpertMessages::send_view(std::vector<uint8_t> msg, Tier t) {
   // pipelined islands: each stage's ranks get the views of the stage's MoE layers alone
   const int P = topo_.pipeline_stages;
+  const PipelineSplit split(cfg_);
   std::vector<std::shared_ptr<std::vector<uint8_t>>> part(P);
-  if (P == 1) part[0] = std::make_shared<std::vector<uint8_t>>(std::move(msg));
-  for (int s = 0; s < P && P > 1; ++s)
-    part[s] = std::make_shared<std::vector<uint8_t>>(view_message_part(
-        msg, stage_moe_layers(s, P, cfg_.model.n_layers, cfg_.model.dense_layers, topo_.pipeline_ends)));
+  for (int s = P - 1; s >= 0; --s)  // (stage 0 last: unpipelined, the message itself)
+    part[s] = std::make_shared<std::vector<uint8_t>>(
+        P == 1 ? std::move(msg) : view_message_part(msg, split.moe_layers(s)));
   const int D = topo_.stage_ranks();
   for (int r = 0; r < topo_.learners(); ++r)
     if (r != topo_.world_rank) send(part[(r % topo_.ranks_per_island) / D], r, TAG_SNAPSHOT, t);

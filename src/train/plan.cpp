@@ -19,11 +19,6 @@
 #include "parallel/comm.hpp"        // defines: Tier, tier_name, ring_allreduce_bytes
 #include "sync/codec.hpp"           // defines: encoded_bytes
 #include "experts/expert_signal.hpp"  // defines: experts_frozen
-#include "model/full_view.hpp"      // defines: full_expert_wire_bytes
-#include "model/lowrank_view.hpp"   // defines: lowrank_expert_wire_bytes
-#include "model/ternary_view.hpp"   // defines: ternary_expert_wire_bytes
-#include "wire/sketch_wire.hpp"     // defines: sketch_wire_bytes
-#include "wire/sketch_bundle.hpp"   // defines: SketchBundleHeader
 #include "wire/push_header.hpp"     // defines: PushHeader
 
 namespace px {

@@ -10,7 +10,7 @@
 
 #include "backend/pipeline_learner.hpp"  // defines: PipelineLearner::stage_memory
 #include "experts/parallax_experts.hpp"  // defines: ParallaxExperts::buffer_bytes
-#include "parallel/pipeline_schedule.hpp"  // defines: stage_moe_layers
+#include "parallel/pipeline_split.hpp"     // defines: PipelineSplit
 #include "train/plan_experts.hpp"        // defines: view_bytes, add_signal_bytes
 #include "model/moe_model.hpp"           // defines: MoeModel::activation_bytes
 #include "model/param_layout.hpp"        // defines: ParamLayout, ArenaSpan
@@ -31,10 +31,10 @@ RolePlan pipeline_stage_plan(const Config& cfg, int stage, double token_bytes) {
   const ModelMemory mem = PipelineLearner::stage_memory(cfg, stage);
   const ParamLayout layout(m);  // (the spans alone: the plan allocates no model)
   // (mode parallax: the model holds no routed experts; the views of the stage's do)
-  const ArenaSpan held[2] = {layout.layers_span(Arena::BACKBONE, mem.layer_begin, mem.layer_end),
-                             parallax ? ArenaSpan{} : layout.layers_span(Arena::EXPERTS, mem.layer_begin, mem.layer_end)};
+  const PipelineSplit split(cfg);
+  const std::array<ArenaSpan, 2> held = split.spans(layout, stage, !parallax);
   const double n = (double)held[0].size() + (double)held[1].size();
-  const MoeLayerRange moe = stage_moe_layers(stage, cfg.topology.pipeline_stages, m.n_layers, m.dense_layers, cfg.topology.split_ends());
+  const MoeLayerRange moe = split.moe_layers(stage);
   const double views = parallax ? (double)moe.count() * m.n_experts : 0;  // (all homed at the workers)
   RolePlan r;
   r.role = fmt::format("learner stage {}", stage);
@@ -77,7 +77,7 @@ RolePlan pipeline_stage_plan(const Config& cfg, int stage, double token_bytes) {
   }
   // diloco: the stage's ranks of every island sync its parts of the fragments, rank r of the
   // stage its shard r, which the stage's ranks then all-gather
-  const FragmentPlan frags(layout, cfg.sync.fragments, !parallax, held);
+  const FragmentPlan frags(layout, cfg.sync.fragments, !parallax, held.data());
   double largest = 0;
   for (int f = 0; f < frags.count(); ++f) largest = std::max(largest, (double)frags.size(f));
   const double shard = n / D;

@@ -20,7 +20,7 @@
 #include "io/checkpoint_parallel.hpp"  // defines: read_rank_array
 #include "model/moe_model.hpp"         // defines: MoeModel, ModelMemory
 #include "parallel/comm.hpp"           // defines: Tier
-#include "parallel/pipeline_schedule.hpp"  // defines: pipeline_layer_begin, stage_moe_layers
+#include "parallel/pipeline_split.hpp"  // defines: PipelineSplit, pipeline_layer_begin
 #include "train/assembled_eval.hpp"    // defines: evaluate_checkpoint
 #include "train/trainer.hpp"           // defines: train, TrainResult
 
@@ -36,10 +36,10 @@ const std::vector<std::string> kDiloco = {"train.mode=\"diloco\"", "sync.backbon
 
 // Stage s of P's span of arena a (its layers by cfg's topology.pipeline_split).
 ArenaSpan stage_span(const Config& cfg, int P, int s, Arena a) {
-  const int L = cfg.model.n_layers;
-  const bool ends = cfg.topology.split_ends();
-  return ParamLayout(cfg.model).layers_span(a, pipeline_layer_begin(s, P, L, ends),
-                                            pipeline_layer_begin(s + 1, P, L, ends));
+  Config piped = cfg;  // (cfg may be the unpipelined run's)
+  piped.topology.pipeline_stages = P;
+  const LayerRange layers = PipelineSplit(piped).layers(s);
+  return ParamLayout(cfg.model).layers_span(a, layers.begin, layers.end);
 }
 
 std::vector<std::string> base(std::vector<std::string> ov) {
@@ -92,7 +92,7 @@ std::vector<float> unpipelined_experts(const std::string& path, const Config& cf
 void expect_stage_views(const std::string& path, const Config& cfg, int P, int D) {
   const ModelConfig& m = cfg.model;
   for (int s = 0; s < P; ++s) {
-    const MoeLayerRange moe = stage_moe_layers(s, P, m.n_layers, m.dense_layers, cfg.topology.split_ends());
+    const MoeLayerRange moe = PipelineSplit(cfg).moe_layers(s);
     const int lo = moe.lo, hi = moe.hi;
     const size_t n = (size_t)read_rank_array<int64_t>(path, s * D, "views/state_words", 1)[0];
     const auto w = read_rank_array<int32_t>(path, s * D, "views/state", n);

@@ -62,6 +62,19 @@ inline std::string device_name() {
   return prop.name;
 }
 
+// The number of visible CUDA devices (0 without a driver or device).
+inline int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+// Makes device dev current for this host thread (before any allocation).
+inline void set_device(int dev) { cudaCheck(cudaSetDevice(dev)); }
+
 inline bool device_available() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {

@@ -103,6 +103,7 @@ void CudaModel::plan(P& p) {
   dlog_bf_ = p.template take<bf16>(N * V);
   losses_ = p.template take<float>(N);
   loss_ = p.template take<float>(4);
+  gcounts_ = p.template take<int32_t>(E);
   hyper_ = p.template take<float>(8);
   partials_ = p.template take<float>(2 * kSumSqBlocks);
   perm_scratch_ = p.template take<char>(moe_permute_scratch_bytes(tokens_, (int)E, (int)k));
@@ -239,6 +240,7 @@ void CudaModel::download_arenas(float* backbone, float* experts, const float* co
   for (size_t i = 0; i < layout_.specs.size(); ++i) {
     const ParamSpec& s = layout_.specs[i];
     const int a = (int)s.arena;
+    if (!dst[a]) continue;
     cudaCheck(cudaMemcpyAsync(dst[a] + s.offset, src[a] + doff_[i], s.size * sizeof(float),
                               cudaMemcpyDeviceToHost, stream_));
   }
@@ -279,6 +281,9 @@ void CudaModel::forward(bool need_grad) {
   const bf16* wb = w_[P_BB];
   const bf16* we = w_[P_EX];
   cudaStream_t st = stream_;
+  // a training forward of a data-parallel group: the group's routing statistics and mean
+  const bool group = need_grad && sum_stats_ && group_tokens_ > 0;
+  const int Ng = group ? (int)group_tokens_ : N;
   mark(PROF_EMBED);
   cudaCheck(cudaMemsetAsync(loss_, 0, 2 * sizeof(float), st));
   embedding_forward(layer_bufs_[0].x, pb + d_embed_, tok_, N, d, st);
@@ -318,14 +323,18 @@ void CudaModel::forward(bool need_grad) {
     matmul(b.logits, b.xn2_f, pb + o.router, N, d, E, false, false, false, st);
     router_forward(b.probs, b.idx, b.gates, b.logits, nullptr, N, E, k, st);
     router_stats(b.counts, b.prob_mean, b.probs, b.idx, N, E, k, st);
-    moe_aux_loss(b.aux_coef, loss_ + 1, b.counts, b.prob_mean, N, E, k, (float)cfg_.aux_alpha,
-                 st);
+    if (group) group_router_stats(b);  // the group's counts and probabilities (host hook)
+    moe_aux_loss(b.aux_coef, loss_ + 1, group ? gcounts_ : b.counts, b.prob_mean, Ng, E, k,
+                 (float)cfg_.aux_alpha, st);
     moe_permute_build(b.bounds, b.pos, b.row_token, b.idx, N, E, k, 1, perm_scratch_, st);
     permute_rows<bf16>(xp_, b.xn2, b.pos, N, k, d, st);
     mark(PROF_EXPERTS);
-    expert_ffn_forward(b.yp, b.ea, b.eb, b.eact, xp_, we + o.expert_w1,
-                       glu ? we + o.expert_w3 : nullptr, we + o.expert_w2, b.bounds, N * k, E, d,
-                       h, kind, st);
+    if (host_experts_)
+      host_experts_forward(l, b);
+    else
+      expert_ffn_forward(b.yp, b.ea, b.eb, b.eact, xp_, we + o.expert_w1,
+                         glu ? we + o.expert_w3 : nullptr, we + o.expert_w2, b.bounds, N * k, E,
+                         d, h, kind, st);
     // shared experts (each one segment over all N rows), then the gated routed outputs
     const size_t wsz = (size_t)d * h, asz = (size_t)N * h;
     mark(PROF_DENSE_FFN);
@@ -346,8 +355,8 @@ void CudaModel::forward(bool need_grad) {
   mark(PROF_HEAD);
   matmul(logits_, xf_, wb + d_head_, N, d, V, false, false, false, st);
   // dlogits (= (softmax - onehot) / N) written over the logits when a backward follows
-  cross_entropy(need_grad ? logits_ : nullptr, losses_, logits_, tgt_, N, V, 1.f / N, st);
-  sum_into(loss_, losses_, N, 1.f / N, st);
+  cross_entropy(need_grad ? logits_ : nullptr, losses_, logits_, tgt_, N, V, 1.f / Ng, st);
+  sum_into(loss_, losses_, N, 1.f / Ng, st);
 }
 
 void CudaModel::backward() {
@@ -391,10 +400,13 @@ void CudaModel::backward() {
       combine_rows_backward<float, bf16>(dyp_, dgates_, dcur, b.yp, b.gates, b.pos, N, k, d, st);
       permute_rows<bf16>(xp_, b.xn2, b.pos, N, k, d, st);  // recomputed, not stored
       mark(PROF_EXPERTS);
-      expert_ffn_backward(dxp_, ge + o.expert_w1, glu ? ge + o.expert_w3 : nullptr,
-                          ge + o.expert_w2, dyp_, xp_, b.ea, b.eb, b.eact, we + o.expert_w1,
-                          glu ? we + o.expert_w3 : nullptr, we + o.expert_w2, b.bounds, N * k, E,
-                          d, h, kind, dA_, dB_, st);
+      if (host_experts_)
+        host_experts_backward(l);
+      else
+        expert_ffn_backward(dxp_, ge + o.expert_w1, glu ? ge + o.expert_w3 : nullptr,
+                            ge + o.expert_w2, dyp_, xp_, b.ea, b.eb, b.eact, we + o.expert_w1,
+                            glu ? we + o.expert_w3 : nullptr, we + o.expert_w2, b.bounds, N * k,
+                            E, d, h, kind, dA_, dB_, st);
       const size_t wsz = (size_t)d * h, asz = (size_t)N * h;
       mark(PROF_DENSE_FFN);
       if (S == 0) cudaCheck(cudaMemsetAsync(dffn_, 0, Nd * sizeof(float), st));
@@ -497,15 +509,25 @@ std::vector<std::pair<std::string, double>> CudaModel::profile_ms() const {
 }
 
 void CudaModel::optimizer_step() {
-  cudaStream_t st = stream_;
   mark(PROF_OPTIM);
+  launch_grad_norm();
+  launch_adamw();
+}
+
+void CudaModel::launch_grad_norm() {
+  cudaStream_t st = stream_;
   for (int a = 0; a < 2; ++a)
     sum_squares_partial(partials_ + a * kSumSqBlocks, g_[a], dsize_[a], st);
   grad_clip_finish(loss_ + 2, loss_ + 3, partials_, 2 * kSumSqBlocks, hyper_ + 4, st);
+}
+
+void CudaModel::launch_adamw() {
+  cudaStream_t st = stream_;
   for (const Range& r : ranges_)
-    adamw_update_scaled(p_[r.arena] + r.offset, g_[r.arena] + r.offset, m_[r.arena] + r.offset,
-                        v_[r.arena] + r.offset, r.size, hyper_, r.decay, beta1, beta2, eps,
-                        loss_ + 3, w_[r.arena] + r.offset, st);
+    if (!(host_experts_ && r.arena == P_EX))  // (host experts: stepped by their executor)
+      adamw_update_scaled(p_[r.arena] + r.offset, g_[r.arena] + r.offset,
+                          m_[r.arena] + r.offset, v_[r.arena] + r.offset, r.size, hyper_,
+                          r.decay, beta1, beta2, eps, loss_ + 3, w_[r.arena] + r.offset, st);
 }
 
 double CudaModel::read_loss() {

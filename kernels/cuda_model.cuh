@@ -20,6 +20,7 @@
 // expert_hidden and dense_hidden multiples of 8, n_experts <= 1024.
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +28,11 @@
 #include "cuda_common.cuh"         // defines: bf16, cudaCheck
 #include "model/model_config.hpp"  // defines: ModelConfig
 #include "model/param_layout.hpp"  // defines: ParamLayout, Arena
+
+namespace px {
+template <class T>
+struct RoutedExperts;  // model/layers.hpp
+}  // namespace px
 
 namespace px::cuda {
 
@@ -64,6 +70,41 @@ class CudaModel {
   // the loss of the forward pass (before the update).
   double step(const int32_t* host_inputs, const int32_t* host_targets, float lr, float grad_clip,
               float wd);
+
+  // ---- one rank of a data-parallel group (backend/device_learner: one GPU per rank) ----
+  // The group's token count and the sum over its ranks of each MoE layer's routing statistics
+  // (2E doubles: per-expert assignment counts, then per-expert sums of router probabilities,
+  // px::moe_forward's convention), called between the router and the aux loss of every MoE
+  // layer of a training forward (one stream synchronisation per MoE layer). With a group,
+  // last_ce() is this rank's share of the group's mean CE, the aux loss is the group's and
+  // the gradients are this rank's contributions to the group mean's gradient: their sum over
+  // the ranks is it. global_tokens 0 or sum_stats null: this rank alone. Evaluation
+  // (forward_loss) is always local. Not with set_use_graph (the hook runs on the host).
+  void set_group(double global_tokens, const std::function<void(double*, int)>* sum_stats);
+  // After forward_backward (and the group's gradient sum): the global gradient norm
+  // (synchronises) and, on the device, the clipping factor of apply_update (grad_clip <= 0:
+  // none).
+  double clip_gradients(float grad_clip);
+  // One AdamW step (weight decay wd) with the clipping factor of the last clip_gradients;
+  // refreshes the bf16 weight copies. Synchronises.
+  void apply_update(float lr, float wd);
+  // Arena a (0 backbone, 1 experts) in host (ParamLayout) order: parameters or gradients
+  // down, gradients up (a group's sum staged through the host), parameters up (refreshes
+  // the bf16 copy; moments and step count untouched, unlike upload_params).
+  void download_arena(int a, float* dst, bool grads) const;
+  void upload_arena_grads(int a, const float* src);
+  void upload_arena_params(int a, const float* src);
+  // Arena a's gradients on the device in the device layout (device_arena_size(a) floats,
+  // padding zero): what a device-side all-reduce (NCCL) sums in place.
+  float* device_grads(int a) { return g_[a]; }
+  size_t device_arena_size(int a) const { return dsize_[a]; }
+
+  // Routed experts run by a host executor (mode parallax's ParallaxExperts: masters and
+  // views; sync's ExpertParallel): each MoE layer's permuted rows go to the host (bf16 ->
+  // fp32) and the executor's outputs come back (fp32 -> bf16), in the backward their input
+  // gradients; the executor keeps the expert weights and gradients, so this model's expert
+  // arena is neither read nor stepped. null (the default): the experts run here.
+  void set_routed_experts(RoutedExperts<float>* ex) { host_experts_ = ex; }
 
   double last_ce() const { return last_ce_; }
   double last_aux() const { return last_aux_; }
@@ -120,7 +161,18 @@ class CudaModel {
   CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate);
   template <class P>
   void plan(P& p);
+  // nullptr for an arena: that arena is skipped
   void download_arenas(float* backbone, float* experts, const float* const* src) const;
+  void upload_arena(int a, const float* src, float* dst) const;
+  // the group hook of set_group on layer b's statistics: gcounts_ and b.prob_mean become
+  // the group's counts and mean router probabilities
+  void group_router_stats(LayerBufs& b);
+  // set_routed_experts: MoE layer l's rows through the host executor (b.yp from xp_), and
+  // the backward's input gradients (dxp_ from dyp_)
+  void host_experts_forward(int l, LayerBufs& b);
+  void host_experts_backward(int l);
+  void launch_grad_norm();    // loss_[2] = norm, loss_[3] = clip factor (clip: hyper_[4])
+  void launch_adamw();        // the AdamW kernels (scalars: hyper_[0..3], factor: loss_[3])
   void upload_tokens(const int32_t* inputs, const int32_t* targets);
   void forward(bool need_grad);
   void backward();
@@ -210,6 +262,15 @@ class CudaModel {
   float* dgates_ = nullptr;             // [N*k]
   float* dlogits_r_ = nullptr;          // [N, E]
   double last_ce_ = 0, last_aux_ = 0;
+  // set_group
+  double group_tokens_ = 0;
+  const std::function<void(double*, int)>* sum_stats_ = nullptr;
+  int32_t* gcounts_ = nullptr;  // [E] the group's counts of the current MoE layer
+  // set_routed_experts
+  RoutedExperts<float>* host_experts_ = nullptr;
+  std::vector<uint16_t> host_bf_;           // [N*k, d] bf16 bits
+  std::vector<float> host_in_, host_out_;  // [N*k, d]
+  std::vector<int32_t> host_bounds_;       // [E + 1]
 };
 
 // ---- kernels used by CudaModel (kernels/cuda_model_ops.cu) ---------------------------------

@@ -1,21 +1,40 @@
-// GpuStepper: CudaModel when CUDA is compiled in, a clear error otherwise.
+// GpuStepper: CudaModel (+ NcclGroup) when CUDA is compiled in, a clear error otherwise.
 #include "backend/gpu_step.hpp"
 
-#include "parallax_config.hpp"  // defines: PARALLAX_HAS_CUDA (when built)
-#include "util/errors.hpp"      // defines: UserError
+#include <cstdlib>
+#include <stdexcept>
+
+#include "backend/local_device.hpp"  // defines: local_rank_from_env, device_for_local_rank
+#include "parallax_config.hpp"       // defines: PARALLAX_HAS_CUDA (when built)
+#include "util/errors.hpp"           // defines: UserError
 
 #ifdef PARALLAX_HAS_CUDA
-#include "cuda_common.cuh"  // defines: px::cuda::device_available
+#include "cuda_common.cuh"  // defines: px::cuda::device_available, set_device
 #include "cuda_model.cuh"   // defines: px::cuda::CudaModel
+#include "nccl_group.cuh"   // defines: px::cuda::NcclGroup
 #endif
 
 namespace px {
 
 #ifdef PARALLAX_HAS_CUDA
 
+namespace {
+int select_device() {
+  const int local = local_rank_from_env([](const char* n) { return std::getenv(n); });
+  const int dev = device_for_local_rank(local, cuda::device_count());
+  cuda::set_device(dev);
+  return dev;
+}
+}  // namespace
+
 struct GpuStepper::Impl {
+  int device;
   cuda::CudaModel model;
-  Impl(const ModelConfig& c, int b, int t) : model(c, b, t) {}
+  float grad_clip, weight_decay;
+  std::unique_ptr<cuda::NcclGroup> nccl;
+  Impl(const Config& c, int b)
+      : device(select_device()), model(c.model, b, c.model.seq_len),
+        grad_clip((float)c.train.grad_clip), weight_decay((float)c.train.weight_decay) {}
 };
 
 std::string GpuStepper::device_name() { return cuda::device_name(); }
@@ -26,34 +45,23 @@ void GpuStepper::require() {
                     "(check CUDA_VISIBLE_DEVICES and the driver), or use device = \"cpu\"");
 }
 
-GpuStepper::GpuStepper(const ModelConfig& cfg, int batch, int seq) {
+GpuStepper::GpuStepper(const Config& cfg, int micro_batch) {
   require();
-  impl_ = std::make_unique<Impl>(cfg, batch, seq);
+  impl_ = std::make_unique<Impl>(cfg, micro_batch);
 }
 
-void GpuStepper::upload(MoeModel<float>& host, AdamW& opt) {
-  impl_->model.upload_params(host.params(Arena::BACKBONE), host.params(Arena::EXPERTS));
-  impl_->model.upload_optimizer(opt.m(Arena::BACKBONE).data(), opt.m(Arena::EXPERTS).data(),
-                                opt.v(Arena::BACKBONE).data(), opt.v(Arena::EXPERTS).data(),
-                                opt.steps_taken());
+void GpuStepper::set_group(double global_tokens,
+                           const std::function<void(double*, int)>* sum_stats) {
+  impl_->model.set_group(global_tokens, sum_stats);
 }
 
-void GpuStepper::download(MoeModel<float>& host, AdamW& opt) {
-  impl_->model.download_params(host.params(Arena::BACKBONE), host.params(Arena::EXPERTS));
-  impl_->model.download_optimizer(opt.m(Arena::BACKBONE).data(), opt.m(Arena::EXPERTS).data(),
-                                  opt.v(Arena::BACKBONE).data(), opt.v(Arena::EXPERTS).data());
-  opt.set_steps_taken(impl_->model.steps_taken());
+void GpuStepper::set_routed_experts(RoutedExperts<float>* ex) {
+  impl_->model.set_routed_experts(ex);
 }
 
-GpuStepper::Result GpuStepper::step(const int32_t* in, const int32_t* tg, double lr, double clip,
-                                    double wd) {
-  Result r;
-  impl_->model.step(in, tg, (float)lr, (float)clip, (float)wd);
-  r.ce = impl_->model.last_ce();
-  r.aux = impl_->model.last_aux();
-  r.grad_norm = impl_->model.last_grad_norm();
-  r.counts = impl_->model.expert_counts();
-  return r;
+DeviceStepper::Local GpuStepper::forward_backward(const int32_t* in, const int32_t* tg) {
+  impl_->model.forward_backward(in, tg);
+  return {impl_->model.last_ce(), impl_->model.last_aux(), impl_->model.expert_counts()};
 }
 
 double GpuStepper::eval(const int32_t* in, const int32_t* tg) {
@@ -61,23 +69,87 @@ double GpuStepper::eval(const int32_t* in, const int32_t* tg) {
   return impl_->model.last_ce();
 }
 
+double GpuStepper::eval_without_routed(const int32_t*, const int32_t*) {
+  throw std::logic_error("GpuStepper: the routed-expert ablation is not built on the GPU");
+}
+
+void GpuStepper::grads_to_host(Arena a, float* dst) {
+  impl_->model.download_arena((int)a, dst, true);
+}
+
+void GpuStepper::grads_from_host(Arena a, const float* src) {
+  impl_->model.upload_arena_grads((int)a, src);
+}
+
+std::string GpuStepper::enable_device_group(Comm& dp) {
+  const char* env = std::getenv("PARALLAX_NCCL");
+  if (!cuda::nccl_built() || (env && std::string(env) == "0")) return "";
+  impl_->nccl = std::make_unique<cuda::NcclGroup>(
+      dp.rank(), dp.size(), [&dp](void* id, int bytes) { dp.bcast(id, bytes, 0, Tier::CONTROL); });
+  return "NCCL";
+}
+
+void GpuStepper::allreduce_grads_on_device(Arena a) {
+  impl_->nccl->allreduce_sum(impl_->model.device_grads((int)a),
+                             impl_->model.device_arena_size((int)a), impl_->model.stream());
+}
+
+double GpuStepper::grad_norm() { return impl_->model.clip_gradients(impl_->grad_clip); }
+
+void GpuStepper::apply(double lr, double) {  // (clips by the device's copy of the norm)
+  impl_->model.apply_update((float)lr, impl_->weight_decay);
+}
+
+void GpuStepper::params_to_host(Arena a, MoeModel<float>& host) {
+  impl_->model.download_arena((int)a, host.params(a), false);
+}
+
+void GpuStepper::params_from_host(Arena a, MoeModel<float>& host) {
+  impl_->model.upload_arena_params((int)a, host.params(a));
+}
+
+void GpuStepper::state_to_host(MoeModel<float>& host, AdamW& opt) {
+  cuda::CudaModel& m = impl_->model;
+  m.download_params(host.params(Arena::BACKBONE), host.params(Arena::EXPERTS));
+  m.download_optimizer(opt.m(Arena::BACKBONE).data(), opt.m(Arena::EXPERTS).data(),
+                       opt.v(Arena::BACKBONE).data(), opt.v(Arena::EXPERTS).data());
+  opt.set_steps_taken(m.steps_taken());
+}
+
+void GpuStepper::state_from_host(MoeModel<float>& host, AdamW& opt) {
+  cuda::CudaModel& m = impl_->model;
+  m.upload_params(host.params(Arena::BACKBONE), host.params(Arena::EXPERTS));
+  m.upload_optimizer(opt.m(Arena::BACKBONE).data(), opt.m(Arena::EXPERTS).data(),
+                     opt.v(Arena::BACKBONE).data(), opt.v(Arena::EXPERTS).data(),
+                     opt.steps_taken());
+}
+
 #else  // no CUDA backend in this build
 
 struct GpuStepper::Impl {};
 
-GpuStepper::GpuStepper(const ModelConfig&, int, int) { require(); }
 std::string GpuStepper::device_name() { return ""; }
 void GpuStepper::require() {
   throw UserError("train.device = \"cuda\": this build has no CUDA backend (nvcc was not found "
                   "at configure time; build with -DPARALLAX_CUDA=ON on a machine with the CUDA "
                   "toolkit), or use device = \"cpu\"");
 }
-void GpuStepper::upload(MoeModel<float>&, AdamW&) {}
-void GpuStepper::download(MoeModel<float>&, AdamW&) {}
-GpuStepper::Result GpuStepper::step(const int32_t*, const int32_t*, double, double, double) {
-  return {};
-}
+GpuStepper::GpuStepper(const Config&, int) { require(); }
+void GpuStepper::set_group(double, const std::function<void(double*, int)>*) {}
+void GpuStepper::set_routed_experts(RoutedExperts<float>*) {}
+DeviceStepper::Local GpuStepper::forward_backward(const int32_t*, const int32_t*) { return {}; }
 double GpuStepper::eval(const int32_t*, const int32_t*) { return 0; }
+double GpuStepper::eval_without_routed(const int32_t*, const int32_t*) { return 0; }
+void GpuStepper::grads_to_host(Arena, float*) {}
+void GpuStepper::grads_from_host(Arena, const float*) {}
+std::string GpuStepper::enable_device_group(Comm&) { return ""; }
+void GpuStepper::allreduce_grads_on_device(Arena) {}
+double GpuStepper::grad_norm() { return 0; }
+void GpuStepper::apply(double, double) {}
+void GpuStepper::params_to_host(Arena, MoeModel<float>&) {}
+void GpuStepper::params_from_host(Arena, MoeModel<float>&) {}
+void GpuStepper::state_to_host(MoeModel<float>&, AdamW&) {}
+void GpuStepper::state_from_host(MoeModel<float>&, AdamW&) {}
 
 #endif
 

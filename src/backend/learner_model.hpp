@@ -11,8 +11,9 @@
 //       state_to_host() / state_to_device()   all of it (before a checkpoint / after a resume);
 //   - parallax(): the routed-experts hook of mode "parallax" (views, masters, sketches).
 // Implementations: CpuLearner (the host model is the live model; sync points are no-ops),
-// CudaLearner (train.device = "cuda": one GPU), StagedLearner (train.device = "staged", for
-// tests: CPU compute on a private copy, so that a missing sync point changes the numbers),
+// DeviceLearner (a device with its own memory: train.device = "cuda", one GPU per rank, and
+// "staged" wherever it runs the config), StagedLearner (train.device = "staged" elsewhere:
+// CPU compute on a private copy, so that a missing sync point changes the numbers),
 // PipelineLearner (topology.pipeline_stages > 1: this rank's stage of the island's layers).
 #include <algorithm>
 #include <cmath>
@@ -66,6 +67,9 @@ class LearnerModel {
   virtual const ExpertParallel* expert_parallel() const = 0;
   // The accelerator's name ("" on the CPU): the progress line's MFU (train/mfu.hpp).
   virtual std::string device_name() const { return ""; }
+  // How a device learner's data-parallel group sums its gradients ("NCCL", "host-staged
+  // MPI", ...; "" on the CPU, where they are host memory already).
+  virtual std::string grad_exchange() const { return ""; }
 };
 
 // A CPU learner whose host copy is the live model: every sync point is a no-op (CpuLearner,
@@ -96,6 +100,11 @@ inline bool step_must_skip(const StepStats& s, double lr, double grad_clip) {
 
 // The inner optimizer's settings of cfg.train (every backend).
 AdamWConfig adamw_config(const Config& cfg);
+// The inner optimizer of a learner that steps what it holds (no expert parallelism, ZeRO or
+// pipeline): both arenas, or in mode parallax the backbone alone (homes step the experts).
+inline AdamW learner_adamw(const ParamLayout& layout, const Config& cfg) {
+  return AdamW(layout, adamw_config(cfg), 0, cfg.train.mode == TrainMode::PARALLAX ? 0 : -1);
+}
 // What the learner's model holds (mode parallax: no routed arenas nor routed activations;
 // train.recompute: no attention probabilities, and with "experts" one MoE layer's
 // routed hidden activations).

@@ -1,9 +1,12 @@
 // defines: make_learner_model
-#include "backend/cpu_learner.hpp"     // defines: CpuLearner
-#include "backend/cuda_learner.hpp"    // defines: CudaLearner
+#include "backend/cpu_learner.hpp"       // defines: CpuLearner
+#include "backend/device_learner.hpp"    // defines: DeviceLearner
+#include "backend/device_support.hpp"    // defines: device_learner_unsupported
+#include "backend/gpu_step.hpp"          // defines: GpuStepper
+#include "backend/host_stepper.hpp"      // defines: HostStepper
 #include "backend/learner_model.hpp"
 #include "backend/pipeline_learner.hpp"  // defines: PipelineLearner
-#include "backend/staged_learner.hpp"  // defines: StagedLearner
+#include "backend/staged_learner.hpp"    // defines: StagedLearner
 
 #include <stdexcept>
 
@@ -18,8 +21,13 @@ std::unique_ptr<LearnerModel> make_learner_model(const Config& cfg, Comm& dp, bo
   }
   switch (cfg.train.device) {
     case DeviceKind::CUDA:
-      return std::make_unique<CudaLearner>(cfg, micro_batch);
+      return std::make_unique<DeviceLearner>(cfg, dp, micro_batch, topo,
+                                             std::make_unique<GpuStepper>(cfg, micro_batch));
     case DeviceKind::STAGED:
+      // the GPU's driver wherever it runs the config, the staged CPU learner elsewhere
+      if (device_learner_unsupported(cfg).empty())
+        return std::make_unique<DeviceLearner>(cfg, dp, micro_batch, topo,
+                                               std::make_unique<HostStepper>(cfg, micro_batch));
       return std::make_unique<StagedLearner>(cfg, dp, expert_parallel, micro_batch, topo);
     case DeviceKind::CPU:
       break;

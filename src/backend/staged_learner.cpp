@@ -1,26 +1,9 @@
 // defines: StagedLearner
 #include "backend/staged_learner.hpp"
 
-#include <algorithm>
+#include "backend/state_copy.hpp"  // defines: copy_arena, copy_state
 
 namespace px {
-
-namespace {
-void copy_arena(MoeModel<float>& from, MoeModel<float>& to, Arena a) {
-  if (!from.params(a) || !to.params(a)) return;  // (mode parallax: no routed-expert arena)
-  std::copy_n(from.params(a), from.arena_size(a), to.params(a));
-}
-
-void copy_state(MoeModel<float>& from, AdamW& from_opt, MoeModel<float>& to, AdamW& to_opt) {
-  for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
-    copy_arena(from, to, a);
-    to_opt.m(a) = from_opt.m(a);
-    to_opt.v(a) = from_opt.v(a);
-  }
-  to.router_bias() = from.router_bias();
-  to_opt.set_steps_taken(from_opt.steps_taken());
-}
-}  // namespace
 
 StagedLearner::StagedLearner(const Config& cfg, Comm& dp, bool expert_parallel, int micro_batch,
                              const Topology* topo)

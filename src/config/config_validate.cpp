@@ -6,6 +6,7 @@
 
 #include "config/config.hpp"
 #include "config/config_fields.hpp"  // defines: config_fields, Bound, numeric_value
+#include "backend/device_support.hpp"   // defines: device_learner_unsupported
 #include "parallel/pipeline_split.hpp"  // defines: PipelineSplit
 #include "util/errors.hpp"           // defines: UserError
 
@@ -172,8 +173,6 @@ void check_supported(const Config& c) {
                          "yet: a home would learn from its own rank's tokens only, not from its "
                          "whole island's; use 1", t.ranks_per_island));
     }
-    if (c.train.device == DeviceKind::CUDA)
-      fail("train.device = \"cuda\" is not supported with mode \"parallax\" yet; use \"cpu\"");
     if (t.expert_workers > c.model.moe_layers() * c.model.n_experts)
       fail(fmt::format("topology.expert_workers = {}: more workers than routed experts ({} MoE "
                        "layers x {} experts); every worker must home at least one",
@@ -200,13 +199,9 @@ void check_supported(const Config& c) {
                      "step; sync.island_every = {} averages parameters instead: use 0 or "
                      "island_every = 1", y.island_every));
   if (c.train.device == DeviceKind::CUDA) {
-    if (c.train.micro_batches != 1)
-      fail(fmt::format("train.micro_batches = {} is not built for train.device = \"cuda\" yet; "
-                       "use 1", c.train.micro_batches));
-    if (t.islands * t.ranks_per_island != 1 || t.syncers != 0)
-      fail(fmt::format("train.device = \"cuda\" trains on one rank for now (1 island x 1 rank, "
-                       "no syncers); got {} x {} + {} syncers: use device = \"cpu\" for "
-                       "multi-rank runs", t.islands, t.ranks_per_island, t.syncers));
+    if (const std::string why = device_learner_unsupported(c); !why.empty())
+      fail(fmt::format("train.device = \"cuda\": {}; use device = \"cpu\" (GPUs run modes "
+                       "\"diloco\", \"parallax\" and one-learner \"sync\" for now)", why));
     if (c.data.eval_without_routed)
       fail("data.eval_without_routed = true is not supported with train.device = \"cuda\" yet; "
            "use false");

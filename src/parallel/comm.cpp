@@ -54,6 +54,10 @@ int64_t ring_allreduce_bytes(int64_t bytes, int p) {
   return (2 * static_cast<int64_t>(p - 1) * bytes + p / 2) / p;
 }
 
+void Comm::count_allreduce(int64_t bytes, Tier t) {
+  stats_->add(t, ring_allreduce_bytes(bytes, size_));
+}
+
 // ---- CommStats -------------------------------------------------------------------------
 
 int64_t CommStats::total() const {

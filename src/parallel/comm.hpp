@@ -110,6 +110,9 @@ class Comm {
   // and so the reduction order, from comm size and message size only). Results can differ
   // across comm sizes. n may exceed INT_MAX (the call is chunked).
   void allreduce_sum(float* data, int64_t n, Tier t);
+  // An all-reduce of `bytes` over this group done outside MPI (NCCL on the GPUs): counted as
+  // allreduce_sum of the same bytes would be.
+  void count_allreduce(int64_t bytes, Tier t);
   void allreduce_sum(double* data, int64_t n, Tier t);
   void allreduce_sum(int64_t* data, int64_t n, Tier t);
   void allreduce_max(float* data, int64_t n, Tier t);

@@ -192,6 +192,9 @@ void LearnerRole::announce() const {
                  "tokens x {} ranks",
                  ctx_.train_split->size(), ctx_.val_split->size(), cfg_.train.steps,
                  cfg_.train.batch_size * mc.seq_len, ctx_.topo.learners());
+  if (const std::string x = model_->grad_exchange(); !x.empty())
+    ctx_.log->info("device {}: {} | data-parallel gradient sum: {}", to_string(cfg_.train.device),
+                   model_->device_name().empty() ? "host memory" : model_->device_name(), x);
 }
 
 }  // namespace px

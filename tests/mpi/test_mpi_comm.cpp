@@ -134,6 +134,18 @@ TEST(CommAllreduce, SingletonCountsZero) {
   EXPECT_EQ(stats.total(), 0);
 }
 
+// An all-reduce done outside MPI (NCCL on the GPUs) is counted as the MPI one of the same bytes.
+TEST(CommAllreduce, ExternalAllreduceCountsAsTheMpiOne) {
+  const int p = world_size();
+  CommStats mpi_stats, external_stats;
+  Comm mpi(MPI_COMM_WORLD, mpi_stats), external(MPI_COMM_WORLD, external_stats);
+  std::vector<float> v(37, 1.f);
+  mpi.allreduce_sum(v.data(), (int64_t)v.size(), Tier::ISLAND);
+  external.count_allreduce((int64_t)(v.size() * sizeof(float)), Tier::ISLAND);
+  EXPECT_EQ(external_stats.snapshot(), mpi_stats.snapshot());
+  expect_only(external_stats, Tier::ISLAND, ring_expected(37 * 4, p));
+}
+
 // ---- gathers, all-to-all, broadcast ------------------------------------------------------------
 
 TEST(CommCollective, Allgatherv) {

@@ -2,7 +2,10 @@
 // computes on a private copy of the state and copies it to / from the host copy only at the
 // declared sync points. A tier or checkpoint that reads or writes the host copy without its
 // sync point makes the staged run differ from the CPU run, so these runs must agree bit for
-// bit (losses, evaluations, bytes per tier), also across a checkpoint and resume.
+// bit (losses, evaluations, bytes per tier), also across a checkpoint and resume. Wherever the
+// GPU's driver runs a config (backend/device_support: diloco, one-learner sync), "staged" is
+// that driver (DeviceLearner) over the staged CPU device (HostStepper), so these cases check
+// the GPU learner's step (host-staged gradient sum, counts, norm, skip) and sync points too.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -72,6 +75,11 @@ INSTANTIATE_TEST_SUITE_P(
         ModeCase{"diloco_syncer_mix", 5,
                  {"train.mode=\"diloco\"", "topology.islands=4", "topology.syncers=1",
                   "sync.backbone_sync=\"syncer\"", "sync.backbone_every=4", "sync.mix_alpha=0.5"}},
+        ModeCase{"diloco_syncer_islands_of_two", 5,
+                 {"train.mode=\"diloco\"", "topology.islands=2", "topology.ranks_per_island=2",
+                  "topology.syncers=1", "sync.backbone_sync=\"syncer\"", "sync.backbone_every=4",
+                  "sync.fragments=2"}},
+        ModeCase{"sync_one_learner", 1, {}},
         ModeCase{"parallax_sketches", 4,
                  {"train.mode=\"parallax\"", "topology.islands=2", "topology.ranks_per_island=2",
                   "sync.backbone_every=4", "experts.snapshot_every=3"}},

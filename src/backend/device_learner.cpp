@@ -1,0 +1,71 @@
+// defines: DeviceLearner
+#include "backend/device_learner.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace px {
+
+DeviceLearner::DeviceLearner(const Config& cfg, Comm& dp, int micro_batch, const Topology* topo,
+                             std::unique_ptr<DeviceStepper> dev)
+    : dp_(dp), grad_clip_(cfg.train.grad_clip),
+      host_(cfg.model, micro_batch, cfg.model.seq_len, learner_model_memory(cfg)),
+      dev_(std::move(dev)) {
+  host_.init_params((uint64_t)cfg.train.seed);
+  host_opt_ = std::make_unique<AdamW>(learner_adamw(host_.layout(), cfg));
+  dev_->state_from_host(host_, *host_opt_);
+  if (cfg.train.mode == TrainMode::PARALLAX) {
+    if (!topo) throw std::logic_error("DeviceLearner: mode parallax needs the topology");
+    const int rows = micro_batch * cfg.model.seq_len * cfg.model.top_k;
+    parallax_ = std::make_unique<ParallaxExperts>(cfg, *topo, host_, rows);
+    dev_->set_routed_experts(parallax_.get());
+  }
+  if (dp_.size() <= 1) {
+    exchange_ = "none (one rank)";
+    return;
+  }
+  sum_stats_ = [this](double* v, int n) { dp_.allreduce_sum(v, n, Tier::CONTROL); };
+  dev_->set_group((double)micro_batch * cfg.model.seq_len * dp_.size(), &sum_stats_);
+  const std::string device_group = dev_->enable_device_group(dp_);
+  on_device_ = !device_group.empty();
+  exchange_ = on_device_ ? device_group : "host-staged MPI";
+}
+
+void DeviceLearner::reduce_grads(Arena a) {
+  const int64_t n = (int64_t)host_.arena_size(a);
+  if (on_device_) {  // counted as the MPI all-reduce of the same host-layout arena would be
+    dev_->allreduce_grads_on_device(a);
+    dp_.count_allreduce(n * (int64_t)sizeof(float), Tier::ISLAND);
+    return;
+  }
+  staging_.resize((size_t)n);
+  dev_->grads_to_host(a, staging_.data());
+  dp_.allreduce_sum(staging_.data(), n, Tier::ISLAND);
+  dev_->grads_from_host(a, staging_.data());
+}
+
+StepStats DeviceLearner::step(const int32_t* in, const int32_t* tg, double lr) {
+  // CpuLearner::step's data-parallel path, call for call (the same bytes per tier)
+  StepStats s;
+  if (parallax_) parallax_->begin_micro_batch(0, 1);
+  DeviceStepper::Local l = dev_->forward_backward(in, tg);
+  s.aux = l.aux;
+  s.counts = std::move(l.counts);
+  double spread[2] = {l.ce, 0.0};
+  if (dp_.size() > 1) {
+    reduce_grads(Arena::BACKBONE);
+    if (!parallax_) reduce_grads(Arena::EXPERTS);  // (parallax: the homes' signal)
+    dp_.allreduce_sum(s.counts.data(), (int64_t)s.counts.size(), Tier::CONTROL);
+    dp_.allreduce_sum(spread, 2, Tier::CONTROL);
+  }
+  s.ce = spread[0];
+  s.loss = s.ce + s.aux;
+  s.grad_norm = dev_->grad_norm();
+  s.skipped = step_must_skip(s, lr, grad_clip_);  // the same on every rank of the group
+  if (s.skipped) return s;
+  dev_->apply(lr, s.grad_norm);
+  dev_->update_router_bias(s.counts);
+  return s;
+}
+
+}  // namespace px

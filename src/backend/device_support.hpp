@@ -1,0 +1,15 @@
+#pragma once
+// What a device with its own memory (DeviceLearner: train.device = "cuda", and "staged"
+// wherever it can) runs of a config: the CPU learner's features it does not have yet.
+#include <string>
+
+#include "config/config.hpp"  // defines: Config
+
+namespace px {
+
+// Why cfg cannot run on DeviceLearner ("" when it can). Used by train.device = "cuda"'s
+// config checks and by "staged" to choose this driver wherever it runs the config (the rest
+// runs on StagedLearner).
+std::string device_learner_unsupported(const Config& cfg);
+
+}  // namespace px

@@ -1,0 +1,81 @@
+// defines: HostStepper
+#include "backend/host_stepper.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "backend/learner_model.hpp"  // defines: learner_adamw, learner_model_memory
+#include "backend/state_copy.hpp"     // defines: copy_arena, copy_state
+
+namespace px {
+
+HostStepper::HostStepper(const Config& cfg, int micro_batch)
+    : model_(cfg.model, micro_batch, cfg.model.seq_len, learner_model_memory(cfg)),
+      opt_(learner_adamw(model_.layout(), cfg)) {}
+
+void HostStepper::set_group(double global_tokens,
+                            const std::function<void(double*, int)>* sum_stats) {
+  global_tokens_ = global_tokens;
+  sum_stats_ = sum_stats;
+  model_.set_parallel(global_tokens, sum_stats, experts_);
+}
+
+void HostStepper::set_routed_experts(RoutedExperts<float>* ex) {
+  experts_ = ex;
+  model_.set_parallel(global_tokens_, sum_stats_, experts_);
+}
+
+DeviceStepper::Local HostStepper::forward_backward(const int32_t* in, const int32_t* tg) {
+  model_.zero_grad();
+  model_.set_loss_scale(1.0);
+  model_.forward(in, tg);
+  model_.backward();
+  return {model_.last_ce(), model_.last_aux(), model_.expert_counts()};
+}
+
+double HostStepper::eval(const int32_t* in, const int32_t* tg) {
+  model_.set_parallel(0, nullptr, experts_);  // every rank evaluates the same batch alone
+  model_.forward(in, tg);
+  model_.set_parallel(global_tokens_, sum_stats_, experts_);
+  return model_.last_ce();
+}
+
+double HostStepper::eval_without_routed(const int32_t* in, const int32_t* tg) {
+  model_.set_drop_routed(true);
+  const double ce = eval(in, tg);
+  model_.set_drop_routed(false);
+  return ce;
+}
+
+void HostStepper::grads_to_host(Arena a, float* dst) {
+  std::copy_n(model_.grads(a), model_.arena_size(a), dst);
+}
+
+void HostStepper::grads_from_host(Arena a, const float* src) {
+  std::copy_n(src, model_.arena_size(a), model_.grads(a));
+}
+
+double HostStepper::grad_norm() {
+  return std::sqrt(opt_.sq_norm(model_.grads(Arena::BACKBONE), Arena::BACKBONE) +
+                   opt_.sq_norm(model_.grads(Arena::EXPERTS), Arena::EXPERTS));
+}
+
+void HostStepper::apply(double lr, double grad_norm) {
+  float* const params[2] = {model_.params(Arena::BACKBONE), model_.params(Arena::EXPERTS)};
+  float* const grads[2] = {model_.grads(Arena::BACKBONE), model_.grads(Arena::EXPERTS)};
+  opt_.step(params, grads, lr, grad_norm);
+}
+
+void HostStepper::params_to_host(Arena a, MoeModel<float>& host) { copy_arena(model_, host, a); }
+
+void HostStepper::params_from_host(Arena a, MoeModel<float>& host) { copy_arena(host, model_, a); }
+
+void HostStepper::state_to_host(MoeModel<float>& host, AdamW& opt) {
+  copy_state(model_, opt_, host, opt);
+}
+
+void HostStepper::state_from_host(MoeModel<float>& host, AdamW& opt) {
+  copy_state(host, opt, model_, opt_);
+}
+
+}  // namespace px

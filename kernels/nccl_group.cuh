@@ -1,11 +1,13 @@
 #pragma once
 // A data-parallel group's device-side all-reduce over NCCL (one GPU per rank), for the island
-// tier's per-step gradient sum (backend/device_learner). Built only when CMake found NCCL
-// beside the CUDA toolkit (PARALLAX_HAS_NCCL); no MPI here: the caller broadcasts NCCL's
-// unique id from rank 0 with bcast_id (an MPI_Bcast of `bytes` bytes, in its own tier).
+// tier's per-step gradient sum (backend/device_learner). Compiled when CMake found nccl.h
+// beside the CUDA toolkit (PARALLAX_HAS_NCCL); libnccl.so.2 is loaded at run time (dlopen),
+// so a binary without it on its library path still runs, host-staged. No MPI here: the caller
+// broadcasts NCCL's unique id from rank 0 with bcast_id (an MPI_Bcast of `bytes` bytes).
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "cuda_common.cuh"  // defines: cudaStream_t
 
@@ -27,7 +29,8 @@ class NcclGroup {
   std::unique_ptr<Impl> impl_;
 };
 
-// Whether this build has NCCL (PARALLAX_HAS_NCCL).
-bool nccl_built();
+// Why NCCL cannot be used here ("" when it can): this build has no nccl.h
+// (PARALLAX_HAS_NCCL off), or libnccl.so.2 is not on the library path at run time.
+std::string nccl_unavailable();
 
 }  // namespace px::cuda

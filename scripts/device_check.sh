@@ -6,9 +6,12 @@
 # Runs, each under its own time limit so that the whole fits in about 8 minutes: the CUDA
 # tests (all, then the whole model through the sm90 expert GEMM), the grouped expert FFN and
 # sketch benchmarks, the one-GPU step benchmark (MFU of the ~1B MoE), and 300 training steps
-# of experiments/small.toml on the GPU (tokens/s and MFU from the progress line). Writes every
-# step's log and summary.md under $OUT (or ./device_check) and prints the summary last.
-# Not yet in it: multi-rank GPU runs (not built: train.device = "cuda" trains one rank).
+# of experiments/small.toml on the GPU (tokens/s and MFU from the progress line), the
+# multi-rank GPU test (mpi_gpu: every mode the GPU learner runs against its CPU run, NCCL and
+# host-staged) and 4-rank GPU runs of small.toml in modes diloco and parallax (with and without
+# an expert worker). Writes every step's log and summary.md under $OUT (or ./device_check) and
+# prints the summary last. Each limit is an upper bound; together they are about 8 minutes at
+# worst.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 OUT=${OUT:-$PWD/device_check}
@@ -28,13 +31,25 @@ step() {  # name seconds command...: runs it, keeps its log, records its status
   echo "[$name] exit $rc in $((SECONDS - t0)) s"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
-step cuda_tests 240 ./parallax_cuda_tests
+step cuda_tests 150 ./parallax_cuda_tests
 step cuda_model_sm90 120 env PX_EXPERT_GEMM=sm90 ./parallax_cuda_tests --gtest_filter='CudaModel*'
 [ -x ./bench_cuda ] && step bench_ffn 60 ./bench_cuda ffn
 [ -x ./bench_cuda ] && step bench_sketch 60 ./bench_cuda
 [ -x ./bench_cuda_step ] && step bench_step 120 ./bench_cuda_step
 step train_small 90 ./parallax train small.toml --out "$OUT/train_small" train.device=cuda \
   data.dir="$PWD/data/fortunes-2048" train.steps=300 data.eval_every=100 checkpoint.every=0 log.every=50
+mpi="mpirun -np 5 --oversubscribe -x LD_LIBRARY_PATH -x PX_TEST_SOURCE_DIR -x PX_TEST_BINARY_DIR -x PX_TEST_FORTUNES"
+step mpi_gpu 120 $mpi ./mpi_gpu
+small4() {  # name overrides...: 100 steps of small.toml on 4 GPU ranks (one GPU: shared)
+  local name=$1
+  shift
+  step "$name" 45 mpirun -np 4 --oversubscribe -x LD_LIBRARY_PATH ./parallax train small.toml \
+    --out "$OUT/$name" train.device=cuda data.dir="$PWD/data/fortunes-2048" train.steps=100 \
+    data.eval_every=100 checkpoint.every=0 log.every=25 "$@"
+}
+small4 np4_diloco train.mode=diloco topology.islands=2 topology.ranks_per_island=2 sync.backbone_every=25
+small4 np4_parallax train.mode=parallax topology.islands=2 topology.ranks_per_island=2 sync.backbone_every=25
+small4 np4_parallax_worker train.mode=parallax topology.islands=3 topology.expert_workers=1 sync.backbone_every=25
 
 {
   echo "# device_check $(date -Is)"
@@ -49,6 +64,10 @@ step train_small 90 ./parallax train small.toml --out "$OUT/train_small" train.d
   grep -hE "^\[  (PASSED|FAILED) *\]|tests? ran" "$OUT/cuda_tests.log" "$OUT/cuda_model_sm90.log" 2>/dev/null
   grep -hE "RATIO|MFU" "$OUT"/bench_*.log 2>/dev/null | tail -20
   grep -hE "step +[0-9]+/300|validation loss" "$OUT/train_small.log" 2>/dev/null | tail -4
+  grep -hE "^\[  (PASSED|FAILED|SKIPPED) *\]|Failure|tolerance" "$OUT/mpi_gpu.log" 2>/dev/null | head -12
+  for r in np4_diloco np4_parallax np4_parallax_worker; do
+    echo "$r:"; grep -hE "gradient sum|step +100/100|validation loss" "$OUT/$r.log" 2>/dev/null | tail -3
+  done
   echo '```'
 } > "$OUT/summary.md"
 cat "$OUT/summary.md"

@@ -82,8 +82,12 @@ void GpuStepper::grads_from_host(Arena a, const float* src) {
 }
 
 std::string GpuStepper::enable_device_group(Comm& dp) {
+  // the same answer on every rank of the group (the same binary and environment), or the
+  // group would call different collectives: a rank without NCCL makes all of them fall back
   const char* env = std::getenv("PARALLAX_NCCL");
-  if (!cuda::nccl_built() || (env && std::string(env) == "0")) return "";
+  int64_t usable = cuda::nccl_unavailable().empty() && !(env && std::string(env) == "0");
+  dp.allreduce_min(&usable, 1, Tier::CONTROL);
+  if (!usable) return "";
   impl_->nccl = std::make_unique<cuda::NcclGroup>(
       dp.rank(), dp.size(), [&dp](void* id, int bytes) { dp.bcast(id, bytes, 0, Tier::CONTROL); });
   return "NCCL";

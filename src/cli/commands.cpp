@@ -119,6 +119,7 @@ int cmd_inspect(const std::string& path) {
 int cmd_config(const std::string& config_path, const std::vector<std::string>& overrides,
                bool print) {
   const Config cfg = load_config(config_path, overrides);
+  check_supported(cfg);  // what `parallax train` would refuse, refused here too
   if (print) fmt::print("{}", config_to_toml(cfg));
   else fmt::print("{}: ok\n", config_path);
   return 0;

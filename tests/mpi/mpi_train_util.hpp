@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,16 @@
 #include "train/trainer.hpp"
 
 namespace px::test {
+
+// The build's folders and the corpus, overridable from the environment for a test binary run
+// away from its build (scripts/device_check.sh on a GPU machine): PX_TEST_SOURCE_DIR (holds
+// experiments/tiny.toml), PX_TEST_BINARY_DIR (test_tmp/ goes there), PX_TEST_FORTUNES.
+inline std::string env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+inline std::string source_dir() { return env_or("PX_TEST_SOURCE_DIR", PX_SOURCE_DIR); }
+inline std::string binary_dir() { return env_or("PX_TEST_BINARY_DIR", PX_BINARY_DIR); }
 
 inline int world_rank() {
   int r = 0;
@@ -27,13 +38,13 @@ inline int world_rank() {
 inline std::string shared_dir(const std::string& name) {
   long id = world_rank() == 0 ? (long)::getpid() : 0;
   MPI_Bcast(&id, 1, MPI_LONG, 0, MPI_COMM_WORLD);
-  return std::string(PX_BINARY_DIR) + "/test_tmp/mpi_" + name + "_" + std::to_string(id);
+  return binary_dir() + "/test_tmp/mpi_" + name + "_" + std::to_string(id);
 }
 
 inline const std::string& corpus() {
   static const std::string dir = [] {
     const std::string d = shared_dir("corpus");
-    if (world_rank() == 0) data_prepare({"/usr/share/games/fortunes"}, d, 512);
+    if (world_rank() == 0) data_prepare({env_or("PX_TEST_FORTUNES", "/usr/share/games/fortunes")}, d, 512);
     MPI_Barrier(MPI_COMM_WORLD);
     return d;
   }();
@@ -50,7 +61,7 @@ inline MPI_Comm first_ranks(int n) {
 inline Config tiny(std::vector<std::string> ov) {
   ov.insert(ov.begin(), {"data.dir=" + corpus(), "train.warmup_steps=2"});
   ov.push_back("data.eval_batches=2");
-  return load_config(std::string(PX_SOURCE_DIR) + "/experiments/tiny.toml", ov);
+  return load_config(source_dir() + "/experiments/tiny.toml", ov);
 }
 
 // Runs train() on the first `ranks` world ranks; returns the result there (empty elsewhere).

@@ -220,10 +220,12 @@ void CudaModel::upload_params(const float* backbone, const float* experts) {
   for (size_t i = 0; i < layout_.specs.size(); ++i) {
     const ParamSpec& s = layout_.specs[i];
     const int a = (int)s.arena;
+    if (!src[a]) continue;
     cudaCheck(cudaMemcpyAsync(p_[a] + doff_[i], src[a] + s.offset, s.size * sizeof(float),
                               cudaMemcpyHostToDevice, stream_));
   }
   for (int a = 0; a < 2; ++a) {
+    if (!src[a]) continue;
     const size_t n = dsize_[a];
     convert_f32_to_bf16(w_[a], p_[a], n, stream_);
     if (!n) continue;
@@ -511,7 +513,7 @@ std::vector<std::pair<std::string, double>> CudaModel::profile_ms() const {
 void CudaModel::optimizer_step() {
   mark(PROF_OPTIM);
   launch_grad_norm();
-  launch_adamw();
+  launch_adamw(loss_ + 3);
 }
 
 void CudaModel::launch_grad_norm() {
@@ -521,13 +523,13 @@ void CudaModel::launch_grad_norm() {
   grad_clip_finish(loss_ + 2, loss_ + 3, partials_, 2 * kSumSqBlocks, hyper_ + 4, st);
 }
 
-void CudaModel::launch_adamw() {
+void CudaModel::launch_adamw(const float* gscale) {
   cudaStream_t st = stream_;
   for (const Range& r : ranges_)
     if (!(host_experts_ && r.arena == P_EX))  // (host experts: stepped by their executor)
       adamw_update_scaled(p_[r.arena] + r.offset, g_[r.arena] + r.offset,
                           m_[r.arena] + r.offset, v_[r.arena] + r.offset, r.size, hyper_,
-                          r.decay, beta1, beta2, eps, loss_ + 3, w_[r.arena] + r.offset, st);
+                          r.decay, beta1, beta2, eps, gscale, w_[r.arena] + r.offset, st);
 }
 
 double CudaModel::read_loss() {

@@ -50,6 +50,7 @@ class CudaModel {
 
   // Host arenas in ParamLayout order (sizes layout().backbone_size / experts_size).
   // Upload also refreshes the bf16 copies and resets the optimizer (moments, step count).
+  // A null arena is skipped (left as it is), in these and in the optimizer's copies.
   void upload_params(const float* backbone, const float* experts);
   void download_params(float* backbone, float* experts) const;
   // Gradients of the last backward (before clipping and the optimizer).
@@ -81,13 +82,13 @@ class CudaModel {
   // the ranks is it. global_tokens 0 or sum_stats null: this rank alone. Evaluation
   // (forward_loss) is always local. Not with set_use_graph (the hook runs on the host).
   void set_group(double global_tokens, const std::function<void(double*, int)>* sum_stats);
-  // After forward_backward (and the group's gradient sum): the global gradient norm
-  // (synchronises) and, on the device, the clipping factor of apply_update (grad_clip <= 0:
-  // none).
-  double clip_gradients(float grad_clip);
-  // One AdamW step (weight decay wd) with the clipping factor of the last clip_gradients;
-  // refreshes the bf16 weight copies. Synchronises.
-  void apply_update(float lr, float wd);
+  // After forward_backward (and the group's gradient sum): the norm of this model's gradients
+  // (both arenas; synchronises). The caller adds what else the global norm holds (experts
+  // run on the host) and picks the clipping factor.
+  double grad_norm();
+  // One AdamW step (weight decay wd) with the gradients scaled by grad_scale (the clipping
+  // factor); refreshes the bf16 weight copies. Synchronises.
+  void apply_update(float lr, float wd, float grad_scale);
   // Arena a (0 backbone, 1 experts) in host (ParamLayout) order: parameters or gradients
   // down, gradients up (a group's sum staged through the host), parameters up (refreshes
   // the bf16 copy; moments and step count untouched, unlike upload_params).
@@ -172,7 +173,7 @@ class CudaModel {
   void host_experts_forward(int l, LayerBufs& b);
   void host_experts_backward(int l);
   void launch_grad_norm();    // loss_[2] = norm, loss_[3] = clip factor (clip: hyper_[4])
-  void launch_adamw();        // the AdamW kernels (scalars: hyper_[0..3], factor: loss_[3])
+  void launch_adamw(const float* gscale);  // the AdamW kernels (scalars: hyper_[0..3])
   void upload_tokens(const int32_t* inputs, const int32_t* targets);
   void forward(bool need_grad);
   void backward();

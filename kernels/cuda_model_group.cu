@@ -42,25 +42,26 @@ void CudaModel::group_router_stats(LayerBufs& b) {
   cudaCheck(cudaStreamSynchronize(stream_));
 }
 
-double CudaModel::clip_gradients(float grad_clip) {
+double CudaModel::grad_norm() {
   cudaCheck(cudaStreamSynchronize(stream_));  // the staging buffer is free
-  hyper_host_[4] = grad_clip;
+  hyper_host_[4] = 0.f;                       // (no clipping factor: the caller's)
   cudaCheck(cudaMemcpyAsync(hyper_ + 4, hyper_host_ + 4, sizeof(float), cudaMemcpyHostToDevice,
                             stream_));
   launch_grad_norm();
   return last_grad_norm();
 }
 
-void CudaModel::apply_update(float lr, float wd) {
+void CudaModel::apply_update(float lr, float wd, float grad_scale) {
   cudaCheck(cudaStreamSynchronize(stream_));
   ++step_;
   hyper_host_[0] = lr;
   hyper_host_[1] = (float)(1.0 / (1.0 - std::pow((double)beta1, step_)));
   hyper_host_[2] = (float)(1.0 / (1.0 - std::pow((double)beta2, step_)));
   hyper_host_[3] = wd;
-  cudaCheck(cudaMemcpyAsync(hyper_, hyper_host_, 4 * sizeof(float), cudaMemcpyHostToDevice,
+  hyper_host_[5] = grad_scale;
+  cudaCheck(cudaMemcpyAsync(hyper_, hyper_host_, 6 * sizeof(float), cudaMemcpyHostToDevice,
                             stream_));
-  launch_adamw();
+  launch_adamw(hyper_ + 5);
   cudaCheck(cudaStreamSynchronize(stream_));
 }
 

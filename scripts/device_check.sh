@@ -8,8 +8,8 @@
 # sketch benchmarks, the one-GPU step benchmark (MFU of the ~1B MoE), and 300 training steps
 # of experiments/small.toml on the GPU (tokens/s and MFU from the progress line), the
 # multi-rank GPU test (mpi_gpu: every mode the GPU learner runs against its CPU run, NCCL and
-# host-staged) and 4-rank GPU runs of small.toml in modes diloco and parallax (with and without
-# an expert worker). Writes every step's log and summary.md under $OUT (or ./device_check) and
+# host-staged) and 4-rank GPU runs of small.toml in modes sync (expert parallel), diloco and
+# parallax (with and without an expert worker). Writes every step's log and summary.md under $OUT (or ./device_check) and
 # prints the summary last. Each limit is an upper bound; together they are about 8 minutes at
 # worst.
 set -uo pipefail
@@ -47,6 +47,7 @@ small4() {  # name overrides...: 100 steps of small.toml on 4 GPU ranks (one GPU
     --out "$OUT/$name" train.device=cuda data.dir="$PWD/data/fortunes-2048" train.steps=100 \
     data.eval_every=100 checkpoint.every=0 log.every=25 "$@"
 }
+small4 np4_sync topology.islands=4
 small4 np4_diloco train.mode=diloco topology.islands=2 topology.ranks_per_island=2 sync.backbone_every=25
 small4 np4_parallax train.mode=parallax topology.islands=2 topology.ranks_per_island=2 sync.backbone_every=25
 small4 np4_parallax_worker train.mode=parallax topology.islands=3 topology.expert_workers=1 sync.backbone_every=25
@@ -65,7 +66,7 @@ small4 np4_parallax_worker train.mode=parallax topology.islands=3 topology.exper
   grep -hE "RATIO|MFU" "$OUT"/bench_*.log 2>/dev/null | tail -20
   grep -hE "step +[0-9]+/300|validation loss" "$OUT/train_small.log" 2>/dev/null | tail -4
   grep -hE "^\[  (PASSED|FAILED|SKIPPED) *\]|Failure|tolerance" "$OUT/mpi_gpu.log" 2>/dev/null | head -12
-  for r in np4_diloco np4_parallax np4_parallax_worker; do
+  for r in np4_sync np4_diloco np4_parallax np4_parallax_worker; do
     echo "$r:"; grep -hE "gradient sum|step +100/100|validation loss" "$OUT/$r.log" 2>/dev/null | tail -3
   done
   echo '```'

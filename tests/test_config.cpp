@@ -263,17 +263,15 @@ TEST(Config, CheckSupported) {
     px::check_supported(parse(kMinimal, {"topology.islands=4", "sync.quorum=3"}));
   }, {"sync.quorum = 3", "deterministic"});
   EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.device=cuda"})));
-  // GPUs in a data-parallel group: diloco (islands of several ranks, syncers), parallax (host
-  // experts), one-learner sync
+  // GPUs in every mode: diloco (islands of several ranks, syncers), parallax and expert-parallel
+  // sync (routed experts on the host)
   EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.device=cuda", "train.mode=diloco",
                                                        "topology.islands=2", "topology.ranks_per_island=2"})));
   EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.device=cuda", "train.mode=diloco",
                                                        "topology.islands=2", "topology.syncers=1",
                                                        "sync.backbone_sync=syncer"})));
   // not built on the GPU yet: each refusal names what
-  expect_user_error([] {
-    px::check_supported(parse(kMinimal, {"train.device=cuda", "topology.islands=2"}));
-  }, {"train.device = \"cuda\"", "expert parallelism", "2 learners"});
+  EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.device=cuda", "topology.islands=4"})));
   EXPECT_NO_THROW(px::check_supported(parse(kMinimal, {"train.device=cuda", "train.mode=parallax",
                                                        "topology.islands=2", "topology.expert_workers=1"})));
   expect_user_error([] {

@@ -6,13 +6,15 @@
 // device where the stepper has it, else staged through the host: one device -> host copy of
 // each arena, MPI all-reduce, one host -> device copy), the counts and CE shares (control),
 // the global norm and skip check, the optimizer and router bias on the device. In mode
-// parallax the routed experts run on the host (ParallaxExperts: masters, views, sketches; the
-// device stages each MoE layer's rows to it and back), the experts' gradients are neither
-// summed nor stepped here (their homes do that) and the norm is the backbone's. The host copy
+// parallax and with expert parallelism the routed experts run on the host (the device stages
+// each MoE layer's rows to the executor and back): ParallaxExperts (masters, views, sketches;
+// their homes step the experts, the norm is the backbone's), ExpertParallel (the all-to-alls
+// of CpuLearner; this rank's block of experts lives and trains in the host copy, its squared
+// gradient norm summed over the ranks). The host copy
 // (model and AdamW) is filled at the declared sync points only: arena-sized copies for
 // to_host / to_device (the backbone tier's outer syncs), the whole state around checkpoints.
-// Not built here (device_learner_unsupported says which): expert parallelism, ZeRO-1,
-// micro-batches, pipelines (backend/device_support).
+// Not built here (device_learner_unsupported says which): ZeRO-1, micro-batches, pipelines
+// (backend/device_support).
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,6 +22,7 @@
 #include "backend/device_stepper.hpp"  // defines: DeviceStepper
 #include "backend/learner_model.hpp"   // defines: LearnerModel
 #include "experts/parallax_experts.hpp"  // defines: ParallaxExperts
+#include "parallel/expert_parallel.hpp"  // defines: ExpertParallel
 
 namespace px {
 
@@ -41,26 +44,32 @@ class DeviceLearner final : public LearnerModel {
 
   MoeModel<float>& host() override { return host_; }
   AdamW& optimizer() override { return *host_opt_; }
-  void to_host(Arena a) override { dev_->params_to_host(a, host_); }
-  void to_device(Arena a) override { dev_->params_from_host(a, host_); }
-  void state_to_host() override { dev_->state_to_host(host_, *host_opt_); }
-  void state_to_device() override { dev_->state_from_host(host_, *host_opt_); }
+  void to_host(Arena a) override;
+  void to_device(Arena a) override;
+  void state_to_host() override { dev_->state_to_host(host_, *host_opt_, !host_experts_); }
+  void state_to_device() override { dev_->state_from_host(host_, *host_opt_, !host_experts_); }
 
   ParallaxExperts* parallax() override { return parallax_.get(); }
-  const ExpertParallel* expert_parallel() const override { return nullptr; }
+  const ExpertParallel* expert_parallel() const override { return expert_parallel_.get(); }
   std::string device_name() const override { return dev_->name(); }
   // How the group's gradients are summed: "NCCL", "host-staged MPI" or "none (one rank)".
   std::string grad_exchange() const override { return exchange_; }
 
  private:
   void reduce_grads(Arena a);  // the group's sum of arena a's gradients, on the device
+  // The routed experts' executor on the host (parallax, expert parallel) and host_opt_.
+  void make_host_experts(const Config& cfg, int rows, const Topology* topo);
 
   Comm& dp_;
   double grad_clip_;
   MoeModel<float> host_;
   std::unique_ptr<AdamW> host_opt_;
-  std::unique_ptr<ParallaxExperts> parallax_;  // mode parallax: on the host (host-staged rows)
   std::unique_ptr<DeviceStepper> dev_;
+  // routed experts on the host (host-staged rows): mode parallax, or expert parallel (mode
+  // sync with several learners: my block of experts lives and trains in host_, host_opt_)
+  bool host_experts_;
+  std::unique_ptr<ParallaxExperts> parallax_;
+  std::unique_ptr<ExpertParallel> expert_parallel_;
   std::function<void(double*, int)> sum_stats_;
   bool on_device_ = false;      // NCCL: the sum stays on the device
   std::string exchange_;

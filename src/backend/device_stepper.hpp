@@ -25,8 +25,10 @@ class DeviceStepper {
   // ranks (MoeModel::set_parallel's contract); global_tokens 0, sum_stats null: alone.
   virtual void set_group(double global_tokens, const std::function<void(double*, int)>* sum_stats) = 0;
 
-  // Where the routed experts run (mode parallax: ParallaxExperts on the host, which holds the
-  // experts' weights and gradients); null (the default): from the model's own expert arena.
+  // Where the routed experts run (mode parallax: ParallaxExperts, mode sync with several
+  // learners: ExpertParallel, both on the host, which hold the experts' weights and
+  // gradients; the device's optimizer then steps the backbone alone); null (the default):
+  // from the model's own expert arena.
   virtual void set_routed_experts(RoutedExperts<float>* ex) = 0;
 
   struct Local {
@@ -51,20 +53,20 @@ class DeviceStepper {
   // The group's sum of arena a's gradients on the device (after enable_device_group).
   virtual void allreduce_grads_on_device(Arena a) {}
 
-  // After the sum: the global gradient norm (both arenas).
-  virtual double grad_norm() = 0;
-  // One optimizer step at lr, clipping to train.grad_clip by grad_norm (the value grad_norm
-  // returned; a device may use its own copy of it).
+  // After the sum: the squared norm of the gradients this device's optimizer steps.
+  virtual double grad_sq_norm() = 0;
+  // One optimizer step at lr, clipping to train.grad_clip by grad_norm (the global norm).
   virtual void apply(double lr, double grad_norm) = 0;
   // model.balance = "bias": the router bias from the group's counts.
   virtual void update_router_bias(const std::vector<int64_t>& counts) = 0;
 
   // The sync points (LearnerModel): arena a's parameters, or the whole state (parameters,
-  // moments, step count, router bias), between the device and the host copy.
+  // moments, step count, router bias), between the device and the host copy; experts false:
+  // the expert arena's parameters and moments are left out (they live on the host).
   virtual void params_to_host(Arena a, MoeModel<float>& host) = 0;
   virtual void params_from_host(Arena a, MoeModel<float>& host) = 0;
-  virtual void state_to_host(MoeModel<float>& host, AdamW& opt) = 0;
-  virtual void state_from_host(MoeModel<float>& host, AdamW& opt) = 0;
+  virtual void state_to_host(MoeModel<float>& host, AdamW& opt, bool experts) = 0;
+  virtual void state_from_host(MoeModel<float>& host, AdamW& opt, bool experts) = 0;
 
   // The accelerator's name ("" on the CPU).
   virtual std::string name() const { return ""; }

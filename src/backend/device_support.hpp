@@ -11,5 +11,8 @@ namespace px {
 // config checks and by "staged" to choose this driver wherever it runs the config (the rest
 // runs on StagedLearner).
 std::string device_learner_unsupported(const Config& cfg);
+// Whether DeviceLearner runs cfg's routed experts on the host (mode parallax; mode sync with
+// several learners: expert parallelism), the device stepping the backbone alone.
+bool routed_experts_on_host(const Config& cfg);
 
 }  // namespace px

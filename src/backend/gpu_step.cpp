@@ -98,10 +98,15 @@ void GpuStepper::allreduce_grads_on_device(Arena a) {
                              impl_->model.device_arena_size((int)a), impl_->model.stream());
 }
 
-double GpuStepper::grad_norm() { return impl_->model.clip_gradients(impl_->grad_clip); }
+double GpuStepper::grad_sq_norm() {
+  const double n = impl_->model.grad_norm();
+  return n * n;
+}
 
-void GpuStepper::apply(double lr, double) {  // (clips by the device's copy of the norm)
-  impl_->model.apply_update((float)lr, impl_->weight_decay);
+void GpuStepper::apply(double lr, double norm) {  // (AdamW's clipping rule)
+  const double clip = impl_->grad_clip;
+  const float scale = clip > 0 && norm > clip ? (float)(clip / norm) : 1.f;
+  impl_->model.apply_update((float)lr, impl_->weight_decay, scale);
 }
 
 void GpuStepper::params_to_host(Arena a, MoeModel<float>& host) {
@@ -112,19 +117,21 @@ void GpuStepper::params_from_host(Arena a, MoeModel<float>& host) {
   impl_->model.upload_arena_params((int)a, host.params(a));
 }
 
-void GpuStepper::state_to_host(MoeModel<float>& host, AdamW& opt) {
+void GpuStepper::state_to_host(MoeModel<float>& host, AdamW& opt, bool experts) {
   cuda::CudaModel& m = impl_->model;
-  m.download_params(host.params(Arena::BACKBONE), host.params(Arena::EXPERTS));
-  m.download_optimizer(opt.m(Arena::BACKBONE).data(), opt.m(Arena::EXPERTS).data(),
-                       opt.v(Arena::BACKBONE).data(), opt.v(Arena::EXPERTS).data());
+  auto ex = [experts](float* p) { return experts ? p : nullptr; };  // (null: skipped)
+  m.download_params(host.params(Arena::BACKBONE), ex(host.params(Arena::EXPERTS)));
+  m.download_optimizer(opt.m(Arena::BACKBONE).data(), ex(opt.m(Arena::EXPERTS).data()),
+                       opt.v(Arena::BACKBONE).data(), ex(opt.v(Arena::EXPERTS).data()));
   opt.set_steps_taken(m.steps_taken());
 }
 
-void GpuStepper::state_from_host(MoeModel<float>& host, AdamW& opt) {
+void GpuStepper::state_from_host(MoeModel<float>& host, AdamW& opt, bool experts) {
   cuda::CudaModel& m = impl_->model;
-  m.upload_params(host.params(Arena::BACKBONE), host.params(Arena::EXPERTS));
-  m.upload_optimizer(opt.m(Arena::BACKBONE).data(), opt.m(Arena::EXPERTS).data(),
-                     opt.v(Arena::BACKBONE).data(), opt.v(Arena::EXPERTS).data(),
+  auto ex = [experts](float* p) { return experts ? p : nullptr; };
+  m.upload_params(host.params(Arena::BACKBONE), ex(host.params(Arena::EXPERTS)));
+  m.upload_optimizer(opt.m(Arena::BACKBONE).data(), ex(opt.m(Arena::EXPERTS).data()),
+                     opt.v(Arena::BACKBONE).data(), ex(opt.v(Arena::EXPERTS).data()),
                      opt.steps_taken());
 }
 
@@ -148,12 +155,12 @@ void GpuStepper::grads_to_host(Arena, float*) {}
 void GpuStepper::grads_from_host(Arena, const float*) {}
 std::string GpuStepper::enable_device_group(Comm&) { return ""; }
 void GpuStepper::allreduce_grads_on_device(Arena) {}
-double GpuStepper::grad_norm() { return 0; }
+double GpuStepper::grad_sq_norm() { return 0; }
 void GpuStepper::apply(double, double) {}
 void GpuStepper::params_to_host(Arena, MoeModel<float>&) {}
 void GpuStepper::params_from_host(Arena, MoeModel<float>&) {}
-void GpuStepper::state_to_host(MoeModel<float>&, AdamW&) {}
-void GpuStepper::state_from_host(MoeModel<float>&, AdamW&) {}
+void GpuStepper::state_to_host(MoeModel<float>&, AdamW&, bool) {}
+void GpuStepper::state_from_host(MoeModel<float>&, AdamW&, bool) {}
 
 #endif
 

@@ -33,15 +33,15 @@ class GpuStepper final : public DeviceStepper {
   void grads_from_host(Arena a, const float* src) override;
   std::string enable_device_group(Comm& dp) override;
   void allreduce_grads_on_device(Arena a) override;
-  double grad_norm() override;
+  double grad_sq_norm() override;
   void apply(double lr, double grad_norm) override;
   // (balance "aux" only on the GPU: no router bias)
   void update_router_bias(const std::vector<int64_t>&) override {}
 
   void params_to_host(Arena a, MoeModel<float>& host) override;
   void params_from_host(Arena a, MoeModel<float>& host) override;
-  void state_to_host(MoeModel<float>& host, AdamW& opt) override;
-  void state_from_host(MoeModel<float>& host, AdamW& opt) override;
+  void state_to_host(MoeModel<float>& host, AdamW& opt, bool experts) override;
+  void state_from_host(MoeModel<float>& host, AdamW& opt, bool experts) override;
   std::string name() const override { return device_name(); }
 
  private:

@@ -4,14 +4,15 @@
 #include <algorithm>
 #include <cmath>
 
-#include "backend/learner_model.hpp"  // defines: learner_adamw, learner_model_memory
+#include "backend/device_support.hpp"  // defines: routed_experts_on_host
+#include "backend/learner_model.hpp"    // defines: adamw_config, learner_model_memory
 #include "backend/state_copy.hpp"     // defines: copy_arena, copy_state
 
 namespace px {
 
 HostStepper::HostStepper(const Config& cfg, int micro_batch)
     : model_(cfg.model, micro_batch, cfg.model.seq_len, learner_model_memory(cfg)),
-      opt_(learner_adamw(model_.layout(), cfg)) {}
+      opt_(model_.layout(), adamw_config(cfg), 0, routed_experts_on_host(cfg) ? 0 : -1) {}
 
 void HostStepper::set_group(double global_tokens,
                             const std::function<void(double*, int)>* sum_stats) {
@@ -55,9 +56,9 @@ void HostStepper::grads_from_host(Arena a, const float* src) {
   std::copy_n(src, model_.arena_size(a), model_.grads(a));
 }
 
-double HostStepper::grad_norm() {
-  return std::sqrt(opt_.sq_norm(model_.grads(Arena::BACKBONE), Arena::BACKBONE) +
-                   opt_.sq_norm(model_.grads(Arena::EXPERTS), Arena::EXPERTS));
+double HostStepper::grad_sq_norm() {
+  return opt_.sq_norm(model_.grads(Arena::BACKBONE), Arena::BACKBONE) +
+         opt_.sq_norm(model_.grads(Arena::EXPERTS), Arena::EXPERTS);
 }
 
 void HostStepper::apply(double lr, double grad_norm) {
@@ -70,12 +71,12 @@ void HostStepper::params_to_host(Arena a, MoeModel<float>& host) { copy_arena(mo
 
 void HostStepper::params_from_host(Arena a, MoeModel<float>& host) { copy_arena(host, model_, a); }
 
-void HostStepper::state_to_host(MoeModel<float>& host, AdamW& opt) {
-  copy_state(model_, opt_, host, opt);
+void HostStepper::state_to_host(MoeModel<float>& host, AdamW& opt, bool experts) {
+  copy_state(model_, opt_, host, opt, experts);
 }
 
-void HostStepper::state_from_host(MoeModel<float>& host, AdamW& opt) {
-  copy_state(host, opt, model_, opt_);
+void HostStepper::state_from_host(MoeModel<float>& host, AdamW& opt, bool experts) {
+  copy_state(host, opt, model_, opt_, experts);
 }
 
 }  // namespace px

@@ -20,7 +20,7 @@ class HostStepper final : public DeviceStepper {
 
   void grads_to_host(Arena a, float* dst) override;
   void grads_from_host(Arena a, const float* src) override;
-  double grad_norm() override;
+  double grad_sq_norm() override;
   void apply(double lr, double grad_norm) override;
   void update_router_bias(const std::vector<int64_t>& counts) override {
     model_.update_router_bias(counts);
@@ -28,8 +28,8 @@ class HostStepper final : public DeviceStepper {
 
   void params_to_host(Arena a, MoeModel<float>& host) override;
   void params_from_host(Arena a, MoeModel<float>& host) override;
-  void state_to_host(MoeModel<float>& host, AdamW& opt) override;
-  void state_from_host(MoeModel<float>& host, AdamW& opt) override;
+  void state_to_host(MoeModel<float>& host, AdamW& opt, bool experts) override;
+  void state_from_host(MoeModel<float>& host, AdamW& opt, bool experts) override;
 
  private:
   MoeModel<float> model_;

@@ -100,11 +100,6 @@ inline bool step_must_skip(const StepStats& s, double lr, double grad_clip) {
 
 // The inner optimizer's settings of cfg.train (every backend).
 AdamWConfig adamw_config(const Config& cfg);
-// The inner optimizer of a learner that steps what it holds (no expert parallelism, ZeRO or
-// pipeline): both arenas, or in mode parallax the backbone alone (homes step the experts).
-inline AdamW learner_adamw(const ParamLayout& layout, const Config& cfg) {
-  return AdamW(layout, adamw_config(cfg), 0, cfg.train.mode == TrainMode::PARALLAX ? 0 : -1);
-}
 // What the learner's model holds (mode parallax: no routed arenas nor routed activations;
 // train.recompute: no attention probabilities, and with "experts" one MoE layer's
 // routed hidden activations).

@@ -14,8 +14,11 @@ inline void copy_arena(MoeModel<float>& from, MoeModel<float>& to, Arena a) {
   std::copy_n(from.params(a), from.arena_size(a), to.params(a));
 }
 
-inline void copy_state(MoeModel<float>& from, AdamW& from_opt, MoeModel<float>& to, AdamW& to_opt) {
+// experts false: the expert arena's parameters and moments are left as they are.
+inline void copy_state(MoeModel<float>& from, AdamW& from_opt, MoeModel<float>& to, AdamW& to_opt,
+                       bool experts = true) {
   for (Arena a : {Arena::BACKBONE, Arena::EXPERTS}) {
+    if (a == Arena::EXPERTS && !experts) continue;
     copy_arena(from, to, a);
     to_opt.m(a) = from_opt.m(a);
     to_opt.v(a) = from_opt.v(a);

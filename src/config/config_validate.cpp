@@ -200,8 +200,7 @@ void check_supported(const Config& c) {
                      "island_every = 1", y.island_every));
   if (c.train.device == DeviceKind::CUDA) {
     if (const std::string why = device_learner_unsupported(c); !why.empty())
-      fail(fmt::format("train.device = \"cuda\": {}; use device = \"cpu\" (GPUs run modes "
-                       "\"diloco\", \"parallax\" and one-learner \"sync\" for now)", why));
+      fail(fmt::format("train.device = \"cuda\": {}; use device = \"cpu\"", why));
     if (c.data.eval_without_routed)
       fail("data.eval_without_routed = true is not supported with train.device = \"cuda\" yet; "
            "use false");

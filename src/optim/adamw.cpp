@@ -48,6 +48,7 @@ void AdamW::step(float* const params[2], float* const grads[2], double lr, doubl
       cfg_.grad_clip > 0 && norm > cfg_.grad_clip ? (float)(cfg_.grad_clip / norm) : 1.f;
   for (int a = 0; a < 2; ++a)
     for (const Range& r : ranges_[a]) {
+      if (!grads[a]) break;  // (an arena stepped elsewhere: DeviceLearner's host experts)
       float* g = grads[a] + (r.offset - storage_lo_[a]);
       if (scale != 1.f)
         for (size_t i = 0; i < r.size; ++i) g[i] *= scale;

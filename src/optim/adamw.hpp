@@ -44,6 +44,7 @@ class AdamW {
   double sq_norm(const float* grads, Arena a) const;
   // Clips by grad_norm (the global norm, computed by the caller across ranks when the
   // gradient is spread over ranks), then one AdamW step at lr. Increments the step count.
+  // An arena whose grads pointer is null is left alone (stepped elsewhere).
   void step(float* const params[2], float* const grads[2], double lr, double grad_norm);
   // One rank holding everything: computes the norm itself; returns it.
   double step(float* const params[2], float* const grads[2], double lr);

@@ -1,5 +1,5 @@
-// GPUs in every mode the GPU learner runs (issue: GPU in every mode and role; mode parallax with
-// its routed experts on the host, rows staged per MoE layer): a 1-5 rank run
+// GPUs in every mode (issue: GPU in every mode and role; modes parallax and expert-parallel sync
+// with their routed experts on the host, rows staged per MoE layer): a 1-5 rank run
 // with train.device = "cuda" (all ranks on the visible GPUs, round robin) against the CPU run of
 // the same config: losses and evaluations within bf16 tolerance over 20 steps, the same bytes
 // per tier (control aside: NCCL's id broadcast), the gradient sum over NCCL and host-staged
@@ -90,6 +90,7 @@ INSTANTIATE_TEST_SUITE_P(
     Modes, GpuBackend,
     ::testing::Values(
         GpuCase{"sync_one_learner", 1, true, {}},
+        GpuCase{"sync_expert_parallel", 4, true, {"topology.islands=4"}},
         GpuCase{"diloco_islands_of_two_nccl", 4, true,
                 {"train.mode=\"diloco\"", "topology.islands=2", "topology.ranks_per_island=2",
                  "sync.backbone_every=5"}},

@@ -586,11 +586,7 @@ double CudaModel::step(const int32_t* inputs, const int32_t* targets, float lr, 
                        float wd) {
   upload_tokens(inputs, targets);
   // the step's scalars go to the device (read there by the clip and AdamW kernels)
-  ++step_;
-  hyper_host_[0] = lr;
-  hyper_host_[1] = (float)(1.0 / (1.0 - std::pow((double)beta1, step_)));
-  hyper_host_[2] = (float)(1.0 / (1.0 - std::pow((double)beta2, step_)));
-  hyper_host_[3] = wd;
+  stage_step_scalars(lr, wd);
   hyper_host_[4] = grad_clip;
   cudaCheck(cudaMemcpyAsync(hyper_, hyper_host_, 8 * sizeof(float), cudaMemcpyHostToDevice,
                             stream_));

@@ -173,7 +173,9 @@ class CudaModel {
   void host_experts_forward(int l, LayerBufs& b);
   void host_experts_backward(int l);
   void launch_grad_norm();    // loss_[2] = norm, loss_[3] = clip factor (clip: hyper_[4])
-  void launch_adamw(const float* gscale);  // the AdamW kernels (scalars: hyper_[0..3])
+  void launch_adamw(const float* gscale);
+  // ++step_ and the AdamW scalars {lr, 1/(1-beta1^t), 1/(1-beta2^t), wd} into hyper_host_[0..3]
+  void stage_step_scalars(float lr, float wd);  // the AdamW kernels (scalars: hyper_[0..3])
   void upload_tokens(const int32_t* inputs, const int32_t* targets);
   void forward(bool need_grad);
   void backward();

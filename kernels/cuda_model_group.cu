@@ -51,13 +51,17 @@ double CudaModel::grad_norm() {
   return last_grad_norm();
 }
 
-void CudaModel::apply_update(float lr, float wd, float grad_scale) {
-  cudaCheck(cudaStreamSynchronize(stream_));
+void CudaModel::stage_step_scalars(float lr, float wd) {
   ++step_;
   hyper_host_[0] = lr;
   hyper_host_[1] = (float)(1.0 / (1.0 - std::pow((double)beta1, step_)));
   hyper_host_[2] = (float)(1.0 / (1.0 - std::pow((double)beta2, step_)));
   hyper_host_[3] = wd;
+}
+
+void CudaModel::apply_update(float lr, float wd, float grad_scale) {
+  cudaCheck(cudaStreamSynchronize(stream_));
+  stage_step_scalars(lr, wd);
   hyper_host_[5] = grad_scale;
   cudaCheck(cudaMemcpyAsync(hyper_, hyper_host_, 6 * sizeof(float), cudaMemcpyHostToDevice,
                             stream_));

@@ -3,7 +3,7 @@
 // with train.device = "cuda" (all ranks on the visible GPUs, round robin) against the CPU run of
 // the same config: losses and evaluations within bf16 tolerance over 20 steps, the same bytes
 // per tier (control aside: NCCL's id broadcast), the gradient sum over NCCL and host-staged
-// MPI, and a GPU checkpoint resumed on the CPU. Skips without a CUDA build and a visible GPU
+// MPI, a GPU checkpoint resumed on the CPU and a CPU one on the GPU. Skips without a CUDA build and a visible GPU
 // (CI); runs on a lent GPU (scripts/device_check.sh).
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -62,10 +62,12 @@ TEST_P(GpuBackend, MatchesTheCpuRunToBf16ToleranceWithTheSameBytesPerTier) {
   const std::string tag = std::string("gpu_") + c.name;
   const TrainResult a = run(c.ranks, cpu, shared_dir(tag + "_cpu"));
   const TrainResult b = run(c.ranks, gpu, shared_dir(tag + "_gpu"));
-  // a GPU checkpoint (step 10) resumed on the CPU
-  const std::string part = shared_dir(tag + "_part");
+  // a GPU checkpoint (step 10) resumed on the CPU, and a CPU one on the GPU
+  const std::string part = shared_dir(tag + "_part"), back = shared_dir(tag + "_back");
   run(c.ranks, gpu, part, 10);
   const TrainResult rest = run(c.ranks, cpu, part, -1, true);
+  run(c.ranks, cpu, back, 10);
+  const TrainResult rest_gpu = run(c.ranks, gpu, back, -1, true);
   if (world_rank() != 0) return;
   ASSERT_EQ(a.losses.size(), b.losses.size());
   for (size_t i = 0; i < a.losses.size(); ++i)
@@ -80,10 +82,15 @@ TEST_P(GpuBackend, MatchesTheCpuRunToBf16ToleranceWithTheSameBytesPerTier) {
   for (int t = 0; t < kTierCount; ++t)
     if (t != (int)Tier::CONTROL) EXPECT_EQ(a.comm_bytes[t], b.comm_bytes[t]) << tier_name((Tier)t);
   ASSERT_EQ(rest.losses.size(), 10u);
-  for (size_t i = 0; i < rest.losses.size(); ++i)
+  ASSERT_EQ(rest_gpu.losses.size(), 10u);
+  for (size_t i = 0; i < rest.losses.size(); ++i) {
     EXPECT_TRUE(close(b.losses[10 + i], rest.losses[i]))
         << "GPU checkpoint resumed on the CPU, step " << 11 + i << ": gpu " << b.losses[10 + i]
         << " cpu " << rest.losses[i];
+    EXPECT_TRUE(close(a.losses[10 + i], rest_gpu.losses[i]))
+        << "CPU checkpoint resumed on the GPU, step " << 11 + i << ": cpu " << a.losses[10 + i]
+        << " gpu " << rest_gpu.losses[i];
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -136,8 +136,9 @@ void CudaModel::plan(P& p) {
   act_begin_ = act_begin;
 }
 
-CudaModel::CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate)
-    : cfg_(cfg), layout_(cfg), batch_(batch), seq_(seq), tokens_(batch * seq) {
+CudaModel::CudaModel(const ModelConfig& cfg, int batch, int seq, Experts experts, bool allocate)
+    : cfg_(cfg), layout_(cfg), batch_(batch), seq_(seq), tokens_(batch * seq),
+      device_experts_(experts == Experts::ON_DEVICE) {
   auto need = [](bool ok, const char* what) {
     if (!ok) throw std::invalid_argument(std::string("CudaModel: ") + what);
   };
@@ -154,6 +155,10 @@ CudaModel::CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate)
   std::map<size_t, size_t> remap[2];
   for (const ParamSpec& s : layout_.specs) {
     const int a = (int)s.arena;
+    if (no_storage(s)) {  // (Experts::ON_HOST: no expert arena on the device)
+      doff_.push_back(0);
+      continue;
+    }
     const size_t off = (dsize_[a] + 127) & ~size_t(127);
     doff_.push_back(off);
     remap[a][s.offset] = off;
@@ -207,8 +212,8 @@ CudaModel::~CudaModel() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-size_t CudaModel::device_bytes(const ModelConfig& cfg, int batch, int seq) {
-  CudaModel shell(cfg, batch, seq, false);
+size_t CudaModel::device_bytes(const ModelConfig& cfg, int batch, int seq, Experts experts) {
+  CudaModel shell(cfg, batch, seq, experts, false);
   DevicePlan count;
   shell.plan(count);
   return count.used;
@@ -220,7 +225,7 @@ void CudaModel::upload_params(const float* backbone, const float* experts) {
   for (size_t i = 0; i < layout_.specs.size(); ++i) {
     const ParamSpec& s = layout_.specs[i];
     const int a = (int)s.arena;
-    if (!src[a]) continue;
+    if (!src[a] || no_storage(s)) continue;
     cudaCheck(cudaMemcpyAsync(p_[a] + doff_[i], src[a] + s.offset, s.size * sizeof(float),
                               cudaMemcpyHostToDevice, stream_));
   }
@@ -242,7 +247,7 @@ void CudaModel::download_arenas(float* backbone, float* experts, const float* co
   for (size_t i = 0; i < layout_.specs.size(); ++i) {
     const ParamSpec& s = layout_.specs[i];
     const int a = (int)s.arena;
-    if (!dst[a]) continue;
+    if (!dst[a] || no_storage(s)) continue;
     cudaCheck(cudaMemcpyAsync(dst[a] + s.offset, src[a] + doff_[i], s.size * sizeof(float),
                               cudaMemcpyDeviceToHost, stream_));
   }
@@ -273,6 +278,8 @@ void CudaModel::upload_tokens(const int32_t* inputs, const int32_t* targets) {
 }
 
 void CudaModel::forward(bool need_grad) {
+  if (!device_experts_ && !host_experts_ && cfg_.moe_layers() > 0)
+    throw std::logic_error("CudaModel: Experts::ON_HOST needs set_routed_experts before a forward");
   const int N = tokens_, d = cfg_.d_model, V = cfg_.vocab, E = cfg_.n_experts, k = cfg_.top_k,
             H = cfg_.n_heads, hd = cfg_.head_dim(), S = cfg_.n_shared, h = cfg_.expert_hidden,
             dh = cfg_.dense_hidden;

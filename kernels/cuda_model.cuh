@@ -38,15 +38,21 @@ namespace px::cuda {
 
 class CudaModel {
  public:
+  // Where the routed experts' weights live: in this model's expert arena, or with a host
+  // executor (set_routed_experts, which must then be set before the first forward): no
+  // expert arena on the device at all (parameters, bf16 copy, gradients, moments).
+  enum class Experts { ON_DEVICE, ON_HOST };
   // Allocates everything once (parameters, optimizer state, activations, scratch) for
   // inputs of shape [batch, seq]; activations are poisoned (NaN) at allocation.
-  CudaModel(const ModelConfig& cfg, int batch, int seq) : CudaModel(cfg, batch, seq, true) {}
+  CudaModel(const ModelConfig& cfg, int batch, int seq, Experts experts = Experts::ON_DEVICE)
+      : CudaModel(cfg, batch, seq, experts, true) {}
   ~CudaModel();
   CudaModel(const CudaModel&) = delete;
   CudaModel& operator=(const CudaModel&) = delete;
 
   // Device bytes the constructor would allocate (for choosing a batch that fits).
-  static size_t device_bytes(const ModelConfig& cfg, int batch, int seq);
+  static size_t device_bytes(const ModelConfig& cfg, int batch, int seq,
+                             Experts experts = Experts::ON_DEVICE);
 
   // Host arenas in ParamLayout order (sizes layout().backbone_size / experts_size).
   // Upload also refreshes the bf16 copies and resets the optimizer (moments, step count).
@@ -89,7 +95,7 @@ class CudaModel {
   // One AdamW step (weight decay wd) with the gradients scaled by grad_scale (the clipping
   // factor); refreshes the bf16 weight copies. Synchronises.
   void apply_update(float lr, float wd, float grad_scale);
-  // Arena a (0 backbone, 1 experts) in host (ParamLayout) order: parameters or gradients
+  // Arena a (0 backbone, 1 experts; not with Experts::ON_HOST) in host (ParamLayout) order: parameters or gradients
   // down, gradients up (a group's sum staged through the host), parameters up (refreshes
   // the bf16 copy; moments and step count untouched, unlike upload_params).
   void download_arena(int a, float* dst, bool grads) const;
@@ -159,7 +165,9 @@ class CudaModel {
     bf16 *ea = nullptr, *eb = nullptr, *eact = nullptr;  // [N*k, h]
     bf16* yp = nullptr;                         // [N*k, d] routed expert outputs
   };
-  CudaModel(const ModelConfig& cfg, int batch, int seq, bool allocate);
+  CudaModel(const ModelConfig& cfg, int batch, int seq, Experts experts, bool allocate);
+  // Experts::ON_HOST: spec i (of the expert arena) has no device storage
+  bool no_storage(const ParamSpec& s) const { return (int)s.arena == 1 && !device_experts_; }
   template <class P>
   void plan(P& p);
   // nullptr for an arena: that arena is skipped
@@ -270,6 +278,7 @@ class CudaModel {
   const std::function<void(double*, int)>* sum_stats_ = nullptr;
   int32_t* gcounts_ = nullptr;  // [E] the group's counts of the current MoE layer
   // set_routed_experts
+  bool device_experts_ = true;  // Experts::ON_DEVICE
   RoutedExperts<float>* host_experts_ = nullptr;
   std::vector<uint16_t> host_bf_;           // [N*k, d] bf16 bits
   std::vector<float> host_in_, host_out_;  // [N*k, d]

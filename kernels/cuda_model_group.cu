@@ -79,7 +79,7 @@ void CudaModel::upload_arena(int a, const float* src, float* dst) const {
   cudaCheck(cudaStreamSynchronize(stream_));
   for (size_t i = 0; i < layout_.specs.size(); ++i) {
     const ParamSpec& s = layout_.specs[i];
-    if ((int)s.arena != a) continue;
+    if ((int)s.arena != a || no_storage(s)) continue;
     cudaCheck(cudaMemcpyAsync(dst + doff_[i], src + s.offset, s.size * sizeof(float),
                               cudaMemcpyHostToDevice, stream_));
   }

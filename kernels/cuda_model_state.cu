@@ -18,7 +18,7 @@ void CudaModel::upload_optimizer(const float* mb, const float* me, const float* 
     for (size_t i = 0; i < layout_.specs.size(); ++i) {
       const ParamSpec& s = layout_.specs[i];
       const int a = (int)s.arena;
-      if (!src[which][a]) continue;
+      if (!src[which][a] || no_storage(s)) continue;
       cudaCheck(cudaMemcpyAsync(dst[which][a] + doff_[i], src[which][a] + s.offset,
                                 s.size * sizeof(float), cudaMemcpyHostToDevice, stream_));
     }

@@ -4,7 +4,8 @@
 #include <cstdlib>
 #include <stdexcept>
 
-#include "backend/local_device.hpp"  // defines: local_rank_from_env, device_for_local_rank
+#include "backend/device_support.hpp"  // defines: routed_experts_on_host
+#include "backend/local_device.hpp"    // defines: local_rank_from_env, device_for_local_rank
 #include "parallax_config.hpp"       // defines: PARALLAX_HAS_CUDA (when built)
 #include "util/errors.hpp"           // defines: UserError
 
@@ -33,7 +34,10 @@ struct GpuStepper::Impl {
   float grad_clip, weight_decay;
   std::unique_ptr<cuda::NcclGroup> nccl;
   Impl(const Config& c, int b)
-      : device(select_device()), model(c.model, b, c.model.seq_len),
+      : device(select_device()),
+        model(c.model, b, c.model.seq_len,
+              routed_experts_on_host(c) ? cuda::CudaModel::Experts::ON_HOST
+                                        : cuda::CudaModel::Experts::ON_DEVICE),
         grad_clip((float)c.train.grad_clip), weight_decay((float)c.train.weight_decay) {}
 };
 

@@ -1,7 +1,7 @@
 // CudaModel as one rank of a distributed learner (backend/device_learner): the split step
 // (forward_backward, grad_norm, apply_update) against the fused step(), a data-parallel group
 // (set_group) against the rank alone, and routed experts run by a host executor
-// (set_routed_experts) against the experts on the device. Fresh random tokens and parameters;
+// (set_routed_experts, no expert arena on the device) against the experts on the device. Fresh random tokens and parameters;
 // tolerances, not bits (bf16 GEMMs, atomics in the embedding backward).
 #include "test_util.hpp"
 
@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 #include "cuda_model.cuh"       // defines: px::cuda::CudaModel
@@ -156,7 +157,12 @@ TEST(CudaModelGroup, GroupOfTwoIdenticalRanksHalvesTheShares) {
 TEST(CudaModelGroup, HostExpertsMatchTheDeviceExperts) {
   PX_SKIP_IF_NO_GPU();
   Fixture f;
-  px::cuda::CudaModel device(f.c, f.B, f.c.seq_len), staged(f.c, f.B, f.c.seq_len);
+  using Experts = px::cuda::CudaModel::Experts;
+  px::cuda::CudaModel device(f.c, f.B, f.c.seq_len), staged(f.c, f.B, f.c.seq_len, Experts::ON_HOST);
+  // no expert arena on the device: parameters, bf16 copy, gradients and two moments less
+  const size_t expert_bytes = f.host.layout().experts_size * (4 * sizeof(float) + 2);
+  EXPECT_LE(staged.bytes() + expert_bytes, device.bytes() + 4096);
+  EXPECT_EQ(staged.bytes(), px::cuda::CudaModel::device_bytes(f.c, f.B, f.c.seq_len, Experts::ON_HOST));
   f.upload(device);
   f.upload(staged);
   CpuExperts ex(f.host);
@@ -166,12 +172,18 @@ TEST(CudaModelGroup, HostExpertsMatchTheDeviceExperts) {
   EXPECT_NEAR(ls, ld, 1e-2 * ld);  // (fp32 host experts vs bf16 device GEMMs)
   EXPECT_EQ(ex.backwards, f.c.moe_layers());
   EXPECT_LT(rel_diff(f.grads(staged, 0), f.grads(device, 0)), 2e-2);
-  // the expert arena is neither given gradients nor stepped with host experts
-  std::vector<float> e0(f.host.layout().experts_size), e1(e0.size());
-  staged.download_arena(1, e0.data(), false);
-  staged.grad_norm();
+  // the norm is the backbone's, and an update steps the backbone alone
+  std::vector<float> g0 = f.grads(staged, 0);
+  double ss = 0;
+  for (float g : g0) ss += (double)g * g;
+  EXPECT_NEAR(staged.grad_norm(), std::sqrt(ss), 1e-4 * std::sqrt(ss));
+  std::vector<float> b0(g0.size()), b1(g0.size());
+  staged.download_arena(0, b0.data(), false);
   staged.apply_update(1e-2f, 0.1f, 1.f);
-  staged.download_arena(1, e1.data(), false);
-  EXPECT_EQ(e0, e1);
-  for (float g : f.grads(staged, 1)) ASSERT_EQ(g, 0.f);
+  staged.download_arena(0, b1.data(), false);
+  EXPECT_GT(rel_diff(b1, b0), 1e-4);
+  // a model with experts on the host refuses a forward without their executor
+  px::cuda::CudaModel bare(f.c, f.B, f.c.seq_len, Experts::ON_HOST);
+  f.upload(bare);
+  EXPECT_THROW(bare.forward_loss(f.tok.data(), f.tok.data() + f.N), std::logic_error);
 }

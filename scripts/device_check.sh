@@ -51,6 +51,7 @@ small4 np4_sync topology.islands=4
 small4 np4_diloco train.mode=diloco topology.islands=2 topology.ranks_per_island=2 sync.backbone_every=25
 small4 np4_parallax train.mode=parallax topology.islands=2 topology.ranks_per_island=2 sync.backbone_every=25
 small4 np4_parallax_worker train.mode=parallax topology.islands=3 topology.expert_workers=1 sync.backbone_every=25
+small4 np4_parallax_gpu_worker train.mode=parallax topology.islands=3 topology.expert_workers=1 sync.backbone_every=25 experts.home_device=cuda
 
 {
   echo "# device_check $(date -Is)"
@@ -66,7 +67,7 @@ small4 np4_parallax_worker train.mode=parallax topology.islands=3 topology.exper
   grep -hE "RATIO|MFU" "$OUT"/bench_*.log 2>/dev/null | tail -20
   grep -hE "step +[0-9]+/300|validation loss" "$OUT/train_small.log" 2>/dev/null | tail -4
   grep -hE "^\[  (PASSED|FAILED|SKIPPED) *\]|Failure|tolerance" "$OUT/mpi_gpu.log" 2>/dev/null | head -12
-  for r in np4_sync np4_diloco np4_parallax np4_parallax_worker; do
+  for r in np4_sync np4_diloco np4_parallax np4_parallax_worker np4_parallax_gpu_worker; do
     echo "$r:"; grep -hE "gradient sum|step +100/100|validation loss" "$OUT/$r.log" 2>/dev/null | tail -3
   done
   echo '```'

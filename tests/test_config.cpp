@@ -279,6 +279,32 @@ TEST(Config, CheckSupported) {
   }, {"train.device = \"cuda\"", "train.micro_batches = 2"});
 }
 
+// experts.home_device: parsed and printed back; mode parallax with sketches (or none) only, and
+// each refusal names what is not built.
+TEST(Config, HomeDevice) {
+  const std::vector<std::string> base = {"train.mode=parallax", "topology.islands=2",
+                                         "topology.expert_workers=1"};
+  auto with = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), base.begin(), base.end());
+    return parse(kMinimal, more);
+  };
+  const Config c = with({"experts.home_device=cuda"});
+  EXPECT_EQ(c.experts.home_device, px::DeviceKind::CUDA);
+  EXPECT_NO_THROW(px::check_supported(c));
+  EXPECT_TRUE(px::parse_config(px::config_to_toml(c), "back.toml") == c);
+  EXPECT_NO_THROW(px::check_supported(with({"experts.home_device=staged", "experts.view=lowrank"})));
+  expect_user_error([&] { px::check_supported(with({"experts.home_device=cuda", "experts.signal=adapters",
+                                                    "experts.adapter_rank=4"})); },
+                    {"experts.home_device = \"cuda\"", "adapters"});
+  expect_user_error([&] { px::check_supported(with({"experts.home_device=staged", "experts.ternary_native=true"})); },
+                    {"experts.home_device = \"staged\"", "ternary_native"});
+  expect_user_error([&] { px::check_supported(with({"experts.home_device=cuda", "train.optimizer=sgd"})); },
+                    {"experts.home_device", "adamw"});
+  expect_user_error([] { px::check_supported(parse(kMinimal, {"experts.home_device=cuda"})); },
+                    {"experts.home_device = \"cuda\"", "parallax"});
+  expect_user_error([] { parse(kMinimal, {"experts.home_device=tpu"}); }, {"experts.home_device", "tpu"});
+}
+
 // experts.view = "full" (fp32 copies of the experts homed elsewhere): parsed and printed back;
 // with signal "none" it is the SPES-style baseline, refused with expert workers (nothing would
 // train their experts) and with several ranks per island (a home would learn from its rank's

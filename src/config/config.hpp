@@ -138,6 +138,11 @@ struct ExpertsConfig {
   // gradients pass straight through to it), so a view is the model, stale by at most
   // snapshot_every steps. Mode parallax, view "ternary".
   bool ternary_native = false;
+  // Where an expert home keeps its masters, gradient sum and AdamW state and runs the sketches'
+  // gradients and the update: "cpu"; "cuda" (an expert worker's GPU: the grouped expert FFN
+  // over the sketch rows, AdamW on the device, the host copy refreshed after each update);
+  // "staged" (tests: the same seam on a private CPU copy). Signal "sketches" or "none".
+  DeviceKind home_device = DeviceKind::CPU;
 };
 
 // [sketch] the sketches sent to expert homes (DESIGN §7).

@@ -153,6 +153,7 @@ std::vector<FieldDesc> build_table() {
       field("experts", "private_layers", &C::experts, &X::private_layers, ge(0), le_field("model.dense_layers"), "leading dense layers that send nothing off the island"),
       field("experts", "sparsity_2of8", &C::experts, &X::sparsity_2of8, none(), none(), "2-of-8 structured sparsity in ternary snapshots"),
       field("experts", "ternary_native", &C::experts, &X::ternary_native, none(), none(), "routed experts compute with the ternary form of their masters everywhere (latent fp32 masters, straight-through gradients); view = ternary"),
+      field("experts", "home_device", &C::experts, &X::home_device, none(), none(), "where an expert home's masters, gradient sum and AdamW live and its sketch gradients run: cpu | cuda | staged (tests)"),
       // ---- [sketch]
       field("sketch", "tokens", &C::sketch, &K::tokens, ge(1), le(1 << 24), "tokens sampled per expert per step"),
       field("sketch", "dtype", &C::sketch, &K::dtype, none(), none(), "int8 | fp8 | bf16"),

@@ -181,9 +181,28 @@ void check_supported(const Config& c) {
       fail(fmt::format("experts.private_layers = {}: private layers are the leading dense "
                        "layers; must be at most model.dense_layers ({})",
                        x.private_layers, c.model.dense_layers));
+    if (x.home_device != DeviceKind::CPU) {
+      const std::string hd = fmt::format("experts.home_device = \"{}\"", to_string(x.home_device));
+      if (x.signal == ExpertSignalKind::ADAPTERS)
+        fail(hd + " with experts.signal = \"adapters\" is not built yet (the deltas fold into "
+                  "the masters on the host); use \"sketches\" or home_device = \"cpu\"");
+      if (x.ternary_native)
+        fail(hd + " with experts.ternary_native = true is not built yet; use false or "
+                  "home_device = \"cpu\"");
+      if (c.train.optimizer != OptimizerKind::ADAMW)
+        fail(hd + " steps the experts with AdamW only; use train.optimizer = \"adamw\"");
+      if (x.home_device == DeviceKind::CUDA &&
+          (c.model.d_model % 8 != 0 || c.model.expert_hidden % 8 != 0))
+        fail(fmt::format("{} needs model.d_model and model.expert_hidden multiples of 8 (the "
+                         "grouped expert FFN); got {} and {}", hd, c.model.d_model,
+                         c.model.expert_hidden));
+    }
   } else if (c.experts.ternary_native) {
     fail(fmt::format("experts.ternary_native = true is built for train.mode = \"parallax\" "
                      "only; got mode \"{}\": use false", to_string(c.train.mode)));
+  } else if (c.experts.home_device != DeviceKind::CPU) {
+    fail(fmt::format("experts.home_device = \"{}\": expert homes are mode \"parallax\"'s; use "
+                     "\"cpu\" or train.mode = \"parallax\"", to_string(c.experts.home_device)));
   } else if (t.expert_workers != 0) {
     fail(fmt::format("topology.expert_workers = {}: expert workers are homes of mode "
                      "\"parallax\"; set it to 0 or train.mode = \"parallax\"",

@@ -16,8 +16,8 @@
 #include "model/full_view.hpp"     // defines: full_view_from_master, full_expert_to_wire
 #include "model/ternary_view.hpp"  // defines: ternary_view_from_master, ternary_expert_*_wire
 #include "experts/expert_views.hpp"   // defines: view_seed, lowrank_factors
-#include "ops/cpu/cpu_ops.hpp"     // defines: adamw_update
-#include "optim/adamw.hpp"         // defines: AdamWConfig (betas, eps)
+#include "experts/home_device.hpp"  // defines: make_home_device
+#include "experts/home_math.hpp"    // defines: any_nonzero, scale_and_sum_squares, home_adamw
 #include "util/byte_reader.hpp"    // defines: take_field
 #include "util/errors.hpp"         // defines: UserError
 #include "util/hash_rng.hpp"       // defines: splitmix64
@@ -63,6 +63,13 @@ ExpertHome::ExpertHome(const Config& cfg, const ParamLayout& layout, std::vector
           view_seed(cfg, owned_[i].moe_layer, owned_[i].expert, 0)));
   }
   refresh_forward();
+  device_ = make_home_device(cfg, owned_.size());
+  if (device_) {  // the state lives there from now on; the sketches' rows go there
+    device_->upload(masters_.data(), grads_.data(), m_.data(), v_.data());
+    sketches_.set_row_sink([this](int slot, const float* X, const float* dY, int rows) {
+      device_->accumulate_rows(slot, X, dY, rows);
+    });
+  }
 }
 
 size_t ExpertHome::arena_off(int i, int which) const {
@@ -91,8 +98,14 @@ size_t ExpertHome::index_of(int moe_layer, int expert) const {
 
 void ExpertHome::add_expert_grad(int moe_layer, int expert, const float* dW1, const float* dW3,
                                  const float* dW2) {
-  const size_t wsz = (size_t)d_ * h_;
-  float* g = grads_.data() + index_of(moe_layer, expert) * per_;
+  const size_t wsz = (size_t)d_ * h_, i = index_of(moe_layer, expert);
+  if (device_) {
+    device_->add_grad(i * per_, dW1, wsz);
+    if (swiglu_) device_->add_grad(i * per_ + wsz, dW3, wsz);
+    device_->add_grad(i * per_ + per_ - wsz, dW2, wsz);
+    return;
+  }
+  float* g = grads_.data() + i * per_;
   auto add = [wsz](float* dst, const float* src) {
     for (size_t j = 0; j < wsz; ++j) dst[j] += src[j];
   };
@@ -102,40 +115,40 @@ void ExpertHome::add_expert_grad(int moe_layer, int expert, const float* dW1, co
 }
 
 void ExpertHome::update(double lr, double divisor) {
-  sketches_.accumulate();
-  const bool any = std::any_of(grads_.begin(), grads_.end(), [](float g) { return g != 0.f; });
+  sketches_.accumulate();  // (on the home device when there is one)
+  const size_t n = grads_.size(), wsz = (size_t)d_ * h_;
+  float* g = grads_.data();
   // no gradient arrived (e.g. a worker under the adapter signal): no step, so weight decay
   // does not shrink masters that nothing trains
-  if (!any || owned_.empty()) return;
+  if (owned_.empty() || !(device_ ? device_->any_grad() : any_nonzero(g, n))) return;
   const float inv = (float)(1.0 / divisor);
-  double ss = 0;
-  for (float& g : grads_) {
-    g *= inv;
-    ss += (double)g * g;
-  }
+  const double ss = device_ ? device_->scale_grads_sum_squares(inv) : scale_and_sum_squares(g, n, inv);
   const double clip = cfg_.train.grad_clip, norm = std::sqrt(ss);
   if (!std::isfinite(norm)) {  // a diverging island's contribution: the update is skipped
     ++skipped_updates_;
-    std::fill(grads_.begin(), grads_.end(), 0.f);
+    if (device_) device_->zero_grads();
+    else std::fill(grads_.begin(), grads_.end(), 0.f);
     return;
   }
   ++steps_;
+  const float wd = (float)cfg_.train.weight_decay;
   if (clip > 0 && norm > clip) {
     const float s = (float)(clip / norm);
-    for (float& g : grads_) g *= s;
+    if (device_) device_->scale_grads(s);
+    else scale_values(g, n, s);
   }
-  const float wd = (float)cfg_.train.weight_decay;
+  if (device_) {  // (AdamW only: the config checks)
+    device_->adamw_step((float)lr, wd, steps_);
+    device_->zero_grads();
+    device_->download(masters_.data(), nullptr, nullptr, nullptr);  // the host copy
+    refresh_forward();
+    return;
+  }
   if (cfg_.train.optimizer == OptimizerKind::SGD) {
     for (size_t i = 0; i < masters_.size(); ++i)
       masters_[i] -= (float)lr * (grads_[i] + wd * masters_[i]);
-  } else {
-    // the per-tensor loop of AdamW (optim/adamw.cpp): the same element operations
-    AdamWConfig ac;
-    const size_t wsz = (size_t)d_ * h_;
-    for (size_t o = 0; o < masters_.size(); o += wsz)
-      cpu::adamw_update(masters_.data() + o, grads_.data() + o, m_.data() + o, v_.data() + o,
-                        wsz, (float)lr, (float)ac.beta1, (float)ac.beta2, (float)ac.eps, wd,
-                        steps_);
+  } else {  // the per-tensor loop of AdamW (optim/adamw.cpp): the same element operations
+    home_adamw(masters_.data(), g, m_.data(), v_.data(), n, wsz, (float)lr, wd, steps_);
   }
   std::fill(grads_.begin(), grads_.end(), 0.f);
   refresh_forward();
@@ -258,6 +271,7 @@ std::vector<uint8_t> ExpertHome::view_message(int64_t step) {
 }
 
 void ExpertHome::save(ParallelCheckpointWriter& w) {
+  if (device_) device_->download(masters_.data(), grads_.data(), m_.data(), v_.data());
   w.add_borrowed("home/masters", as_span(masters_));
   w.add_borrowed("home/grad_sum", as_span(grads_));
   w.add_borrowed("home/m", as_span(m_));
@@ -270,6 +284,7 @@ void ExpertHome::save(ParallelCheckpointWriter& w) {
 void ExpertHome::load(const StateReader& r) {
   if (r.rehoming()) load_rehomed(r);
   else load_own(r);
+  if (device_) device_->upload(masters_.data(), grads_.data(), m_.data(), v_.data());
 }
 
 void ExpertHome::load_own(const StateReader& r) {

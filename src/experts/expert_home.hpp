@@ -18,6 +18,7 @@
 //
 // Masters are packed per expert: [W1 d*h | W3 d*h (swiglu only) | W2 h*d].
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "checkpoint/stateful.hpp"         // defines: Stateful, StateReader
@@ -26,6 +27,7 @@
 #include "model/lowrank_view.hpp"          // defines: LowrankExpertView
 #include "model/param_layout.hpp"          // defines: ParamLayout
 #include "parallel/expert_placement.hpp"   // defines: ExpertId
+#include "experts/home_device.hpp"          // defines: HomeDevice
 #include "sketch/sketch_home.hpp"          // defines: SketchHome
 
 namespace px {
@@ -122,6 +124,10 @@ class ExpertHome final : public Stateful {
   int64_t step_ = 0;
   int64_t skipped_updates_ = 0;
   SketchHome sketches_;
+  // experts.home_device != "cpu": where the masters, gradient sum and moments live and the
+  // arithmetic runs; the vectors above are then its host copy (masters refreshed after every
+  // update, everything before a checkpoint, uploaded after a resume)
+  std::unique_ptr<HomeDevice> device_;
 };
 
 }  // namespace px

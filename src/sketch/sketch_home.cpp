@@ -1,4 +1,4 @@
-// defines: SketchHome
+// defines: SketchHome, expert_rows_gradient
 #include "sketch/sketch_home.hpp"
 
 #include <algorithm>
@@ -56,6 +56,21 @@ SketchStatus SketchHome::receive(const uint8_t* bytes, size_t size, int64_t home
   return status;
 }
 
+void expert_rows_gradient(const HomeExpertSlot& slot, const float* X, const float* dY, int rows,
+                          int d, int h, px::cpu::ExpertAct act, ExpertRowsScratch& s) {
+  const size_t x_values = (size_t)rows * d, h_values = (size_t)rows * h;
+  s.y.resize(x_values);
+  s.dx.resize(x_values);
+  for (auto* b : {&s.a, &s.b, &s.act, &s.dact, &s.da, &s.db}) b->resize(h_values);
+  const int32_t bounds[2] = {0, rows};
+  px::cpu::expert_ffn_forward<float>(s.y.data(), s.a.data(), s.b.data(), s.act.data(), X, slot.W1,
+                                     slot.W3, slot.W2, bounds, 1, d, h, act);
+  px::cpu::expert_ffn_backward<float>(s.dx.data(), slot.dW1, slot.dW3, slot.dW2, dY, X,
+                                      s.a.data(), s.b.data(), s.act.data(), slot.W1, slot.W3,
+                                      slot.W2, bounds, 1, d, h, act, s.dact.data(), s.da.data(),
+                                      s.db.data());
+}
+
 size_t SketchHome::queued_rows() const {
   size_t rows = 0;
   for (const auto& sketches : queued_)
@@ -77,18 +92,11 @@ size_t SketchHome::accumulate() {
     }
     const int rows = (int)(slot_x_.size() / d_model_);
     if (rows == 0) continue;
-    const HomeExpertSlot& slot = slots_[i];
-    const size_t x_values = (size_t)rows * d_model_, h_values = (size_t)rows * hidden_;
-    ffn_y_.resize(x_values);
-    ffn_dx_.resize(x_values);
-    for (auto* b : {&ffn_a_, &ffn_b_, &ffn_act_, &dact_scratch_, &da_scratch_, &db_scratch_}) b->resize(h_values);
-    const int32_t bounds[2] = {0, rows};
-    px::cpu::expert_ffn_forward<float>(ffn_y_.data(), ffn_a_.data(), ffn_b_.data(), ffn_act_.data(),
-                                       slot_x_.data(), slot.W1, slot.W3, slot.W2, bounds, 1, d_model_, hidden_, act_kind_);
-    px::cpu::expert_ffn_backward<float>(ffn_dx_.data(), slot.dW1, slot.dW3, slot.dW2, slot_dy_.data(),
-                                        slot_x_.data(), ffn_a_.data(), ffn_b_.data(), ffn_act_.data(),
-                                        slot.W1, slot.W3, slot.W2, bounds, 1, d_model_, hidden_, act_kind_, dact_scratch_.data(),
-                                        da_scratch_.data(), db_scratch_.data());
+    if (sink_)
+      sink_((int)i, slot_x_.data(), slot_dy_.data(), rows);
+    else
+      expert_rows_gradient(slots_[i], slot_x_.data(), slot_dy_.data(), rows, d_model_, hidden_,
+                           act_kind_, scratch_);
     total += rows;
     queued_[i].clear();
   }

@@ -11,6 +11,7 @@
 // changes nothing. receive() queues accepted rows; accumulate() does the arithmetic for
 // everything queued (so a home can batch many sketches per expert into one product).
 #include <cstdint>
+#include <functional>
 #include <unordered_map>
 #include <vector>
 
@@ -37,8 +38,22 @@ struct HomeExpertSlot {
   float* dW2 = nullptr;
 };
 
+// The weight gradient of one expert over `rows` rows (X, dY [rows, d]), ADDED into the slot's
+// dW1, dW3, dW2: the expert's forward on X with the slot's weights, then its backward with dY
+// (the home's arithmetic on the CPU). scratch: grown on demand.
+struct ExpertRowsScratch {
+  std::vector<float> y, a, b, act, dx, dact, da, db;
+};
+void expert_rows_gradient(const HomeExpertSlot& slot, const float* X, const float* dY, int rows,
+                          int d, int h, px::cpu::ExpertAct act, ExpertRowsScratch& scratch);
+
 class SketchHome {
  public:
+  // Where accumulate() sends an expert's decoded rows (slot index, X, dY, rows): by default
+  // expert_rows_gradient into the slot's gradient buffers; a home on a device (experts/
+  // home_device.hpp) computes them there instead.
+  using RowSink = std::function<void(int slot, const float* X, const float* dY, int rows)>;
+  void set_row_sink(RowSink sink) { sink_ = std::move(sink); }
   // `key`: the run's handle key; `max_rows` = [sketch] tokens; `max_staleness` likewise.
   SketchHome(int d, int h, px::cpu::ExpertAct act, SketchKey key, int max_rows,
              int max_staleness, std::vector<HomeExpertSlot> slots);
@@ -73,8 +88,8 @@ class SketchHome {
   std::vector<std::vector<Queued>> queued_;  // per slot, in arrival order
   std::vector<float> one_x_, one_dy_, slot_x_, slot_dy_;  // decoded rows: one sketch, one slot
   SketchTally tally_;
-  // scratch for the expert FFN, grown on demand
-  std::vector<float> ffn_y_, ffn_a_, ffn_b_, ffn_act_, ffn_dx_, dact_scratch_, da_scratch_, db_scratch_;
+  ExpertRowsScratch scratch_;
+  RowSink sink_;
 };
 
 }  // namespace px

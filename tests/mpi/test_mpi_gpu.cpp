@@ -37,6 +37,7 @@ struct GpuCase {
   int ranks;
   bool nccl;  // the gradient sum over NCCL (where built), else host-staged MPI
   std::vector<std::string> overrides;
+  std::vector<std::string> gpu_only = {};  // also for the GPU run (the CPU run's home is on the CPU)
 };
 std::string case_name(const ::testing::TestParamInfo<GpuCase>& info) { return info.param.name; }
 void PrintTo(const GpuCase& c, std::ostream* os) { *os << c.name; }
@@ -58,6 +59,7 @@ TEST_P(GpuBackend, MatchesTheCpuRunToBf16ToleranceWithTheSameBytesPerTier) {
   ov.insert(ov.end(), c.overrides.begin(), c.overrides.end());
   const Config cpu = tiny(ov);
   ov.push_back("train.device=\"cuda\"");
+  ov.insert(ov.end(), c.gpu_only.begin(), c.gpu_only.end());
   const Config gpu = tiny(ov);
   const std::string tag = std::string("gpu_") + c.name;
   const TrainResult a = run(c.ranks, cpu, shared_dir(tag + "_cpu"));
@@ -113,5 +115,10 @@ INSTANTIATE_TEST_SUITE_P(
                  "sync.backbone_every=5", "experts.snapshot_every=3"}},
         GpuCase{"parallax_expert_worker", 3, true,
                 {"train.mode=\"parallax\"", "topology.islands=2", "topology.expert_workers=1",
-                 "sync.backbone_every=5", "experts.snapshot_every=3"}}),
+                 "sync.backbone_every=5", "experts.snapshot_every=3"}},
+        // a GPU expert worker (its home on the GPU: sketch gradients and AdamW there)
+        GpuCase{"parallax_gpu_expert_worker", 3, true,
+                {"train.mode=\"parallax\"", "topology.islands=2", "topology.expert_workers=1",
+                 "sync.backbone_every=5", "experts.snapshot_every=3"},
+                {"experts.home_device=\"cuda\""}}),
     case_name);

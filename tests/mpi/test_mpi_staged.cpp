@@ -5,7 +5,8 @@
 // bit (losses, evaluations, bytes per tier), also across a checkpoint and resume. Wherever the
 // GPU's driver runs a config (backend/device_support: diloco, one-learner sync), "staged" is
 // that driver (DeviceLearner) over the staged CPU device (HostStepper), so these cases check
-// the GPU learner's step (host-staged gradient sum, counts, norm, skip) and sync points too.
+// the GPU learner's step (host-staged gradient sum, counts, norm, skip) and sync points too;
+// experts.home_device = "staged" does the same for the expert homes' device seam.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -22,6 +23,7 @@ struct ModeCase {
   const char* name;
   int ranks;
   std::vector<std::string> overrides;
+  std::vector<std::string> staged_only = {};  // also staged: e.g. the expert homes' device
 };
 
 std::string case_name(const ::testing::TestParamInfo<ModeCase>& info) { return info.param.name; }
@@ -48,6 +50,7 @@ TEST_P(StagedBackend, EqualsTheCpuBackendBitForBitAlsoAcrossAResume) {
   ov.insert(ov.end(), c.overrides.begin(), c.overrides.end());
   const Config cpu = tiny(ov);
   ov.push_back("train.device=\"staged\"");
+  ov.insert(ov.end(), c.staged_only.begin(), c.staged_only.end());
   const Config staged = tiny(ov);
   const std::string tag = std::string("staged_") + c.name;
   const TrainResult a = run(c.ranks, cpu, shared_dir(tag + "_cpu"));
@@ -88,5 +91,15 @@ INSTANTIATE_TEST_SUITE_P(
         ModeCase{"parallax_worker_adapters", 3,
                  {"train.mode=\"parallax\"", "topology.islands=2", "topology.expert_workers=1",
                   "sync.backbone_every=4", "experts.signal=\"adapters\"", "experts.adapter_rank=4",
-                  "experts.adapter_every=3", "experts.snapshot_every=3"}}),
+                  "experts.adapter_every=3", "experts.snapshot_every=3"}},
+        // the expert homes' device seam (experts/home_device.hpp): a worker's home, and homes
+        // on the learners (their own exact gradients added on the device)
+        ModeCase{"parallax_worker_home_device", 3,
+                 {"train.mode=\"parallax\"", "topology.islands=2", "topology.expert_workers=1",
+                  "sync.backbone_every=4", "experts.snapshot_every=3"},
+                 {"experts.home_device=\"staged\""}},
+        ModeCase{"parallax_learner_homes_device_lowrank", 4,
+                 {"train.mode=\"parallax\"", "topology.islands=2", "topology.ranks_per_island=2",
+                  "sync.backbone_every=4", "experts.view=\"lowrank\"", "experts.surrogate_every=3"},
+                 {"experts.home_device=\"staged\""}}),
     case_name);

@@ -5,6 +5,7 @@
 # machine has its own), Open MPI's and PMIx's plugins, and a prepared demo corpus.
 # Usage: bash scripts/device_bundle.sh [ARCH, default 90]; then on the GPU machine:
 #   cd .gpu && source env.sh && ./parallax_cuda_tests && ./parallax train ...
+# (carry .gpu.tar.xz when .gpu/ is over the device tool's 64 MiB: device_check.sh unpacks it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARCH=${1:-90}
@@ -39,3 +40,7 @@ nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl._
   [ -d "$nccl" ] && export LD_LIBRARY_PATH=$nccl:$LD_LIBRARY_PATH
 ENV
 du -sh .gpu
+# the device tool carries at most 64 MiB: the bundle also as one xz tarball (binaries compress
+# about 4x), which scripts/device_check.sh unpacks when .gpu/ itself was not carried
+tar -C . -cJf .gpu.tar.xz .gpu
+du -sh .gpu.tar.xz

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The prepared GPU session (issue: GPU in every mode, item 6): run on a lent GPU machine from
 # the repo root, with the bundle built here first:
-#   BENCH=1 bash scripts/device_bundle.sh 90        # here: binaries for sm_90 into .gpu/
-#   (device) bash scripts/device_check.sh           # there, the ignored .gpu/ carried along
+#   BENCH=1 bash scripts/device_bundle.sh 90        # here: binaries for sm_90 into .gpu/ and .gpu.tar.xz
+#   (device) bash scripts/device_check.sh           # there, the ignored .gpu.tar.xz carried along
 # Runs, each under its own time limit so that the whole fits in about 8 minutes: the CUDA
 # tests (all, then the whole model through the sm90 expert GEMM), the grouped expert FFN and
 # sketch benchmarks, the one-GPU step benchmark (MFU of the ~1B MoE), and 300 training steps
@@ -16,7 +16,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 OUT=${OUT:-$PWD/device_check}
 mkdir -p "$OUT"
-[ -d .gpu ] || { echo "device_check: no .gpu/ here: run 'BENCH=1 bash scripts/device_bundle.sh 90' first and carry .gpu" >&2; exit 2; }
+[ -d .gpu ] || [ ! -f .gpu.tar.xz ] || tar -xJf .gpu.tar.xz
+[ -d .gpu ] || { echo "device_check: no .gpu/ (nor .gpu.tar.xz) here: run 'BENCH=1 bash scripts/device_bundle.sh 90' first and carry .gpu.tar.xz" >&2; exit 2; }
 cd .gpu || exit 2
 # shellcheck source=/dev/null
 source env.sh

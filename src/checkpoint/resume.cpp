@@ -147,7 +147,9 @@ void read_pipeline_stages(const std::string& path, const Config& saved, MoeModel
 
 // Mode parallax: the learners hold views of the experts homed elsewhere; every expert's master
 // comes from its home.
-void read_home_masters(const std::string& path, const Config& saved, MoeModel<float>& model) {
+void read_home_masters(const std::string& path, const Config& saved_run, MoeModel<float>& model) {
+  Config saved = saved_run;  // (reading masters is host work, wherever the run's homes computed)
+  saved.experts.home_device = DeviceKind::CPU;
   const ParamLayout& layout = model.layout();
   const TopologyConfig& tc = saved.topology;
   const int world = (int)checkpoint_world_size(path);

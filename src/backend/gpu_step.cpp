@@ -19,14 +19,14 @@ namespace px {
 
 #ifdef PARALLAX_HAS_CUDA
 
-namespace {
-int select_device() {
-  const int local = local_rank_from_env([](const char* n) { return std::getenv(n); });
-  const int dev = device_for_local_rank(local, cuda::device_count());
+int select_local_gpu() {
+  const int n = cuda::device_count();
+  if (n == 0) return -1;
+  const int local = local_rank_from_env([](const char* v) { return std::getenv(v); });
+  const int dev = device_for_local_rank(local, n);
   cuda::set_device(dev);
   return dev;
 }
-}  // namespace
 
 struct GpuStepper::Impl {
   int device;
@@ -34,7 +34,7 @@ struct GpuStepper::Impl {
   float grad_clip, weight_decay;
   std::unique_ptr<cuda::NcclGroup> nccl;
   Impl(const Config& c, int b)
-      : device(select_device()),
+      : device(select_local_gpu()),
         model(c.model, b, c.model.seq_len,
               routed_experts_on_host(c) ? cuda::CudaModel::Experts::ON_HOST
                                         : cuda::CudaModel::Experts::ON_DEVICE),
@@ -142,6 +142,8 @@ void GpuStepper::state_from_host(MoeModel<float>& host, AdamW& opt, bool experts
 #else  // no CUDA backend in this build
 
 struct GpuStepper::Impl {};
+
+int select_local_gpu() { return -1; }
 
 std::string GpuStepper::device_name() { return ""; }
 void GpuStepper::require() {

@@ -11,6 +11,10 @@
 
 namespace px {
 
+// Makes this rank's GPU current (the node-local rank's, backend/local_device, modulo the visible
+// devices) and returns its index; -1 when none is visible or this build has no CUDA.
+int select_local_gpu();
+
 class GpuStepper final : public DeviceStepper {
  public:
   // Throws UserError when this build has no CUDA backend or no GPU is visible.

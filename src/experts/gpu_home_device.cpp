@@ -1,14 +1,11 @@
 // GpuHomeDevice: cuda::HomeState when CUDA is compiled in, a clear error otherwise.
 #include "experts/gpu_home_device.hpp"
 
-#include <cstdlib>
-
-#include "backend/local_device.hpp"  // defines: local_rank_from_env, device_for_local_rank
+#include "backend/gpu_step.hpp"  // defines: select_local_gpu
 #include "parallax_config.hpp"       // defines: PARALLAX_HAS_CUDA (when built)
 #include "util/errors.hpp"           // defines: UserError
 
 #ifdef PARALLAX_HAS_CUDA
-#include "cuda_common.cuh"  // defines: px::cuda::device_count, set_device
 #include "home_state.cuh"   // defines: px::cuda::HomeState
 #endif
 
@@ -18,13 +15,10 @@ namespace px {
 
 namespace {
 int select_home_device() {
-  const int n = cuda::device_count();
-  if (n == 0)
+  const int dev = select_local_gpu();
+  if (dev < 0)
     throw UserError("experts.home_device = \"cuda\": no CUDA device is visible on this rank "
                     "(check CUDA_VISIBLE_DEVICES and the driver), or use \"cpu\"");
-  const int local = local_rank_from_env([](const char* v) { return std::getenv(v); });
-  const int dev = device_for_local_rank(local, n);
-  cuda::set_device(dev);
   return dev;
 }
 }  // namespace

@@ -1,5 +1,6 @@
 #pragma once
-// A test backend (train.device = "staged") that behaves like a device with its own memory:
+// A test backend (train.device = "staged" where DeviceLearner does not run the config: ZeRO-1,
+// micro-batches; backend/device_support) that behaves like a device with its own memory:
 // a CpuLearner computes every step on its private "device" state, and the host copy that
 // tiers and checkpoints see is a separate model and optimizer, copied from / to the device
 // only at LearnerModel's declared sync points. A tier or role that reads the host copy

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "backend/device_support.hpp"  // defines: routed_experts_on_host
 #include "backend/learner_model.hpp"    // defines: adamw_config, learner_model_memory
@@ -54,6 +55,17 @@ void HostStepper::grads_to_host(Arena a, float* dst) {
 
 void HostStepper::grads_from_host(Arena a, const float* src) {
   std::copy_n(src, model_.arena_size(a), model_.grads(a));
+}
+
+std::string HostStepper::enable_device_group(Comm& dp) {
+  const char* env = std::getenv("PARALLAX_STAGED_DEVICE_GROUP");
+  if (!env || std::string(env) != "1") return "";
+  device_comm_ = std::make_unique<Comm>(dp.get(), uncounted_);
+  return "staged device all-reduce";
+}
+
+void HostStepper::allreduce_grads_on_device(Arena a) {
+  device_comm_->allreduce_sum(model_.grads(a), (int64_t)model_.arena_size(a), Tier::ISLAND);
 }
 
 double HostStepper::grad_sq_norm() {

@@ -24,6 +24,8 @@ struct ModeCase {
   int ranks;
   std::vector<std::string> overrides;
   std::vector<std::string> staged_only = {};  // also staged: e.g. the expert homes' device
+  // the staged device's "device-side" gradient all-reduce (DeviceLearner's NCCL branch)
+  bool device_group = false;
 };
 
 std::string case_name(const ::testing::TestParamInfo<ModeCase>& info) { return info.param.name; }
@@ -54,11 +56,13 @@ TEST_P(StagedBackend, EqualsTheCpuBackendBitForBitAlsoAcrossAResume) {
   const Config staged = tiny(ov);
   const std::string tag = std::string("staged_") + c.name;
   const TrainResult a = run(c.ranks, cpu, shared_dir(tag + "_cpu"));
+  if (c.device_group) setenv("PARALLAX_STAGED_DEVICE_GROUP", "1", 1);
   const TrainResult b = run(c.ranks, staged, shared_dir(tag + "_staged"));
   // stop after 5 steps (a checkpoint), resume: the state goes host -> file -> device
   const std::string part = shared_dir(tag + "_part");
   run(c.ranks, staged, part, 5);
   const TrainResult rest = run(c.ranks, staged, part, -1, true);
+  unsetenv("PARALLAX_STAGED_DEVICE_GROUP");
   if (world_rank() != 0) return;
   expect_same_run(a, b, "staged vs cpu");
   ASSERT_EQ(rest.losses.size(), 7u);
@@ -85,6 +89,10 @@ INSTANTIATE_TEST_SUITE_P(
                   "topology.syncers=1", "sync.backbone_sync=\"syncer\"", "sync.backbone_every=4",
                   "sync.fragments=2"}},
         ModeCase{"sync_one_learner", 1, {}},
+        ModeCase{"sync_expert_parallel_device_group", 4, {"topology.islands=4"}, {}, true},
+        ModeCase{"diloco_islands_of_two_device_group", 4,
+                 {"train.mode=\"diloco\"", "topology.islands=2", "topology.ranks_per_island=2",
+                  "sync.backbone_every=4"}, {}, true},
         ModeCase{"parallax_sketches", 4,
                  {"train.mode=\"parallax\"", "topology.islands=2", "topology.ranks_per_island=2",
                   "sync.backbone_every=4", "experts.snapshot_every=3"}},

@@ -1,6 +1,7 @@
 // defines: DeviceLearner
 #include "backend/device_learner.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -61,7 +62,8 @@ StepStats DeviceLearner::step(const int32_t* in, const int32_t* tg, double lr) {
   // CpuLearner::step's data-parallel path, call for call (the same bytes per tier)
   StepStats s;
   if (parallax_) parallax_->begin_micro_batch(0, 1);
-  if (expert_parallel_) host_.zero_grad();  // (the experts' gradients accumulate in host_)
+  if (expert_parallel_)  // the experts' gradients accumulate in host_ (its backbone's are unused)
+    std::fill_n(host_.grads(Arena::EXPERTS), host_.arena_size(Arena::EXPERTS), 0.f);
   DeviceStepper::Local l = dev_->forward_backward(in, tg);
   s.aux = l.aux;
   s.counts = std::move(l.counts);

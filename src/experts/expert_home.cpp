@@ -17,7 +17,6 @@
 #include "model/ternary_view.hpp"  // defines: ternary_view_from_master, ternary_expert_*_wire
 #include "experts/expert_views.hpp"   // defines: view_seed, lowrank_factors
 #include "experts/home_device.hpp"  // defines: make_home_device
-#include "experts/home_math.hpp"    // defines: any_nonzero, scale_and_sum_squares, home_adamw
 #include "util/byte_reader.hpp"    // defines: take_field
 #include "util/errors.hpp"         // defines: UserError
 #include "util/hash_rng.hpp"       // defines: splitmix64
@@ -63,13 +62,14 @@ ExpertHome::ExpertHome(const Config& cfg, const ParamLayout& layout, std::vector
           view_seed(cfg, owned_[i].moe_layer, owned_[i].expert, 0)));
   }
   refresh_forward();
-  device_ = make_home_device(cfg, owned_.size());
-  if (device_) {  // the state lives there from now on; the sketches' rows go there
-    device_->upload(masters_.data(), grads_.data(), m_.data(), v_.data());
-    sketches_.set_row_sink([this](int slot, const float* X, const float* dY, int rows) {
-      device_->accumulate_rows(slot, X, dY, rows);
-    });
-  }
+  device_ = make_home_device(cfg, owned_.size(),
+                             {masters_.data(), grads_.data(), m_.data(), v_.data(),
+                              masters_.size(), make_slots()});
+  // the state lives there from now on (the "cpu" device: these vectors); the sketches' rows go there
+  device_->upload(masters_.data(), grads_.data(), m_.data(), v_.data());
+  sketches_.set_row_sink([this](int slot, const float* X, const float* dY, int rows) {
+    device_->accumulate_rows(slot, X, dY, rows);
+  });
 }
 
 size_t ExpertHome::arena_off(int i, int which) const {
@@ -99,58 +99,31 @@ size_t ExpertHome::index_of(int moe_layer, int expert) const {
 void ExpertHome::add_expert_grad(int moe_layer, int expert, const float* dW1, const float* dW3,
                                  const float* dW2) {
   const size_t wsz = (size_t)d_ * h_, i = index_of(moe_layer, expert);
-  if (device_) {
-    device_->add_grad(i * per_, dW1, wsz);
-    if (swiglu_) device_->add_grad(i * per_ + wsz, dW3, wsz);
-    device_->add_grad(i * per_ + per_ - wsz, dW2, wsz);
-    return;
-  }
-  float* g = grads_.data() + i * per_;
-  auto add = [wsz](float* dst, const float* src) {
-    for (size_t j = 0; j < wsz; ++j) dst[j] += src[j];
-  };
-  add(g, dW1);
-  if (swiglu_) add(g + wsz, dW3);
-  add(g + per_ - wsz, dW2);
+  device_->add_grad(i * per_, dW1, wsz);
+  if (swiglu_) device_->add_grad(i * per_ + wsz, dW3, wsz);
+  device_->add_grad(i * per_ + per_ - wsz, dW2, wsz);
 }
 
 void ExpertHome::update(double lr, double divisor) {
-  sketches_.accumulate();  // (on the home device when there is one)
-  const size_t n = grads_.size(), wsz = (size_t)d_ * h_;
-  float* g = grads_.data();
+  sketches_.accumulate();  // (the rows' gradients go to the home device)
   // no gradient arrived (e.g. a worker under the adapter signal): no step, so weight decay
   // does not shrink masters that nothing trains
-  if (owned_.empty() || !(device_ ? device_->any_grad() : any_nonzero(g, n))) return;
-  const float inv = (float)(1.0 / divisor);
-  const double ss = device_ ? device_->scale_grads_sum_squares(inv) : scale_and_sum_squares(g, n, inv);
+  if (owned_.empty() || !device_->any_grad()) return;
+  const double ss = device_->scale_grads_sum_squares((float)(1.0 / divisor));
   const double clip = cfg_.train.grad_clip, norm = std::sqrt(ss);
   if (!std::isfinite(norm)) {  // a diverging island's contribution: the update is skipped
     ++skipped_updates_;
-    if (device_) device_->zero_grads();
-    else std::fill(grads_.begin(), grads_.end(), 0.f);
+    device_->zero_grads();
     return;
   }
   ++steps_;
   const float wd = (float)cfg_.train.weight_decay;
-  if (clip > 0 && norm > clip) {
-    const float s = (float)(clip / norm);
-    if (device_) device_->scale_grads(s);
-    else scale_values(g, n, s);
-  }
-  if (device_) {  // (AdamW only: the config checks)
-    device_->adamw_step((float)lr, wd, steps_);
-    device_->zero_grads();
-    device_->download(masters_.data(), nullptr, nullptr, nullptr);  // the host copy
-    refresh_forward();
-    return;
-  }
-  if (cfg_.train.optimizer == OptimizerKind::SGD) {
-    for (size_t i = 0; i < masters_.size(); ++i)
-      masters_[i] -= (float)lr * (grads_[i] + wd * masters_[i]);
-  } else {  // the per-tensor loop of AdamW (optim/adamw.cpp): the same element operations
-    home_adamw(masters_.data(), g, m_.data(), v_.data(), n, wsz, (float)lr, wd, steps_);
-  }
-  std::fill(grads_.begin(), grads_.end(), 0.f);
+  if (clip > 0 && norm > clip) device_->scale_grads((float)(clip / norm));
+  // (SGD: the "cpu" home device only, the config checks)
+  if (cfg_.train.optimizer == OptimizerKind::SGD) device_->sgd_step((float)lr, wd);
+  else device_->adamw_step((float)lr, wd, steps_);  // optim/adamw.cpp's per-tensor loop
+  device_->zero_grads();
+  device_->download(masters_.data(), nullptr, nullptr, nullptr);  // the host copy
   refresh_forward();
 }
 
@@ -271,7 +244,7 @@ std::vector<uint8_t> ExpertHome::view_message(int64_t step) {
 }
 
 void ExpertHome::save(ParallelCheckpointWriter& w) {
-  if (device_) device_->download(masters_.data(), grads_.data(), m_.data(), v_.data());
+  device_->download(masters_.data(), grads_.data(), m_.data(), v_.data());
   w.add_borrowed("home/masters", as_span(masters_));
   w.add_borrowed("home/grad_sum", as_span(grads_));
   w.add_borrowed("home/m", as_span(m_));
@@ -284,7 +257,7 @@ void ExpertHome::save(ParallelCheckpointWriter& w) {
 void ExpertHome::load(const StateReader& r) {
   if (r.rehoming()) load_rehomed(r);
   else load_own(r);
-  if (device_) device_->upload(masters_.data(), grads_.data(), m_.data(), v_.data());
+  device_->upload(masters_.data(), grads_.data(), m_.data(), v_.data());
 }
 
 void ExpertHome::load_own(const StateReader& r) {

@@ -124,9 +124,10 @@ class ExpertHome final : public Stateful {
   int64_t step_ = 0;
   int64_t skipped_updates_ = 0;
   SketchHome sketches_;
-  // experts.home_device != "cpu": where the masters, gradient sum and moments live and the
-  // arithmetic runs; the vectors above are then its host copy (masters refreshed after every
-  // update, everything before a checkpoint, uploaded after a resume)
+  // experts.home_device: where the masters, gradient sum and moments live and the arithmetic
+  // runs ("cpu": in place on the vectors above); for the others the vectors above are its host
+  // copy (masters refreshed after every update, everything before a checkpoint, uploaded after
+  // a resume)
   std::unique_ptr<HomeDevice> device_;
 };
 

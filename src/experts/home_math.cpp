@@ -1,4 +1,4 @@
-// defines: any_nonzero, scale_and_sum_squares, scale_values, home_adamw
+// defines: any_nonzero, scale_and_sum_squares, scale_values, home_adamw, home_sgd
 #include "experts/home_math.hpp"
 
 #include "ops/cpu/cpu_ops.hpp"  // defines: adamw_update
@@ -31,6 +31,10 @@ void home_adamw(float* masters, const float* g, float* m, float* v, size_t n, si
   for (size_t o = 0; o < n; o += wsz)
     cpu::adamw_update(masters + o, g + o, m + o, v + o, wsz, lr, (float)ac.beta1,
                       (float)ac.beta2, (float)ac.eps, wd, step);
+}
+
+void home_sgd(float* masters, const float* g, size_t n, float lr, float wd) {
+  for (size_t i = 0; i < n; ++i) masters[i] -= lr * (g[i] + wd * masters[i]);
 }
 
 }  // namespace px

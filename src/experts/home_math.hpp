@@ -13,5 +13,7 @@ void scale_values(float* g, size_t n, float s);
 // elements (cpu::adamw_update per tensor, as optim/adamw.cpp), weight decay wd, 1-based step.
 void home_adamw(float* masters, const float* g, float* m, float* v, size_t n, size_t wsz,
                 float lr, float wd, int step);
+// One SGD step of n master weights: masters -= lr * (g + wd * masters).
+void home_sgd(float* masters, const float* g, size_t n, float lr, float wd);
 
 }  // namespace px

@@ -1,9 +1,8 @@
-// defines: StagedHomeDevice, make_home_device
+// defines: StagedHomeDevice
 #include "experts/staged_home_device.hpp"
 
 #include <algorithm>
 
-#include "experts/gpu_home_device.hpp"  // defines: GpuHomeDevice
 #include "experts/home_math.hpp"        // defines: any_nonzero, scale_and_sum_squares, home_adamw
 
 namespace px {
@@ -57,17 +56,5 @@ void StagedHomeDevice::adamw_step(float lr, float wd, int step) {
 }
 
 void StagedHomeDevice::zero_grads() { std::fill(grads_.begin(), grads_.end(), 0.f); }
-
-std::unique_ptr<HomeDevice> make_home_device(const Config& cfg, size_t experts) {
-  switch (cfg.experts.home_device) {
-    case DeviceKind::STAGED:
-      return std::make_unique<StagedHomeDevice>(cfg, experts);
-    case DeviceKind::CUDA:
-      return std::make_unique<GpuHomeDevice>(cfg, experts);
-    case DeviceKind::CPU:
-      break;
-  }
-  return nullptr;
-}
 
 }  // namespace px

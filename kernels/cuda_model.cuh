@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "cuda_common.cuh"         // defines: bf16, cudaCheck
+#include "pinned_buffer.cuh"       // defines: PinnedBuffer
 #include "model/model_config.hpp"  // defines: ModelConfig
 #include "model/param_layout.hpp"  // defines: ParamLayout, Arena
 
@@ -280,9 +281,9 @@ class CudaModel {
   // set_routed_experts
   bool device_experts_ = true;  // Experts::ON_DEVICE
   RoutedExperts<float>* host_experts_ = nullptr;
-  std::vector<uint16_t> host_bf_;           // [N*k, d] bf16 bits
+  PinnedBuffer<uint16_t> host_bf_;         // [N*k, d] bf16 bits, page-locked (DMA)
   std::vector<float> host_in_, host_out_;  // [N*k, d]
-  std::vector<int32_t> host_bounds_;       // [E + 1]
+  PinnedBuffer<int32_t> host_bounds_;      // [E + 1]
 };
 
 // ---- kernels used by CudaModel (kernels/cuda_model_ops.cu) ---------------------------------

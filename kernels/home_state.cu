@@ -5,7 +5,7 @@
 
 #include "adamw.cuh"       // defines: adamw_update
 #include "expert_ffn.cuh"  // defines: expert_ffn_forward, expert_ffn_backward
-#include "wire/bf16.hpp"   // defines: bf16_encode_rne
+#include "wire/bf16.hpp"   // defines: bf16_encode_rne_n
 
 namespace px::cuda {
 
@@ -47,11 +47,6 @@ double sum_partials(const float* partials, cudaStream_t st) {
   double s = 0;
   for (float p : host) s += p;  // fixed order: deterministic
   return s;
-}
-
-void to_bf16_host(const float* x, size_t n, std::vector<uint16_t>& out) {
-  out.resize(n);
-  for (size_t i = 0; i < n; ++i) out[i] = bf16_encode_rne(x[i]);
 }
 
 }  // namespace
@@ -108,12 +103,13 @@ void HomeState::accumulate_rows(int slot, const float* X, const float* dY, int r
   if (rows <= 0) return;
   reserve_rows(rows);
   const size_t nx = (size_t)rows * d_, wsz = (size_t)d_ * h_;
-  cudaCheck(cudaStreamSynchronize(stream_));  // (host_bf_ is free)
-  to_bf16_host(X, nx, host_bf_);
-  cudaCheck(cudaMemcpyAsync(x_, host_bf_.data(), nx * sizeof(bf16), cudaMemcpyHostToDevice, stream_));
-  cudaCheck(cudaStreamSynchronize(stream_));
-  to_bf16_host(dY, nx, host_bf_);
-  cudaCheck(cudaMemcpyAsync(dy_, host_bf_.data(), nx * sizeof(bf16), cudaMemcpyHostToDevice, stream_));
+  cudaCheck(cudaStreamSynchronize(stream_));  // (the pinned rows are free)
+  host_x_.reserve_discard(nx);
+  host_dy_.reserve_discard(nx);
+  bf16_encode_rne_n(X, nx, host_x_.data());
+  cudaCheck(cudaMemcpyAsync(x_, host_x_.data(), nx * sizeof(bf16), cudaMemcpyHostToDevice, stream_));
+  bf16_encode_rne_n(dY, nx, host_dy_.data());  // (while X's rows travel)
+  cudaCheck(cudaMemcpyAsync(dy_, host_dy_.data(), nx * sizeof(bf16), cudaMemcpyHostToDevice, stream_));
   const int32_t bounds[2] = {0, rows};
   cudaCheck(cudaMemcpyAsync(bounds_, bounds, sizeof bounds, cudaMemcpyHostToDevice, stream_));
   const bf16* w = wbf_ + (size_t)slot * per_;

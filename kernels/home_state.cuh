@@ -7,9 +7,9 @@
 // pieces (ExpertHome::update) as deterministic kernels. No MPI, no host model.
 #include <cstddef>
 #include <cstdint>
-#include <vector>
 
-#include "cuda_common.cuh"  // defines: bf16, cudaStream_t
+#include "cuda_common.cuh"    // defines: bf16, cudaStream_t
+#include "pinned_buffer.cuh"  // defines: PinnedBuffer
 
 namespace px::cuda {
 
@@ -48,7 +48,7 @@ class HomeState {
   bf16 *x_ = nullptr, *dy_ = nullptr, *y_ = nullptr, *dx_ = nullptr;     // [rows, d]
   bf16 *a_ = nullptr, *b_ = nullptr, *act_ = nullptr, *da_ = nullptr, *db_ = nullptr;  // [rows, h]
   int32_t* bounds_ = nullptr;  // [2]
-  std::vector<uint16_t> host_bf_;
+  PinnedBuffer<uint16_t> host_x_, host_dy_;  // [rows, d] bf16 bits of the staged rows
 };
 
 }  // namespace px::cuda

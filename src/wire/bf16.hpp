@@ -8,6 +8,7 @@
 //    codec checks first); for NaN / inf inputs it keeps the bits the codec always produced
 //    (inf -> +-0x7F7F, NaN -> the raw rounded pattern), so the two rules differ only there.
 // Both are bf16_round_bits plus their own edge rule. Decoding is exact: the bits shifted back.
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -47,5 +48,13 @@ PX_HD inline uint16_t bf16_encode_saturate(float v) {
 }
 
 PX_HD inline float bf16_decode(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+
+// Host arrays of n values (the host-staged GPU paths: routed rows, sketch rows to a GPU home).
+inline void bf16_encode_rne_n(const float* x, size_t n, uint16_t* out) {
+  for (size_t i = 0; i < n; ++i) out[i] = bf16_encode_rne(x[i]);
+}
+inline void bf16_decode_n(const uint16_t* h, size_t n, float* out) {
+  for (size_t i = 0; i < n; ++i) out[i] = bf16_decode(h[i]);
+}
 
 }  // namespace px

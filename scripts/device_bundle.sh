@@ -23,6 +23,17 @@ ldd build$ARCH/parallax build$ARCH/tests/parallax_cuda_tests | awk '/=>/{print $
   xargs -r -I{} cp -L {} .gpu/lib/
 cp -r /usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3 .gpu/openmpi3
 cp -r /usr/lib/x86_64-linux-gnu/pmix2/lib/pmix .gpu/pmix 2>/dev/null || true
+# the launcher too (the GPU image has no Open MPI of its own: mpi_gpu and the multi-rank runs
+# need mpirun), with its help texts (OPAL_PREFIX below), and what the launcher and the MCA
+# plugins load (libpmix, libmca_common_*, ...), so that nothing comes from a system Open MPI
+mkdir -p .gpu/bin .gpu/share
+cp -L "$(readlink -f "$(command -v mpirun)")" .gpu/bin/mpirun
+cp -L "$(command -v orted)" .gpu/bin/orted
+cp -r /usr/share/openmpi .gpu/share/openmpi
+[ -d /usr/lib/x86_64-linux-gnu/pmix2/share/pmix ] && cp -r /usr/lib/x86_64-linux-gnu/pmix2/share/pmix .gpu/share/pmix
+ldd .gpu/bin/mpirun .gpu/bin/orted .gpu/openmpi3/*.so .gpu/pmix/*.so 2>/dev/null | awk '/=>/{print $3}' | sort -u |
+  grep -vE 'libc\.so|libm\.so|libstdc\+\+|libgcc_s|libpthread|libdl\.|librt\.|ld-linux|cublas|libcuda\.|libnccl' |
+  xargs -r -I{} cp -Ln {} .gpu/lib/
 [ -f data/fortunes-2048/val.h5 ] || ./build$ARCH/parallax data prepare --input /usr/share/games/fortunes --out data/fortunes-2048 --vocab 2048
 mkdir -p .gpu/data && cp -r data/fortunes-2048 .gpu/data/
 cp experiments/small.toml .gpu/
@@ -32,6 +43,7 @@ cp -r /usr/share/games/fortunes .gpu/data/fortunes-raw
 cat > .gpu/env.sh <<'ENV'
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export LD_LIBRARY_PATH=$here/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PATH=$here/bin:$PATH OPAL_PREFIX=$here
 export OMPI_MCA_mca_base_component_path=$here/openmpi3 PMIX_MCA_mca_base_component_path=$here/pmix
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=4
 export PX_TEST_SOURCE_DIR=$here PX_TEST_BINARY_DIR=$here PX_TEST_FORTUNES=$here/data/fortunes-raw

@@ -278,6 +278,9 @@ class CudaModel {
   double group_tokens_ = 0;
   const std::function<void(double*, int)>* sum_stats_ = nullptr;
   int32_t* gcounts_ = nullptr;  // [E] the group's counts of the current MoE layer
+  std::vector<int32_t> gstat_counts_;  // [E] host staging of group_router_stats
+  std::vector<float> gstat_mean_;      // [E]
+  std::vector<double> gstat_sums_;     // [2E] counts and probability sums, summed over the group
   // set_routed_experts
   bool device_experts_ = true;  // Experts::ON_DEVICE
   RoutedExperts<float>* host_experts_ = nullptr;

@@ -17,14 +17,18 @@ void CudaModel::set_group(double global_tokens,
 
 void CudaModel::group_router_stats(LayerBufs& b) {
   const int E = cfg_.n_experts, N = tokens_;
-  std::vector<int32_t> counts(E);
-  std::vector<float> mean(E);
+  // (members: sized once, not allocated per MoE layer and step)
+  std::vector<int32_t>& counts = gstat_counts_;
+  std::vector<float>& mean = gstat_mean_;
+  std::vector<double>& st = gstat_sums_;
+  counts.resize(E);
+  mean.resize(E);
+  st.resize(2 * (size_t)E);
   cudaCheck(cudaMemcpyAsync(counts.data(), b.counts, E * sizeof(int32_t),
                             cudaMemcpyDeviceToHost, stream_));
   cudaCheck(cudaMemcpyAsync(mean.data(), b.prob_mean, E * sizeof(float), cudaMemcpyDeviceToHost,
                             stream_));
   cudaCheck(cudaStreamSynchronize(stream_));
-  std::vector<double> st(2 * (size_t)E);
   for (int e = 0; e < E; ++e) {
     st[e] = counts[e];
     st[E + e] = (double)mean[e] * N;  // this rank's sum of probabilities

@@ -46,7 +46,7 @@ step cuda_tests 150 ./parallax_cuda_tests
 step train_small 90 ./parallax train small.toml --out "$OUT/train_small" train.device=cuda \
   data.dir="$PWD/data/fortunes-2048" train.steps=300 data.eval_every=100 checkpoint.every=0 log.every=50
 mpi="mpirun -np 5 --oversubscribe -x LD_LIBRARY_PATH -x PX_TEST_SOURCE_DIR -x PX_TEST_BINARY_DIR -x PX_TEST_FORTUNES"
-step mpi_gpu 120 $mpi ./mpi_gpu
+step mpi_gpu 120 $mpi ./mpi_gpu --gtest_color=no
 small4() {  # name overrides...: 100 steps of small.toml on 4 GPU ranks (one GPU: shared)
   local name=$1
   shift
@@ -78,7 +78,9 @@ step cuda_model_sm90 120 env PX_EXPERT_GEMM=sm90 ./parallax_cuda_tests --gtest_f
   grep -hE "^\[  (PASSED|FAILED) *\]|tests? ran" "$OUT/cuda_tests.log" "$OUT/cuda_model_sm90.log" 2>/dev/null
   grep -hE "RATIO|MFU" "$OUT"/bench_*.log 2>/dev/null | tail -20
   grep -hE "step +[0-9]+/300|validation loss" "$OUT/train_small.log" 2>/dev/null | tail -4
-  grep -hE "^\[  (PASSED|FAILED|SKIPPED) *\]|Failure|tolerance" "$OUT/mpi_gpu.log" 2>/dev/null | head -12
+  # (colour codes stripped: gtest under mpirun may colour its lines anyway)
+  sed 's/\x1b\[[0-9;]*m//g' "$OUT/mpi_gpu.log" 2>/dev/null |
+    grep -hE "^\[ +(OK|PASSED|FAILED|SKIPPED) *\]|Failure|tolerance" | head -16
   for r in np4_sync np4_diloco np4_parallax np4_parallax_worker np4_parallax_gpu_worker; do
     echo "$r:"; grep -hE "gradient sum|step +100/100|validation loss" "$OUT/$r.log" 2>/dev/null | tail -3
   done

@@ -21,32 +21,29 @@ class PinnedBuffer {
   PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
     std::swap(p_, o.p_);
     std::swap(cap_, o.cap_);
-    std::swap(n_, o.n_);
     return *this;
   }
 
-  // Room for n elements (size() = n afterwards); the old contents are gone if it grew. The
-  // caller makes sure no copy on a stream still reads or writes the old memory.
+  // Room for n elements; the old contents are gone if it grew. The caller makes sure no copy
+  // on a stream still reads or writes the old memory.
   void reserve_discard(size_t n) {
     if (n > cap_) {
       release();
       cudaCheck(cudaMallocHost(&p_, n * sizeof(T)));
       cap_ = n;
     }
-    n_ = n;
   }
   T* data() { return p_; }
   const T* data() const { return p_; }
-  size_t size() const { return n_; }
 
  private:
   void release() {
     if (p_) cudaCheck(cudaFreeHost(p_));
     p_ = nullptr;
-    cap_ = n_ = 0;
+    cap_ = 0;
   }
   T* p_ = nullptr;
-  size_t cap_ = 0, n_ = 0;
+  size_t cap_ = 0;
 };
 
 }  // namespace px::cuda

@@ -18,9 +18,12 @@ rm -rf .gpu && mkdir -p .gpu/lib
 cp build$ARCH/parallax build$ARCH/tests/parallax_cuda_tests build$ARCH/tests/mpi_gpu .gpu/
 [ "${BENCH:-0}" = 1 ] && cp build$ARCH/bench/bench_cuda build$ARCH/bench/bench_cuda_step .gpu/
 strip .gpu/parallax .gpu/parallax_cuda_tests .gpu/mpi_gpu .gpu/bench_cuda* 2>/dev/null || true
-ldd build$ARCH/parallax build$ARCH/tests/parallax_cuda_tests | awk '/=>/{print $3}' | sort -u |
-  grep -vE 'libc\.so|libm\.so|libstdc\+\+|libgcc_s|libpthread|libdl\.|librt\.|ld-linux|cublas|libcuda\.|libnccl' |
-  xargs -r -I{} cp -L {} .gpu/lib/
+copy_libs() {  # binaries...: the non-system shared libraries they load, into .gpu/lib
+  ldd "$@" 2>/dev/null | awk '/=>/{print $3}' | sort -u |
+    grep -vE 'libc\.so|libm\.so|libstdc\+\+|libgcc_s|libpthread|libdl\.|librt\.|ld-linux|cublas|libcuda\.|libnccl' |
+    xargs -r -I{} cp -Ln {} .gpu/lib/
+}
+copy_libs build$ARCH/parallax build$ARCH/tests/parallax_cuda_tests
 cp -r /usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3 .gpu/openmpi3
 cp -r /usr/lib/x86_64-linux-gnu/pmix2/lib/pmix .gpu/pmix 2>/dev/null || true
 # the launcher too (the GPU image has no Open MPI of its own: mpi_gpu and the multi-rank runs
@@ -31,9 +34,7 @@ cp -L "$(readlink -f "$(command -v mpirun)")" .gpu/bin/mpirun
 cp -L "$(command -v orted)" .gpu/bin/orted
 cp -r /usr/share/openmpi .gpu/share/openmpi
 [ -d /usr/lib/x86_64-linux-gnu/pmix2/share/pmix ] && cp -r /usr/lib/x86_64-linux-gnu/pmix2/share/pmix .gpu/share/pmix
-ldd .gpu/bin/mpirun .gpu/bin/orted .gpu/openmpi3/*.so .gpu/pmix/*.so 2>/dev/null | awk '/=>/{print $3}' | sort -u |
-  grep -vE 'libc\.so|libm\.so|libstdc\+\+|libgcc_s|libpthread|libdl\.|librt\.|ld-linux|cublas|libcuda\.|libnccl' |
-  xargs -r -I{} cp -Ln {} .gpu/lib/
+copy_libs .gpu/bin/mpirun .gpu/bin/orted .gpu/openmpi3/*.so .gpu/pmix/*.so
 [ -f data/fortunes-2048/val.h5 ] || ./build$ARCH/parallax data prepare --input /usr/share/games/fortunes --out data/fortunes-2048 --vocab 2048
 mkdir -p .gpu/data && cp -r data/fortunes-2048 .gpu/data/
 cp experiments/small.toml .gpu/

@@ -65,7 +65,8 @@ ExpertHome::ExpertHome(const Config& cfg, const ParamLayout& layout, std::vector
   device_ = make_home_device(cfg, owned_.size(),
                              {masters_.data(), grads_.data(), m_.data(), v_.data(),
                               masters_.size(), make_slots()});
-  // the state lives there from now on (the "cpu" device: these vectors); the sketches' rows go there
+  // the state lives there from now on (the "cpu" device: these vectors); the sketches'
+  // rows go there
   device_->upload(masters_.data(), grads_.data(), m_.data(), v_.data());
   sketches_.set_row_sink([this](int slot, const float* X, const float* dY, int rows) {
     device_->accumulate_rows(slot, X, dY, rows);
